@@ -1,0 +1,1 @@
+"""maskfarm's client library and CLI. Needs only grpcio and protobuf (+ numpy/pillow)."""

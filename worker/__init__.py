@@ -1,0 +1,1 @@
+"""maskfarm's GPU side: the CLIPSeg mask pipeline (pure torch), model loading, the RQ worker."""
