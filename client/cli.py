@@ -1,0 +1,46 @@
+"""The ``maskfarm`` command.
+
+Each package registers its own subcommands (``add_commands``) so the command line mirrors
+the architecture: client commands here, ``server``/``up`` in maskfarm.server, ``worker`` and
+``model`` in maskfarm.worker. Registration imports only argparse-level code; the heavy
+imports (grpc, torch) happen inside the command that needs them, so ``maskfarm --help``
+works with the client alone installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+_COMMAND_MODULES = ("maskfarm.client.commands", "maskfarm.server.cli", "maskfarm.worker.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maskfarm",
+        description="Text-prompted segmentation masks (CLIPSeg) as a service for render farms.",
+    )
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+            continue
+        module.add_commands(subcommands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

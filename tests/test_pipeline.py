@@ -1,0 +1,262 @@
+"""The mask pipeline against the node's semantics (tests/reference.py), on the tiny synthetic model.
+
+Random weights amplify tiny input differences, so the two halves are checked separately:
+preprocessing against the processor's pixel values, and (fed those same pixel values) the
+masks against the per-frame reference.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+from maskfarm.server.params import MaskParams
+from maskfarm.worker.frames import to_rgb_uint8
+from maskfarm.worker.inference import MaskModel
+from maskfarm.worker.model import ModelLoadError, load_model
+from maskfarm.worker.pipeline import Segmenter
+from maskfarm.worker.preprocess import PixelSpec, pixel_values
+from tests.reference import reference_logits, reference_masks, reference_rgb_uint8
+
+SIZES = {"odd": (333, 517), "tall": (900, 120), "tiny": (17, 9), "large": (2048, 1152)}
+PROMPTS = ["red car", "a tree", "sky"]
+
+
+def make_frame(mode: str, size: tuple[int, int], seed: int = 0):
+    """A smooth random frame (blobs, not noise) of ``size`` (width, height) in ``mode``."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((max(2, height // 16), max(2, width // 16), 3))
+    smooth = np.asarray(
+        torch.nn.functional.interpolate(
+            torch.from_numpy(coarse).permute(2, 0, 1)[None], size=(height, width), mode="bilinear"
+        )[0].permute(1, 2, 0)
+    )
+    rgb8 = (smooth * 255).astype(np.uint8)
+    if mode == "float":
+        return torch.from_numpy(smooth.astype(np.float32))
+    if mode == "uint16-rgb":
+        return (smooth * 65535).astype(np.uint16)
+    if mode == "gray-array":
+        return rgb8[..., 0]
+    if mode == "rgba-array":
+        return np.dstack([rgb8, rgb8[..., :1]])
+    if mode == "I;16":
+        return Image.fromarray((smooth[..., 0] * 65535).astype(np.uint16))
+    image = Image.fromarray(rgb8)
+    return image.quantize(64) if mode == "P" else image.convert(mode)
+
+
+MODES = ["RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "I;16", "float", "uint16-rgb", "gray-array", "rgba-array"]
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir) -> CLIPSegProcessor:
+    return CLIPSegProcessor.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def plain_model(tiny_model_dir) -> CLIPSegForImageSegmentation:
+    return CLIPSegForImageSegmentation.from_pretrained(tiny_model_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_model_dir) -> Segmenter:
+    return Segmenter.load(str(tiny_model_dir), device="cpu", dtype="fp32", max_batch=4)
+
+
+def grey_levels(ours: torch.Tensor, theirs: torch.Tensor, spec: PixelSpec) -> float:
+    """Largest difference between two pixel-value tensors, in 8-bit grey levels."""
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    return float(((ours - theirs).abs() * std * 255).max())
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("size_name", list(SIZES))
+def test_frame_conversion_and_preprocessing_match_the_processor(processor, mode, size_name):
+    frame = make_frame(mode, SIZES[size_name])
+    ours_rgb = to_rgb_uint8(frame)
+    reference_rgb = reference_rgb_uint8(frame)
+    assert np.array_equal(ours_rgb.numpy(), reference_rgb)
+
+    spec = PixelSpec.from_processor(processor)
+    ours = pixel_values([ours_rgb], spec, torch.device("cpu"))
+    theirs = processor(images=[reference_rgb], return_tensors="pt")["pixel_values"]
+    assert ours.shape == theirs.shape == (1, 3, 352, 352)
+    assert grey_levels(ours, theirs, spec) <= 1.0 + 1e-3
+
+
+def test_preprocessing_matches_the_pil_processor_within_one_grey_level(processor):
+    pil_backend = pytest.importorskip("transformers.models.vit.image_processing_pil_vit")
+    image_processor = pil_backend.ViTImageProcessorPil(**processor.image_processor.to_dict())
+    spec = PixelSpec.from_processor(processor)
+    for size in SIZES.values():
+        frame = reference_rgb_uint8(make_frame("RGB", size, seed=3))
+        ours = pixel_values([torch.from_numpy(frame)], spec, torch.device("cpu"))
+        theirs = torch.as_tensor(np.asarray(image_processor(images=[frame], return_tensors="np")["pixel_values"]))
+        assert grey_levels(ours, theirs, spec) <= 1.0 + 1e-3
+
+
+def test_float_batches_are_split_into_frames_like_comfyui_images(segmenter):
+    batch = torch.stack([make_frame("float", (40, 30), seed) for seed in range(3)])
+    assert batch.shape == (3, 30, 40, 3)
+    masks = segmenter.segment(batch, "red car")
+    assert [m.index for m in masks] == [0, 1, 2]
+    assert all(m.masks.shape == (1, 30, 40) for m in masks)
+
+
+@pytest.fixture(scope="module")
+def parity_inputs(processor, plain_model):
+    """Two frames of different sizes, their processor pixel values and the plain logits."""
+    frames = [reference_rgb_uint8(make_frame("RGB", size, seed)) for seed, size in enumerate([(61, 37), (160, 270)])]
+    batch = processor(images=frames, return_tensors="pt")["pixel_values"]
+    logits = {
+        prompt: [reference_logits(plain_model, processor, batch[i : i + 1], prompt) for i in range(len(frames))]
+        for prompt in PROMPTS
+    }
+    return frames, batch, logits
+
+
+GRID = list(itertools.product([0.3, 0.5], [0, 1, 9, 32], [-5, 0, 5], [0, 4, 64]))
+
+
+@pytest.mark.parametrize("threshold,smooth,dilate,blur", GRID)
+def test_masks_equal_the_per_frame_reference(segmenter, parity_inputs, threshold, smooth, dilate, blur):
+    frames, batch, logits = parity_inputs
+    params = MaskParams(threshold=threshold, smooth=smooth, dilate=dilate, blur=blur)
+    sizes = [frame.shape[:2] for frame in frames]
+    ours = list(segmenter.masks_from_pixel_values(batch, sizes, PROMPTS, params))
+    for position, size in enumerate(sizes):
+        for k, prompt in enumerate(PROMPTS):
+            expected = reference_masks(logits[prompt][position][None], size, threshold, smooth, dilate, blur)[0]
+            close = np.abs(ours[position][k] - expected.clamp(0, 1).numpy()) <= 1e-4
+            assert close.mean() >= 0.9999, (position, prompt, close.mean())
+
+
+def test_binary_masks_agree_before_resizing(segmenter, parity_inputs):
+    """At 352x352, threshold + smooth + dilate give the same booleans on >= 99.99% of pixels."""
+    from maskfarm.worker.masks import mask_from_logits
+
+    _, batch, logits = parity_inputs
+    for prompt in PROMPTS:
+        stacked = torch.stack(logits[prompt])
+        threshold = round(float(torch.sigmoid(stacked).median()), 3)  # half the pixels on
+        expected = reference_masks(stacked, (352, 352), threshold, 9, 3, 0)
+        ours = mask_from_logits(stacked, MaskParams(threshold=threshold, smooth=9, dilate=3))[:, 0]
+        assert (ours == expected).float().mean() >= 0.9999
+        assert 0.05 < float(ours.mean()) < 0.95, "the masks should not be trivially uniform"
+
+
+def test_soft_masks_match_within_1e4(segmenter, parity_inputs):
+    frames, batch, logits = parity_inputs
+    sizes = [frame.shape[:2] for frame in frames]
+    ours = list(segmenter.masks_from_pixel_values(batch, sizes, PROMPTS, MaskParams(soft=True)))
+    for position, size in enumerate(sizes):
+        for k, prompt in enumerate(PROMPTS):
+            expected = reference_masks(logits[prompt][position][None], size, 0, 0, 0, 0, soft=True)[0]
+            assert np.abs(ours[position][k] - expected.clamp(0, 1).numpy()).max() <= 1e-4
+
+
+def test_resizing_to_a_large_frame_matches(segmenter, parity_inputs):
+    _, batch, logits = parity_inputs
+    size = (1152, 2048)
+    (ours,) = segmenter.masks_from_pixel_values(batch[:1], [size], PROMPTS[:1], MaskParams(blur=4))
+    expected = reference_masks(logits[PROMPTS[0]][0][None], size, 0.4, 9, 0, 4)[0].clamp(0, 1).numpy()
+    assert ours.shape == (1, 1152, 2048)
+    assert (np.abs(ours[0] - expected) <= 1e-4).mean() >= 0.9999
+
+
+def test_truncated_vision_tower_and_cached_text_give_the_plain_logits(tiny_model_dir, plain_model, processor, parity_inputs):
+    _, batch, logits = parity_inputs
+    model = MaskModel(load_model(str(tiny_model_dir), device="cpu", dtype="fp32"))
+    vision_layers = model.loaded.model.clip.vision_model.encoder.layers
+    assert len(vision_layers) == max(plain_model.extract_layers) + 1 < len(plain_model.clip.vision_model.encoder.layers)
+    for position in range(batch.shape[0]):
+        # Batches of one, as in the plain call, so not even float rounding may differ.
+        ours = model.logits(batch[position : position + 1], PROMPTS, max_batch=1)
+        for k, prompt in enumerate(PROMPTS):
+            assert torch.equal(ours[k], logits[prompt][position])
+    batched = model.logits(batch, PROMPTS, max_batch=4)  # every prompt now from the cache
+    assert list(model._text_cache) == PROMPTS
+    for position in range(batch.shape[0]):
+        for k, prompt in enumerate(PROMPTS):
+            torch.testing.assert_close(batched[position * len(PROMPTS) + k], logits[prompt][position], atol=1e-4, rtol=0)
+
+
+def test_many_prompts_at_once_equal_one_prompt_at_a_time(segmenter):
+    frames = [make_frame("RGB", (90, 50), seed) for seed in range(3)]
+    params = MaskParams(dilate=2, blur=4)
+    together = segmenter.segment(frames, PROMPTS, params)
+    for k, prompt in enumerate(PROMPTS):
+        alone = segmenter.segment(frames, [prompt], params)
+        for both, single in zip(together, alone):
+            assert np.abs(both.masks[k] - single.masks[0]).max() <= 1e-4
+
+
+def test_chunking_does_not_change_masks(tiny_model_dir):
+    frames = [make_frame("RGB", (64, 48), seed) for seed in range(5)]
+    big = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=64).segment(frames, PROMPTS)
+    small = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=1).segment(frames, PROMPTS)
+    assert [m.index for m in small] == list(range(5))
+    for a, b in zip(big, small):
+        assert np.abs(a.masks - b.masks).max() <= 1e-4
+
+
+def test_union_and_invert(segmenter):
+    frame = make_frame("RGB", (80, 60))
+    plain = segmenter.segment([frame], PROMPTS, MaskParams(blur=8))[0].masks
+    union = segmenter.segment([frame], PROMPTS, MaskParams(blur=8, union=True))[0].masks
+    inverted = segmenter.segment([frame], PROMPTS, MaskParams(blur=8, union=True, invert=True))[0].masks
+    assert union.shape == (4, 60, 80)
+    np.testing.assert_array_equal(union[3], plain.max(axis=0))
+    np.testing.assert_allclose(inverted, 1 - union, atol=1e-7)
+    assert plain.min() >= 0 and plain.max() <= 1
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("threshold", 1.5), ("threshold", -0.1), ("threshold", float("nan")), ("smooth", 33), ("smooth", -1),
+     ("dilate", 33), ("dilate", -33), ("blur", 65), ("blur", 2.5), ("soft", "yes")],
+)
+def test_bad_parameters_raise_naming_the_parameter(field, value):
+    with pytest.raises(ValueError, match=field):
+        MaskParams(**{field: value})
+
+
+@pytest.mark.parametrize("prompts", [[], [""], ["car", "   "]])
+def test_bad_prompts_raise(segmenter, prompts):
+    with pytest.raises(ValueError, match="prompts"):
+        segmenter.segment([make_frame("RGB", (20, 20))], prompts)
+
+
+def test_overlong_prompts_are_truncated_to_clip_tokens(segmenter):
+    masks = segmenter.segment([make_frame("RGB", (20, 20))], ["car " * 500])
+    assert masks[0].masks.shape == (1, 20, 20)
+
+
+def test_unloadable_model_says_how_to_use_a_local_copy(tmp_path):
+    with pytest.raises(ModelLoadError, match="MASKFARM_MODEL"):
+        load_model(str(tmp_path / "missing"), device="cpu")
+
+
+def test_bf16_masks_mostly_agree_with_fp32(tiny_model_dir):
+    frames = [make_frame("RGB", (128, 96), seed) for seed in range(2)]
+    fp32 = Segmenter.load(str(tiny_model_dir), device="cpu", dtype="fp32").segment(frames, PROMPTS)
+    bf16 = Segmenter.load(str(tiny_model_dir), device="cpu", dtype="bf16").segment(frames, PROMPTS)
+    agreement = np.mean([np.mean(np.abs(a.masks - b.masks) < 0.5) for a, b in zip(fp32, bf16)])
+    assert agreement >= 0.95
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_masks_match_cpu(tiny_model_dir):
+    frames = [make_frame("RGB", (128, 96), seed) for seed in range(2)]
+    cpu = Segmenter.load(str(tiny_model_dir), device="cpu", dtype="fp32").segment(frames, PROMPTS)
+    cuda = Segmenter.load(str(tiny_model_dir), device="cuda", dtype="fp32").segment(frames, PROMPTS)
+    agreement = np.mean([np.mean(np.abs(a.masks - b.masks) < 1 / 255) for a, b in zip(cpu, cuda)])
+    assert agreement >= 0.999

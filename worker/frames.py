@@ -1,0 +1,105 @@
+"""Frames in every form users hold them, turned into what CLIPSeg sees: RGB uint8.
+
+The rules (DESIGN.md, "The mask pipeline", step 1): alpha is dropped, palette images go
+through their palette, grey is replicated to three channels, 16-bit values v become
+round(v / 257), and float frames in [0, 1] become trunc(clamp(x * 255, 0, 255)) exactly as
+the ComfyUI node does (``image.mul(255).clamp(0, 255).byte()``).
+
+Accepted: PIL images of any mode; numpy arrays and torch tensors shaped HxW, HxWxC (C in
+1, 3, 4) or BxHxWxC (a batch, as ComfyUI passes ``IMAGE``), of dtype uint8, uint16, bool
+or float; encoded image bytes (see ``decode_frame``).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+Frame = Union[Image.Image, np.ndarray, torch.Tensor]
+
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+def to_rgb_uint8(frame: Frame) -> torch.Tensor:
+    """One frame as an (H, W, 3) uint8 tensor, on the frame's device for tensors, else CPU."""
+    if isinstance(frame, Image.Image):
+        return _pil_to_rgb_uint8(frame)
+    if isinstance(frame, np.ndarray):
+        frame = torch.from_numpy(np.ascontiguousarray(frame))
+    if isinstance(frame, torch.Tensor):
+        return _tensor_to_rgb_uint8(frame)
+    raise TypeError(f"a frame must be a PIL image, numpy array or torch tensor, got {type(frame).__name__}")
+
+
+def iter_frames(frames: Frame | Iterable[Frame]) -> Iterator[Frame]:
+    """Yield single frames from a frame, a BxHxWxC batch, or any iterable of those."""
+    if isinstance(frames, (np.ndarray, torch.Tensor)):
+        if frames.ndim == 4:
+            yield from frames
+        else:
+            yield frames
+    elif isinstance(frames, Image.Image):
+        yield frames
+    else:
+        for frame in frames:
+            yield from iter_frames(frame)
+
+
+def decode_frame(data: bytes) -> Frame:
+    """Decode an encoded image file (PNG, JPEG, TIFF, WebP, BMP) without losing bit depth.
+
+    PNG goes through libpng (torchvision) because Pillow cannot hold 16-bit RGB; the other
+    formats through Pillow. Raises ``ValueError`` for bytes that are not a whole image.
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        from torchvision.io import ImageReadMode, decode_png
+
+        try:
+            return decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED).permute(1, 2, 0)
+        except RuntimeError as error:
+            raise ValueError(f"cannot decode PNG: {error}") from None
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (OSError, Image.DecompressionBombError, SyntaxError) as error:
+        raise ValueError(f"cannot decode image: {error}") from None
+    return image
+
+
+def _pil_to_rgb_uint8(image: Image.Image) -> torch.Tensor:
+    if image.mode in _SIXTEEN_BIT_MODES:
+        samples = np.asarray(image).clip(0, 65535).astype(np.uint16)
+        return _tensor_to_rgb_uint8(torch.from_numpy(samples))
+    if image.mode == "F":
+        return _tensor_to_rgb_uint8(torch.from_numpy(np.asarray(image, dtype=np.float32)))
+    if image.mode != "RGB":
+        image = image.convert("RGBA" if "A" in image.getbands() or image.mode == "P" else "RGB")
+    return torch.from_numpy(np.array(image)[..., :3])
+
+
+def _tensor_to_rgb_uint8(frame: torch.Tensor) -> torch.Tensor:
+    if frame.ndim == 2:
+        frame = frame[..., None]
+    if frame.ndim != 3 or frame.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"a frame must be HxW or HxWxC with C in 1..4, got shape {tuple(frame.shape)}")
+    channels = frame.shape[-1]
+    frame = frame[..., :3] if channels >= 3 else frame[..., :1].expand(*frame.shape[:2], 3)
+    return _to_uint8(frame).contiguous()
+
+
+def _to_uint8(frame: torch.Tensor) -> torch.Tensor:
+    if frame.dtype == torch.uint8:
+        return frame
+    if frame.dtype == torch.bool:
+        return frame.to(torch.uint8) * 255
+    if frame.is_floating_point():
+        return (frame.float() * 255).clamp(0, 255).to(torch.uint8)
+    if frame.dtype == torch.uint16:
+        # round(v / 257) in integers; there are no ties since 257 is odd.
+        return ((frame.to(torch.int32) + 128) // 257).to(torch.uint8)
+    raise TypeError(f"frame dtype {frame.dtype} is not supported: use uint8, uint16, bool or float in [0, 1]")

@@ -1,0 +1,129 @@
+"""The CLIPSeg mask pipeline: frames and prompts in, one mask per (frame, prompt) out.
+
+``Segmenter`` is what everything else in maskfarm calls: the local CLI, the RQ worker and
+the benchmarks. It reads frames lazily and yields each frame's masks as soon as they are
+made, so memory is bounded by one chunk of ``max_batch`` (frame, prompt) pairs, however long
+the job. What a mask means is defined in DESIGN.md and ``maskfarm.worker.masks``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from maskfarm.server.params import MaskParams
+from maskfarm.worker.frames import Frame, iter_frames, to_rgb_uint8
+from maskfarm.worker.inference import MaskModel
+from maskfarm.worker.masks import mask_from_logits, resize_to
+from maskfarm.worker.model import DEFAULT_MODEL, LoadedModel, load_model
+from maskfarm.worker.preprocess import PixelSpec, pixel_values
+
+DEFAULT_MAX_BATCH = {"cuda": 64, "cpu": 8}
+
+
+@dataclass(frozen=True)
+class FrameMasks:
+    """The masks of one frame: ``masks[k]`` for prompt k, then the union if it was asked for.
+
+    Masks are float32 in [0, 1] at the frame's own height and width, already inverted when
+    ``invert`` was asked for.
+    """
+
+    index: int
+    masks: np.ndarray
+
+
+class Segmenter:
+    """Runs the whole pipeline on one loaded model; reuse it across jobs (it caches prompts)."""
+
+    def __init__(self, loaded: LoadedModel, max_batch: int | None = None) -> None:
+        self.loaded = loaded
+        self.max_batch = max_batch or DEFAULT_MAX_BATCH.get(loaded.device.type, 8)
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
+        self._model = MaskModel(loaded)
+        self._spec = PixelSpec.from_processor(loaded.processor)
+
+    @classmethod
+    def load(
+        cls, model: str = DEFAULT_MODEL, device: str = "auto", dtype: str | None = None, max_batch: int | None = None
+    ) -> Segmenter:
+        """Load a model (see ``maskfarm.worker.model.load_model``) and wrap it."""
+        return cls(load_model(model, device, dtype), max_batch)
+
+    def provenance(self) -> dict[str, str]:
+        """Where masks come from: model id, revision (when known), dtype and device."""
+        return {
+            "model": self.loaded.name,
+            "revision": self.loaded.revision or "",
+            "dtype": self.loaded.dtype_name,
+            "device": str(self.loaded.device),
+        }
+
+    def warm(self) -> None:
+        """Run one tiny frame through everything, so the first real job pays no start-up cost."""
+        self.segment([np.zeros((8, 8, 3), dtype=np.uint8)], ["warm-up"])
+
+    def segment(
+        self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str], params: MaskParams = MaskParams()
+    ) -> list[FrameMasks]:
+        """All masks at once; prefer ``stream`` for long jobs."""
+        return list(self.stream(frames, prompts, params))
+
+    def stream(
+        self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str], params: MaskParams = MaskParams()
+    ) -> Iterator[FrameMasks]:
+        """Yield each frame's masks, in frame order, as soon as its chunk is done.
+
+        ``frames`` is one frame, a BxHxWxC batch, or any iterable of frames (read lazily).
+        Raises ``ValueError`` for no prompts or a blank prompt.
+        """
+        prompts = _check_prompts(prompts)
+        chunk_size = max(1, self.max_batch // len(prompts))
+        index = 0
+        source = iter_frames(frames)
+        while chunk := list(itertools.islice(source, chunk_size)):
+            for masks in self._chunk_masks([to_rgb_uint8(frame) for frame in chunk], prompts, params):
+                yield FrameMasks(index, masks)
+                index += 1
+
+    def _chunk_masks(
+        self, frames: list[torch.Tensor], prompts: list[str], params: MaskParams
+    ) -> Iterator[np.ndarray]:
+        batch = pixel_values(frames, self._spec, self.loaded.device, self.loaded.dtype)
+        sizes = [(frame.shape[0], frame.shape[1]) for frame in frames]
+        return self.masks_from_pixel_values(batch, sizes, prompts, params)
+
+    @torch.inference_mode()
+    def masks_from_pixel_values(
+        self, batch: torch.Tensor, sizes: Sequence[tuple[int, int]], prompts: Sequence[str], params: MaskParams
+    ) -> Iterator[np.ndarray]:
+        """The pipeline after preprocessing: (F, 3, 352, 352) pixel values to each frame's masks.
+
+        ``sizes[f]`` is frame f's (height, width). For callers that preprocess themselves
+        (and for the parity tests, which feed the processor's own pixel values).
+        """
+        logits = self._model.logits(batch.to(self.loaded.device, self.loaded.dtype), list(prompts), self.max_batch)
+        small = mask_from_logits(logits, params)
+        count = len(prompts)
+        for position, size in enumerate(sizes):
+            masks = resize_to(small[position * count : (position + 1) * count], tuple(size))[:, 0]
+            if params.union:
+                masks = torch.cat([masks, masks.amax(dim=0, keepdim=True)])
+            if params.invert:
+                masks = 1 - masks
+            yield masks.cpu().numpy()
+
+
+def _check_prompts(prompts: str | Sequence[str]) -> list[str]:
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise ValueError("prompts: at least one prompt is needed")
+    for position, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompts[{position}]: a prompt must be a non-blank string, got {prompt!r}")
+    return prompts
