@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+from transformers.utils import logging as hf_logging
 
 from maskfarm.worker.synthetic import is_synthetic
 
@@ -63,6 +64,7 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
 
 def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | None = None) -> LoadedModel:
     """Load model and processor from a hub id or a local directory; raise ``ModelLoadError``."""
+    hf_logging.disable_progress_bar()
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     try:

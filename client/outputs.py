@@ -1,0 +1,93 @@
+"""Where masks go on disk and how they are encoded: the same everywhere in maskfarm.
+
+One folder per prompt, the frame's own file name kept, so sequences stay sequences:
+``OUTDIR/<prompt-slug>/<frame-stem>.<ext>`` (``masks/red-car/shot.1001.png``), and
+``OUTDIR/union/`` for the union mask. A slug is the prompt lowercased with every run of
+other characters turned into ``-``; prompts that share a slug get ``-2``, ``-3``, ...
+
+Formats: ``png`` (8-bit grey), ``png16`` (16-bit grey), ``npy`` (float32, exact).
+Quantising is round(clamp(m, 0, 1) * max).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+FORMATS = {"png": ".png", "png16": ".png", "npy": ".npy"}
+UNION = "union"
+
+
+def prompt_slug(prompt: str) -> str:
+    """``"Red car!"`` -> ``"red-car"``; a prompt with no letters or digits becomes ``"prompt"``."""
+    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-") or "prompt"
+
+
+def prompt_folders(prompts: Sequence[str], union: bool = False) -> list[str]:
+    """Folder names for the prompts, in order, unique; then ``union`` when asked for."""
+    taken: dict[str, int] = {UNION: 1} if union else {}
+    folders = []
+    for prompt in prompts:
+        slug = prompt_slug(prompt)
+        taken[slug] = taken.get(slug, 0) + 1
+        folders.append(slug if taken[slug] == 1 else f"{slug}-{taken[slug]}")
+    return folders + ([UNION] if union else [])
+
+
+def mask_path(outdir: str | Path, folder: str, frame_name: str, fmt: str = "png") -> Path:
+    """``outdir/folder/<frame stem><ext>``: the frame's name with its extension replaced."""
+    stem = Path(frame_name).name
+    stem = stem[: -len(Path(stem).suffix)] if Path(stem).suffix else stem
+    return Path(outdir) / folder / f"{stem}{FORMATS[_check_format(fmt)]}"
+
+
+def quantise(mask: np.ndarray, fmt: str) -> np.ndarray:
+    """Float mask to the integers a ``png``/``png16`` file holds; float32 for ``npy``."""
+    _check_format(fmt)
+    mask = np.clip(np.asarray(mask, dtype=np.float32), 0, 1)
+    if fmt == "npy":
+        return mask
+    top, dtype = (255, np.uint8) if fmt == "png" else (65535, np.uint16)
+    return np.round(mask * top).astype(dtype)
+
+
+def encode_mask(mask: np.ndarray, fmt: str = "png") -> bytes:
+    """A mask as the bytes of its file."""
+    buffer = io.BytesIO()
+    values = quantise(mask, fmt)
+    if fmt == "npy":
+        np.save(buffer, values)
+    else:
+        Image.fromarray(values).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_mask(path: str | Path, mask: np.ndarray, fmt: str = "png") -> Path:
+    """Write a mask file, creating its folder; written whole then renamed, never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(encode_mask(mask, fmt))
+    partial.replace(path)
+    return path
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask file back as float32 in [0, 1] (exact for ``npy``)."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        return np.load(path)
+    values = np.asarray(Image.open(path))
+    top = 65535 if values.dtype == np.uint16 else 255
+    return values.astype(np.float32) / top
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return fmt

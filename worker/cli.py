@@ -1,0 +1,71 @@
+"""Worker-side subcommands: ``maskfarm model synthetic`` (and the in-process ``segment --local``).
+
+Only argparse at import time; torch is imported by the command that runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_commands(subcommands: argparse._SubParsersAction) -> None:
+    model = subcommands.add_parser("model", help="manage CLIPSeg models")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    synthetic = model_commands.add_parser(
+        "synthetic", help="write a random-weight model directory (for tests and benchmarks; masks are meaningless)"
+    )
+    synthetic.add_argument("directory", help="where to write the model")
+    synthetic.add_argument("--preset", choices=("full", "tiny"), default="tiny",
+                           help="full: the exact CIDAS/clipseg-rd64-refined architecture (~150M parameters); tiny: for fast tests")
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.set_defaults(run=run_synthetic)
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model --device --dtype --max-batch`` with their MASKFARM_* fallbacks."""
+    parser.add_argument("--model", default=os.environ.get("MASKFARM_MODEL", "CIDAS/clipseg-rd64-refined"),
+                        help="Hugging Face id or local directory (env MASKFARM_MODEL)")
+    parser.add_argument("--device", default=os.environ.get("MASKFARM_DEVICE", "auto"),
+                        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ... (env MASKFARM_DEVICE)")
+    parser.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default=os.environ.get("MASKFARM_DTYPE", "auto"),
+                        help="auto = bf16 on CUDA, fp32 (exact) on CPU (env MASKFARM_DTYPE)")
+    parser.add_argument("--max-batch", type=int, default=_int_env("MASKFARM_MAX_BATCH"),
+                        help="(frame, prompt) pairs per model batch; bounds memory (env MASKFARM_MAX_BATCH; default 64 on CUDA, 8 on CPU)")
+
+
+def run_synthetic(args: argparse.Namespace) -> int:
+    from maskfarm.worker.synthetic import NOTICE, write_synthetic_model
+
+    path = write_synthetic_model(args.directory, preset=args.preset, seed=args.seed)
+    print(f"wrote {path}: {args.preset} {NOTICE}", file=sys.stderr)
+    return 0
+
+
+def run_local_segment(args: argparse.Namespace, params) -> int:
+    """The ``segment --local`` command: load the model here and write mask files."""
+    from maskfarm.worker.local import segment_files
+    from maskfarm.worker.model import ModelLoadError
+    from maskfarm.worker.pipeline import Segmenter
+
+    try:
+        segmenter = Segmenter.load(args.model, args.device, args.dtype, args.max_batch)
+    except ModelLoadError as error:
+        print(f"maskfarm: {error}", file=sys.stderr)
+        return 2
+    if segmenter.loaded.synthetic:
+        print(f"maskfarm: {args.model} is a synthetic model with random weights: these masks are meaningless",
+              file=sys.stderr)
+    try:
+        written = segment_files(segmenter, args.frames, args.prompt, args.output, params, args.format)
+    except ValueError as error:
+        print(f"maskfarm: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(written)} masks written under {args.output}", file=sys.stderr)
+    return 0
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
