@@ -17,8 +17,8 @@ from maskfarm.worker.frames import decode_frame
 from maskfarm.worker.pipeline import Segmenter
 
 
-def maskfarm(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def maskfarm(*args: str, **env_overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **env_overrides}
     return subprocess.run([sys.executable, "-m", "maskfarm.client.cli", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -104,3 +104,11 @@ def test_full_preset_has_the_cidas_architecture():
     assert config.extract_layers == [3, 6, 9]
     assert config.reduce_dim == 64 and config.use_complex_transposed_convolution
     assert config.text_config.hidden_size == 512 and config.projection_dim == 512
+
+
+def test_model_check_answers_quickly_without_weights(tiny_model_dir, tmp_path):
+    assert maskfarm("model", "check", str(tiny_model_dir)).returncode == 0
+    offline = maskfarm("model", "check", "CIDAS/clipseg-rd64-refined", HF_HOME=str(tmp_path / "empty-cache"))
+    assert offline.returncode == 1 and "no weights" in offline.stderr
+    missing = maskfarm("model", "check", str(tmp_path))
+    assert missing.returncode == 1 and "config.json" in missing.stderr

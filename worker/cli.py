@@ -21,6 +21,10 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
                            help="full: the exact CIDAS/clipseg-rd64-refined architecture (~150M parameters); tiny: for fast tests")
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.set_defaults(run=run_synthetic)
+    check = model_commands.add_parser("check", help="exit 0 when the model's weights can be had here (answers in seconds)")
+    check.add_argument("model", nargs="?", default=os.environ.get("MASKFARM_MODEL", "CIDAS/clipseg-rd64-refined"))
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the hub (default 5)")
+    check.set_defaults(run=run_check)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +44,17 @@ def run_synthetic(args: argparse.Namespace) -> int:
 
     path = write_synthetic_model(args.directory, preset=args.preset, seed=args.seed)
     print(f"wrote {path}: {args.preset} {NOTICE}", file=sys.stderr)
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from maskfarm.worker.weights import weights_unavailable
+
+    reason = weights_unavailable(args.model, args.timeout)
+    if reason:
+        print(f"maskfarm: no weights for {args.model}: {reason}", file=sys.stderr)
+        return 1
+    print(f"{args.model}: available")
     return 0
 
 

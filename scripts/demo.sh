@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The README's first command: ./scripts/demo.sh
+#
+# Sets up .venv with maskfarm, finds the model (the real CIDAS/clipseg-rd64-refined when
+# its weights can be had, else a synthetic stand-in, said plainly), and writes masks for
+# the example frames with the example prompts into ./masks/<prompt>/<frame>.png.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+venv="$repo_root/.venv"
+install_stamp="$venv/.maskfarm-all-install"
+log() { echo "demo.sh: $*" >&2; }
+
+if [[ ! -x "$venv/bin/python" ]]; then
+    log "creating $venv"
+    python3 -m venv "$venv"
+fi
+pyproject_hash="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [[ "$(cat "$install_stamp" 2>/dev/null || true)" != "$pyproject_hash" ]]; then
+    log "installing maskfarm[all] into $venv (the first time downloads torch, several GB)"
+    "$venv/bin/python" -m pip install -e ".[all]"
+    echo "$pyproject_hash" >"$install_stamp"
+fi
+export PATH="$venv/bin:$PATH"
+
+model="${MASKFARM_MODEL:-CIDAS/clipseg-rd64-refined}"
+if ! maskfarm model check "$model"; then
+    log "the weights of $model cannot be downloaded here; continuing with a SYNTHETIC model."
+    log "Its masks are MEANINGLESS (random weights): they show the pipeline works, nothing more."
+    log "Point MASKFARM_MODEL at a local copy of $model for real masks."
+    model="$repo_root/.models/tiny"
+    [[ -f "$model/config.json" ]] || maskfarm model synthetic --preset tiny "$model"
+fi
+
+prompts=()
+while IFS= read -r prompt; do
+    [[ -n "$prompt" ]] && prompts+=(--prompt "$prompt")
+done <examples/prompts.txt
+
+maskfarm segment examples/frames/* "${prompts[@]}" --union --local --model "$model" --output masks
+log "masks written under $repo_root/masks/ (one folder per prompt, union/ for their union)"
