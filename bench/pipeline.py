@@ -93,7 +93,7 @@ def run_variant(args: argparse.Namespace) -> dict:
         return run_agreement(args.model_dir, frames_1024(args.frames))
     frames = frames_1024(args.frames)
     run = node_loop(args.model_dir) if args.variant == "node" else maskfarm_run(args.model_dir, args.variant)
-    run(frames[:1], prompts)  # warm-up
+    run(frames, prompts)  # warm-up with the same shapes: oneDNN builds its kernels per shape
     start = time.perf_counter()
     run(frames, prompts)
     elapsed = time.perf_counter() - start
