@@ -20,6 +20,9 @@ import numpy as np
 from PIL import Image
 
 FORMATS = {"png": ".png", "png16": ".png", "npy": ".npy"}
+PNG_COMPRESS_LEVEL = 1
+"""zlib level 1: a 3840x2160 mask encodes in ~0.1 s instead of ~0.5 s at the default 6,
+for files ~1.5x larger (masks are mostly flat, so still small)."""
 UNION = "union"
 
 
@@ -63,7 +66,7 @@ def encode_mask(mask: np.ndarray, fmt: str = "png") -> bytes:
     if fmt == "npy":
         np.save(buffer, values)
     else:
-        Image.fromarray(values).save(buffer, format="PNG")
+        Image.fromarray(values).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 
