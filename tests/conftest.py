@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.services import ServerProcess, maskfarm_server, redis_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -16,3 +19,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from maskfarm.worker.synthetic import write_synthetic_model
 
     return write_synthetic_model(tmp_path_factory.mktemp("models") / "tiny", preset="tiny")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The URL of a private redis-server for this test session."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def server(redis_url: str) -> Iterator[ServerProcess]:
+    """A ``maskfarm server`` process for this session (namespace ``mftest``), SERVING."""
+    with maskfarm_server(redis_url, "mftest") as process:
+        yield process

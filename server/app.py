@@ -1,0 +1,146 @@
+"""Assembling and running the gRPC server: the Segmentation service, health and reflection.
+
+``serve`` runs until SIGTERM or SIGINT, then stops taking calls and gives running ones
+``grace_s`` to finish. Health reports SERVING while Redis answers and NOT_SERVING while it
+does not. Nothing here (or anything it imports) imports torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import redis
+import redis.asyncio
+from grpc_health.v1 import health as health_service
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from maskfarm.server.queue import JobQueue, QueueLimits
+from maskfarm.server.servicer import SegmentationServicer
+from maskfarm.server.settings import ServerSettings
+from maskfarm.server.store import JobStore
+from maskfarm.server.validation import ImageLimits
+from maskfarm.v1 import segmentation_pb2 as pb
+from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Segmentation"].full_name
+HEALTH_CHECK_INTERVAL_S = 5.0
+REDIS_TIMEOUT_S = 30.0
+
+
+def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """Message limits both ways, and keepalive pings so long WatchJob streams survive
+    idle proxies and dead peers are noticed."""
+    return [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Runs the server until SIGTERM or SIGINT."""
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="redis"))
+    connection = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=5, health_check_interval=30
+    )
+    events = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30)
+    server, health = await build_server(settings, connection, events)
+
+    await server.start()
+    log.info("serving %s on %s (Redis %s, namespace %r)", SERVICE_NAME, settings.listen,
+             _redacted(settings.redis_url), settings.namespace)
+    monitor = asyncio.create_task(_report_health(health, connection))
+    await _wait_for_stop_signal()
+    log.info("stopping: running calls get %.0f s", settings.grace_s)
+    monitor.cancel()
+    await health.enter_graceful_shutdown()
+    await server.stop(settings.grace_s)
+    await events.aclose()
+    connection.close()
+
+
+async def build_server(
+    settings: ServerSettings, connection: redis.Redis, events: redis.asyncio.Redis
+) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
+    """The server, bound to ``settings.listen`` but not started, and its health servicer
+    (NOT_SERVING until Redis is seen to answer)."""
+    store = JobStore(connection, settings.namespace)
+    servicer = SegmentationServicer(
+        store,
+        JobQueue(connection, store, _queue_limits(settings)),
+        events,
+        image_limits=ImageLimits(max_side=settings.max_side, max_pixels=settings.max_pixels),
+        max_message_bytes=settings.max_message_bytes,
+    )
+    health = health_aio.HealthServicer()
+    for service in ("", SERVICE_NAME):
+        await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    server = grpc.aio.server(options=channel_options(settings))
+    pb_grpc.add_SegmentationServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection([SERVICE_NAME, health_service.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    server.add_insecure_port(settings.listen)
+    return server, health
+
+
+def _queue_limits(settings: ServerSettings) -> QueueLimits:
+    return QueueLimits(
+        queue_ttl=settings.queue_ttl,
+        inputs_ttl=settings.inputs_ttl,
+        result_ttl=settings.result_ttl,
+        job_timeout=settings.job_timeout,
+        retries=settings.retries,
+        max_backlog_jobs=settings.max_backlog_jobs,
+        max_backlog_bytes=settings.max_backlog_bytes,
+    )
+
+
+async def _report_health(health: health_aio.HealthServicer, connection: redis.Redis) -> None:
+    """Keeps the health status in step with whether Redis answers."""
+    answered: bool | None = None
+    while True:
+        answers = await asyncio.to_thread(_answers, connection)
+        if answers != answered:
+            status = health_pb2.HealthCheckResponse.SERVING if answers else health_pb2.HealthCheckResponse.NOT_SERVING
+            for service in ("", SERVICE_NAME):
+                await health.set(service, status)
+            if answered is not None or not answers:
+                log.warning("Redis %s: health is %s", "answers" if answers else "does not answer",
+                            health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+            answered = answers
+        await asyncio.sleep(HEALTH_CHECK_INTERVAL_S)
+
+
+def _answers(connection: redis.Redis) -> bool:
+    try:
+        return bool(connection.ping())
+    except redis.RedisError:
+        return False
+
+
+async def _wait_for_stop_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+def _redacted(url: str) -> str:
+    """The Redis URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if at else url

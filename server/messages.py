@@ -1,0 +1,114 @@
+"""Building API messages (maskfarm.v1) from the store's plain records."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from maskfarm.server.jobs import ErrorCode, FrameResult, JobRecord, JobState, OutputFormat, Priority
+from maskfarm.server.queue import WorkerStatus
+from maskfarm.v1 import segmentation_pb2 as pb
+
+JOB_STATES = {
+    JobState.QUEUED: pb.JOB_STATE_QUEUED,
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: pb.JOB_STATE_FAILED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+}
+OUTPUT_FORMATS = {
+    OutputFormat.PNG8: pb.OUTPUT_FORMAT_PNG8,
+    OutputFormat.PNG16: pb.OUTPUT_FORMAT_PNG16,
+    OutputFormat.FLOAT32: pb.OUTPUT_FORMAT_FLOAT32,
+}
+PRIORITIES = {
+    Priority.HIGH: pb.PRIORITY_HIGH,
+    Priority.NORMAL: pb.PRIORITY_NORMAL,
+    Priority.LOW: pb.PRIORITY_LOW,
+}
+
+
+def error_code(code: ErrorCode) -> int:
+    """The API's ErrorCode of a stored one: same name, ``ERROR_CODE_`` in front."""
+    return pb.ErrorCode.Value(f"ERROR_CODE_{code.name}")
+
+
+def job_message(job: JobRecord) -> pb.Job:
+    message = pb.Job(
+        id=job.id,
+        state=JOB_STATES[job.state],
+        progress=pb.Progress(done_frames=job.done_frames, total_frames=job.total_frames),
+        create_time=_timestamp(job.created_at),
+        labels=job.labels,
+        provenance=pb.Provenance(**asdict(job.provenance)),
+        prompts=job.prompts,
+        frame_names=job.frame_names,
+        params=pb.MaskParams(
+            threshold=job.params.threshold,
+            smooth=job.params.smooth,
+            dilate=job.params.dilate,
+            blur=job.params.blur,
+            soft=job.params.soft,
+            invert=job.params.invert,
+            union_mask=job.params.union,
+        ),
+        format=OUTPUT_FORMATS[job.format],
+        priority=PRIORITIES[job.priority],
+        request_id=job.request_id,
+        cancel_requested=job.cancel_requested,
+    )
+    if job.started_at is not None:
+        message.start_time.CopyFrom(_timestamp(job.started_at))
+    if job.finished_at is not None:
+        message.finish_time.CopyFrom(_timestamp(job.finished_at))
+    if job.error_code is not None:
+        message.error.CopyFrom(pb.JobError(code=error_code(job.error_code), message=job.error_message))
+    return message
+
+
+def frame_message(job: JobRecord, result: FrameResult) -> pb.FrameResult:
+    output_format = OUTPUT_FORMATS[job.format]
+    masks = [
+        pb.Mask(prompt_index=k, prompt=job.prompts[k], format=output_format,
+                data=data, width=result.width, height=result.height)
+        for k, data in enumerate(result.masks)
+    ]
+    if result.union is not None:
+        masks.append(pb.Mask(prompt_index=-1, is_union=True, format=output_format,
+                             data=result.union, width=result.width, height=result.height))
+    return pb.FrameResult(frame_index=result.index, frame_name=job.frame_names[result.index], masks=masks)
+
+
+def worker_message(worker: WorkerStatus) -> pb.Worker:
+    message = pb.Worker(
+        name=worker.name,
+        hostname=worker.hostname,
+        pid=worker.pid,
+        state=worker.state,
+        device=worker.info.device,
+        model=worker.info.model,
+        revision=worker.info.revision,
+        dtype=worker.info.dtype,
+        queues=[PRIORITIES[priority] for priority in worker.queues],
+        current_job_id=worker.current_job_id,
+        maskfarm_version=worker.info.maskfarm_version,
+    )
+    if worker.started_at is not None:
+        message.start_time.CopyFrom(_datetime_timestamp(worker.started_at))
+    if worker.last_heartbeat is not None:
+        message.last_heartbeat.CopyFrom(_datetime_timestamp(worker.last_heartbeat))
+    return message
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(round(seconds * 1e9))
+    return stamp
+
+
+def _datetime_timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp

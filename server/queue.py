@@ -1,0 +1,180 @@
+"""Putting jobs on the RQ queues and taking them off: the server's side of the work queue.
+
+A job is stored first (``JobStore``) and then enqueued as an RQ job with the same id,
+whose only argument is that id: RQ carries no frames and no parameters, and its JSON
+serializer means nothing is ever pickled. The job function is named, not imported, so
+the server never loads the worker's code (or torch).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from rq.worker import Worker
+
+from maskfarm.server.jobs import (
+    JOB_FUNCTION,
+    PRIORITIES,
+    ErrorCode,
+    JobRecord,
+    JobSpec,
+    Priority,
+    WorkerInfo,
+    queue_name,
+)
+from maskfarm.server.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class BacklogFull(Exception):
+    """Too much work is already waiting; the client should retry later."""
+
+    def __init__(self, reason: str, retry_after_s: int) -> None:
+        super().__init__(f"{reason}; retry in about {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """How long jobs may wait and run, and how much may wait at once."""
+
+    queue_ttl: int
+    inputs_ttl: int
+    result_ttl: int
+    job_timeout: int
+    retries: int
+    max_backlog_jobs: int
+    max_backlog_bytes: int
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """A live worker as RQ sees it, with what it told maskfarm about itself."""
+
+    name: str
+    hostname: str
+    pid: int
+    state: str
+    queues: list[Priority]
+    current_job_id: str
+    started_at: datetime | None
+    last_heartbeat: datetime | None
+    info: WorkerInfo
+
+
+class JobQueue:
+    """Submits jobs to the RQ queue of their priority, and cancels them."""
+
+    def __init__(self, redis: Redis, store: JobStore, limits: QueueLimits) -> None:
+        self.redis = redis
+        self.store = store
+        self.limits = limits
+        namespace = store.keys.namespace
+        self.queues = {
+            priority: Queue(queue_name(priority, namespace), connection=redis, serializer=JSONSerializer)
+            for priority in PRIORITIES
+        }
+
+    def submit(self, spec: JobSpec) -> JobRecord:
+        """Stores and enqueues a job (or returns the job of an already used request id).
+
+        Raises ``BacklogFull`` when the waiting jobs are over the configured limits.
+        """
+        if spec.request_id and (job := self.store.get_job_for_request(spec.request_id)):
+            return job
+        self._check_backlog(spec)
+        job, created = self.store.create(
+            spec,
+            queue_ttl=self.limits.queue_ttl,
+            inputs_ttl=self.limits.inputs_ttl,
+            result_ttl=self.limits.result_ttl,
+        )
+        if not created:
+            return job
+        try:
+            self._enqueue(job)
+        except Exception as error:
+            self.store.mark_failed(job.id, ErrorCode.INTERNAL, f"could not be queued: {error}")
+            raise
+        log.info(
+            "job %s queued: %d frame(s) x %d prompt(s), priority %s, labels %s",
+            job.id, job.total_frames, len(job.prompts), job.priority.value, job.labels,
+        )
+        return job
+
+    def _enqueue(self, job: JobRecord) -> None:
+        self.queues[job.priority].enqueue_call(
+            JOB_FUNCTION,
+            args=[job.id],
+            job_id=job.id,
+            timeout=self.limits.job_timeout,
+            ttl=self.limits.queue_ttl,
+            result_ttl=self.limits.result_ttl,
+            failure_ttl=self.limits.result_ttl,
+            retry=Retry(max=self.limits.retries, enqueue_at_front=True) if self.limits.retries else None,
+            description=f"maskfarm job {job.id}",
+        )
+
+    def _check_backlog(self, spec: JobSpec) -> None:
+        waiting = self.backlog_jobs()
+        if waiting >= self.limits.max_backlog_jobs:
+            raise BacklogFull(f"{waiting} jobs are waiting (limit {self.limits.max_backlog_jobs})", 30)
+        queued = self.store.queued_bytes()
+        if queued + spec.input_bytes > self.limits.max_backlog_bytes:
+            raise BacklogFull(
+                f"{queued + spec.input_bytes} bytes of frames would be waiting "
+                f"(limit {self.limits.max_backlog_bytes})",
+                30,
+            )
+
+    def backlog_jobs(self) -> int:
+        """Jobs waiting in the queues, all priorities."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for queue in self.queues.values():
+                pipe.llen(queue.key)
+            return sum(pipe.execute())
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancels a job (see ``JobStore.cancel``); a queued one also leaves its RQ queue."""
+        job = self.store.cancel(job_id)
+        if job.state.is_terminal and job.started_at is None:  # it never ran: nothing may run it now
+            self._dequeue(job)
+        log.info("job %s cancel requested: now %s", job.id, job.state.value)
+        return job
+
+    def _dequeue(self, job: JobRecord) -> None:
+        try:
+            Job.fetch(job.id, connection=self.redis, serializer=JSONSerializer).cancel()
+        except (NoSuchJobError, InvalidJobOperation):
+            self.queues[job.priority].remove(job.id)
+
+    def workers(self) -> list[WorkerStatus]:
+        """The live RQ workers serving maskfarm's queues, highest-priority queue first."""
+        found: dict[str, Worker] = {}
+        for queue in self.queues.values():
+            for worker in Worker.all(queue=queue, serializer=JSONSerializer):
+                found.setdefault(worker.name, worker)
+        infos = self.store.worker_infos(found)
+        by_queue = {queue.name: priority for priority, queue in self.queues.items()}
+        return [
+            WorkerStatus(
+                name=name,
+                hostname=worker.hostname or "",
+                pid=worker.pid or 0,
+                state=str(worker.get_state()),
+                queues=[by_queue[q] for q in worker.queue_names() if q in by_queue],
+                current_job_id=worker.get_current_job_id() or infos.get(name, WorkerInfo(name)).current_job,
+                started_at=worker.birth_date,
+                last_heartbeat=worker.last_heartbeat,
+                info=infos.get(name, WorkerInfo(name)),
+            )
+            for name, worker in sorted(found.items())
+        ]

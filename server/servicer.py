@@ -1,0 +1,136 @@
+"""The gRPC face of maskfarm: each call checks its request, hands it on, and answers.
+
+The work happens elsewhere (``validation``, ``queue``, ``store``, ``watch``); Redis is
+used through blocking calls run in threads. Errors become status codes in one place,
+``_status_for_errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from maskfarm.server import messages, validation
+from maskfarm.server.jobs import JobRecord
+from maskfarm.server.queue import BacklogFull, JobQueue
+from maskfarm.server.store import JobNotFound, JobStore
+from maskfarm.server.validation import ImageLimits, ValidationError
+from maskfarm.server.watch import follow_job
+from maskfarm.v1 import segmentation_pb2 as pb
+from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+MESSAGE_OVERHEAD = 1024 * 1024
+"""Room left in a message for everything but mask data."""
+
+
+class SegmentationServicer(pb_grpc.SegmentationServicer):
+    def __init__(
+        self,
+        store: JobStore,
+        queue: JobQueue,
+        events: AsyncRedis,
+        *,
+        image_limits: ImageLimits,
+        max_message_bytes: int,
+        watch_poll_interval: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.events = events
+        self.image_limits = image_limits
+        self.max_mask_bytes = max(max_message_bytes - MESSAGE_OVERHEAD, 1)
+        self.watch_poll_interval = watch_poll_interval
+
+    async def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        async with _status_for_errors(context):
+            spec = await asyncio.to_thread(validation.job_spec, request, self.image_limits)
+            job = await asyncio.to_thread(self.queue.submit, spec)
+            return messages.job_message(job)
+
+    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
+        async with _status_for_errors(context):
+            first = validation.frame_index("first_frame", request.first_frame)
+            limit = validation.frame_index("max_frames", request.max_frames)
+            job = await self._job(request.job_id)
+            if not request.include_masks:
+                return pb.GetJobResponse(job=messages.job_message(job))
+            results, next_frame = await asyncio.to_thread(
+                self.store.frame_page, job, first, limit, self.max_mask_bytes
+            )
+            return pb.GetJobResponse(
+                job=messages.job_message(job),
+                frames=[messages.frame_message(job, result) for result in results],
+                next_frame=next_frame,
+            )
+
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchJobEvent]:
+        async with _status_for_errors(context):
+            job_id = validation.job_id(request.job_id)
+            from_frame = validation.frame_index("from_frame", request.from_frame)
+            job: JobRecord | None = None
+            updates = follow_job(
+                self.store, self.events, job_id, from_frame, poll_interval=self.watch_poll_interval
+            )
+            async for update in updates:
+                if isinstance(update, JobRecord):
+                    job = update
+                    yield pb.WatchJobEvent(job=messages.job_message(job))
+                else:
+                    yield pb.WatchJobEvent(frame=messages.frame_message(job, update))
+
+    async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        async with _status_for_errors(context):
+            job = await asyncio.to_thread(self.queue.cancel, validation.job_id(request.job_id))
+            return messages.job_message(job)
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+        async with _status_for_errors(context):
+            query = validation.job_query(request)
+            try:
+                jobs, token = await asyncio.to_thread(
+                    self.store.list_jobs, query.states, query.labels, query.page_size, query.page_token
+                )
+            except ValueError as error:
+                raise ValidationError("page_token", str(error)) from None
+            return pb.ListJobsResponse(jobs=[messages.job_message(job) for job in jobs], next_page_token=token)
+
+    async def ListWorkers(
+        self, request: pb.ListWorkersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListWorkersResponse:
+        async with _status_for_errors(context):
+            workers = await asyncio.to_thread(self.queue.workers)
+            return pb.ListWorkersResponse(workers=[messages.worker_message(worker) for worker in workers])
+
+    async def _job(self, job_id: str) -> JobRecord:
+        return await asyncio.to_thread(self.store.require_job, validation.job_id(job_id))
+
+
+@contextlib.asynccontextmanager
+async def _status_for_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """Ends the call with the status code that an error stands for."""
+    try:
+        yield
+    except ValidationError as error:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    except JobNotFound as error:
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {error.args[0]!r} (unknown or expired)")
+    except BacklogFull as error:
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            str(error),
+            trailing_metadata=(("retry-after-s", str(error.retry_after_s)),),
+        )
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        log.warning("Redis unavailable: %s", error)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"the job store is unavailable: {error}")

@@ -1,0 +1,581 @@
+"""The job store: the Redis keys maskfarm keeps, and the only code that reads or writes them.
+
+This module is the contract between the server and the worker: both go through ``JobStore``
+and neither touches the keys directly. It imports only redis and the standard library.
+
+Layout, for a namespace ``ns`` (default ``maskfarm``) and a job id ``J``::
+
+    ns:job:J            hash     the job record (see _encode_record)
+    ns:job:J:inputs     hash     frame index -> the frame's encoded file bytes
+    ns:job:J:done       hash     frame index -> JSON {width, height, masks, union, bytes}
+    ns:job:J:masks      hash     "index:k" -> mask k of a frame; "index:union" -> its union
+    ns:job:J:events     channel  {"frame": i} when frame i is stored, {"state": s} on changes
+    ns:request:R        string   request id -> job id (idempotent SubmitJob)
+    ns:jobs             zset     "created-µs:J" members, newest last (ListJobs)
+    ns:jobs:label:K=V   zset     the same, for the jobs labelled K=V
+    ns:backlog:bytes    string   encoded bytes of the frames of queued jobs
+    ns:worker:W         hash     a live worker's WorkerInfo
+
+Every key expires. While a job may still wait or run, its record and results live for
+``inputs_ttl + result_ttl`` and its inputs for ``inputs_ttl`` (both chosen at creation).
+When the job ends its inputs are deleted and everything else expires ``result_ttl`` seconds
+later. A job still queued after its queue deadline fails as expired the first time anyone
+reads it (so it fails visibly, never silently). The indexes live as long as their newest
+job and drop members whose job has expired when they are read.
+
+Every state change and every stored frame is published on the job's events channel after
+the data is written, in the same transaction, so a subscriber that reads the store after
+subscribing misses nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from urllib.parse import quote
+
+from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import WatchError
+
+from maskfarm.server.jobs import (
+    DEFAULT_NAMESPACE,
+    ErrorCode,
+    FrameResult,
+    JobRecord,
+    JobSpec,
+    JobState,
+    OutputFormat,
+    Priority,
+    Provenance,
+    WorkerInfo,
+)
+from maskfarm.server.params import MaskParams
+
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""Job ids the store accepts (RQ's job id alphabet); anything else is not a job."""
+
+_LIST_SCAN_LIMIT = 2000
+"""ListJobs reads at most this many index entries per page (the page may come back short)."""
+
+
+class JobNotFound(LookupError):
+    """No such job: never created, or expired."""
+
+
+class InputsExpired(LookupError):
+    """A job's frames are gone: it waited or ran longer than its inputs were kept."""
+
+
+def new_job_id() -> str:
+    """An unguessable job id: 128 random bits."""
+    return secrets.token_hex(16)
+
+
+class Keys:
+    """The Redis key names of one namespace."""
+
+    def __init__(self, namespace: str = DEFAULT_NAMESPACE) -> None:
+        self.namespace = namespace
+
+    def job(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{job_id}"
+
+    def inputs(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{job_id}:inputs"
+
+    def done(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{job_id}:done"
+
+    def masks(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{job_id}:masks"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{job_id}:events"
+
+    def request(self, request_id: str) -> str:
+        return f"{self.namespace}:request:{request_id}"
+
+    def index(self) -> str:
+        return f"{self.namespace}:jobs"
+
+    def label_index(self, key: str, value: str) -> str:
+        return f"{self.namespace}:jobs:label:{quote(key, safe='')}={quote(value, safe='')}"
+
+    def backlog_bytes(self) -> str:
+        return f"{self.namespace}:backlog:bytes"
+
+    def worker(self, name: str) -> str:
+        return f"{self.namespace}:worker:{name}"
+
+
+class JobStore:
+    """Jobs, their inputs and their masks in Redis.
+
+    ``redis`` must return bytes (``decode_responses=False``, the default). Methods raise
+    ``JobNotFound`` for an unknown job where the caller has to know, and redis' own
+    ``ConnectionError``/``TimeoutError`` when Redis cannot be reached.
+    """
+
+    def __init__(self, redis: Redis, namespace: str = DEFAULT_NAMESPACE) -> None:
+        self.redis = redis
+        self.keys = Keys(namespace)
+
+    # -- creating (server) -------------------------------------------------------------
+
+    def create(
+        self, spec: JobSpec, *, queue_ttl: int, inputs_ttl: int, result_ttl: int
+    ) -> tuple[JobRecord, bool]:
+        """Stores a new queued job and its frames; returns ``(job, created)``.
+
+        With a ``request_id`` already used by a kept job, stores nothing and returns that
+        job with ``created`` False. The job must then be enqueued (``JobQueue`` does); a
+        job never enqueued fails as expired at its queue deadline.
+        """
+        request_key = self.keys.request(spec.request_id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    if spec.request_id:
+                        pipe.watch(request_key)
+                        existing = pipe.get(request_key)
+                        if existing is not None and (job := self.get_job(existing.decode())):
+                            return job, False
+                    job = _new_record(spec, queue_ttl=queue_ttl, result_ttl=result_ttl)
+                    pipe.multi()
+                    self._write_new_job(pipe, job, spec, inputs_ttl=inputs_ttl)
+                    pipe.execute()
+                    return job, True
+                except WatchError:
+                    continue
+
+    def _write_new_job(self, pipe: Pipeline, job: JobRecord, spec: JobSpec, *, inputs_ttl: int) -> None:
+        ttl = inputs_ttl + job.result_ttl
+        if job.request_id:
+            pipe.set(self.keys.request(job.request_id), job.id, ex=ttl)
+        pipe.hset(self.keys.job(job.id), mapping=_encode_record(job))
+        pipe.expire(self.keys.job(job.id), ttl)
+        pipe.hset(self.keys.inputs(job.id), mapping={str(i): data for i, data in enumerate(spec.frames)})
+        pipe.expire(self.keys.inputs(job.id), inputs_ttl)
+        member = _index_member(job)
+        for index in [self.keys.index()] + [self.keys.label_index(k, v) for k, v in job.labels.items()]:
+            pipe.zadd(index, {member: 0})
+            _extend_ttl(pipe, index, ttl)
+        pipe.incrby(self.keys.backlog_bytes(), job.input_bytes)
+        _extend_ttl(pipe, self.keys.backlog_bytes(), ttl)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """The job, or None. A queued job past its queue deadline is failed as expired."""
+        return self._load_jobs([job_id])[0]
+
+    def get_job_for_request(self, request_id: str) -> JobRecord | None:
+        """The kept job that a SubmitJob with this request id made, or None."""
+        job_id = self.redis.get(self.keys.request(request_id))
+        return self.get_job(job_id.decode()) if job_id else None
+
+    def require_job(self, job_id: str) -> JobRecord:
+        """The job; raises ``JobNotFound``."""
+        job = self.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def _load_jobs(self, job_ids: list[str]) -> list[JobRecord | None]:
+        """The jobs (None where unknown or not a job id), applying queue deadlines."""
+        job_ids = [job_id if JOB_ID_PATTERN.fullmatch(job_id) else "" for job_id in job_ids]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.keys.job(job_id))
+                pipe.hlen(self.keys.done(job_id))
+            replies = pipe.execute()
+        jobs = []
+        for fields, done in zip(replies[::2], replies[1::2]):
+            job = _decode_record(fields, done) if fields else None
+            if job and job.state is JobState.QUEUED and time.time() > job.queue_deadline:
+                job = self._expire(job)
+            jobs.append(job)
+        return jobs
+
+    def _expire(self, job: JobRecord) -> JobRecord | None:
+        waited = round(job.queue_deadline - job.created_at)
+        message = f"no worker started the job within its queue time ({waited} s)"
+        self._transition(job.id, {JobState.QUEUED}, _finished(JobState.FAILED, ErrorCode.EXPIRED, message))
+        return self.get_job(job.id)
+
+    def done_frames(self, job_id: str) -> list[int]:
+        """Indices of the frames whose masks are stored, ascending."""
+        return sorted(int(index) for index in self.redis.hkeys(self.keys.done(job_id)))
+
+    def frame_results(self, job_id: str, indices: Iterable[int]) -> list[FrameResult]:
+        """The stored results among ``indices``, in that order (missing ones skipped)."""
+        indices = list(indices)
+        if not indices:
+            return []
+        metas = self.redis.hmget(self.keys.done(job_id), [str(i) for i in indices])
+        found = [(index, json.loads(meta)) for index, meta in zip(indices, metas) if meta is not None]
+        fields = [field for index, meta in found for field in _mask_fields(index, meta)]
+        if not fields:
+            return []
+        values = dict(zip(fields, self.redis.hmget(self.keys.masks(job_id), fields)))
+        return [_frame_result(index, meta, values) for index, meta in found]
+
+    def frame_page(
+        self, job: JobRecord, first: int, max_frames: int, max_bytes: int
+    ) -> tuple[list[FrameResult], int]:
+        """Stored results with index in ``[first, first + max_frames)`` (0: no count limit),
+        as many as fit in ``max_bytes`` of mask data (at least one); and where the next
+        page starts (``job.total_frames`` when this page reached the end)."""
+        end = job.total_frames if max_frames <= 0 else min(job.total_frames, first + max_frames)
+        metas = {int(i): json.loads(meta) for i, meta in self.redis.hgetall(self.keys.done(job.id)).items()}
+        chosen: list[int] = []
+        size = 0
+        for index in sorted(i for i in metas if first <= i < end):
+            size += metas[index]["bytes"]
+            if chosen and size > max_bytes:
+                return self.frame_results(job.id, chosen), index
+            chosen.append(index)
+        return self.frame_results(job.id, chosen), max(end, first)
+
+    def load_frames(self, job_id: str, indices: Iterable[int]) -> list[bytes]:
+        """The encoded files of the job's frames (worker); raises ``InputsExpired``."""
+        indices = list(indices)
+        frames = self.redis.hmget(self.keys.inputs(job_id), [str(i) for i in indices])
+        if any(frame is None for frame in frames):
+            raise InputsExpired(f"the frames of job {job_id} are no longer stored")
+        return frames
+
+    def list_jobs(
+        self,
+        states: Collection[JobState] = (),
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[JobRecord], str]:
+        """Jobs newest first, in any of ``states`` (all when empty) and carrying every
+        label in ``labels``; and the token of the next page ("" at the end).
+
+        Raises ``ValueError`` for a page token this store did not make.
+        """
+        index = self._narrowest_index(labels or {})
+        after = _decode_page_token(page_token)
+        jobs: list[JobRecord] = []
+        scanned = 0
+        while scanned < _LIST_SCAN_LIMIT:
+            newest = f"({after}" if after else "+"
+            batch = [member.decode() for member in self.redis.zrevrangebylex(index, newest, "-", 0, 100)]
+            if not batch:
+                return jobs, ""
+            scanned += len(batch)
+            records = self._load_jobs([member.split(":", 1)[1] for member in batch])
+            for member, job in zip(batch, records):
+                after = member
+                if job is None:
+                    self.redis.zrem(index, member)
+                elif (not states or job.state in states) and _has_labels(job, labels or {}):
+                    jobs.append(job)
+                    if len(jobs) == page_size:
+                        return jobs, _encode_page_token(member)
+        return jobs, _encode_page_token(after)
+
+    def _narrowest_index(self, labels: Mapping[str, str]) -> str:
+        if not labels:
+            return self.keys.index()
+        indexes = [self.keys.label_index(key, value) for key, value in labels.items()]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for index in indexes:
+                pipe.zcard(index)
+            sizes = pipe.execute()
+        return min(zip(sizes, indexes))[1]
+
+    def queued_bytes(self) -> int:
+        """Encoded bytes of the frames of all queued jobs (the backlog's weight)."""
+        return int(self.redis.get(self.keys.backlog_bytes()) or 0)
+
+    # -- state changes -----------------------------------------------------------------
+
+    def mark_running(self, job_id: str, provenance: Provenance) -> JobRecord | None:
+        """Starts (or, after a lost worker, restarts) a job; returns it, running.
+
+        Returns None when the job must not run: unknown, expired, finished or cancelled.
+        A job whose cancellation was requested is marked cancelled here.
+        """
+        job = self.get_job(job_id)
+        if job is None or job.state.is_terminal:
+            return None
+        if job.cancel_requested:
+            self.mark_cancelled(job_id)
+            return None
+
+        def start(before: JobRecord) -> dict[str, str]:
+            return {
+                "state": JobState.RUNNING.value,
+                "started_at": repr(before.started_at or time.time()),
+                "attempts": str(before.attempts + 1),
+                "provenance": json.dumps(dataclasses.asdict(provenance)),
+            }
+
+        if not self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, start):
+            return None
+        return self.get_job(job_id)
+
+    def store_frame_result(self, job_id: str, result: FrameResult) -> None:
+        """Stores one frame's masks together and announces them (worker).
+
+        The masks live as long as the job record. Storing a frame again replaces it.
+        """
+        ttl_ms = self.redis.pttl(self.keys.job(job_id))
+        if ttl_ms < 0:
+            raise JobNotFound(job_id)
+        meta = {"width": result.width, "height": result.height, "masks": len(result.masks),
+                "union": result.union is not None, "bytes": result.nbytes}
+        masks = {f"{result.index}:{k}": mask for k, mask in enumerate(result.masks)}
+        if result.union is not None:
+            masks[f"{result.index}:union"] = result.union
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.masks(job_id), mapping=masks)
+            pipe.hset(self.keys.done(job_id), str(result.index), json.dumps(meta))
+            pipe.pexpire(self.keys.masks(job_id), ttl_ms)
+            pipe.pexpire(self.keys.done(job_id), ttl_ms)
+            pipe.publish(self.keys.events(job_id), json.dumps({"frame": result.index}))
+            pipe.execute()
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether a running job should stop (checked by the worker between batches).
+        True too when the job is gone or no longer running."""
+        state, flag = self.redis.hmget(self.keys.job(job_id), ["state", "cancel_requested"])
+        return state != JobState.RUNNING.value.encode() or flag == b"1"
+
+    def mark_succeeded(self, job_id: str) -> bool:
+        """Ends a running job as succeeded; False if it was not running."""
+        return self._transition(job_id, {JobState.RUNNING}, _finished(JobState.SUCCEEDED))
+
+    def mark_failed(self, job_id: str, code: ErrorCode, message: str) -> bool:
+        """Ends a queued or running job as failed; False if it had already ended."""
+        return self._transition(
+            job_id, {JobState.QUEUED, JobState.RUNNING}, _finished(JobState.FAILED, code, message)
+        )
+
+    def mark_cancelled(self, job_id: str) -> bool:
+        """Ends a queued or running job as cancelled; False if it had already ended."""
+        return self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, _finished(JobState.CANCELLED))
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancels a job (server): a queued job at once, a running one by setting its
+        ``cancel_requested`` flag for the worker. A finished job is left as it is."""
+        if not self._transition(job_id, {JobState.QUEUED}, _finished(JobState.CANCELLED)):
+            self._transition(job_id, {JobState.RUNNING}, lambda before: {"cancel_requested": "1"})
+        return self.require_job(job_id)
+
+    def _transition(
+        self, job_id: str, allowed: Collection[JobState], changes: Callable[[JobRecord], dict[str, str]]
+    ) -> bool:
+        """Applies ``changes(job)`` to the record if its state is in ``allowed``, atomically,
+        and announces the change. Leaving the queue releases the job's backlog bytes; a
+        terminal state deletes the inputs and starts the result TTL."""
+        key = self.keys.job(job_id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    fields = pipe.hgetall(key)
+                    if not fields:
+                        raise JobNotFound(job_id)
+                    before = _decode_record(fields, done_frames=0)
+                    if before.state not in allowed:
+                        return False
+                    update = changes(before)
+                    after = JobState(update.get("state", before.state.value))
+                    pipe.multi()
+                    pipe.hset(key, mapping=update)
+                    if before.state is JobState.QUEUED and after is not JobState.QUEUED:
+                        pipe.decrby(self.keys.backlog_bytes(), before.input_bytes)
+                    if after.is_terminal:
+                        self._keep_results(pipe, before)
+                    pipe.publish(self.keys.events(job_id), json.dumps({"state": after.value}))
+                    pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+
+    def _keep_results(self, pipe: Pipeline, job: JobRecord) -> None:
+        pipe.delete(self.keys.inputs(job.id))
+        for key in (self.keys.job(job.id), self.keys.done(job.id), self.keys.masks(job.id)):
+            pipe.expire(key, job.result_ttl)
+        if job.request_id:
+            pipe.expire(self.keys.request(job.request_id), job.result_ttl)
+
+    # -- workers -----------------------------------------------------------------------
+
+    def register_worker(self, info: WorkerInfo, ttl: int) -> None:
+        """Publishes (or refreshes) a worker's info for ``ttl`` seconds: call it again as a
+        heartbeat, and whenever its current job changes."""
+        key = self.keys.worker(info.name)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={name: value for name, value in dataclasses.asdict(info).items()})
+            pipe.expire(key, ttl)
+            pipe.execute()
+
+    def unregister_worker(self, name: str) -> None:
+        self.redis.delete(self.keys.worker(name))
+
+    def worker_infos(self, names: Iterable[str]) -> dict[str, WorkerInfo]:
+        """The registered info of the named workers that have one."""
+        names = list(names)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(self.keys.worker(name))
+            replies = pipe.execute()
+        known = {field.name for field in dataclasses.fields(WorkerInfo)}
+        return {
+            name: WorkerInfo(**{k.decode(): v.decode() for k, v in fields.items() if k.decode() in known})
+            for name, fields in zip(names, replies)
+            if fields
+        }
+
+
+def _new_record(spec: JobSpec, *, queue_ttl: int, result_ttl: int) -> JobRecord:
+    now = time.time()
+    return JobRecord(
+        id=new_job_id(),
+        state=JobState.QUEUED,
+        prompts=list(spec.prompts),
+        frame_names=list(spec.frame_names),
+        params=spec.params,
+        format=spec.format,
+        priority=spec.priority,
+        labels=dict(spec.labels),
+        request_id=spec.request_id,
+        created_at=now,
+        queue_deadline=now + queue_ttl,
+        result_ttl=result_ttl,
+        input_bytes=spec.input_bytes,
+    )
+
+
+def _finished(
+    state: JobState, code: ErrorCode | None = None, message: str = ""
+) -> Callable[[JobRecord], dict[str, str]]:
+    def changes(before: JobRecord) -> dict[str, str]:
+        return {
+            "state": state.value,
+            "finished_at": repr(time.time()),
+            "error_code": code.value if code else "",
+            "error_message": message,
+        }
+
+    return changes
+
+
+def _encode_record(job: JobRecord) -> dict[str, str]:
+    """The record as Redis hash fields (all text; JSON for structured values)."""
+    return {
+        "id": job.id,
+        "state": job.state.value,
+        "prompts": json.dumps(job.prompts),
+        "frame_names": json.dumps(job.frame_names),
+        "params": json.dumps(dataclasses.asdict(job.params)),
+        "format": job.format.value,
+        "priority": job.priority.value,
+        "labels": json.dumps(job.labels),
+        "request_id": job.request_id,
+        "created_at": repr(job.created_at),
+        "queue_deadline": repr(job.queue_deadline),
+        "result_ttl": str(job.result_ttl),
+        "input_bytes": str(job.input_bytes),
+        "started_at": _time_text(job.started_at),
+        "finished_at": _time_text(job.finished_at),
+        "error_code": job.error_code.value if job.error_code else "",
+        "error_message": job.error_message,
+        "cancel_requested": "1" if job.cancel_requested else "0",
+        "attempts": str(job.attempts),
+        "provenance": json.dumps(dataclasses.asdict(job.provenance)),
+    }
+
+
+def _decode_record(raw: Mapping[bytes, bytes], done_frames: int) -> JobRecord:
+    fields = {key.decode(): value.decode() for key, value in raw.items()}
+    return JobRecord(
+        id=fields["id"],
+        state=JobState(fields["state"]),
+        prompts=json.loads(fields["prompts"]),
+        frame_names=json.loads(fields["frame_names"]),
+        params=MaskParams(**json.loads(fields["params"])),
+        format=OutputFormat(fields["format"]),
+        priority=Priority(fields["priority"]),
+        labels=json.loads(fields["labels"]),
+        request_id=fields["request_id"],
+        created_at=float(fields["created_at"]),
+        queue_deadline=float(fields["queue_deadline"]),
+        result_ttl=int(fields["result_ttl"]),
+        input_bytes=int(fields["input_bytes"]),
+        done_frames=done_frames,
+        started_at=_time_value(fields["started_at"]),
+        finished_at=_time_value(fields["finished_at"]),
+        error_code=ErrorCode(fields["error_code"]) if fields["error_code"] else None,
+        error_message=fields["error_message"],
+        cancel_requested=fields["cancel_requested"] == "1",
+        attempts=int(fields["attempts"]),
+        provenance=Provenance(**json.loads(fields["provenance"])),
+    )
+
+
+def _time_text(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
+def _time_value(text: str) -> float | None:
+    return float(text) if text else None
+
+
+def _mask_fields(index: int, meta: Mapping) -> list[str]:
+    fields = [f"{index}:{k}" for k in range(meta["masks"])]
+    return fields + [f"{index}:union"] if meta["union"] else fields
+
+
+def _frame_result(index: int, meta: Mapping, values: Mapping[str, bytes | None]) -> FrameResult:
+    return FrameResult(
+        index=index,
+        width=meta["width"],
+        height=meta["height"],
+        masks=[values[f"{index}:{k}"] for k in range(meta["masks"])],
+        union=values[f"{index}:union"] if meta["union"] else None,
+    )
+
+
+def _index_member(job: JobRecord) -> str:
+    """Index entries sort by creation time as text: fixed-width microseconds, then the id."""
+    return f"{round(job.created_at * 1_000_000):020d}:{job.id}"
+
+
+def _has_labels(job: JobRecord, labels: Mapping[str, str]) -> bool:
+    return all(job.labels.get(key) == value for key, value in labels.items())
+
+
+def _encode_page_token(member: str) -> str:
+    return base64.urlsafe_b64encode(member.encode()).decode()
+
+
+def _decode_page_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        member = base64.urlsafe_b64decode(token.encode()).decode()
+    except ValueError:
+        raise ValueError("not a page token from this server") from None
+    created, _, job_id = member.partition(":")
+    if not (created.isdigit() and JOB_ID_PATTERN.fullmatch(job_id)):
+        raise ValueError("not a page token from this server")
+    return member
+
+
+def _extend_ttl(pipe: Pipeline, key: str, ttl: int) -> None:
+    """Makes ``key`` live at least ``ttl`` more seconds, never shortening it (Redis >= 7)."""
+    pipe.expire(key, ttl, nx=True)
+    pipe.expire(key, ttl, gt=True)

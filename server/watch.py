@@ -1,0 +1,112 @@
+"""Following a job as it runs: what is stored first, then each frame as it is announced.
+
+The follower subscribes to the job's events channel *before* it reads anything, so a frame
+stored while it replays is either in the replay or announced after it, and it remembers
+which frames it has sent, so none is sent twice. Events are only wake-ups: the data is
+always read from the store. A periodic sweep of the store catches whatever a dropped
+pub/sub connection may have lost, and notices jobs that expire in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.client import PubSub
+
+from maskfarm.server.jobs import FrameResult, JobRecord
+from maskfarm.server.store import JobStore
+
+REPLAY_CHUNK = 16
+"""Frames read from Redis at a time while catching up, to bound the server's memory."""
+
+
+async def follow_job(
+    store: JobStore,
+    events: AsyncRedis,
+    job_id: str,
+    from_frame: int = 0,
+    *,
+    poll_interval: float = 5.0,
+) -> AsyncIterator[JobRecord | FrameResult]:
+    """Yields the job, then its stored frames from ``from_frame`` on, then each new frame
+    and each change of the job as they happen, ending with the job in a terminal state.
+
+    Raises ``JobNotFound`` for an unknown job (or one that expires while followed).
+    """
+    frames = _FrameReplay(store, job_id, from_frame)
+    async with events.pubsub() as pubsub:
+        await _subscribe(pubsub, store.keys.events(job_id))
+        job = await _read_job(store, job_id)
+        yield job
+        reported: JobRecord | None = job  # the job as last yielded; None once frames followed it
+        announced: int | None = None
+        while True:
+            new_frames = frames.one(announced) if announced is not None else frames.unsent()
+            async for result in new_frames:
+                reported = None
+                yield result
+            job = await _read_job(store, job_id)
+            if job.state.is_terminal:
+                async for result in frames.unsent():
+                    reported = None
+                    yield result
+            if job != reported:
+                yield job
+                reported = job
+            if job.state.is_terminal:
+                return
+            announced = await _next_wakeup(pubsub, poll_interval)
+
+
+class _FrameReplay:
+    """The stored frames of one job from ``from_frame`` on, each given out once."""
+
+    def __init__(self, store: JobStore, job_id: str, from_frame: int) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.from_frame = from_frame
+        self.sent: set[int] = set()
+
+    async def unsent(self) -> AsyncIterator[FrameResult]:
+        """Every stored frame not given out yet, by index."""
+        done = await asyncio.to_thread(self.store.done_frames, self.job_id)
+        async for result in self._read(done):
+            yield result
+
+    async def one(self, index: int) -> AsyncIterator[FrameResult]:
+        """Frame ``index``, unless it was given out already (or comes before from_frame)."""
+        async for result in self._read([index]):
+            yield result
+
+    async def _read(self, indices: list[int]) -> AsyncIterator[FrameResult]:
+        wanted = [index for index in indices if index >= self.from_frame and index not in self.sent]
+        for start in range(0, len(wanted), REPLAY_CHUNK):
+            chunk = wanted[start : start + REPLAY_CHUNK]
+            for result in await asyncio.to_thread(self.store.frame_results, self.job_id, chunk):
+                self.sent.add(result.index)
+                yield result
+
+
+async def _subscribe(pubsub: PubSub, channel: str) -> None:
+    """Subscribes and waits until Redis confirms, so no later announcement is missed."""
+    await pubsub.subscribe(channel)
+    while True:
+        message = await pubsub.get_message(timeout=1.0)
+        if message is not None and message["type"] == "subscribe":
+            return
+
+
+async def _next_wakeup(pubsub: PubSub, poll_interval: float) -> int | None:
+    """Waits for the next event; the index of a stored frame, or None (state change or
+    nothing within ``poll_interval``: time for a sweep)."""
+    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll_interval)
+    if message is None or message["type"] != "message":
+        return None
+    return json.loads(message["data"]).get("frame")
+
+
+async def _read_job(store: JobStore, job_id: str) -> JobRecord:
+    return await asyncio.to_thread(store.require_job, job_id)
