@@ -1,12 +1,9 @@
-import datetime
-
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -88,7 +85,7 @@ class MaskParams(_message.Message):
     soft: bool
     invert: bool
     union_mask: bool
-    def __init__(self, threshold: _Optional[float] = ..., smooth: _Optional[int] = ..., dilate: _Optional[int] = ..., blur: _Optional[int] = ..., soft: _Optional[bool] = ..., invert: _Optional[bool] = ..., union_mask: _Optional[bool] = ...) -> None: ...
+    def __init__(self, threshold: _Optional[float] = ..., smooth: _Optional[int] = ..., dilate: _Optional[int] = ..., blur: _Optional[int] = ..., soft: bool = ..., invert: bool = ..., union_mask: bool = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("frames", "prompts", "params", "format", "priority", "labels", "request_id")
@@ -188,7 +185,7 @@ class Job(_message.Message):
     priority: Priority
     request_id: str
     cancel_requested: bool
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., prompts: _Optional[_Iterable[str]] = ..., frame_names: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., request_id: _Optional[str] = ..., cancel_requested: _Optional[bool] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., prompts: _Optional[_Iterable[str]] = ..., frame_names: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., request_id: _Optional[str] = ..., cancel_requested: bool = ...) -> None: ...
 
 class Mask(_message.Message):
     __slots__ = ("prompt_index", "prompt", "is_union", "format", "data", "width", "height")
@@ -206,7 +203,7 @@ class Mask(_message.Message):
     data: bytes
     width: int
     height: int
-    def __init__(self, prompt_index: _Optional[int] = ..., prompt: _Optional[str] = ..., is_union: _Optional[bool] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    def __init__(self, prompt_index: _Optional[int] = ..., prompt: _Optional[str] = ..., is_union: bool = ..., format: _Optional[_Union[OutputFormat, str]] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class FrameResult(_message.Message):
     __slots__ = ("frame_index", "frame_name", "masks")
@@ -228,7 +225,7 @@ class GetJobRequest(_message.Message):
     include_masks: bool
     first_frame: int
     max_frames: int
-    def __init__(self, job_id: _Optional[str] = ..., include_masks: _Optional[bool] = ..., first_frame: _Optional[int] = ..., max_frames: _Optional[int] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., include_masks: bool = ..., first_frame: _Optional[int] = ..., max_frames: _Optional[int] = ...) -> None: ...
 
 class GetJobResponse(_message.Message):
     __slots__ = ("job", "frames", "next_frame")
@@ -321,7 +318,7 @@ class Worker(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     last_heartbeat: _timestamp_pb2.Timestamp
     maskfarm_version: str
-    def __init__(self, name: _Optional[str] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., device: _Optional[str] = ..., model: _Optional[str] = ..., revision: _Optional[str] = ..., dtype: _Optional[str] = ..., queues: _Optional[_Iterable[_Union[Priority, str]]] = ..., current_job_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., maskfarm_version: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., device: _Optional[str] = ..., model: _Optional[str] = ..., revision: _Optional[str] = ..., dtype: _Optional[str] = ..., queues: _Optional[_Iterable[_Union[Priority, str]]] = ..., current_job_id: _Optional[str] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., maskfarm_version: _Optional[str] = ...) -> None: ...
 
 class ListWorkersResponse(_message.Message):
     __slots__ = ("workers",)

@@ -5,7 +5,7 @@ import warnings
 
 from maskfarm.v1 import segmentation_pb2 as maskfarm_dot_v1_dot_segmentation__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.66.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in maskfarm/v1/segmentation_pb2_grpc.py depends on'
+        + f' but the generated code in maskfarm/v1/segmentation_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class SegmentationStub:
+class SegmentationStub(object):
     """Segmentation computes masks for frames and prompts as queued jobs.
     """
 
@@ -67,7 +67,7 @@ class SegmentationStub:
                 _registered_method=True)
 
 
-class SegmentationServicer:
+class SegmentationServicer(object):
     """Segmentation computes masks for frames and prompts as queued jobs.
     """
 
@@ -161,7 +161,7 @@ def add_SegmentationServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Segmentation:
+class Segmentation(object):
     """Segmentation computes masks for frames and prompts as queued jobs.
     """
 
