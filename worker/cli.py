@@ -1,4 +1,5 @@
-"""Worker-side subcommands: ``maskfarm model synthetic`` (and the in-process ``segment --local``).
+"""Worker-side subcommands: ``maskfarm worker``, ``maskfarm model synthetic`` (and the
+in-process ``segment --local``).
 
 Only argparse at import time; torch is imported by the command that runs.
 """
@@ -11,6 +12,7 @@ import sys
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
+    _add_worker_command(subcommands)
     model = subcommands.add_parser("model", help="manage CLIPSeg models")
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     synthetic = model_commands.add_parser(
@@ -27,6 +29,28 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     check.set_defaults(run=run_check)
 
 
+def _add_worker_command(subcommands: argparse._SubParsersAction) -> None:
+    worker = subcommands.add_parser(
+        "worker",
+        help="run a worker: load the model once, then serve the job queues (needs Redis and torch)",
+        description="Serve maskfarm's RQ queues (high, normal, low) in this process with one loaded model. "
+        "SIGTERM finishes the current job, then exits. Every flag falls back to its MASKFARM_* variable.",
+    )
+    worker.add_argument("--redis-url", default=os.environ.get("MASKFARM_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                        help="Redis holding the queues, jobs and masks (env MASKFARM_REDIS_URL; default %(default)s)")
+    worker.add_argument("--namespace", default=os.environ.get("MASKFARM_NAMESPACE", "maskfarm"),
+                        help="prefix of maskfarm's Redis keys and RQ queues; must match the server's "
+                        "(env MASKFARM_NAMESPACE; default %(default)s)")
+    worker.add_argument("--name", default=os.environ.get("MASKFARM_WORKER_NAME", ""),
+                        help="worker name, unique among live workers (env MASKFARM_WORKER_NAME; default host.pid)")
+    worker.add_argument("--burst", action="store_true", default=os.environ.get("MASKFARM_BURST", "") == "1",
+                        help="exit once the queues are empty (env MASKFARM_BURST=1)")
+    worker.add_argument("--log-level", default=os.environ.get("MASKFARM_LOG_LEVEL", "INFO"),
+                        help="logging level (env MASKFARM_LOG_LEVEL; default %(default)s)")
+    add_model_options(worker)
+    worker.set_defaults(run=run_worker)
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model --device --dtype --max-batch`` with their MASKFARM_* fallbacks."""
     parser.add_argument("--model", default=os.environ.get("MASKFARM_MODEL", "CIDAS/clipseg-rd64-refined"),
@@ -37,6 +61,23 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="auto = bf16 on CUDA, fp32 (exact) on CPU (env MASKFARM_DTYPE)")
     parser.add_argument("--max-batch", type=int, default=_int_env("MASKFARM_MAX_BATCH"),
                         help="(frame, prompt) pairs per model batch; bounds memory (env MASKFARM_MAX_BATCH; default 64 on CUDA, 8 on CPU)")
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from maskfarm.worker.model import ModelLoadError
+    from maskfarm.worker.runner import WorkerSettings, run
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = WorkerSettings(redis_url=args.redis_url, namespace=args.namespace, model=args.model,
+                              device=args.device, dtype=args.dtype, max_batch=args.max_batch,
+                              name=args.name, burst=args.burst)
+    try:
+        return run(settings)
+    except ModelLoadError as error:
+        print(f"maskfarm worker: cannot load the model: {error}", file=sys.stderr)
+        return 2
 
 
 def run_synthetic(args: argparse.Namespace) -> int:

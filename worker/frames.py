@@ -53,22 +53,38 @@ def iter_frames(frames: Frame | Iterable[Frame]) -> Iterator[Frame]:
 def decode_frame(data: bytes) -> Frame:
     """Decode an encoded image file (PNG, JPEG, TIFF, WebP, BMP) without losing bit depth.
 
-    PNG goes through libpng (torchvision) because Pillow cannot hold 16-bit RGB; the other
-    formats through Pillow. Raises ``ValueError`` for bytes that are not a whole image.
+    Pillow decodes every frame, except 16-bit colour PNG and TIFF, of which Pillow keeps
+    only 8 bits: OpenCV decodes those at full depth. (torchvision's ``decode_png`` would
+    too, but 0.29 crashes the process on some corrupt PNG data; OpenCV reports it.)
+    Raises ``ValueError`` for bytes that are not a whole image.
     """
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        from torchvision.io import ImageReadMode, decode_png
-
-        try:
-            return decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED).permute(1, 2, 0)
-        except RuntimeError as error:
-            raise ValueError(f"cannot decode PNG: {error}") from None
     try:
         image = Image.open(io.BytesIO(data))
+        if _is_sixteen_bit_colour(image, data):
+            return _decode_with_opencv(data)
         image.load()
-    except (OSError, Image.DecompressionBombError, SyntaxError) as error:
+    except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as error:
         raise ValueError(f"cannot decode image: {error}") from None
     return image
+
+
+def _is_sixteen_bit_colour(image: Image.Image, data: bytes) -> bool:
+    if image.format == "PNG":
+        # IHDR, always the first chunk: bit depth at byte 24, colour type (2 RGB, 6 RGBA) at 25.
+        return data[24] == 16 and data[25] in (2, 6)
+    if image.format == "TIFF":
+        bits = image.tag_v2.get(258, (8,))
+        return len(bits) >= 3 and max(bits) == 16
+    return False
+
+
+def _decode_with_opencv(data: bytes) -> np.ndarray:
+    import cv2
+
+    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise ValueError("cannot decode image: OpenCV found the 16-bit image data broken or incomplete")
+    return cv2.cvtColor(decoded, cv2.COLOR_BGRA2RGBA if decoded.shape[-1] == 4 else cv2.COLOR_BGR2RGB)
 
 
 def _pil_to_rgb_uint8(image: Image.Image) -> torch.Tensor:

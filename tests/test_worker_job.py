@@ -1,0 +1,86 @@
+"""``run_job`` in-process on a real Redis: resuming a retried job, cooperative cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from maskfarm.server.jobs import FrameResult, JobSpec, JobState, Provenance
+from maskfarm.server.store import JobStore
+from maskfarm.worker.job import run_job
+from maskfarm.worker.pipeline import Segmenter
+from maskfarm.worker.runtime import WorkerRuntime, install_runtime
+from tests.images import encoded_image
+
+PROMPTS = ["a cat", "a dog"]
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_model_dir: Path) -> Segmenter:
+    return Segmenter.load(str(tiny_model_dir), "cpu", max_batch=2)  # one frame per chunk
+
+
+@pytest.fixture
+def store(redis_url: str) -> JobStore:
+    return JobStore(redis.Redis.from_url(redis_url), namespace="mfjobtest")
+
+
+def _new_job(store: JobStore) -> str:
+    frames = [encoded_image("PNG", (20 + i, 16), noise=True) for i in range(3)]
+    spec = JobSpec(frames=frames, frame_names=[f"f{i}.png" for i in range(3)], prompts=PROMPTS)
+    job, _ = store.create(spec, queue_ttl=60, inputs_ttl=120, result_ttl=60)
+    return job.id
+
+
+def test_a_retried_job_keeps_the_frames_it_already_stored(store: JobStore, segmenter: Segmenter) -> None:
+    job_id = _new_job(store)
+    install_runtime(WorkerRuntime(segmenter, store, Provenance(worker="w1")))
+    store.mark_running(job_id, Provenance(worker="lost"))  # the first attempt died after frame 0
+    marker = FrameResult(0, 1, 1, [b"first", b"attempt"])
+    store.store_frame_result(job_id, marker)
+
+    run_job(job_id)
+
+    job = store.require_job(job_id)
+    assert (job.state, job.attempts, job.provenance.worker) == (JobState.SUCCEEDED, 2, "w1")
+    assert store.frame_results(job_id, [0]) == [marker]
+    assert [r.index for r in store.frame_results(job_id, range(3))] == [0, 1, 2]
+
+
+def test_cancel_is_honoured_between_frames(store: JobStore, segmenter: Segmenter) -> None:
+    job_id = _new_job(store)
+
+    class CancelsAfterFirstFrame:
+        max_batch = segmenter.max_batch
+
+        def stream(self, frames, prompts, params) -> Iterator:
+            for result in segmenter.stream(frames, prompts, params):
+                yield result
+                store.cancel(job_id)  # as CancelJob does for a running job
+
+    install_runtime(WorkerRuntime(CancelsAfterFirstFrame(), store, Provenance(worker="w1")))
+    run_job(job_id)
+
+    assert store.require_job(job_id).state is JobState.CANCELLED
+    assert store.done_frames(job_id) == [0]
+
+
+def test_a_finished_job_is_not_run_again(store: JobStore, segmenter: Segmenter) -> None:
+    job_id = _new_job(store)
+    store.cancel(job_id)
+    install_runtime(WorkerRuntime(segmenter, store, Provenance(worker="w1")))
+    run_job(job_id)
+    assert store.require_job(job_id).state is JobState.CANCELLED
+    assert store.done_frames(job_id) == []
+
+
+def test_corrupt_png_pixel_data_is_a_value_error_not_a_crash() -> None:
+    """torchvision's decode_png segfaults on such data; decode_frame must refuse it first."""
+    from maskfarm.worker.frames import decode_frame
+    from tests.images import png_header_only
+
+    with pytest.raises(ValueError, match="cannot decode"):
+        decode_frame(png_header_only(64, 48))

@@ -1,0 +1,32 @@
+"""A frame's float masks as the bytes of the job's output format (what the store keeps).
+
+PNG8 and PNG16 are the same files ``maskfarm segment --local`` writes (``encode_mask``),
+so the service and the local tool agree byte for byte; FLOAT32 is raw little-endian
+float32, row-major, ``height * width * 4`` bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from maskfarm.client.outputs import encode_mask
+from maskfarm.server.jobs import FrameResult, OutputFormat
+
+_FILE_FORMATS = {OutputFormat.PNG8: "png", OutputFormat.PNG16: "png16"}
+
+
+def encode_output(mask: np.ndarray, fmt: OutputFormat) -> bytes:
+    """One (H, W) mask in [0, 1] as the bytes of ``fmt``."""
+    if fmt is OutputFormat.FLOAT32:
+        return np.ascontiguousarray(mask, dtype="<f4").tobytes()
+    return encode_mask(mask, _FILE_FORMATS[fmt])
+
+
+def frame_result(index: int, masks: np.ndarray, fmt: OutputFormat, union: bool) -> FrameResult:
+    """The stored result of frame ``index`` from its (K, H, W) masks; the last is the
+    union when ``union`` is set (the pipeline's order)."""
+    encoded = [encode_output(mask, fmt) for mask in masks]
+    height, width = masks.shape[1:]
+    if union:
+        return FrameResult(index, width, height, encoded[:-1], encoded[-1])
+    return FrameResult(index, width, height, encoded)

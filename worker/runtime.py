@@ -1,0 +1,51 @@
+"""The worker process's runtime: what every job needs and is built once per process.
+
+RQ calls the job function with the job id only, so the loaded model, the job store and
+the worker's identity cannot travel with the job. The runner (``maskfarm.worker.runner``)
+builds one ``WorkerRuntime`` before it serves any job and installs it here; the job
+function (``maskfarm.worker.job.run_job``) reads it with ``current_runtime()``. Installing
+is explicit and happens once; a job that runs without a runtime is a programming error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from maskfarm.server.jobs import Provenance
+from maskfarm.server.store import JobStore
+from maskfarm.worker.pipeline import Segmenter
+
+
+def _no_heartbeat() -> None:
+    """Default heartbeat: nothing to keep alive (tests, scripts)."""
+
+
+@dataclass(frozen=True)
+class WorkerRuntime:
+    """The process-wide state of a worker.
+
+    ``heartbeat`` is called by the job between frames (at most every few seconds) so the
+    RQ registries and the worker's info see a long job as alive; the runner supplies it.
+    """
+
+    segmenter: Segmenter
+    store: JobStore
+    provenance: Provenance
+    heartbeat: Callable[[], None] = field(default=_no_heartbeat)
+
+
+_runtime: WorkerRuntime | None = None
+
+
+def install_runtime(runtime: WorkerRuntime) -> None:
+    """Makes ``runtime`` the one every job of this process uses."""
+    global _runtime
+    _runtime = runtime
+
+
+def current_runtime() -> WorkerRuntime:
+    """The installed runtime; raises ``RuntimeError`` when no runner installed one."""
+    if _runtime is None:
+        raise RuntimeError("no WorkerRuntime installed: jobs run inside `maskfarm worker` (see runner.py)")
+    return _runtime
