@@ -260,3 +260,39 @@ def test_cuda_masks_match_cpu(tiny_model_dir):
     cuda = Segmenter.load(str(tiny_model_dir), device="cuda", dtype="fp32").segment(frames, PROMPTS)
     agreement = np.mean([np.mean(np.abs(a.masks - b.masks) < 1 / 255) for a, b in zip(cpu, cuda)])
     assert agreement >= 0.999
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_mask(tiny_model_dir, monkeypatch):
+    """An injected CUDA out-of-memory error (on the CPU) for batches over 2 pairs."""
+    frames = [make_frame("RGB", (64, 48), seed) for seed in range(5)]
+    expected = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=8).segment(frames, PROMPTS[:2])
+    segmenter = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=8)
+    real_logits = segmenter._model.logits
+    sizes = []
+
+    def logits_that_run_out_of_memory(batch, prompts, max_batch):
+        pairs = min(max_batch, batch.shape[0] * len(prompts))
+        sizes.append(pairs)
+        if pairs > 2:
+            raise torch.cuda.OutOfMemoryError("injected: CUDA out of memory")
+        return real_logits(batch, prompts, max_batch)
+
+    monkeypatch.setattr(segmenter._model, "logits", logits_that_run_out_of_memory)
+    masks = segmenter.segment(frames, PROMPTS[:2])
+    assert [m.index for m in masks] == [0, 1, 2, 3, 4]
+    assert segmenter.max_batch == 2
+    assert max(sizes) == 8 and sizes[-1] <= 2
+    for got, want in zip(masks, expected):
+        assert np.abs(got.masks - want.masks).max() <= 1e-4
+
+
+def test_out_of_memory_at_one_pair_is_raised(tiny_model_dir, monkeypatch):
+    segmenter = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=4)
+
+    def always_out_of_memory(batch, prompts, max_batch):
+        raise torch.cuda.OutOfMemoryError("injected: CUDA out of memory")
+
+    monkeypatch.setattr(segmenter._model, "logits", always_out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        segmenter.segment([make_frame("RGB", (20, 20))], PROMPTS)
+    assert segmenter.max_batch == 1

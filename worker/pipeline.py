@@ -9,6 +9,7 @@ the job. What a mask means is defined in DESIGN.md and ``maskfarm.worker.masks``
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ from maskfarm.worker.model import DEFAULT_MODEL, LoadedModel, load_model
 from maskfarm.worker.preprocess import PixelSpec, pixel_values
 
 DEFAULT_MAX_BATCH = {"cuda": 64, "cpu": 8}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,20 +86,35 @@ class Segmenter:
         Raises ``ValueError`` for no prompts or a blank prompt.
         """
         prompts = _check_prompts(prompts)
-        chunk_size = max(1, self.max_batch // len(prompts))
         index = 0
         source = iter_frames(frames)
-        while chunk := list(itertools.islice(source, chunk_size)):
+        while chunk := list(itertools.islice(source, max(1, self.max_batch // len(prompts)))):
             for masks in self._chunk_masks([to_rgb_uint8(frame) for frame in chunk], prompts, params):
                 yield FrameMasks(index, masks)
                 index += 1
 
-    def _chunk_masks(
-        self, frames: list[torch.Tensor], prompts: list[str], params: MaskParams
-    ) -> Iterator[np.ndarray]:
-        batch = pixel_values(frames, self._spec, self.loaded.device, self.loaded.dtype)
-        sizes = [(frame.shape[0], frame.shape[1]) for frame in frames]
-        return self.masks_from_pixel_values(batch, sizes, prompts, params)
+    def _chunk_masks(self, frames: list[torch.Tensor], prompts: list[str], params: MaskParams) -> list[np.ndarray]:
+        """One chunk's masks. Out of device memory, the batch is halved and the chunk tried
+        again in halves, down to one pair at a time; the smaller batch stays for later
+        chunks, so a worker settles on what its device holds."""
+        try:
+            batch = pixel_values(frames, self._spec, self.loaded.device, self.loaded.dtype)
+            sizes = [(frame.shape[0], frame.shape[1]) for frame in frames]
+            return list(self.masks_from_pixel_values(batch, sizes, prompts, params))
+        except torch.cuda.OutOfMemoryError:
+            if self.max_batch == 1:
+                raise
+        # Retried outside the except block, so the failed attempt's tensors are freed first.
+        self._halve_batch()
+        half = max(1, len(frames) // 2)
+        masks = self._chunk_masks(frames[:half], prompts, params)
+        return masks + (self._chunk_masks(frames[half:], prompts, params) if frames[half:] else [])
+
+    def _halve_batch(self) -> None:
+        if self.loaded.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.max_batch //= 2
+        log.warning("out of device memory: batch halved to %d (frame, prompt) pairs", self.max_batch)
 
     @torch.inference_mode()
     def masks_from_pixel_values(
