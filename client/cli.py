@@ -1,7 +1,7 @@
 """The ``maskfarm`` command.
 
 Each package registers its own subcommands (``add_commands``) so the command line mirrors
-the architecture: client commands here, ``server``/``up`` in maskfarm.server, ``worker`` and
+the architecture: client commands (and ``up``) here, ``server`` in maskfarm.server, ``worker`` and
 ``model`` in maskfarm.worker. Registration imports only argparse-level code; the heavy
 imports (grpc, torch) happen inside the command that needs them, so ``maskfarm --help``
 works with the client alone installed.

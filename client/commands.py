@@ -1,4 +1,10 @@
-"""Client-side subcommands: ``segment`` and ``health``."""
+"""Client-side subcommands: ``segment``, ``status``, ``cancel``, ``jobs``, ``workers``,
+``health`` and ``up``.
+
+Errors print one line on stderr and exit non-zero: 2 for what the user can fix in the
+command (a bad parameter, an unreadable file, an unknown job), 1 for everything else (a
+failed or cancelled job, an unreachable server).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import os
 import sys
 
 DEFAULT_TARGET = "localhost:50051"
+JOB_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -26,16 +33,64 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     segment.add_argument("--union", action="store_true", help="also write the union of the prompts' masks (union/)")
     segment.add_argument("--invert", action="store_true", help="write 1 - mask (applied last)")
     segment.add_argument("--local", action="store_true", help="run the pipeline in this process (no server, no Redis)")
-    segment.add_argument("--target", default=os.environ.get("MASKFARM_TARGET", DEFAULT_TARGET),
-                         help="server address (env MASKFARM_TARGET, default localhost:50051)")
+    segment.add_argument("--priority", choices=("high", "normal", "low"), default="normal",
+                         help="queue to wait in (service only; default normal)")
+    segment.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                         help="label the job, e.g. shot=sq010 (service only; repeat for several)")
+    _add_target(segment)
     add_model_options(segment)
     segment.set_defaults(run=run_segment)
 
+    status = subcommands.add_parser("status", help="a job's state, progress, error, provenance and times")
+    status.add_argument("job", help="job id")
+    _add_target(status)
+    status.set_defaults(run=run_status)
+
+    cancel = subcommands.add_parser("cancel", help="cancel a job (a running one stops between batches)")
+    cancel.add_argument("job", help="job id")
+    _add_target(cancel)
+    cancel.set_defaults(run=run_cancel)
+
+    jobs = subcommands.add_parser("jobs", help="list jobs, newest first")
+    jobs.add_argument("--state", action="append", default=[], choices=[s.lower() for s in JOB_STATES],
+                      help="only jobs in this state (repeat for several)")
+    jobs.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                      help="only jobs with this label (repeat: all must match)")
+    jobs.add_argument("--limit", type=int, default=100, help="show at most this many (default 100; 0: all)")
+    _add_target(jobs)
+    jobs.set_defaults(run=run_jobs)
+
+    workers = subcommands.add_parser("workers", help="list the live workers")
+    _add_target(workers)
+    workers.set_defaults(run=run_workers)
+
     health = subcommands.add_parser("health", help="exit 0 when the server reports SERVING")
-    health.add_argument("--target", default=os.environ.get("MASKFARM_TARGET", DEFAULT_TARGET),
-                        help="server address (env MASKFARM_TARGET, default localhost:50051)")
+    _add_target(health)
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
     health.set_defaults(run=run_health)
+
+    up = subcommands.add_parser(
+        "up", help="run Redis (if none answers), a server and workers here, until Ctrl-C",
+        description="An all-in-one maskfarm on this machine: uses the Redis at --redis-url or, if none "
+        "answers, starts a private memory-only redis-server; starts `maskfarm server` and --workers "
+        "`maskfarm worker` processes; prints the target once SERVING. Ctrl-C or SIGTERM stops them all, "
+        "workers first (each finishes its current job).")
+    up.add_argument("--listen", default=os.environ.get("MASKFARM_LISTEN", "127.0.0.1:50051"),
+                    help="address the server listens on (env MASKFARM_LISTEN; default %(default)s)")
+    up.add_argument("--redis-url", default=os.environ.get("MASKFARM_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                    help="Redis to use if one answers there (env MASKFARM_REDIS_URL; default %(default)s)")
+    up.add_argument("--namespace", default=os.environ.get("MASKFARM_NAMESPACE", "maskfarm"),
+                    help="prefix of maskfarm's Redis keys (env MASKFARM_NAMESPACE; default %(default)s)")
+    up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    up.add_argument("--stop-timeout", type=float, default=30.0,
+                    help="seconds a worker gets to finish its job when stopping (default 30)")
+    add_model_options(up)
+    up.set_defaults(run=run_up)
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default=os.environ.get("MASKFARM_TARGET", DEFAULT_TARGET),
+                        help="server address (env MASKFARM_TARGET, default localhost:50051)")
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -51,9 +106,190 @@ def run_segment(args: argparse.Namespace) -> int:
         from maskfarm.worker.cli import run_local_segment
 
         return run_local_segment(args, params)
-    print("maskfarm segment: only --local is available in this version; the service client is on its way",
-          file=sys.stderr)
-    return 2
+    return _reporting_errors("segment", lambda: _segment_through_service(args, params))
+
+
+def _segment_through_service(args: argparse.Namespace, params) -> int:
+    from maskfarm.client.client import Client
+    from maskfarm.client.progress import JobProgress
+    from maskfarm.client.remote import segment_files
+
+    labels = _labels(args.label)
+    bars: list[JobProgress] = []
+    queued: list[str] = []
+
+    def submitted(jobs) -> None:
+        queued.extend(job.id for job in jobs)
+        for part, job in enumerate(jobs, 1):
+            label = f"job {job.id}" + (f" ({part}/{len(jobs)})" if len(jobs) > 1 else "")
+            bars.append(JobProgress(label))
+            print(f"maskfarm segment: {label}: {job.total} frames queued", file=sys.stderr)
+
+    with Client(args.target) as client:
+        try:
+            written = segment_files(
+                client, args.frames, args.prompt, args.output, args.format,
+                on_submitted=submitted, on_update=lambda part, job: bars[part].update(job),
+                threshold=params.threshold, smooth=params.smooth, dilate=params.dilate, blur=params.blur,
+                soft=params.soft, invert=params.invert, union=params.union,
+                priority=args.priority, labels=labels,
+            )
+        except KeyboardInterrupt:
+            for job_id in queued:
+                client.cancel(job_id)
+            print(f"\nmaskfarm segment: interrupted; cancelled {' '.join(queued) or 'nothing'}", file=sys.stderr)
+            raise
+    print(f"{len(written)} masks written under {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from maskfarm.client.client import Client
+
+    def show() -> int:
+        with Client(args.target) as client:
+            job = client.get(args.job)
+        print(describe_job(job))
+        return 0
+
+    return _reporting_errors("status", show)
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    from maskfarm.client.client import Client
+
+    def cancel() -> int:
+        with Client(args.target) as client:
+            job = client.cancel(args.job)
+        note = " (cancel requested: it stops between batches)" if job.cancel_requested and not job.state.terminal else ""
+        print(f"{job.id}: {job.state.value}{note}")
+        return 0
+
+    return _reporting_errors("cancel", cancel)
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    from itertools import islice
+
+    from maskfarm.client.client import Client
+
+    def list_jobs() -> int:
+        with Client(args.target) as client:
+            found = client.jobs(state=args.state, labels=_labels(args.label))
+            rows = [_job_row(job) for job in islice(found, args.limit or None)]
+        print(_table(("JOB", "STATE", "FRAMES", "CREATED", "LABELS"), rows))
+        return 0
+
+    return _reporting_errors("jobs", list_jobs)
+
+
+def run_workers(args: argparse.Namespace) -> int:
+    from maskfarm.client.client import Client
+
+    def list_workers() -> int:
+        with Client(args.target) as client:
+            workers = client.workers()
+        rows = [(w.name, w.state, w.device, w.model, w.dtype, w.current_job_id or "-", _time(w.last_heartbeat))
+                for w in workers]
+        print(_table(("WORKER", "STATE", "DEVICE", "MODEL", "DTYPE", "JOB", "HEARTBEAT"), rows))
+        return 0
+
+    return _reporting_errors("workers", list_workers)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from maskfarm.client.local_cluster import ClusterError, ClusterSettings, LocalCluster
+
+    worker_flags = ["--model", args.model, "--device", args.device, "--dtype", args.dtype]
+    if args.max_batch:
+        worker_flags += ["--max-batch", str(args.max_batch)]
+    settings = ClusterSettings(listen=args.listen, redis_url=args.redis_url, namespace=args.namespace,
+                               workers=args.workers, worker_flags=tuple(worker_flags),
+                               stop_timeout_s=args.stop_timeout)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    cluster = LocalCluster(settings)
+    try:
+        cluster.start()
+        print(f"maskfarm up: serving on {cluster.target} (Redis {cluster.redis_url}); "
+              f"export MASKFARM_TARGET={cluster.target}", flush=True)
+        cluster.wait_for_workers()
+        print(f"maskfarm up: {args.workers} worker(s) ready; Ctrl-C stops everything", flush=True)
+        cluster.supervise(stop.is_set)
+    except ClusterError as error:
+        print(f"maskfarm up: {error}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.stop()
+    return 0
+
+
+def describe_job(job) -> str:
+    """A job as ``key  value`` lines, for ``maskfarm status``."""
+    state = job.state.value + (" (cancel requested)" if job.cancel_requested and not job.state.terminal else "")
+    lines = [("job", job.id), ("state", state), ("progress", f"{job.done}/{job.total} frames")]
+    if job.error_code:
+        lines.append(("error", f"{job.error_code}: {job.error_message}"))
+    lines += [("prompts", ", ".join(job.prompts)), ("format", job.format), ("priority", job.priority)]
+    if job.labels:
+        lines.append(("labels", " ".join(f"{k}={v}" for k, v in sorted(job.labels.items()))))
+    lines += [("created", _time(job.created)), ("started", _time(job.started)), ("finished", _time(job.finished))]
+    if job.provenance:
+        p = job.provenance
+        lines += [("model", p.model + (f" @ {p.revision}" if p.revision else "")), ("dtype", p.dtype),
+                  ("device", p.device), ("worker", p.worker), ("maskfarm", p.maskfarm_version)]
+    return "\n".join(f"{key:<9}{value}" for key, value in lines)
+
+
+def _job_row(job) -> tuple[str, ...]:
+    labels = " ".join(f"{k}={v}" for k, v in sorted(job.labels.items()))
+    return job.id, job.state.value, f"{job.done}/{job.total}", _time(job.created), labels or "-"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in [header, *rows])
+
+
+def _time(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"--label: expected KEY=VALUE, got {pair!r}")
+        labels[key] = value
+    return labels
+
+
+class _UsageError(ValueError):
+    """A command-line value that cannot be used."""
+
+
+def _reporting_errors(command: str, run) -> int:
+    """``run()``, with maskfarm's errors as one line on stderr and an exit code: 2 for
+    what the user can fix in the command, 1 for the rest."""
+    from maskfarm.client.errors import InvalidRequest, JobNotFound, MaskfarmError
+
+    try:
+        return run()
+    except (_UsageError, OSError) as error:
+        print(f"maskfarm {command}: {error}", file=sys.stderr)
+        return 2
+    except (InvalidRequest, JobNotFound) as error:
+        print(f"maskfarm {command}: {error.details}", file=sys.stderr)
+        return 2
+    except MaskfarmError as error:
+        print(f"maskfarm {command}: {error}", file=sys.stderr)
+        return 1
 
 
 def run_health(args: argparse.Namespace) -> int:

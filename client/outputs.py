@@ -72,10 +72,15 @@ def encode_mask(mask: np.ndarray, fmt: str = "png") -> bytes:
 
 def write_mask(path: str | Path, mask: np.ndarray, fmt: str = "png") -> Path:
     """Write a mask file, creating its folder; written whole then renamed, never half-written."""
+    return write_file(path, encode_mask(mask, fmt))
+
+
+def write_file(path: str | Path, data: bytes) -> Path:
+    """Write an already encoded mask file as ``write_mask`` does (whole, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(encode_mask(mask, fmt))
+    partial.write_bytes(data)
     partial.replace(path)
     return path
 

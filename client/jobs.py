@@ -1,0 +1,152 @@
+"""Typed, immutable views of the API's jobs and workers (``maskfarm.v1`` messages).
+
+Enum values are plain strings without their proto prefix (``"QUEUED"``, ``"PNG8"``,
+``"OUT_OF_MEMORY"``), timestamps are aware UTC datetimes (``None`` when unset), and the
+original message stays at hand as ``.message`` for anything these views leave out.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from maskfarm.v1 import segmentation_pb2 as pb
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+    @property
+    def proto(self) -> int:
+        return pb.JobState.Value(f"JOB_STATE_{self.value}")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What made a job's masks (set once a worker starts it)."""
+
+    model: str
+    revision: str
+    dtype: str
+    device: str
+    maskfarm_version: str
+    worker: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the server last reported it."""
+
+    id: str
+    state: JobState
+    done: int
+    """Frames whose masks are stored."""
+    total: int
+    prompts: tuple[str, ...]
+    frame_names: tuple[str, ...]
+    labels: Mapping[str, str]
+    format: str
+    priority: str
+    request_id: str
+    error_code: str | None
+    """Set when FAILED: ``"INVALID_INPUT"``, ``"EXPIRED"``, ``"TIMEOUT"``, ... ."""
+    error_message: str
+    provenance: Provenance | None
+    created: datetime | None
+    started: datetime | None
+    finished: datetime | None
+    cancel_requested: bool
+    message: pb.Job = field(repr=False, compare=False)
+
+    @classmethod
+    def from_message(cls, job: pb.Job) -> Job:
+        error_code = None
+        if job.HasField("error") and job.error.code != pb.ERROR_CODE_UNSPECIFIED:
+            error_code = _enum_name(pb.ErrorCode, job.error.code, "ERROR_CODE_")
+        provenance = Provenance(**{name: getattr(job.provenance, name) for name in Provenance.__dataclass_fields__})
+        return cls(
+            id=job.id,
+            state=JobState(_enum_name(pb.JobState, job.state, "JOB_STATE_")),
+            done=job.progress.done_frames,
+            total=job.progress.total_frames,
+            prompts=tuple(job.prompts),
+            frame_names=tuple(job.frame_names),
+            labels=dict(job.labels),
+            format=_enum_name(pb.OutputFormat, job.format, "OUTPUT_FORMAT_"),
+            priority=_enum_name(pb.Priority, job.priority, "PRIORITY_"),
+            request_id=job.request_id,
+            error_code=error_code,
+            error_message=job.error.message,
+            provenance=provenance if provenance.model else None,
+            created=_datetime(job, "create_time"),
+            started=_datetime(job, "start_time"),
+            finished=_datetime(job, "finish_time"),
+            cancel_requested=job.cancel_requested,
+            message=job,
+        )
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A live worker: what it runs on and what it is doing."""
+
+    name: str
+    hostname: str
+    pid: int
+    state: str
+    device: str
+    model: str
+    revision: str
+    dtype: str
+    queues: tuple[str, ...]
+    """Priorities it serves, highest first: ``("HIGH", "NORMAL", "LOW")``."""
+    current_job_id: str
+    maskfarm_version: str
+    started: datetime | None
+    last_heartbeat: datetime | None
+    message: pb.Worker = field(repr=False, compare=False)
+
+    @classmethod
+    def from_message(cls, worker: pb.Worker) -> WorkerInfo:
+        return cls(
+            name=worker.name,
+            hostname=worker.hostname,
+            pid=worker.pid,
+            state=worker.state,
+            device=worker.device,
+            model=worker.model,
+            revision=worker.revision,
+            dtype=worker.dtype,
+            queues=tuple(_enum_name(pb.Priority, queue, "PRIORITY_") for queue in worker.queues),
+            current_job_id=worker.current_job_id,
+            maskfarm_version=worker.maskfarm_version,
+            started=_datetime(worker, "start_time"),
+            last_heartbeat=_datetime(worker, "last_heartbeat"),
+            message=worker,
+        )
+
+
+def _enum_name(enum_type, number: int, prefix: str) -> str:
+    try:
+        return enum_type.Name(number).removeprefix(prefix)
+    except ValueError:
+        return str(number)
+
+
+def _datetime(message, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    stamp: Timestamp = getattr(message, name)
+    return stamp.ToDatetime(tzinfo=timezone.utc)

@@ -1,0 +1,178 @@
+"""``maskfarm up``: the whole service on one machine, as child processes.
+
+A ``LocalCluster`` uses the Redis at ``redis_url`` or, when none answers there and
+``redis-server`` is installed, runs a private, memory-only one (its own temporary folder
+and a free port); then one ``maskfarm server`` and ``workers`` ``maskfarm worker``
+processes. It only spawns and supervises processes: it imports neither torch nor the
+server, and needs redis-py only to ask whether a Redis answers.
+
+Children run in their own sessions, so a Ctrl-C at the terminal reaches only ``up``,
+which then stops them in order: workers first (SIGTERM: each finishes its current job,
+for at most ``stop_timeout_s``), then the server, then a private Redis.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+STARTUP_TIMEOUT_S = 60.0
+
+
+class ClusterError(RuntimeError):
+    """A process of the cluster could not be started or died."""
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    listen: str = "127.0.0.1:50051"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = "maskfarm"
+    workers: int = 1
+    worker_flags: tuple[str, ...] = ()
+    """Passed on to every ``maskfarm worker`` (``--model``, ``--device``, ...)."""
+    workers_timeout_s: float = 600.0
+    """How long workers may take to load their model and register."""
+    stop_timeout_s: float = 30.0
+
+
+@dataclass
+class LocalCluster:
+    """The processes of one ``maskfarm up``; ``start``, then ``supervise``; always ``stop``."""
+
+    settings: ClusterSettings
+    redis_url: str = ""
+    server: subprocess.Popen | None = None
+    workers: list[subprocess.Popen] = field(default_factory=list)
+    private_redis: subprocess.Popen | None = None
+    _redis_dir: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def target(self) -> str:
+        return self.settings.listen
+
+    def start(self) -> None:
+        """Starts Redis if need be, the server (waiting for SERVING) and the workers
+        (waiting until all are registered). Raises ``ClusterError``."""
+        self.redis_url = self.settings.redis_url
+        if not _redis_answers(self.redis_url):
+            self.redis_url = self._start_private_redis()
+        self.server = _spawn("server", "--listen", self.settings.listen, "--redis-url", self.redis_url,
+                             "--namespace", self.settings.namespace)
+        self._wait_until(self._serving, "the server to report SERVING", STARTUP_TIMEOUT_S)
+        for _ in range(self.settings.workers):
+            self.workers.append(_spawn("worker", "--redis-url", self.redis_url, "--namespace",
+                                       self.settings.namespace, *self.settings.worker_flags))
+
+    def wait_for_workers(self) -> None:
+        """Waits until every worker is registered (has loaded its model)."""
+        self._wait_until(self._workers_ready, f"{self.settings.workers} workers to register",
+                         self.settings.workers_timeout_s)
+
+    def supervise(self, stop_requested) -> None:
+        """Returns when ``stop_requested()`` is true; raises ``ClusterError`` if a process dies."""
+        while not stop_requested():
+            self._check_alive()
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stops every process, workers first; kills those that outstay ``stop_timeout_s``."""
+        _stop(self.workers, self.settings.stop_timeout_s)
+        _stop([self.server] if self.server else [], self.settings.stop_timeout_s)
+        _stop([self.private_redis] if self.private_redis else [], 10)
+        if self._redis_dir is not None:
+            self._redis_dir.cleanup()
+
+    def _start_private_redis(self) -> str:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise ClusterError(f"no Redis answers at {self.settings.redis_url} and redis-server is not installed")
+        self._redis_dir = tempfile.TemporaryDirectory(prefix="maskfarm-redis-")
+        port = _free_port()
+        self.private_redis = subprocess.Popen(
+            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self._redis_dir.name, "--daemonize", "no"],
+            stdout=subprocess.DEVNULL, start_new_session=True,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        self._wait_until(lambda: _redis_answers(url), "the private redis-server to answer", 10.0)
+        return url
+
+    def _serving(self) -> bool:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(self.target) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            except grpc.RpcError:
+                return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def _workers_ready(self) -> bool:
+        from maskfarm.client.client import Client
+        from maskfarm.client.errors import MaskfarmError
+
+        pids = {worker.pid for worker in self.workers}
+        with Client(self.target, timeout=5, retries=0) as client:
+            try:
+                return pids <= {worker.pid for worker in client.workers()}
+            except MaskfarmError:
+                return False
+
+    def _wait_until(self, ready, what: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise ClusterError(f"gave up waiting for {what} after {timeout_s:g} s")
+            time.sleep(0.2)
+
+    def _check_alive(self) -> None:
+        named = [("redis-server", self.private_redis), ("maskfarm server", self.server)]
+        named += [(f"maskfarm worker {n}", worker) for n, worker in enumerate(self.workers, 1)]
+        for name, process in named:
+            if process is not None and process.poll() is not None:
+                raise ClusterError(f"{name} (pid {process.pid}) exited with code {process.returncode}")
+
+
+def _spawn(command: str, *flags: str) -> subprocess.Popen:
+    """A ``maskfarm`` subcommand in its own session; its output goes to ours."""
+    return subprocess.Popen([sys.executable, "-m", "maskfarm.client.cli", command, *flags], start_new_session=True)
+
+
+def _stop(processes: Sequence[subprocess.Popen], timeout_s: float) -> None:
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        process.terminate()
+    deadline = time.monotonic() + timeout_s
+    for process in running:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
+    finally:
+        client.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,95 @@
+"""Masks as the server sends them (encoded), and decoded into arrays or PIL images.
+
+A ``FrameResult`` holds one frame's encoded masks exactly as received, so they can be
+written to disk untouched; ``FrameResult.decode`` turns them into a ``FrameMasks`` of
+float32 arrays in [0, 1] (PNG8 ``v / 255``, PNG16 ``v / 65535``, FLOAT32 as sent) or,
+with ``as_pil=True``, PIL images (mode ``L``, ``I;16`` or ``F``).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field, replace
+from typing import Union
+
+import numpy as np
+from PIL import Image
+
+from maskfarm.v1 import segmentation_pb2 as pb
+
+MaskImage = Union[np.ndarray, Image.Image]
+
+
+@dataclass(frozen=True)
+class Mask:
+    """One encoded mask of one frame: for prompt ``prompt_index``, or the union (-1)."""
+
+    prompt_index: int
+    prompt: str
+    is_union: bool
+    format: str
+    """``"PNG8"``, ``"PNG16"`` or ``"FLOAT32"``: what ``data`` holds."""
+    data: bytes = field(repr=False)
+    width: int
+    height: int
+
+    def array(self) -> np.ndarray:
+        """The mask as an (height, width) float32 array in [0, 1]."""
+        if self.format == "FLOAT32":
+            return np.frombuffer(self.data, dtype="<f4").reshape(self.height, self.width).astype(np.float32)
+        values = np.asarray(Image.open(io.BytesIO(self.data)))
+        return values.astype(np.float32) / (65535 if values.dtype == np.uint16 else 255)
+
+    def image(self) -> Image.Image:
+        """The mask as a PIL image: ``L`` (PNG8), ``I;16`` (PNG16) or ``F`` (FLOAT32)."""
+        if self.format == "FLOAT32":
+            return Image.fromarray(self.array())
+        image = Image.open(io.BytesIO(self.data))
+        image.load()
+        return image
+
+
+@dataclass(frozen=True)
+class FrameMasks:
+    """One frame's decoded masks: one per prompt, in prompt order, and the union if asked."""
+
+    index: int
+    """The frame's position in the request (for ``Client.segment``: in its frame list)."""
+    name: str
+    masks: tuple[MaskImage, ...]
+    union: MaskImage | None = None
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """One finished frame's masks, encoded as received: the prompts', then the union."""
+
+    index: int
+    name: str
+    masks: tuple[Mask, ...]
+
+    @classmethod
+    def from_message(cls, frame: pb.FrameResult) -> FrameResult:
+        return cls(
+            index=frame.frame_index,
+            name=frame.frame_name,
+            masks=tuple(
+                Mask(mask.prompt_index, mask.prompt, mask.is_union,
+                     pb.OutputFormat.Name(mask.format).removeprefix("OUTPUT_FORMAT_"),
+                     mask.data, mask.width, mask.height)
+                for mask in frame.masks
+            ),
+        )
+
+    def shifted(self, offset: int) -> FrameResult:
+        """The same result with ``index`` moved by ``offset`` (a part of a split request)."""
+        return replace(self, index=self.index + offset)
+
+    def decode(self, *, as_pil: bool = False) -> FrameMasks:
+        decode = Mask.image if as_pil else Mask.array
+        return FrameMasks(
+            index=self.index,
+            name=self.name,
+            masks=tuple(decode(mask) for mask in self.masks if not mask.is_union),
+            union=next((decode(mask) for mask in self.masks if mask.is_union), None),
+        )
