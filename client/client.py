@@ -41,6 +41,7 @@ from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
 
 DEFAULT_TARGET = "localhost:50051"
+DEFAULT_MAX_MESSAGE_MIB = 64
 FORMATS = ("png8", "png16", "float32")
 PRIORITIES = ("high", "normal", "low")
 WAIT_POLL_S = (0.05, 2.0)
@@ -82,11 +83,13 @@ class Client:
         target: str | None = None,
         *,
         timeout: float = 30.0,
-        max_message_mib: int = 64,
+        max_message_mib: int | None = None,
         retries: Retries | int = Retries(),
     ) -> None:
         self.target = target or os.environ.get("MASKFARM_TARGET") or DEFAULT_TARGET
         self.timeout = timeout
+        if max_message_mib is None:
+            max_message_mib = int(os.environ.get("MASKFARM_MAX_MESSAGE_MIB") or DEFAULT_MAX_MESSAGE_MIB)
         self.max_message_bytes = max_message_mib * 1024 * 1024
         self.retries = Retries(attempts=retries) if isinstance(retries, int) else retries
         self._channel = grpc.insecure_channel(self.target, options=channel_options(self.max_message_bytes))

@@ -12,7 +12,6 @@ import argparse
 import os
 import sys
 
-DEFAULT_TARGET = "localhost:50051"
 JOB_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 
 
@@ -89,6 +88,8 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
+    from maskfarm.client.client import DEFAULT_TARGET
+
     parser.add_argument("--target", default=os.environ.get("MASKFARM_TARGET", DEFAULT_TARGET),
                         help="server address (env MASKFARM_TARGET, default localhost:50051)")
 

@@ -2,8 +2,10 @@
 # The README's first command: ./scripts/demo.sh
 #
 # Sets up .venv with maskfarm, finds the model (the real CIDAS/clipseg-rd64-refined when
-# its weights can be had, else a synthetic stand-in, said plainly), and writes masks for
-# the example frames with the example prompts into ./masks/<prompt>/<frame>.png.
+# its weights can be had, else a synthetic stand-in, said plainly), starts the service
+# with `maskfarm up` (the Redis at MASKFARM_REDIS_URL, or a private redis-server when none
+# answers; the gRPC server; one worker), segments the example frames with the example
+# prompts through it into ./masks/<prompt>/<frame>.png, and stops the service.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,5 +40,15 @@ while IFS= read -r prompt; do
     [[ -n "$prompt" ]] && prompts+=(--prompt "$prompt")
 done <examples/prompts.txt
 
-maskfarm segment examples/frames/* "${prompts[@]}" --union --local --model "$model" --output masks
+listen="${MASKFARM_LISTEN:-127.0.0.1:50051}"
+maskfarm up --model "$model" --workers 1 --listen "$listen" &
+up_pid=$!
+trap 'kill -TERM "$up_pid" 2>/dev/null; wait "$up_pid" 2>/dev/null || true' EXIT
+log "waiting for the service on $listen"
+until maskfarm health --target "$listen" --timeout 1 >/dev/null 2>&1; do
+    kill -0 "$up_pid" 2>/dev/null || { log "maskfarm up stopped; see its messages above"; exit 1; }
+    sleep 1
+done
+
+maskfarm segment examples/frames/* "${prompts[@]}" --union --target "$listen" --output masks
 log "masks written under $repo_root/masks/ (one folder per prompt, union/ for their union)"
