@@ -296,3 +296,12 @@ def test_out_of_memory_at_one_pair_is_raised(tiny_model_dir, monkeypatch):
     with pytest.raises(torch.cuda.OutOfMemoryError):
         segmenter.segment([make_frame("RGB", (20, 20))], PROMPTS)
     assert segmenter.max_batch == 1
+
+
+def test_compiled_vision_tower_gives_the_same_masks(tiny_model_dir):
+    frames = [make_frame("RGB", (70, 40), seed) for seed in range(3)]
+    eager = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=2).segment(frames, PROMPTS[:1])
+    compiled = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=2, compile=True)
+    assert type(compiled._model._vision).__name__ == "OptimizedModule"
+    for got, want in zip(compiled.segment(frames, PROMPTS[:1]), eager):  # batches of 2, then 1
+        assert np.abs(got.masks - want.masks).max() <= 1e-3

@@ -47,6 +47,14 @@ def _add_worker_command(subcommands: argparse._SubParsersAction) -> None:
                         help="exit once the queues are empty (env MASKFARM_BURST=1)")
     worker.add_argument("--log-level", default=os.environ.get("MASKFARM_LOG_LEVEL", "INFO"),
                         help="logging level (env MASKFARM_LOG_LEVEL; default %(default)s)")
+    worker.add_argument("--heartbeat-s", type=float, default=_number_env("MASKFARM_HEARTBEAT_S", 10.0),
+                        help="how often a busy worker renews its job's lease (env MASKFARM_HEARTBEAT_S; default %(default)s)")
+    worker.add_argument("--job-lease-s", type=int, default=int(_number_env("MASKFARM_JOB_LEASE_S", 30)),
+                        help="a running job not heard from for this long is taken as lost and run again "
+                        "(env MASKFARM_JOB_LEASE_S; default %(default)s)")
+    worker.add_argument("--maintenance-s", type=int, default=int(_number_env("MASKFARM_MAINTENANCE_S", 15)),
+                        help="how often the worker looks for lost jobs, idle or not "
+                        "(env MASKFARM_MAINTENANCE_S; default %(default)s)")
     add_model_options(worker)
     worker.set_defaults(run=run_worker)
 
@@ -59,6 +67,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ... (env MASKFARM_DEVICE)")
     parser.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default=os.environ.get("MASKFARM_DTYPE", "auto"),
                         help="auto = bf16 on CUDA, fp32 (exact) on CPU (env MASKFARM_DTYPE)")
+    parser.add_argument("--compile", action="store_true", default=os.environ.get("MASKFARM_COMPILE", "") == "1",
+                        help="torch.compile the vision tower: faster once warm, ~1 min of compiling at start "
+                             "(env MASKFARM_COMPILE=1)")
     parser.add_argument("--max-batch", type=int, default=_int_env("MASKFARM_MAX_BATCH"),
                         help="(frame, prompt) pairs per model batch; bounds memory (env MASKFARM_MAX_BATCH; default 64 on CUDA, 8 on CPU)")
 
@@ -70,9 +81,14 @@ def run_worker(args: argparse.Namespace) -> int:
     from maskfarm.worker.runner import WorkerSettings, run
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = WorkerSettings(redis_url=args.redis_url, namespace=args.namespace, model=args.model,
-                              device=args.device, dtype=args.dtype, max_batch=args.max_batch,
-                              name=args.name, burst=args.burst)
+    try:
+        settings = WorkerSettings(redis_url=args.redis_url, namespace=args.namespace, model=args.model,
+                                  device=args.device, dtype=args.dtype, max_batch=args.max_batch,
+                                  name=args.name, burst=args.burst, heartbeat_s=args.heartbeat_s,
+                                  job_lease_s=args.job_lease_s, maintenance_s=args.maintenance_s)
+    except ValueError as error:
+        print(f"maskfarm worker: {error}", file=sys.stderr)
+        return 2
     try:
         return run(settings)
     except ModelLoadError as error:
@@ -106,7 +122,7 @@ def run_local_segment(args: argparse.Namespace, params) -> int:
     from maskfarm.worker.pipeline import Segmenter
 
     try:
-        segmenter = Segmenter.load(args.model, args.device, args.dtype, args.max_batch)
+        segmenter = Segmenter.load(args.model, args.device, args.dtype, args.max_batch, args.compile)
     except ModelLoadError as error:
         print(f"maskfarm: {error}", file=sys.stderr)
         return 2
@@ -120,6 +136,11 @@ def run_local_segment(args: argparse.Namespace, params) -> int:
         return 2
     print(f"{len(written)} masks written under {args.output}", file=sys.stderr)
     return 0
+
+
+def _number_env(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
 
 
 def _int_env(name: str) -> int | None:

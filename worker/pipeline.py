@@ -43,20 +43,28 @@ class FrameMasks:
 class Segmenter:
     """Runs the whole pipeline on one loaded model; reuse it across jobs (it caches prompts)."""
 
-    def __init__(self, loaded: LoadedModel, max_batch: int | None = None) -> None:
+    def __init__(self, loaded: LoadedModel, max_batch: int | None = None, compile: bool = False) -> None:
         self.loaded = loaded
         self.max_batch = max_batch or DEFAULT_MAX_BATCH.get(loaded.device.type, 8)
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
         self._model = MaskModel(loaded)
+        if compile:
+            self._model.compile()
+        self.compiled = compile
         self._spec = PixelSpec.from_processor(loaded.processor)
 
     @classmethod
     def load(
-        cls, model: str = DEFAULT_MODEL, device: str = "auto", dtype: str | None = None, max_batch: int | None = None
+        cls,
+        model: str = DEFAULT_MODEL,
+        device: str = "auto",
+        dtype: str | None = None,
+        max_batch: int | None = None,
+        compile: bool = False,
     ) -> Segmenter:
         """Load a model (see ``maskfarm.worker.model.load_model``) and wrap it."""
-        return cls(load_model(model, device, dtype), max_batch)
+        return cls(load_model(model, device, dtype), max_batch, compile)
 
     def provenance(self) -> dict[str, str]:
         """Where masks come from: model id, revision (when known), dtype and device."""
@@ -68,8 +76,14 @@ class Segmenter:
         }
 
     def warm(self) -> None:
-        """Run one tiny frame through everything, so the first real job pays no start-up cost."""
-        self.segment([np.zeros((8, 8, 3), dtype=np.uint8)], ["warm-up"])
+        """Run tiny frames through everything, so the first real job pays no start-up cost.
+
+        Compiled, a batch of one, a small batch and a full chunk are run, which are the
+        shape classes torch.compile specialises on; later batches reuse those kernels.
+        """
+        sizes = sorted({1, 2, self.max_batch}) if self.compiled else [1]
+        for count in sizes:
+            self.segment([np.zeros((8, 8, 3), dtype=np.uint8)] * count, ["warm-up"])
 
     def segment(
         self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str], params: MaskParams = MaskParams()
