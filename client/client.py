@@ -36,6 +36,7 @@ from maskfarm.client.frames import EncodedFrame, FrameSource, encode_frame
 from maskfarm.client.jobs import Job, JobState, WorkerInfo
 from maskfarm.client.masks import FrameMasks, FrameResult
 from maskfarm.client.retries import Retries
+from maskfarm.client.security import ChannelSecurity, Pem
 from maskfarm.client.splitting import split_frames
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
@@ -76,6 +77,13 @@ class Client:
     message the client sends, which should be at most the server's (submissions larger
     than this are split by ``submit_parts`` and ``segment``); ``retries`` how UNAVAILABLE is retried
     (an int is a number of retries). Use it as a context manager, or call ``close``.
+
+    ``token`` is sent as a bearer token with every call (for servers started with
+    ``--auth-tokens``); ``tls`` turns on TLS, verified against ``ca_cert`` (default: the
+    system's CAs), with ``client_cert`` and ``client_key`` for mutual TLS (PEM paths or
+    bytes; any of them implies ``tls``). Unset, each falls back to its environment variable:
+    ``MASKFARM_TOKEN``, ``MASKFARM_TLS``, ``MASKFARM_TLS_CA``, ``MASKFARM_TLS_CLIENT_CERT``,
+    ``MASKFARM_TLS_CLIENT_KEY`` (see ``maskfarm.client.security``).
     """
 
     def __init__(
@@ -85,6 +93,11 @@ class Client:
         timeout: float = 30.0,
         max_message_mib: int | None = None,
         retries: Retries | int = Retries(),
+        token: str | None = None,
+        tls: bool | None = None,
+        ca_cert: Pem | None = None,
+        client_cert: Pem | None = None,
+        client_key: Pem | None = None,
     ) -> None:
         self.target = target or os.environ.get("MASKFARM_TARGET") or DEFAULT_TARGET
         self.timeout = timeout
@@ -92,7 +105,10 @@ class Client:
             max_message_mib = int(os.environ.get("MASKFARM_MAX_MESSAGE_MIB") or DEFAULT_MAX_MESSAGE_MIB)
         self.max_message_bytes = max_message_mib * 1024 * 1024
         self.retries = Retries(attempts=retries) if isinstance(retries, int) else retries
-        self._channel = grpc.insecure_channel(self.target, options=channel_options(self.max_message_bytes))
+        security = ChannelSecurity.resolve(
+            token=token, tls=tls, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key
+        )
+        self._channel = security.channel(self.target, channel_options(self.max_message_bytes))
         self._stub = pb_grpc.SegmentationStub(self._channel)
 
     def close(self) -> None:

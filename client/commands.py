@@ -92,6 +92,33 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--target", default=os.environ.get("MASKFARM_TARGET", DEFAULT_TARGET),
                         help="server address (env MASKFARM_TARGET, default localhost:50051)")
+    _add_security(parser)
+
+
+def _add_security(parser: argparse.ArgumentParser) -> None:
+    """Token and TLS flags; each one left unset falls back to its variable (see
+    ``maskfarm.client.security``)."""
+    group = parser.add_argument_group("authentication and TLS")
+    group.add_argument("--token", help="bearer token for a server with --auth-tokens (env MASKFARM_TOKEN; "
+                       "prefer the variable: arguments are visible to other users)")
+    group.add_argument("--tls", action="store_true", default=None,
+                       help="use TLS, trusting the system's CAs (env MASKFARM_TLS=1; implied by the files below)")
+    group.add_argument("--tls-ca", help="PEM file of the CA that signed the server's certificate (env MASKFARM_TLS_CA)")
+    group.add_argument("--tls-cert", help="PEM client certificate, for mutual TLS (env MASKFARM_TLS_CLIENT_CERT)")
+    group.add_argument("--tls-key", help="PEM private key of --tls-cert (env MASKFARM_TLS_CLIENT_KEY)")
+
+
+def _security_options(args: argparse.Namespace) -> dict:
+    """The Client's token and TLS arguments, from the flags."""
+    return dict(token=args.token, tls=args.tls, ca_cert=args.tls_ca, client_cert=args.tls_cert,
+                client_key=args.tls_key)
+
+
+def _client(args: argparse.Namespace):
+    """A ``Client`` for the command's --target, token and TLS flags."""
+    from maskfarm.client.client import Client
+
+    return Client(args.target, **_security_options(args))
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -111,7 +138,6 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 def _segment_through_service(args: argparse.Namespace, params) -> int:
-    from maskfarm.client.client import Client
     from maskfarm.client.progress import JobProgress
     from maskfarm.client.remote import segment_files
 
@@ -126,7 +152,7 @@ def _segment_through_service(args: argparse.Namespace, params) -> int:
             bars.append(JobProgress(label))
             print(f"maskfarm segment: {label}: {job.total} frames queued", file=sys.stderr)
 
-    with Client(args.target) as client:
+    with _client(args) as client:
         try:
             written = segment_files(
                 client, args.frames, args.prompt, args.output, args.format,
@@ -145,10 +171,8 @@ def _segment_through_service(args: argparse.Namespace, params) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from maskfarm.client.client import Client
-
     def show() -> int:
-        with Client(args.target) as client:
+        with _client(args) as client:
             job = client.get(args.job)
         print(describe_job(job))
         return 0
@@ -157,10 +181,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    from maskfarm.client.client import Client
-
     def cancel() -> int:
-        with Client(args.target) as client:
+        with _client(args) as client:
             job = client.cancel(args.job)
         note = " (cancel requested: it stops between batches)" if job.cancel_requested and not job.state.terminal else ""
         print(f"{job.id}: {job.state.value}{note}")
@@ -172,10 +194,8 @@ def run_cancel(args: argparse.Namespace) -> int:
 def run_jobs(args: argparse.Namespace) -> int:
     from itertools import islice
 
-    from maskfarm.client.client import Client
-
     def list_jobs() -> int:
-        with Client(args.target) as client:
+        with _client(args) as client:
             found = client.jobs(state=args.state, labels=_labels(args.label))
             rows = [_job_row(job) for job in islice(found, args.limit or None)]
         print(_table(("JOB", "STATE", "FRAMES", "CREATED", "LABELS"), rows))
@@ -185,10 +205,8 @@ def run_jobs(args: argparse.Namespace) -> int:
 
 
 def run_workers(args: argparse.Namespace) -> int:
-    from maskfarm.client.client import Client
-
     def list_workers() -> int:
-        with Client(args.target) as client:
+        with _client(args) as client:
             workers = client.workers()
         rows = [(w.name, w.state, w.device, w.model, w.dtype, w.current_job_id or "-", _time(w.last_heartbeat))
                 for w in workers]
@@ -297,12 +315,18 @@ def run_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.target) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
-        except grpc.RpcError as error:
-            print(f"maskfarm health: {args.target}: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(f"{args.target}: {status}")
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+    from maskfarm.client.security import ChannelSecurity
+
+    def check() -> int:
+        with ChannelSecurity.resolve(**_security_options(args)).channel(args.target) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                                  timeout=args.timeout)
+            except grpc.RpcError as error:
+                print(f"maskfarm health: {args.target}: {error.code().name}: {error.details()}", file=sys.stderr)
+                return 1
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        print(f"{args.target}: {status}")
+        return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+    return _reporting_errors("health", check)

@@ -20,10 +20,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from maskfarm.server.auth import BearerTokenInterceptor
 from maskfarm.server.queue import JobQueue, QueueLimits
 from maskfarm.server.servicer import SegmentationServicer
 from maskfarm.server.settings import ServerSettings
 from maskfarm.server.store import JobStore
+from maskfarm.server.tls import server_credentials
+from maskfarm.server.tokens import TokenFile
 from maskfarm.server.validation import ImageLimits
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
@@ -59,8 +62,8 @@ async def serve(settings: ServerSettings) -> None:
     server, health = await build_server(settings, connection, events)
 
     await server.start()
-    log.info("serving %s on %s (Redis %s, namespace %r)", SERVICE_NAME, settings.listen,
-             _redacted(settings.redis_url), settings.namespace)
+    log.info("serving %s on %s (%s, %s; Redis %s, namespace %r)", SERVICE_NAME, settings.listen,
+             _transport(settings), _auth(settings), _redacted(settings.redis_url), settings.namespace)
     monitor = asyncio.create_task(_report_health(health, connection))
     await _wait_for_stop_signal()
     log.info("stopping: running calls get %.0f s", settings.grace_s)
@@ -75,7 +78,8 @@ async def build_server(
     settings: ServerSettings, connection: redis.Redis, events: redis.asyncio.Redis
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     """The server, bound to ``settings.listen`` but not started, and its health servicer
-    (NOT_SERVING until Redis is seen to answer)."""
+    (NOT_SERVING until Redis is seen to answer). Raises ``TokenFileError`` or
+    ``TlsConfigError`` when the token file or a TLS file cannot be used."""
     store = JobStore(connection, settings.namespace)
     servicer = SegmentationServicer(
         store,
@@ -88,12 +92,27 @@ async def build_server(
     for service in ("", SERVICE_NAME):
         await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    server = grpc.aio.server(options=channel_options(settings))
+    interceptors = [BearerTokenInterceptor(TokenFile(settings.auth_tokens))] if settings.auth_tokens else []
+    server = grpc.aio.server(options=channel_options(settings), interceptors=interceptors)
     pb_grpc.add_SegmentationServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection([SERVICE_NAME, health_service.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    server.add_insecure_port(settings.listen)
+    if settings.tls:
+        credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        server.add_secure_port(settings.listen, credentials)
+    else:
+        server.add_insecure_port(settings.listen)
     return server, health
+
+
+def _transport(settings: ServerSettings) -> str:
+    if settings.tls_client_ca:
+        return "mutual TLS"
+    return "TLS" if settings.tls else "plaintext"
+
+
+def _auth(settings: ServerSettings) -> str:
+    return f"bearer tokens from {settings.auth_tokens}" if settings.auth_tokens else "no auth"
 
 
 def _queue_limits(settings: ServerSettings) -> QueueLimits:

@@ -24,6 +24,8 @@ def run_server(args: argparse.Namespace) -> int:
     import sys
 
     from maskfarm.server.app import serve
+    from maskfarm.server.tls import TlsConfigError
+    from maskfarm.server.tokens import TokenFileError
 
     try:
         settings = ServerSettings.from_args(args)
@@ -34,5 +36,9 @@ def run_server(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except (TokenFileError, TlsConfigError) as error:
+        print(f"maskfarm server: error: {error}", file=sys.stderr)
+        return 2
     return 0

@@ -17,7 +17,8 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from maskfarm.server import messages, validation
+from maskfarm.server import messages, ownership, validation
+from maskfarm.server.auth import caller
 from maskfarm.server.jobs import JobRecord
 from maskfarm.server.queue import BacklogFull, JobQueue
 from maskfarm.server.store import JobNotFound, JobStore
@@ -53,8 +54,9 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         async with _status_for_errors(context):
             spec = await asyncio.to_thread(validation.job_spec, request, self.image_limits)
-            job = await asyncio.to_thread(self.queue.submit, spec)
-            return messages.job_message(job)
+            ownership.refuse_reserved_labels("labels", spec.labels)
+            job = await asyncio.to_thread(self.queue.submit, ownership.owned(spec, caller()))
+            return _job_message(job)
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
         async with _status_for_errors(context):
@@ -62,12 +64,12 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
             limit = validation.frame_index("max_frames", request.max_frames)
             job = await self._job(request.job_id)
             if not request.include_masks:
-                return pb.GetJobResponse(job=messages.job_message(job))
+                return pb.GetJobResponse(job=_job_message(job))
             results, next_frame = await asyncio.to_thread(
                 self.store.frame_page, job, first, limit, self.max_mask_bytes
             )
             return pb.GetJobResponse(
-                job=messages.job_message(job),
+                job=_job_message(job),
                 frames=[messages.frame_message(job, result) for result in results],
                 next_frame=next_frame,
             )
@@ -76,34 +78,36 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchJobEvent]:
         async with _status_for_errors(context):
-            job_id = validation.job_id(request.job_id)
             from_frame = validation.frame_index("from_frame", request.from_frame)
-            job: JobRecord | None = None
+            job: JobRecord = await self._job(request.job_id)
             updates = follow_job(
-                self.store, self.events, job_id, from_frame, poll_interval=self.watch_poll_interval
+                self.store, self.events, job.id, from_frame, poll_interval=self.watch_poll_interval
             )
             async for update in updates:
                 if isinstance(update, JobRecord):
                     job = update
-                    yield pb.WatchJobEvent(job=messages.job_message(job))
+                    yield pb.WatchJobEvent(job=_job_message(job))
                 else:
                     yield pb.WatchJobEvent(frame=messages.frame_message(job, update))
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         async with _status_for_errors(context):
-            job = await asyncio.to_thread(self.queue.cancel, validation.job_id(request.job_id))
-            return messages.job_message(job)
+            job = await self._job(request.job_id)
+            job = await asyncio.to_thread(self.queue.cancel, job.id)
+            return _job_message(job)
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
         async with _status_for_errors(context):
             query = validation.job_query(request)
+            ownership.refuse_reserved_labels("labels", query.labels)
+            labels = ownership.owners_labels(query.labels, caller())
             try:
                 jobs, token = await asyncio.to_thread(
-                    self.store.list_jobs, query.states, query.labels, query.page_size, query.page_token
+                    self.store.list_jobs, query.states, labels, query.page_size, query.page_token
                 )
             except ValueError as error:
                 raise ValidationError("page_token", str(error)) from None
-            return pb.ListJobsResponse(jobs=[messages.job_message(job) for job in jobs], next_page_token=token)
+            return pb.ListJobsResponse(jobs=[_job_message(job) for job in jobs], next_page_token=token)
 
     async def ListWorkers(
         self, request: pb.ListWorkersRequest, context: grpc.aio.ServicerContext
@@ -113,7 +117,15 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
             return pb.ListWorkersResponse(workers=[messages.worker_message(worker) for worker in workers])
 
     async def _job(self, job_id: str) -> JobRecord:
-        return await asyncio.to_thread(self.store.require_job, validation.job_id(job_id))
+        """The job, if the caller may see it; raises ``JobNotFound`` for an unknown id and
+        for another caller's job alike."""
+        job = await asyncio.to_thread(self.store.require_job, validation.job_id(job_id))
+        return ownership.require_visible(job, caller())
+
+
+def _job_message(job: JobRecord) -> pb.Job:
+    """The job as its client sees it (see ``ownership.public``)."""
+    return messages.job_message(ownership.public(job))
 
 
 @contextlib.asynccontextmanager

@@ -41,6 +41,12 @@ class ServerSettings:
     max_backlog_mib: int = _setting(8192, "queued frame data beyond which SubmitJob is refused, MiB")
     grace_s: float = _setting(10.0, "seconds running calls get to finish at shutdown")
     log_level: str = _setting("INFO", "logging level")
+    auth_tokens: str = _setting("", "file of 'TOKEN NAME' lines: every call but health and reflection needs "
+                                    "a bearer token from it (re-read on change); empty: auth off")
+    tls_cert: str = _setting("", "PEM certificate chain: serve TLS only (with --tls-key); empty: plaintext")
+    tls_key: str = _setting("", "PEM private key of --tls-cert")
+    tls_client_ca: str = _setting("", "PEM CA certificates: require client certificates signed by them "
+                                      "(mutual TLS; needs --tls-cert)")
 
     def __post_init__(self) -> None:
         for setting in dataclasses.fields(self):
@@ -48,6 +54,14 @@ class ServerSettings:
             least = 0 if setting.name == "retries" else 1
             if isinstance(value, (int, float)) and value < least:
                 raise ValueError(f"{setting.name} must be at least {least}, got {value}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
     @property
     def max_message_bytes(self) -> int:
@@ -67,12 +81,14 @@ class ServerSettings:
         """Adds one flag per setting, defaulting to its MASKFARM_* variable."""
         for setting in dataclasses.fields(cls):
             variable = env_name(setting.name)
+            default = os.environ.get(variable, setting.default)
+            shown = "%(default)s" if default != "" else "none"
             parser.add_argument(
                 "--" + setting.name.replace("_", "-"),
                 dest=setting.name,
                 type=type(setting.default),
-                default=os.environ.get(variable, setting.default),
-                help=f"{setting.metadata['help']} (default: ${variable} or %(default)s)",
+                default=default,
+                help=f"{setting.metadata['help']} (default: ${variable} or {shown})",
             )
 
     @classmethod
