@@ -61,6 +61,13 @@ class Unavailable(MaskfarmError):
     code = "UNAVAILABLE"
 
 
+class Unauthenticated(MaskfarmError):
+    """UNAUTHENTICATED: no token, a malformed one, or one the server does not know
+    (revoked tokens included). Not retried."""
+
+    code = "UNAUTHENTICATED"
+
+
 class DeadlineExceeded(MaskfarmError, TimeoutError):
     """A call, or a wait for a job, took longer than its timeout."""
 
@@ -100,6 +107,7 @@ _BY_STATUS: dict[grpc.StatusCode, type[MaskfarmError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
     grpc.StatusCode.NOT_FOUND: JobNotFound,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
 

@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from maskfarm.client.cli import main as maskfarm
 from maskfarm.client.client import Client
-from maskfarm.client.errors import InvalidRequest, JobNotFound, MaskfarmError, Unavailable
+from maskfarm.client.errors import InvalidRequest, JobNotFound, MaskfarmError, Unauthenticated, Unavailable
 from maskfarm.server.tokens import TokenFile
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
@@ -327,7 +327,7 @@ def test_tls_with_a_token_works_end_to_end(tls_server: ServerProcess, pki: Pki) 
         assert client.get(job.id) == job
         client.cancel(job.id)
     with Client(tls_server.target, ca_cert=pki.ca.read_bytes(), timeout=10) as anonymous:
-        with pytest.raises(MaskfarmError) as raised:
+        with pytest.raises(Unauthenticated) as raised:
             anonymous.get(job.id)
         assert raised.value.code == "UNAUTHENTICATED"
 
