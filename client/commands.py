@@ -225,6 +225,8 @@ def run_up(args: argparse.Namespace) -> int:
     worker_flags = ["--model", args.model, "--device", args.device, "--dtype", args.dtype]
     if args.max_batch:
         worker_flags += ["--max-batch", str(args.max_batch)]
+    if args.compile:
+        worker_flags.append("--compile")
     settings = ClusterSettings(listen=args.listen, redis_url=args.redis_url, namespace=args.namespace,
                                workers=args.workers, worker_flags=tuple(worker_flags),
                                stop_timeout_s=args.stop_timeout)
