@@ -21,6 +21,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from maskfarm.server.auth import BearerTokenInterceptor
+from maskfarm.server.metrics import serve_metrics
 from maskfarm.server.queue import JobQueue, QueueLimits
 from maskfarm.server.servicer import SegmentationServicer
 from maskfarm.server.settings import ServerSettings
@@ -78,12 +79,16 @@ async def build_server(
     settings: ServerSettings, connection: redis.Redis, events: redis.asyncio.Redis
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     """The server, bound to ``settings.listen`` but not started, and its health servicer
-    (NOT_SERVING until Redis is seen to answer). Raises ``TokenFileError`` or
+    (NOT_SERVING until Redis is seen to answer); with ``metrics_listen``, /metrics is
+    served from then on. Raises ``TokenFileError`` or
     ``TlsConfigError`` when the token file or a TLS file cannot be used."""
     store = JobStore(connection, settings.namespace)
+    queue = JobQueue(connection, store, _queue_limits(settings))
+    if settings.metrics_listen:
+        serve_metrics(settings.metrics_listen, queue.queues)
     servicer = SegmentationServicer(
         store,
-        JobQueue(connection, store, _queue_limits(settings)),
+        queue,
         events,
         image_limits=ImageLimits(max_side=settings.max_side, max_pixels=settings.max_pixels),
         max_message_bytes=settings.max_message_bytes,

@@ -29,6 +29,7 @@ from maskfarm.server.jobs import (
     WorkerInfo,
     queue_name,
 )
+from maskfarm.server.metrics import CANCEL_REQUESTS, JOBS_SUBMITTED
 from maskfarm.server.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class JobQueue:
         except Exception as error:
             self.store.mark_failed(job.id, ErrorCode.INTERNAL, f"could not be queued: {error}")
             raise
+        JOBS_SUBMITTED.labels(job.priority.value).inc()
         log.info(
             "job %s queued: %d frame(s) x %d prompt(s), priority %s, labels %s",
             job.id, job.total_frames, len(job.prompts), job.priority.value, job.labels,
@@ -145,6 +147,7 @@ class JobQueue:
     def cancel(self, job_id: str) -> JobRecord:
         """Cancels a job (see ``JobStore.cancel``); a queued one also leaves its RQ queue."""
         job = self.store.cancel(job_id)
+        CANCEL_REQUESTS.inc()
         if job.state.is_terminal and job.started_at is None:  # it never ran: nothing may run it now
             self._dequeue(job)
         log.info("job %s cancel requested: now %s", job.id, job.state.value)

@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from maskfarm.server import messages, ownership, validation
 from maskfarm.server.auth import caller
 from maskfarm.server.jobs import JobRecord
+from maskfarm.server.metrics import CALLS_REFUSED
 from maskfarm.server.queue import BacklogFull, JobQueue
 from maskfarm.server.store import JobNotFound, JobStore
 from maskfarm.server.validation import ImageLimits, ValidationError
@@ -134,15 +135,20 @@ async def _status_for_errors(context: grpc.aio.ServicerContext) -> AsyncIterator
     try:
         yield
     except ValidationError as error:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
     except JobNotFound as error:
-        await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {error.args[0]!r} (unknown or expired)")
+        await _abort(context, grpc.StatusCode.NOT_FOUND, f"no job {error.args[0]!r} (unknown or expired)")
     except BacklogFull as error:
-        await context.abort(
+        await _abort(context, 
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             str(error),
             trailing_metadata=(("retry-after-s", str(error.retry_after_s)),),
         )
     except (RedisConnectionError, RedisTimeoutError) as error:
         log.warning("Redis unavailable: %s", error)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"the job store is unavailable: {error}")
+        await _abort(context, grpc.StatusCode.UNAVAILABLE, f"the job store is unavailable: {error}")
+
+
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str, **kwargs) -> None:
+    CALLS_REFUSED.labels(code.name).inc()
+    await context.abort(code, details, **kwargs)

@@ -41,6 +41,7 @@ class ServerSettings:
     max_backlog_mib: int = _setting(8192, "queued frame data beyond which SubmitJob is refused, MiB")
     grace_s: float = _setting(10.0, "seconds running calls get to finish at shutdown")
     log_level: str = _setting("INFO", "logging level")
+    metrics_listen: str = _setting("", "host:port to serve Prometheus /metrics on; empty: no metrics")
     auth_tokens: str = _setting("", "file of 'TOKEN NAME' lines: every call but health and reflection needs "
                                     "a bearer token from it (re-read on change); empty: auth off")
     tls_cert: str = _setting("", "PEM certificate chain: serve TLS only (with --tls-key); empty: plaintext")
