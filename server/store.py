@@ -352,6 +352,16 @@ class JobStore:
         state, flag = self.redis.hmget(self.keys.job(job_id), ["state", "cancel_requested"])
         return state != JobState.RUNNING.value.encode() or flag == b"1"
 
+    def stop_reason(self, job_id: str, attempt: int) -> str | None:
+        """Why run number ``attempt`` of a job should stop now (worker, between batches):
+        ``"cancelled"`` when cancelling was requested or the job is gone or no longer
+        running, ``"superseded"`` when a later run started (this run's worker was taken
+        for dead), None to go on."""
+        state, flag, attempts = self.redis.hmget(self.keys.job(job_id), ["state", "cancel_requested", "attempts"])
+        if state != JobState.RUNNING.value.encode() or flag == b"1":
+            return "cancelled"
+        return "superseded" if int(attempts or 0) != attempt else None
+
     def mark_succeeded(self, job_id: str) -> bool:
         """Ends a running job as succeeded; False if it was not running."""
         return self._transition(job_id, {JobState.RUNNING}, _finished(JobState.SUCCEEDED))

@@ -143,13 +143,16 @@ class WorkerProcess:
 
 
 @contextlib.contextmanager
-def maskfarm_worker(server: ServerProcess, model: os.PathLike | str, name: str, *flags: str) -> Iterator[WorkerProcess]:
+def maskfarm_worker(
+    server: ServerProcess, model: os.PathLike | str, name: str, *flags: str
+) -> Iterator[WorkerProcess]:
     """Runs ``maskfarm worker`` named ``name`` on the CPU against ``server``'s Redis and
     namespace; afterwards SIGTERM (then SIGKILL after 30 s) if it still runs."""
     command = [sys.executable, "-m", "maskfarm.client.cli", "worker", "--redis-url", server.redis_url,
                "--namespace", server.namespace, "--name", name, "--model", str(model), "--device", "cpu", *flags]
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             yield WorkerProcess(name, process, log)
         finally:

@@ -48,7 +48,8 @@ def _add_worker_command(subcommands: argparse._SubParsersAction) -> None:
     worker.add_argument("--log-level", default=os.environ.get("MASKFARM_LOG_LEVEL", "INFO"),
                         help="logging level (env MASKFARM_LOG_LEVEL; default %(default)s)")
     worker.add_argument("--heartbeat-s", type=float, default=_number_env("MASKFARM_HEARTBEAT_S", 10.0),
-                        help="how often a busy worker renews its job's lease (env MASKFARM_HEARTBEAT_S; default %(default)s)")
+                        help="how often a busy worker renews its job's lease "
+                        "(env MASKFARM_HEARTBEAT_S; default %(default)s)")
     worker.add_argument("--job-lease-s", type=int, default=int(_number_env("MASKFARM_JOB_LEASE_S", 30)),
                         help="a running job not heard from for this long is taken as lost and run again "
                         "(env MASKFARM_JOB_LEASE_S; default %(default)s)")
@@ -84,7 +85,7 @@ def run_worker(args: argparse.Namespace) -> int:
     try:
         settings = WorkerSettings(redis_url=args.redis_url, namespace=args.namespace, model=args.model,
                                   device=args.device, dtype=args.dtype, max_batch=args.max_batch,
-                                  name=args.name, burst=args.burst, heartbeat_s=args.heartbeat_s,
+                                  compile=args.compile, name=args.name, burst=args.burst, heartbeat_s=args.heartbeat_s,
                                   job_lease_s=args.job_lease_s, maintenance_s=args.maintenance_s)
     except ValueError as error:
         print(f"maskfarm worker: {error}", file=sys.stderr)

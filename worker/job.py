@@ -7,21 +7,27 @@ and talks to Redis only through ``JobStore``. Its contract with RQ:
 - returns normally whenever the job has reached an end it owns: succeeded, cancelled,
   failed for a reason a retry cannot fix (a frame that does not decode, inputs expired,
   a timeout, a bug);
-- raises only for what should spend one of the job's retries: out of memory. The job
-  record then stays running so the retry (``mark_running`` accepts a running job)
-  resumes it; on the last attempt it is failed as ``out_of_memory`` first.
+- raises only for what should spend one of the job's retries: out of memory, and Redis
+  becoming unreachable mid-job (``redis.ConnectionError``/``TimeoutError``, re-raised
+  untouched). The job record then stays running so the retry (``mark_running`` accepts a
+  running job) resumes it; out of memory on the last attempt is failed as
+  ``out_of_memory`` first, a lost Redis by ``LostJobHandler`` (``worker_lost``).
 
 A retried job skips the frames already stored, so no frame is computed or announced
-twice. Cancellation is cooperative: the flag is checked between frames.
+twice. Cancellation is cooperative: the flag is checked between frames. So is being
+superseded: a run whose worker was wrongly taken for dead (a batch longer than the job
+lease) stops at its next frame once a later run has started, so two runs never go on
+together.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator, Sequence
 
 import rq
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.timeouts import JobTimeoutException
 
 from maskfarm.server.jobs import ErrorCode, JobRecord
@@ -31,9 +37,6 @@ from maskfarm.worker.frames import Frame, decode_frame
 from maskfarm.worker.runtime import WorkerRuntime, current_runtime
 
 log = logging.getLogger(__name__)
-
-HEARTBEAT_EVERY_S = 5.0
-"""Least time between two heartbeats from inside a job."""
 
 
 class BadFrame(ValueError):
@@ -63,6 +66,9 @@ def run_job(job_id: str) -> None:
         log.warning("job %s vanished from the store while running (expired?)", job_id)
     except JobTimeoutException as error:
         _fail(runtime, job_id, ErrorCode.TIMEOUT, f"the job ran past its time limit: {error}")
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        log.warning("job %s interrupted: Redis unreachable (%s); it will run again", job_id, error)
+        raise
     except MemoryError as error:  # torch.cuda.OutOfMemoryError is a RuntimeError, see below
         _out_of_memory(runtime, job_id, error)
         raise
@@ -76,6 +82,8 @@ def run_job(job_id: str) -> None:
         if outcome == "cancelled":
             runtime.store.mark_cancelled(job_id)
             log.info("job %s cancelled", job_id)
+        elif outcome == "superseded":
+            log.warning("job %s stopped: a later run took it over (this worker was taken for dead)", job_id)
         elif runtime.store.mark_succeeded(job_id):
             log.info("job %s succeeded", job_id)
         else:
@@ -83,7 +91,8 @@ def run_job(job_id: str) -> None:
 
 
 def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
-    """Computes and stores every frame not stored yet; ``"done"`` or ``"cancelled"``."""
+    """Computes and stores every frame not stored yet; ``"done"``, or why it stopped
+    early: ``"cancelled"``, or ``"superseded"`` (a later run of the job took over)."""
     store, segmenter = runtime.store, runtime.segmenter
     done = set(store.done_frames(job.id))
     pending = [i for i in range(job.total_frames) if i not in done]
@@ -91,23 +100,22 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
         log.info("job %s resuming: %d of %d frames already stored", job.id, job.total_frames - len(pending),
                  job.total_frames)
     chunk_size = max(1, segmenter.max_batch // len(job.prompts))
-    cancelled = False
+    stop: str | None = None
 
     def should_stop() -> bool:
-        nonlocal cancelled
-        cancelled = cancelled or store.cancel_requested(job.id)
-        return cancelled
+        nonlocal stop
+        stop = stop or store.stop_reason(job.id, job.attempts)
+        return stop is not None
 
-    beat = _Heartbeat(runtime)
     frames = _decoded_frames(runtime, job, pending, chunk_size, should_stop)
     for result in segmenter.stream(frames, job.prompts, job.params):
         index = pending[result.index]
         store.store_frame_result(job.id, frame_result(index, result.masks, job.format, job.params.union))
         log.debug("job %s frame %d stored", job.id, index)
-        beat()
+        runtime.heartbeat()
         if should_stop():
             break
-    return "cancelled" if cancelled else "done"
+    return stop or "done"
 
 
 def _decoded_frames(
@@ -124,19 +132,6 @@ def _decoded_frames(
                 yield decode_frame(data)
             except ValueError as error:
                 raise BadFrame(index, job.frame_names[index], str(error)) from None
-
-
-class _Heartbeat:
-    """Calls the runtime's heartbeat at most every ``HEARTBEAT_EVERY_S``."""
-
-    def __init__(self, runtime: WorkerRuntime) -> None:
-        self.runtime = runtime
-        self.last = time.monotonic()
-
-    def __call__(self) -> None:
-        if time.monotonic() - self.last >= HEARTBEAT_EVERY_S:
-            self.last = time.monotonic()
-            self.runtime.heartbeat()
 
 
 def _fail(runtime: WorkerRuntime, job_id: str, code: ErrorCode, message: str) -> None:

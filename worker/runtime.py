@@ -25,8 +25,9 @@ def _no_heartbeat() -> None:
 class WorkerRuntime:
     """The process-wide state of a worker.
 
-    ``heartbeat`` is called by the job between frames (at most every few seconds) so the
-    RQ registries and the worker's info see a long job as alive; the runner supplies it.
+    ``heartbeat`` is called by the job after every frame so the RQ registries and the
+    worker's info see a long job as alive; the runner supplies it and decides how often
+    it really writes (it must be cheap to call).
     """
 
     segmenter: Segmenter

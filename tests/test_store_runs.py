@@ -1,0 +1,19 @@
+"""JobStore: which run of a job may go on (a worker taken for dead must stop)."""
+
+from __future__ import annotations
+
+from maskfarm.server.store import JobStore
+from tests.test_store import PROVENANCE, create, store  # noqa: F401 - the fixture
+
+
+def test_a_run_goes_on_until_a_later_run_starts_or_the_job_is_cancelled(store: JobStore) -> None:
+    job = create(store)
+    first = store.mark_running(job.id, PROVENANCE)
+    assert store.stop_reason(job.id, first.attempts) is None
+
+    second = store.mark_running(job.id, PROVENANCE)
+    assert store.stop_reason(job.id, first.attempts) == "superseded"
+    assert store.stop_reason(job.id, second.attempts) is None
+
+    store.cancel(job.id)
+    assert store.stop_reason(job.id, second.attempts) == "cancelled"
