@@ -17,6 +17,9 @@ from maskfarm.server.jobs import JobSpec, JobState, OutputFormat, Priority
 from maskfarm.server.params import MaskParams
 from maskfarm.v1 import segmentation_pb2 as pb
 
+MAX_FRAMES = 10_000
+"""Frames per job: a longer shot is several jobs (the client splits by itself)."""
+MAX_PROMPTS = 256
 MAX_PROMPT_CHARS = 1000
 MAX_LABELS = 64
 MAX_LABEL_KEY_CHARS = 128
@@ -78,8 +81,12 @@ def job_spec(request: pb.SubmitJobRequest, limits: ImageLimits) -> JobSpec:
     """The job a SubmitJob request asks for; raises ``ValidationError``."""
     if not request.frames:
         raise ValidationError("frames", "at least one frame is required")
+    if len(request.frames) > MAX_FRAMES:
+        raise ValidationError("frames", f"{len(request.frames)} frames, at most {MAX_FRAMES} per job")
     if not request.prompts:
         raise ValidationError("prompts", "at least one prompt is required")
+    if len(request.prompts) > MAX_PROMPTS:
+        raise ValidationError("prompts", f"{len(request.prompts)} prompts, at most {MAX_PROMPTS} per job")
     for index, prompt in enumerate(request.prompts):
         _check_prompt(f"prompts[{index}]", prompt)
     params = mask_params(request.params)

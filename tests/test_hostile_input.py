@@ -153,11 +153,15 @@ def test_the_obvious_hostile_values_are_refused(server):
         assert (code, details.partition(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, field), details
 
 
-@pytest.mark.parametrize("frame_count, prompt_count", [(3000, 1), (1, 3000)], ids=["3000-frames", "3000-prompts"])
-def test_thousands_of_frames_or_prompts_get_a_clear_answer(server, frame_count, prompt_count):
+@pytest.mark.parametrize(
+    "frame_count, prompt_count, answer",
+    [(3000, 1, "OK"), (10_001, 1, "frames"), (1, 256, "OK"), (1, 3000, "prompts")],
+    ids=["3000-frames", "10001-frames", "256-prompts", "3000-prompts"],
+)
+def test_thousands_of_frames_or_prompts_get_a_clear_answer(server, frame_count, prompt_count, answer):
     request = pb.SubmitJobRequest(
         frames=[pb.Frame(name=f"f.{i:05d}.png", data=VALID_FRAMES[0]) for i in range(frame_count)],
         prompts=[f"prompt {i}" for i in range(prompt_count)],
     )
-    assert_clear_answer(server, request, reused_request_id=False)
+    assert assert_clear_answer(server, request, reused_request_id=False) == answer
     assert_serving(server)

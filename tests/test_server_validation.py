@@ -26,6 +26,8 @@ def request(frames: list[bytes] | None = None, prompts: list[str] | None = None,
 BAD_REQUESTS = {
     "no frames": (request(frames=[]), "frames: at least one frame"),
     "no prompts": (request(prompts=[]), "prompts: at least one prompt"),
+    "too many frames": (request(frames=[PNG] * 10001), "frames: 10001 frames, at most 10000 per job"),
+    "too many prompts": (request(prompts=["car"] * 257), "prompts: 257 prompts, at most 256 per job"),
     "blank prompt": (request(prompts=["car", "  \t"]), "prompts[1]: blank"),
     "long prompt": (request(prompts=["x" * 1001]), "prompts[0]: 1001 characters, at most 1000"),
     "zero bytes": (request(frames=[PNG, b""]), "frames[1].data: empty"),
@@ -108,3 +110,4 @@ def test_the_server_still_serves_after_bad_requests(server: ServerProcess) -> No
                                                   encoded_image("WEBP"), encoded_image("BMP")]), timeout=10)
     assert job.state == pb.JOB_STATE_QUEUED
     assert job.progress.total_frames == 5
+
