@@ -83,6 +83,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     up.add_argument("--stop-timeout", type=float, default=30.0,
                     help="seconds a worker gets to finish its job when stopping (default 30)")
+    up.add_argument("--metrics-listen", default=os.environ.get("MASKFARM_METRICS_LISTEN", ""),
+                    help="host:port of the server's Prometheus /metrics; worker N gets port + N "
+                         "(env MASKFARM_METRICS_LISTEN; default: off)")
     add_model_options(up)
     up.set_defaults(run=run_up)
 
@@ -229,7 +232,7 @@ def run_up(args: argparse.Namespace) -> int:
         worker_flags.append("--compile")
     settings = ClusterSettings(listen=args.listen, redis_url=args.redis_url, namespace=args.namespace,
                                workers=args.workers, worker_flags=tuple(worker_flags),
-                               stop_timeout_s=args.stop_timeout)
+                               stop_timeout_s=args.stop_timeout, metrics_listen=args.metrics_listen)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -40,6 +40,15 @@ class ClusterSettings:
     workers_timeout_s: float = 600.0
     """How long workers may take to load their model and register."""
     stop_timeout_s: float = 30.0
+    metrics_listen: str = ""
+    """host:port of the server's Prometheus /metrics; worker N (from 1) gets port + N. Empty: none."""
+
+    def metrics_flags(self, process: int) -> tuple[str, ...]:
+        """``--metrics-listen`` for process 0 (the server) and 1.. (the workers), or nothing."""
+        if not self.metrics_listen:
+            return ()
+        host, _, port = self.metrics_listen.rpartition(":")
+        return ("--metrics-listen", f"{host}:{int(port) + process}")
 
 
 @dataclass
@@ -64,11 +73,11 @@ class LocalCluster:
         if not _redis_answers(self.redis_url):
             self.redis_url = self._start_private_redis()
         self.server = _spawn("server", "--listen", self.settings.listen, "--redis-url", self.redis_url,
-                             "--namespace", self.settings.namespace)
+                             "--namespace", self.settings.namespace, *self.settings.metrics_flags(0))
         self._wait_until(self._serving, "the server to report SERVING", STARTUP_TIMEOUT_S)
-        for _ in range(self.settings.workers):
-            self.workers.append(_spawn("worker", "--redis-url", self.redis_url, "--namespace",
-                                       self.settings.namespace, *self.settings.worker_flags))
+        for number in range(1, self.settings.workers + 1):
+            self.workers.append(_spawn("worker", "--redis-url", self.redis_url, "--namespace", self.settings.namespace,
+                                       *self.settings.worker_flags, *self.settings.metrics_flags(number)))
 
     def wait_for_workers(self) -> None:
         """Waits until every worker is registered (has loaded its model)."""

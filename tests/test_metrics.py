@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 import urllib.request
 
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from maskfarm.client.client import Client
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
 from tests.services import free_port, maskfarm_server
@@ -44,3 +50,47 @@ def test_the_server_counts_submissions_refusals_cancels_and_queue_depth(redis_ur
     assert samples[("maskfarm_cancel_requests_total", ())] == 1
     assert samples[("maskfarm_queue_depth", (("priority", "normal"),))] == 1
     assert samples[("maskfarm_queue_depth", (("priority", "high"),))] == 0
+
+
+def free_port_pair() -> int:
+    """A port P with P + 1 free too (the server's and the first worker's metrics)."""
+    while True:
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+
+
+def test_maskfarm_up_gives_server_and_worker_their_own_metrics(tiny_model_dir, tmp_path):
+    target, metrics = f"127.0.0.1:{free_port()}", free_port_pair()
+    host = "127.0.0.1"
+    output = tmp_path / "stdout"
+    command = [sys.executable, "-m", "maskfarm.client.cli", "up", "--listen", target,
+               "--redis-url", f"redis://127.0.0.1:{free_port()}/0", "--namespace", "mfupmetrics",
+               "--model", str(tiny_model_dir), "--device", "cpu", "--metrics-listen", f"{host}:{metrics}"]
+    with output.open("wb") as stdout:
+        process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.DEVNULL,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while "ready" not in output.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, "maskfarm up did not start"
+            time.sleep(0.1)
+        with Client(target) as client:
+            frames = [encoded_image("PNG", (40, 30), noise=True), encoded_image("PNG", (20, 10))]
+            client.segment(frames, ["car", "sky"])
+        server, worker = scrape(f"{host}:{metrics}"), scrape(f"{host}:{metrics + 1}")
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+    assert server[("maskfarm_jobs_submitted_total", (("priority", "normal"),))] == 1
+    assert worker[("maskfarm_worker_jobs_total", (("outcome", "succeeded"),))] == 1
+    assert worker[("maskfarm_worker_frames_total", ())] == 2
+    for stage in ("decode", "preprocess", "model", "postprocess", "encode", "store"):
+        assert worker[("maskfarm_worker_stage_seconds_count", (("stage", stage),))] >= 1, stage
+    assert worker[("maskfarm_worker_batch_pairs_count", ())] >= 1
+    assert worker[("maskfarm_worker_batch_pairs_sum", ())] == 4  # 2 frames x 2 prompts

@@ -56,6 +56,8 @@ def _add_worker_command(subcommands: argparse._SubParsersAction) -> None:
     worker.add_argument("--maintenance-s", type=int, default=int(_number_env("MASKFARM_MAINTENANCE_S", 15)),
                         help="how often the worker looks for lost jobs, idle or not "
                         "(env MASKFARM_MAINTENANCE_S; default %(default)s)")
+    worker.add_argument("--metrics-listen", default=os.environ.get("MASKFARM_METRICS_LISTEN", ""),
+                        help="host:port to serve Prometheus /metrics on (env MASKFARM_METRICS_LISTEN; default: off)")
     add_model_options(worker)
     worker.set_defaults(run=run_worker)
 
@@ -86,7 +88,8 @@ def run_worker(args: argparse.Namespace) -> int:
         settings = WorkerSettings(redis_url=args.redis_url, namespace=args.namespace, model=args.model,
                                   device=args.device, dtype=args.dtype, max_batch=args.max_batch,
                                   compile=args.compile, name=args.name, burst=args.burst, heartbeat_s=args.heartbeat_s,
-                                  job_lease_s=args.job_lease_s, maintenance_s=args.maintenance_s)
+                                  job_lease_s=args.job_lease_s, maintenance_s=args.maintenance_s,
+                                  metrics_listen=args.metrics_listen)
     except ValueError as error:
         print(f"maskfarm worker: {error}", file=sys.stderr)
         return 2

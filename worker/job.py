@@ -34,6 +34,7 @@ from maskfarm.server.jobs import ErrorCode, JobRecord
 from maskfarm.server.store import InputsExpired, JobNotFound
 from maskfarm.worker.encoding import frame_result
 from maskfarm.worker.frames import Frame, decode_frame
+from maskfarm.worker.metrics import FRAMES, JOBS_ENDED, STAGE_SECONDS
 from maskfarm.worker.runtime import WorkerRuntime, current_runtime
 
 log = logging.getLogger(__name__)
@@ -81,10 +82,12 @@ def run_job(job_id: str) -> None:
     else:
         if outcome == "cancelled":
             runtime.store.mark_cancelled(job_id)
+            JOBS_ENDED.labels("cancelled").inc()
             log.info("job %s cancelled", job_id)
         elif outcome == "superseded":
             log.warning("job %s stopped: a later run took it over (this worker was taken for dead)", job_id)
         elif runtime.store.mark_succeeded(job_id):
+            JOBS_ENDED.labels("succeeded").inc()
             log.info("job %s succeeded", job_id)
         else:
             log.info("job %s finished its frames but was no longer running", job_id)
@@ -110,7 +113,11 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
     frames = _decoded_frames(runtime, job, pending, chunk_size, should_stop)
     for result in segmenter.stream(frames, job.prompts, job.params):
         index = pending[result.index]
-        store.store_frame_result(job.id, frame_result(index, result.masks, job.format, job.params.union))
+        with STAGE_SECONDS.labels("encode").time():
+            encoded = frame_result(index, result.masks, job.format, job.params.union)
+        with STAGE_SECONDS.labels("store").time():
+            store.store_frame_result(job.id, encoded)
+        FRAMES.inc()
         log.debug("job %s frame %d stored", job.id, index)
         runtime.heartbeat()
         if should_stop():
@@ -129,13 +136,16 @@ def _decoded_frames(
         chunk = list(indices[start : start + chunk_size])
         for index, data in zip(chunk, runtime.store.load_frames(job.id, chunk)):
             try:
-                yield decode_frame(data)
+                with STAGE_SECONDS.labels("decode").time():
+                    frame = decode_frame(data)
             except ValueError as error:
                 raise BadFrame(index, job.frame_names[index], str(error)) from None
+            yield frame
 
 
 def _fail(runtime: WorkerRuntime, job_id: str, code: ErrorCode, message: str) -> None:
     runtime.store.mark_failed(job_id, code, message)
+    JOBS_ENDED.labels("failed").inc()
     log.warning("job %s failed (%s): %s", job_id, code.value, message)
 
 

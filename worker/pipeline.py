@@ -8,10 +8,13 @@ the job. What a mask means is defined in DESIGN.md and ``maskfarm.worker.masks``
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -26,6 +29,14 @@ from maskfarm.worker.preprocess import PixelSpec, pixel_values
 DEFAULT_MAX_BATCH = {"cuda": 64, "cpu": 8}
 
 log = logging.getLogger(__name__)
+
+
+class PipelineObserver(Protocol):
+    """Told how long each stage of a chunk took and how big each model batch was (metrics)."""
+
+    def stage(self, name: str, seconds: float) -> None: ...
+
+    def batch(self, pairs: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class Segmenter:
         if compile:
             self._model.compile()
         self.compiled = compile
+        self.observer: PipelineObserver | None = None
         self._spec = PixelSpec.from_processor(loaded.processor)
 
     @classmethod
@@ -112,9 +124,10 @@ class Segmenter:
         again in halves, down to one pair at a time; the smaller batch stays for later
         chunks, so a worker settles on what its device holds."""
         try:
-            batch = pixel_values(frames, self._spec, self.loaded.device, self.loaded.dtype)
+            with self._stage("preprocess"):
+                batch = pixel_values(frames, self._spec, self.loaded.device, self.loaded.dtype)
             sizes = [(frame.shape[0], frame.shape[1]) for frame in frames]
-            return list(self.masks_from_pixel_values(batch, sizes, prompts, params))
+            return self.masks_from_pixel_values(batch, sizes, prompts, params)
         except torch.cuda.OutOfMemoryError:
             if self.max_batch == 1:
                 raise
@@ -133,22 +146,41 @@ class Segmenter:
     @torch.inference_mode()
     def masks_from_pixel_values(
         self, batch: torch.Tensor, sizes: Sequence[tuple[int, int]], prompts: Sequence[str], params: MaskParams
-    ) -> Iterator[np.ndarray]:
+    ) -> list[np.ndarray]:
         """The pipeline after preprocessing: (F, 3, 352, 352) pixel values to each frame's masks.
 
         ``sizes[f]`` is frame f's (height, width). For callers that preprocess themselves
         (and for the parity tests, which feed the processor's own pixel values).
         """
-        logits = self._model.logits(batch.to(self.loaded.device, self.loaded.dtype), list(prompts), self.max_batch)
-        small = mask_from_logits(logits, params)
         count = len(prompts)
-        for position, size in enumerate(sizes):
-            masks = resize_to(small[position * count : (position + 1) * count], tuple(size))[:, 0]
-            if params.union:
-                masks = torch.cat([masks, masks.amax(dim=0, keepdim=True)])
-            if params.invert:
-                masks = 1 - masks
-            yield masks.cpu().numpy()
+        with self._stage("model"):
+            logits = self._model.logits(batch.to(self.loaded.device, self.loaded.dtype), list(prompts), self.max_batch)
+        if self.observer is not None:
+            self.observer.batch(batch.shape[0] * count)
+        with self._stage("postprocess"):
+            small = mask_from_logits(logits, params)
+            return [self._frame_masks(small[f * count : (f + 1) * count], size, params) for f, size in enumerate(sizes)]
+
+    @staticmethod
+    def _frame_masks(small: torch.Tensor, size: tuple[int, int], params: MaskParams) -> np.ndarray:
+        masks = resize_to(small, tuple(size))[:, 0]
+        if params.union:
+            masks = torch.cat([masks, masks.amax(dim=0, keepdim=True)])
+        if params.invert:
+            masks = 1 - masks
+        return masks.cpu().numpy()
+
+    @contextlib.contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        """Times a stage for the observer, if any (waiting for the GPU, so the time is real)."""
+        if self.observer is None:
+            yield
+            return
+        start = time.perf_counter()
+        yield
+        if self.loaded.device.type == "cuda":
+            torch.cuda.synchronize(self.loaded.device)
+        self.observer.stage(name, time.perf_counter() - start)
 
 
 def _check_prompts(prompts: str | Sequence[str]) -> list[str]:

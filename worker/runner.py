@@ -41,6 +41,7 @@ from rq.serializers import JSONSerializer
 from maskfarm.server.jobs import DEFAULT_NAMESPACE, PRIORITIES, Provenance, WorkerInfo, queue_name
 from maskfarm.server.store import JobStore
 from maskfarm.worker.lost_jobs import LostJobHandler
+from maskfarm.worker.metrics import PrometheusObserver, serve_metrics
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.runtime import WorkerRuntime, install_runtime
 
@@ -75,6 +76,8 @@ class WorkerSettings:
     heartbeat_s: float = HEARTBEAT_S
     job_lease_s: int = JOB_LEASE_S
     maintenance_s: int = MAINTENANCE_S
+    metrics_listen: str = ""
+    """host:port for Prometheus ``/metrics``; empty: none."""
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat_s < self.job_lease_s:
@@ -229,6 +232,9 @@ def run(settings: WorkerSettings) -> int:
     segmenter = Segmenter.load(settings.model, settings.device, settings.dtype, settings.max_batch,
                                settings.compile)
     segmenter.warm()
+    if settings.metrics_listen:
+        serve_metrics(settings.metrics_listen, segmenter.loaded.device)
+        segmenter.observer = PrometheusObserver()
     backoff = _Backoff()
     while True:
         worker = build_worker(settings, segmenter)
