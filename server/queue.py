@@ -25,6 +25,7 @@ from maskfarm.server.jobs import (
     ErrorCode,
     JobRecord,
     JobSpec,
+    JobState,
     Priority,
     WorkerInfo,
     queue_name,
@@ -90,7 +91,7 @@ class JobQueue:
         Raises ``BacklogFull`` when the waiting jobs are over the configured limits.
         """
         if spec.request_id and (job := self.store.get_job_for_request(spec.request_id)):
-            return job
+            return self._queued_once(job)
         self._check_backlog(spec)
         job, created = self.store.create(
             spec,
@@ -99,7 +100,7 @@ class JobQueue:
             result_ttl=self.limits.result_ttl,
         )
         if not created:
-            return job
+            return self._queued_once(job)
         try:
             self._enqueue(job)
         except Exception as error:
@@ -110,6 +111,15 @@ class JobQueue:
             "job %s queued: %d frame(s) x %d prompt(s), priority %s, labels %s",
             job.id, job.total_frames, len(job.prompts), job.priority.value, job.labels,
         )
+        return job
+
+    def _queued_once(self, job: JobRecord) -> JobRecord:
+        """A repeated request's job, enqueued now if it never was: Redis can go away
+        between storing a job and enqueuing it, and the client's retry (same request id)
+        then finds the job stored, QUEUED, with no RQ job to run it."""
+        if job.state is JobState.QUEUED and not Job.exists(job.id, connection=self.redis):
+            log.warning("job %s was stored but never queued (Redis went away?); queuing it now", job.id)
+            self._enqueue(job)
         return job
 
     def _enqueue(self, job: JobRecord) -> None:
