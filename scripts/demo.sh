@@ -10,21 +10,9 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
-venv="$repo_root/.venv"
-install_stamp="$venv/.maskfarm-all-install"
 log() { echo "demo.sh: $*" >&2; }
-
-if [[ ! -x "$venv/bin/python" ]]; then
-    log "creating $venv"
-    python3 -m venv "$venv"
-fi
-pyproject_hash="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [[ "$(cat "$install_stamp" 2>/dev/null || true)" != "$pyproject_hash" ]]; then
-    log "installing maskfarm[all] into $venv (the first time downloads torch, several GB)"
-    "$venv/bin/python" -m pip install -e ".[all]"
-    echo "$pyproject_hash" >"$install_stamp"
-fi
-export PATH="$venv/bin:$PATH"
+source "$repo_root/scripts/venv.sh"
+ensure_venv all
 
 model="${MASKFARM_MODEL:-CIDAS/clipseg-rd64-refined}"
 if ! maskfarm model check "$model"; then

@@ -9,10 +9,8 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
-venv="$repo_root/.venv"
-install_stamp="$venv/.maskfarm-dev-install"
-
 log() { echo "test.sh: $*" >&2; }
+source "$repo_root/scripts/venv.sh"
 
 if ! command -v redis-server >/dev/null 2>&1; then
     if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -26,21 +24,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
     fi
 fi
 
-if [[ ! -x "$venv/bin/python" ]]; then
-    log "creating $venv"
-    python3 -m venv "$venv"
-fi
-
-pyproject_hash="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [[ "$(cat "$install_stamp" 2>/dev/null || true)" != "$pyproject_hash" ]]; then
-    log "installing maskfarm[dev] into $venv (the first time downloads torch, several GB)"
-    "$venv/bin/python" -m pip install -e ".[dev]"
-    echo "$pyproject_hash" >"$install_stamp"
-fi
-
-# Tests and their subprocesses (the maskfarm command included) use the venv.
-export VIRTUAL_ENV="$venv"
-export PATH="$venv/bin:$PATH"
+ensure_venv dev
 # Nothing may be downloaded: tests use the synthetic models maskfarm writes itself.
 export HF_HUB_OFFLINE=1
 
