@@ -149,6 +149,11 @@ class MaskfarmWorker(SimpleWorker):
         return WorkerInfo(name=self.name, device=p.device, model=p.model, revision=p.revision, dtype=p.dtype,
                           maskfarm_version=p.maskfarm_version, current_job=self.get_current_job_id() or "")
 
+    def register_birth(self) -> None:
+        # maskfarm's info first: ListWorkers never shows this worker without its model.
+        self.store.register_worker(self.info(), ttl=self.worker_ttl + 60)
+        super().register_birth()
+
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         super().heartbeat(timeout, pipeline)
         self.store.register_worker(self.info(), ttl=timeout or self.worker_ttl + 60)
