@@ -43,7 +43,7 @@ from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
 
 DEFAULT_TARGET = "localhost:50051"
 DEFAULT_MAX_MESSAGE_MIB = 64
-FORMATS = ("png8", "png16", "float32")
+FORMATS = ("png8", "png16", "float32", "exr", "tiff16")
 PRIORITIES = ("high", "normal", "low")
 WAIT_POLL_S = (0.05, 2.0)
 """``wait`` polls GetJob from every 50 ms, slowing by half each time, to every 2 s."""
@@ -136,13 +136,19 @@ class Client:
         priority: Priority = "normal",
         labels: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        keep_going: bool = False,
+        exr_layer: str = "",
+        exposure: float = 0.0,
     ) -> Job:
         """Queues one job and returns it (QUEUED, or the earlier job of a repeated
         ``request_id``). Unset mask parameters take the server's defaults (those of
-        ``ApplyCLIPSeg+``). Raises ``RequestTooLarge`` when the frames do not fit in one
+        ``ApplyCLIPSeg+``). ``keep_going``: a frame that fails is reported in its result
+        (``FrameResult.error``) and skipped instead of failing the job. ``exr_layer`` and
+        ``exposure`` (stops) say how OpenEXR frames are read. Raises ``RequestTooLarge`` when the frames do not fit in one
         message: ``submit_parts`` splits them instead."""
         options = dict(threshold=threshold, smooth=smooth, dilate=dilate, blur=blur, soft=soft, invert=invert,
-                       union=union, format=format, priority=priority, labels=labels)
+                       union=union, format=format, priority=priority, labels=labels, keep_going=keep_going,
+                       exr_layer=exr_layer, exposure=exposure)
         request = job_request(prompts, **options)
         encoded = [encode_frame(frame) for frame in frames]
         parts = split_frames(encoded, request, self.max_message_bytes)
@@ -169,13 +175,17 @@ class Client:
         priority: Priority = "normal",
         labels: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        keep_going: bool = False,
+        exr_layer: str = "",
+        exposure: float = 0.0,
     ) -> list[Job]:
         """Like ``submit``, but frames that do not fit in one message are split, in order,
         into as few jobs as fit: returns the jobs in frame order (each job's
         ``total`` says how many frames it took). A split request's parts get the request
         ids ``f"{request_id}-{n}"``, n = 1, 2, ..., so repeating the call is safe too."""
         options = dict(threshold=threshold, smooth=smooth, dilate=dilate, blur=blur, soft=soft, invert=invert,
-                       union=union, format=format, priority=priority, labels=labels)
+                       union=union, format=format, priority=priority, labels=labels, keep_going=keep_going,
+                       exr_layer=exr_layer, exposure=exposure)
         request = job_request(prompts, **options)
         parts = split_frames([encode_frame(frame) for frame in frames], request, self.max_message_bytes)
         request_id = request_id or str(uuid.uuid4())
@@ -349,6 +359,9 @@ def job_request(
     format: str = "png8",
     priority: str = "normal",
     labels: Mapping[str, str] | None = None,
+    keep_going: bool = False,
+    exr_layer: str = "",
+    exposure: float = 0.0,
 ) -> pb.SubmitJobRequest:
     """A SubmitJob request without frames or request id. Raises ``InvalidRequest`` for a
     format or priority it does not know (the server checks everything else)."""
@@ -364,6 +377,8 @@ def job_request(
         format=pb.OutputFormat.Value(f"OUTPUT_FORMAT_{_choice('format', format, FORMATS)}"),
         priority=pb.Priority.Value(f"PRIORITY_{_choice('priority', priority, PRIORITIES)}"),
         labels=dict(labels or {}),
+        keep_going=keep_going,
+        exr=pb.ExrOptions(layer=exr_layer, exposure=exposure),
     )
 
 

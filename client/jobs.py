@@ -52,7 +52,7 @@ class Job:
     id: str
     state: JobState
     done: int
-    """Frames whose masks are stored."""
+    """Frames finished: masks stored, or (``keep_going``) failed and skipped."""
     total: int
     prompts: tuple[str, ...]
     frame_names: tuple[str, ...]
@@ -69,6 +69,11 @@ class Job:
     finished: datetime | None
     cancel_requested: bool
     message: pb.Job = field(repr=False, compare=False)
+    failed: int = 0
+    """Frames among ``done`` that failed and were skipped (``keep_going``)."""
+    keep_going: bool = False
+    output_dir: str = ""
+    """Shared storage: where the worker writes the masks ("" when they come as bytes)."""
 
     @classmethod
     def from_message(cls, job: pb.Job) -> Job:
@@ -95,6 +100,9 @@ class Job:
             finished=_datetime(job, "finish_time"),
             cancel_requested=job.cancel_requested,
             message=job,
+            failed=job.progress.failed_frames,
+            keep_going=job.keep_going,
+            output_dir=job.output_dir,
         )
 
 

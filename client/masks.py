@@ -28,10 +28,13 @@ class Mask:
     prompt: str
     is_union: bool
     format: str
-    """``"PNG8"``, ``"PNG16"`` or ``"FLOAT32"``: what ``data`` holds."""
+    """``"PNG8"``, ``"PNG16"``, ``"FLOAT32"``, ``"EXR"`` or ``"TIFF16"``: what ``data`` holds."""
     data: bytes = field(repr=False)
     width: int
     height: int
+    path: str = ""
+    """Shared storage (a job with an ``output_dir``): the file the worker wrote; ``data``
+    is then empty."""
 
     def array(self) -> np.ndarray:
         """The mask as an (height, width) float32 array in [0, 1]."""
@@ -67,6 +70,8 @@ class FrameResult:
     index: int
     name: str
     masks: tuple[Mask, ...]
+    error: str = ""
+    """Why the frame failed, when it was skipped under ``keep_going`` (it has no masks)."""
 
     @classmethod
     def from_message(cls, frame: pb.FrameResult) -> FrameResult:
@@ -76,9 +81,10 @@ class FrameResult:
             masks=tuple(
                 Mask(mask.prompt_index, mask.prompt, mask.is_union,
                      pb.OutputFormat.Name(mask.format).removeprefix("OUTPUT_FORMAT_"),
-                     mask.data, mask.width, mask.height)
+                     mask.data, mask.width, mask.height, mask.path)
                 for mask in frame.masks
             ),
+            error=frame.error,
         )
 
     def shifted(self, offset: int) -> FrameResult:

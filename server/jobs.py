@@ -54,11 +54,30 @@ PRIORITIES = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
 
 
 class OutputFormat(str, enum.Enum):
-    """How a mask is encoded: greyscale PNG, 8 or 16 bit, or raw little-endian float32."""
+    """How a mask is encoded: greyscale PNG (8 or 16 bit), raw little-endian float32,
+    a one-channel float32 OpenEXR, or a greyscale 16-bit TIFF."""
 
     PNG8 = "png8"
     PNG16 = "png16"
     FLOAT32 = "float32"
+    EXR = "exr"
+    TIFF16 = "tiff16"
+
+
+MAX_EXPOSURE = 32.0
+
+
+@dataclass(frozen=True)
+class ExrOptions:
+    """How an OpenEXR frame's linear light becomes the model's sRGB picture: the layer
+    (AOV) read ("" = R, G, B) and the exposure in stops applied first."""
+
+    layer: str = ""
+    exposure: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not -MAX_EXPOSURE <= self.exposure <= MAX_EXPOSURE:
+            raise ValueError(f"exposure must be in [{-MAX_EXPOSURE:g}, {MAX_EXPOSURE:g}] stops, got {self.exposure}")
 
 
 def queue_name(priority: Priority, namespace: str = DEFAULT_NAMESPACE) -> str:
@@ -68,7 +87,11 @@ def queue_name(priority: Priority, namespace: str = DEFAULT_NAMESPACE) -> str:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """A validated request: everything needed to create a job."""
+    """A validated request: everything needed to create a job.
+
+    ``frames[i]`` is the encoded file, or ``b""`` when the frame is read by the worker
+    from ``frame_paths[i]`` (shared storage; ``frame_paths`` is empty when no frame is).
+    """
 
     frames: list[bytes]
     frame_names: list[str]
@@ -78,6 +101,10 @@ class JobSpec:
     priority: Priority = Priority.NORMAL
     labels: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
+    frame_paths: list[str] = field(default_factory=list)
+    keep_going: bool = False
+    output_dir: str = ""
+    exr: ExrOptions = ExrOptions()
 
     @property
     def input_bytes(self) -> int:
@@ -122,10 +149,21 @@ class JobRecord:
     cancel_requested: bool = False
     attempts: int = 0
     provenance: Provenance = Provenance()
+    frame_paths: list[str] = field(default_factory=list)
+    """Per frame, its shared-storage path or ""; empty when every frame came as bytes."""
+    keep_going: bool = False
+    output_dir: str = ""
+    exr: ExrOptions = ExrOptions()
+    failed_frames: int = 0
+    """Frames among ``done_frames`` that failed and were skipped (``keep_going``)."""
 
     @property
     def total_frames(self) -> int:
         return len(self.frame_names)
+
+    def frame_path(self, index: int) -> str:
+        """The shared-storage path of frame ``index``, or "" when it came as bytes."""
+        return self.frame_paths[index] if self.frame_paths else ""
 
 
 @dataclass(frozen=True)
@@ -133,7 +171,9 @@ class FrameResult:
     """The masks of one frame, encoded in the job's output format.
 
     ``masks[k]`` belongs to ``prompts[k]``; ``union`` is the union mask when asked for.
-    All masks have the frame's size.
+    All masks have the frame's size. A job with an ``output_dir`` keeps the files' paths
+    instead (``mask_paths``, ``union_path``; ``masks`` empty). A frame skipped under
+    ``keep_going`` has only ``error``.
     """
 
     index: int
@@ -141,10 +181,18 @@ class FrameResult:
     height: int
     masks: list[bytes]
     union: bytes | None = None
+    mask_paths: list[str] = field(default_factory=list)
+    union_path: str = ""
+    error: str = ""
+
+    @classmethod
+    def failed(cls, index: int, error: str) -> FrameResult:
+        return cls(index, 0, 0, [], error=error)
 
     @property
     def nbytes(self) -> int:
-        return sum(len(mask) for mask in self.masks) + len(self.union or b"")
+        paths = sum(len(path) for path in self.mask_paths) + len(self.union_path)
+        return sum(len(mask) for mask in self.masks) + len(self.union or b"") + paths + len(self.error)
 
 
 @dataclass(frozen=True)

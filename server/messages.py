@@ -22,6 +22,8 @@ OUTPUT_FORMATS = {
     OutputFormat.PNG8: pb.OUTPUT_FORMAT_PNG8,
     OutputFormat.PNG16: pb.OUTPUT_FORMAT_PNG16,
     OutputFormat.FLOAT32: pb.OUTPUT_FORMAT_FLOAT32,
+    OutputFormat.EXR: pb.OUTPUT_FORMAT_EXR,
+    OutputFormat.TIFF16: pb.OUTPUT_FORMAT_TIFF16,
 }
 PRIORITIES = {
     Priority.HIGH: pb.PRIORITY_HIGH,
@@ -39,7 +41,8 @@ def job_message(job: JobRecord) -> pb.Job:
     message = pb.Job(
         id=job.id,
         state=JOB_STATES[job.state],
-        progress=pb.Progress(done_frames=job.done_frames, total_frames=job.total_frames),
+        progress=pb.Progress(done_frames=job.done_frames, total_frames=job.total_frames,
+                             failed_frames=job.failed_frames),
         create_time=_timestamp(job.created_at),
         labels=job.labels,
         provenance=pb.Provenance(**asdict(job.provenance)),
@@ -58,6 +61,9 @@ def job_message(job: JobRecord) -> pb.Job:
         priority=PRIORITIES[job.priority],
         request_id=job.request_id,
         cancel_requested=job.cancel_requested,
+        keep_going=job.keep_going,
+        output_dir=job.output_dir,
+        exr=pb.ExrOptions(layer=job.exr.layer, exposure=job.exr.exposure),
     )
     if job.started_at is not None:
         message.start_time.CopyFrom(_timestamp(job.started_at))
@@ -69,16 +75,20 @@ def job_message(job: JobRecord) -> pb.Job:
 
 
 def frame_message(job: JobRecord, result: FrameResult) -> pb.FrameResult:
+    """A stored frame as the API sends it: masks as bytes, or as the paths the worker
+    wrote (output_dir), or only the error of a frame skipped under keep_going."""
     output_format = OUTPUT_FORMATS[job.format]
-    masks = [
-        pb.Mask(prompt_index=k, prompt=job.prompts[k], format=output_format,
-                data=data, width=result.width, height=result.height)
-        for k, data in enumerate(result.masks)
-    ]
+    size = dict(format=output_format, width=result.width, height=result.height)
+    masks = [pb.Mask(prompt_index=k, prompt=job.prompts[k], data=data, **size)
+             for k, data in enumerate(result.masks)]
+    masks += [pb.Mask(prompt_index=k, prompt=job.prompts[k], path=path, **size)
+              for k, path in enumerate(result.mask_paths)]
     if result.union is not None:
-        masks.append(pb.Mask(prompt_index=-1, is_union=True, format=output_format,
-                             data=result.union, width=result.width, height=result.height))
-    return pb.FrameResult(frame_index=result.index, frame_name=job.frame_names[result.index], masks=masks)
+        masks.append(pb.Mask(prompt_index=-1, is_union=True, data=result.union, **size))
+    if result.union_path:
+        masks.append(pb.Mask(prompt_index=-1, is_union=True, path=result.union_path, **size))
+    return pb.FrameResult(frame_index=result.index, frame_name=job.frame_names[result.index], masks=masks,
+                          error=result.error)
 
 
 def worker_message(worker: WorkerStatus) -> pb.Worker:

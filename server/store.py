@@ -6,9 +6,13 @@ and neither touches the keys directly. It imports only redis and the standard li
 Layout, for a namespace ``ns`` (default ``maskfarm``) and a job id ``J``::
 
     ns:job:J            hash     the job record (see _encode_record)
-    ns:job:J:inputs     hash     frame index -> the frame's encoded file bytes
+    ns:job:J:inputs     hash     frame index -> the frame's encoded file bytes ("" for a
+                                 frame the worker reads from its shared-storage path)
     ns:job:J:done       hash     frame index -> JSON {width, height, masks, union, bytes}
+                                 (+ paths, union_path for an output_dir job; error for a
+                                 frame skipped under keep_going)
     ns:job:J:masks      hash     "index:k" -> mask k of a frame; "index:union" -> its union
+    ns:job:J:failed     hash     frame index -> why, for frames skipped under keep_going
     ns:job:J:events     channel  {"frame": i} when frame i is stored, {"state": s} on changes
     ns:request:R        string   request id -> job id (idempotent SubmitJob)
     ns:jobs             zset     "created-µs:J" members, newest last (ListJobs)
@@ -46,6 +50,7 @@ from redis.exceptions import WatchError
 from maskfarm.server.jobs import (
     DEFAULT_NAMESPACE,
     ErrorCode,
+    ExrOptions,
     FrameResult,
     JobRecord,
     JobSpec,
@@ -94,6 +99,9 @@ class Keys:
 
     def masks(self, job_id: str) -> str:
         return f"{self.namespace}:job:{job_id}:masks"
+
+    def failed(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{job_id}:failed"
 
     def events(self, job_id: str) -> str:
         return f"{self.namespace}:job:{job_id}:events"
@@ -194,10 +202,11 @@ class JobStore:
             for job_id in job_ids:
                 pipe.hgetall(self.keys.job(job_id))
                 pipe.hlen(self.keys.done(job_id))
+                pipe.hlen(self.keys.failed(job_id))
             replies = pipe.execute()
         jobs = []
-        for fields, done in zip(replies[::2], replies[1::2]):
-            job = _decode_record(fields, done) if fields else None
+        for fields, done, failed in zip(replies[::3], replies[1::3], replies[2::3]):
+            job = _decode_record(fields, done, failed) if fields else None
             if job and job.state is JobState.QUEUED and time.time() > job.queue_deadline:
                 job = self._expire(job)
             jobs.append(job)
@@ -221,9 +230,7 @@ class JobStore:
         metas = self.redis.hmget(self.keys.done(job_id), [str(i) for i in indices])
         found = [(index, json.loads(meta)) for index, meta in zip(indices, metas) if meta is not None]
         fields = [field for index, meta in found for field in _mask_fields(index, meta)]
-        if not fields:
-            return []
-        values = dict(zip(fields, self.redis.hmget(self.keys.masks(job_id), fields)))
+        values = dict(zip(fields, self.redis.hmget(self.keys.masks(job_id), fields))) if fields else {}
         return [_frame_result(index, meta, values) for index, meta in found]
 
     def frame_page(
@@ -326,22 +333,31 @@ class JobStore:
         return self.get_job(job_id)
 
     def store_frame_result(self, job_id: str, result: FrameResult) -> None:
-        """Stores one frame's masks together and announces them (worker).
-
-        The masks live as long as the job record. Storing a frame again replaces it.
-        """
+        """Stores one frame's masks (or mask paths, or failure) together and announces
+        them (worker). They live as long as the job record. Storing a frame again
+        replaces it."""
         ttl_ms = self.redis.pttl(self.keys.job(job_id))
         if ttl_ms < 0:
             raise JobNotFound(job_id)
         meta = {"width": result.width, "height": result.height, "masks": len(result.masks),
                 "union": result.union is not None, "bytes": result.nbytes}
+        if result.mask_paths:
+            meta.update(paths=result.mask_paths, union_path=result.union_path)
+        if result.error:
+            meta["error"] = result.error
         masks = {f"{result.index}:{k}": mask for k, mask in enumerate(result.masks)}
         if result.union is not None:
             masks[f"{result.index}:union"] = result.union
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.masks(job_id), mapping=masks)
+            if masks:
+                pipe.hset(self.keys.masks(job_id), mapping=masks)
+                pipe.pexpire(self.keys.masks(job_id), ttl_ms)
+            if result.error:
+                pipe.hset(self.keys.failed(job_id), str(result.index), result.error)
+                pipe.pexpire(self.keys.failed(job_id), ttl_ms)
+            else:
+                pipe.hdel(self.keys.failed(job_id), str(result.index))
             pipe.hset(self.keys.done(job_id), str(result.index), json.dumps(meta))
-            pipe.pexpire(self.keys.masks(job_id), ttl_ms)
             pipe.pexpire(self.keys.done(job_id), ttl_ms)
             pipe.publish(self.keys.events(job_id), json.dumps({"frame": result.index}))
             pipe.execute()
@@ -397,7 +413,7 @@ class JobStore:
                     fields = pipe.hgetall(key)
                     if not fields:
                         raise JobNotFound(job_id)
-                    before = _decode_record(fields, done_frames=0)
+                    before = _decode_record(fields, done_frames=0, failed_frames=0)
                     if before.state not in allowed:
                         return False
                     update = changes(before)
@@ -416,7 +432,8 @@ class JobStore:
 
     def _keep_results(self, pipe: Pipeline, job: JobRecord) -> None:
         pipe.delete(self.keys.inputs(job.id))
-        for key in (self.keys.job(job.id), self.keys.done(job.id), self.keys.masks(job.id)):
+        for key in (self.keys.job(job.id), self.keys.done(job.id), self.keys.masks(job.id),
+                    self.keys.failed(job.id)):
             pipe.expire(key, job.result_ttl)
         if job.request_id:
             pipe.expire(self.keys.request(job.request_id), job.result_ttl)
@@ -466,6 +483,10 @@ def _new_record(spec: JobSpec, *, queue_ttl: int, result_ttl: int) -> JobRecord:
         queue_deadline=now + queue_ttl,
         result_ttl=result_ttl,
         input_bytes=spec.input_bytes,
+        frame_paths=list(spec.frame_paths),
+        keep_going=spec.keep_going,
+        output_dir=spec.output_dir,
+        exr=spec.exr,
     )
 
 
@@ -506,10 +527,14 @@ def _encode_record(job: JobRecord) -> dict[str, str]:
         "cancel_requested": "1" if job.cancel_requested else "0",
         "attempts": str(job.attempts),
         "provenance": json.dumps(dataclasses.asdict(job.provenance)),
+        "frame_paths": json.dumps(job.frame_paths),
+        "keep_going": "1" if job.keep_going else "0",
+        "output_dir": job.output_dir,
+        "exr": json.dumps(dataclasses.asdict(job.exr)),
     }
 
 
-def _decode_record(raw: Mapping[bytes, bytes], done_frames: int) -> JobRecord:
+def _decode_record(raw: Mapping[bytes, bytes], done_frames: int, failed_frames: int) -> JobRecord:
     fields = {key.decode(): value.decode() for key, value in raw.items()}
     return JobRecord(
         id=fields["id"],
@@ -533,6 +558,11 @@ def _decode_record(raw: Mapping[bytes, bytes], done_frames: int) -> JobRecord:
         cancel_requested=fields["cancel_requested"] == "1",
         attempts=int(fields["attempts"]),
         provenance=Provenance(**json.loads(fields["provenance"])),
+        frame_paths=json.loads(fields.get("frame_paths", "[]")),
+        keep_going=fields.get("keep_going") == "1",
+        output_dir=fields.get("output_dir", ""),
+        exr=ExrOptions(**json.loads(fields.get("exr", "{}"))),
+        failed_frames=failed_frames,
     )
 
 
@@ -545,6 +575,7 @@ def _time_value(text: str) -> float | None:
 
 
 def _mask_fields(index: int, meta: Mapping) -> list[str]:
+    """The masks hash fields of a stored frame (none for paths or a failed frame)."""
     fields = [f"{index}:{k}" for k in range(meta["masks"])]
     return fields + [f"{index}:union"] if meta["union"] else fields
 
@@ -556,6 +587,9 @@ def _frame_result(index: int, meta: Mapping, values: Mapping[str, bytes | None])
         height=meta["height"],
         masks=[values[f"{index}:{k}"] for k in range(meta["masks"])],
         union=values[f"{index}:union"] if meta["union"] else None,
+        mask_paths=meta.get("paths", []),
+        union_path=meta.get("union_path", ""),
+        error=meta.get("error", ""),
     )
 
 

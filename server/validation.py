@@ -13,7 +13,7 @@ from typing import TypeVar
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from maskfarm.server.images import ImageError, probe_image
-from maskfarm.server.jobs import JobSpec, JobState, OutputFormat, Priority
+from maskfarm.server.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Priority
 from maskfarm.server.params import MaskParams
 from maskfarm.v1 import segmentation_pb2 as pb
 
@@ -26,6 +26,7 @@ MAX_LABEL_KEY_CHARS = 128
 MAX_LABEL_VALUE_CHARS = 1024
 MAX_REQUEST_ID_CHARS = 128
 MAX_FRAME_NAME_CHARS = 255
+MAX_EXR_LAYER_CHARS = 255
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
@@ -34,6 +35,8 @@ FORMATS = {
     pb.OUTPUT_FORMAT_PNG8: OutputFormat.PNG8,
     pb.OUTPUT_FORMAT_PNG16: OutputFormat.PNG16,
     pb.OUTPUT_FORMAT_FLOAT32: OutputFormat.FLOAT32,
+    pb.OUTPUT_FORMAT_EXR: OutputFormat.EXR,
+    pb.OUTPUT_FORMAT_TIFF16: OutputFormat.TIFF16,
 }
 PRIORITIES = {
     pb.PRIORITY_UNSPECIFIED: Priority.NORMAL,
@@ -106,6 +109,8 @@ def job_spec(request: pb.SubmitJobRequest, limits: ImageLimits) -> JobSpec:
         priority=priority,
         labels=labels,
         request_id=request.request_id,
+        keep_going=request.keep_going,
+        exr=exr_options(request.exr),
     )
 
 
@@ -122,6 +127,17 @@ def mask_params(message: pb.MaskParams) -> MaskParams:
     except ValueError as error:
         name, _, reason = str(error).partition(" ")
         raise ValidationError(f"params.{name}", reason) from None
+
+
+def exr_options(message: pb.ExrOptions) -> ExrOptions:
+    """How EXR frames are read; raises ``ValidationError``."""
+    if message.layer and (len(message.layer) > MAX_EXR_LAYER_CHARS or not message.layer.isprintable()):
+        raise ValidationError("exr.layer", f"must be a printable layer name of at most {MAX_EXR_LAYER_CHARS} "
+                                           f"characters, got {message.layer[:80]!r}")
+    try:
+        return ExrOptions(layer=message.layer, exposure=message.exposure)
+    except ValueError as error:
+        raise ValidationError("exr.exposure", str(error).removeprefix("exposure ")) from None
 
 
 def job_id(value: str) -> str:

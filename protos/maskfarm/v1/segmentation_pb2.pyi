@@ -13,6 +13,8 @@ class OutputFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTPUT_FORMAT_PNG8: _ClassVar[OutputFormat]
     OUTPUT_FORMAT_PNG16: _ClassVar[OutputFormat]
     OUTPUT_FORMAT_FLOAT32: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_EXR: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_TIFF16: _ClassVar[OutputFormat]
 
 class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -43,6 +45,8 @@ OUTPUT_FORMAT_UNSPECIFIED: OutputFormat
 OUTPUT_FORMAT_PNG8: OutputFormat
 OUTPUT_FORMAT_PNG16: OutputFormat
 OUTPUT_FORMAT_FLOAT32: OutputFormat
+OUTPUT_FORMAT_EXR: OutputFormat
+OUTPUT_FORMAT_TIFF16: OutputFormat
 PRIORITY_UNSPECIFIED: Priority
 PRIORITY_HIGH: Priority
 PRIORITY_NORMAL: Priority
@@ -62,12 +66,14 @@ ERROR_CODE_OUT_OF_MEMORY: ErrorCode
 ERROR_CODE_INTERNAL: ErrorCode
 
 class Frame(_message.Message):
-    __slots__ = ("data", "name")
+    __slots__ = ("data", "name", "path")
     DATA_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     name: str
-    def __init__(self, data: _Optional[bytes] = ..., name: _Optional[str] = ...) -> None: ...
+    path: str
+    def __init__(self, data: _Optional[bytes] = ..., name: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class MaskParams(_message.Message):
     __slots__ = ("threshold", "smooth", "dilate", "blur", "soft", "invert", "union_mask")
@@ -87,8 +93,16 @@ class MaskParams(_message.Message):
     union_mask: bool
     def __init__(self, threshold: _Optional[float] = ..., smooth: _Optional[int] = ..., dilate: _Optional[int] = ..., blur: _Optional[int] = ..., soft: bool = ..., invert: bool = ..., union_mask: bool = ...) -> None: ...
 
+class ExrOptions(_message.Message):
+    __slots__ = ("layer", "exposure")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURE_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    exposure: float
+    def __init__(self, layer: _Optional[str] = ..., exposure: _Optional[float] = ...) -> None: ...
+
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("frames", "prompts", "params", "format", "priority", "labels", "request_id")
+    __slots__ = ("frames", "prompts", "params", "format", "priority", "labels", "request_id", "keep_going", "output_dir", "exr")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +117,9 @@ class SubmitJobRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_GOING_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
+    EXR_FIELD_NUMBER: _ClassVar[int]
     frames: _containers.RepeatedCompositeFieldContainer[Frame]
     prompts: _containers.RepeatedScalarFieldContainer[str]
     params: MaskParams
@@ -110,7 +127,10 @@ class SubmitJobRequest(_message.Message):
     priority: Priority
     labels: _containers.ScalarMap[str, str]
     request_id: str
-    def __init__(self, frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., prompts: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    keep_going: bool
+    output_dir: str
+    exr: ExrOptions
+    def __init__(self, frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., prompts: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., keep_going: bool = ..., output_dir: _Optional[str] = ..., exr: _Optional[_Union[ExrOptions, _Mapping]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("code", "message")
@@ -121,12 +141,14 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("done_frames", "total_frames")
+    __slots__ = ("done_frames", "total_frames", "failed_frames")
     DONE_FRAMES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FRAMES_FIELD_NUMBER: _ClassVar[int]
     done_frames: int
     total_frames: int
-    def __init__(self, done_frames: _Optional[int] = ..., total_frames: _Optional[int] = ...) -> None: ...
+    failed_frames: int
+    def __init__(self, done_frames: _Optional[int] = ..., total_frames: _Optional[int] = ..., failed_frames: _Optional[int] = ...) -> None: ...
 
 class Provenance(_message.Message):
     __slots__ = ("model", "revision", "dtype", "device", "maskfarm_version", "worker")
@@ -145,7 +167,7 @@ class Provenance(_message.Message):
     def __init__(self, model: _Optional[str] = ..., revision: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., maskfarm_version: _Optional[str] = ..., worker: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "progress", "error", "create_time", "start_time", "finish_time", "labels", "provenance", "prompts", "frame_names", "params", "format", "priority", "request_id", "cancel_requested")
+    __slots__ = ("id", "state", "progress", "error", "create_time", "start_time", "finish_time", "labels", "provenance", "prompts", "frame_names", "params", "format", "priority", "request_id", "cancel_requested", "keep_going", "output_dir", "exr")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +191,9 @@ class Job(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    KEEP_GOING_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
+    EXR_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: JobState
     progress: Progress
@@ -185,10 +210,13 @@ class Job(_message.Message):
     priority: Priority
     request_id: str
     cancel_requested: bool
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., prompts: _Optional[_Iterable[str]] = ..., frame_names: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., request_id: _Optional[str] = ..., cancel_requested: bool = ...) -> None: ...
+    keep_going: bool
+    output_dir: str
+    exr: ExrOptions
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., prompts: _Optional[_Iterable[str]] = ..., frame_names: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., request_id: _Optional[str] = ..., cancel_requested: bool = ..., keep_going: bool = ..., output_dir: _Optional[str] = ..., exr: _Optional[_Union[ExrOptions, _Mapping]] = ...) -> None: ...
 
 class Mask(_message.Message):
-    __slots__ = ("prompt_index", "prompt", "is_union", "format", "data", "width", "height")
+    __slots__ = ("prompt_index", "prompt", "is_union", "format", "data", "width", "height", "path")
     PROMPT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     IS_UNION_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +224,7 @@ class Mask(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
     prompt_index: int
     prompt: str
     is_union: bool
@@ -203,17 +232,20 @@ class Mask(_message.Message):
     data: bytes
     width: int
     height: int
-    def __init__(self, prompt_index: _Optional[int] = ..., prompt: _Optional[str] = ..., is_union: bool = ..., format: _Optional[_Union[OutputFormat, str]] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    path: str
+    def __init__(self, prompt_index: _Optional[int] = ..., prompt: _Optional[str] = ..., is_union: bool = ..., format: _Optional[_Union[OutputFormat, str]] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
 
 class FrameResult(_message.Message):
-    __slots__ = ("frame_index", "frame_name", "masks")
+    __slots__ = ("frame_index", "frame_name", "masks", "error")
     FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
     FRAME_NAME_FIELD_NUMBER: _ClassVar[int]
     MASKS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     frame_index: int
     frame_name: str
     masks: _containers.RepeatedCompositeFieldContainer[Mask]
-    def __init__(self, frame_index: _Optional[int] = ..., frame_name: _Optional[str] = ..., masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ...) -> None: ...
+    error: str
+    def __init__(self, frame_index: _Optional[int] = ..., frame_name: _Optional[str] = ..., masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id", "include_masks", "first_frame", "max_frames")
