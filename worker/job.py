@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import rq
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -113,12 +114,7 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
     frames = _decoded_frames(runtime, job, pending, chunk_size, should_stop)
     for result in segmenter.stream(frames, job.prompts, job.params):
         index = pending[result.index]
-        with STAGE_SECONDS.labels("encode").time():
-            encoded = frame_result(index, result.masks, job.format, job.params.union)
-        with STAGE_SECONDS.labels("store").time():
-            store.store_frame_result(job.id, encoded)
-        FRAMES.inc()
-        log.debug("job %s frame %d stored", job.id, index)
+        store_masks(runtime, job, index, result.masks)
         runtime.heartbeat()
         if should_stop():
             break
@@ -135,12 +131,28 @@ def _decoded_frames(
             return
         chunk = list(indices[start : start + chunk_size])
         for index, data in zip(chunk, runtime.store.load_frames(job.id, chunk)):
-            try:
-                with STAGE_SECONDS.labels("decode").time():
-                    frame = decode_frame(data)
-            except ValueError as error:
-                raise BadFrame(index, job.frame_names[index], str(error)) from None
-            yield frame
+            yield load_frame(job, index, data)
+
+
+def load_frame(job: JobRecord, index: int, data: bytes) -> Frame:
+    """Frame ``index`` of ``job``, decoded from ``data`` (its bytes as the store keeps
+    them); raises ``BadFrame``. The one place a job's input becomes a frame."""
+    try:
+        with STAGE_SECONDS.labels("decode").time():
+            return decode_frame(data)
+    except ValueError as error:
+        raise BadFrame(index, job.frame_names[index], str(error)) from None
+
+
+def store_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> None:
+    """Encodes frame ``index``'s (K, H, W) masks in the job's format and stores them (the
+    one place a job's output is written); announced to watchers at once."""
+    with STAGE_SECONDS.labels("encode").time():
+        encoded = frame_result(index, masks, job.format, job.params.union)
+    with STAGE_SECONDS.labels("store").time():
+        runtime.store.store_frame_result(job.id, encoded)
+    FRAMES.inc()
+    log.debug("job %s frame %d stored", job.id, index)
 
 
 def _fail(runtime: WorkerRuntime, job_id: str, code: ErrorCode, message: str) -> None:
