@@ -65,6 +65,8 @@ async def serve(settings: ServerSettings) -> None:
     await server.start()
     log.info("serving %s on %s (%s, %s; Redis %s, namespace %r)", SERVICE_NAME, settings.listen,
              _transport(settings), _auth(settings), _redacted(settings.redis_url), settings.namespace)
+    if settings.storage_roots:
+        log.info("shared storage under %s", ", ".join(settings.storage_roots))
     monitor = asyncio.create_task(_report_health(health, connection))
     await _wait_for_stop_signal()
     log.info("stopping: running calls get %.0f s", settings.grace_s)
@@ -92,6 +94,7 @@ async def build_server(
         events,
         image_limits=ImageLimits(max_side=settings.max_side, max_pixels=settings.max_pixels),
         max_message_bytes=settings.max_message_bytes,
+        storage=settings.storage,
     )
     health = health_aio.HealthServicer()
     for service in ("", SERVICE_NAME):

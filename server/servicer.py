@@ -22,6 +22,7 @@ from maskfarm.server.auth import caller
 from maskfarm.server.jobs import JobRecord
 from maskfarm.server.metrics import CALLS_REFUSED
 from maskfarm.server.queue import BacklogFull, JobQueue
+from maskfarm.server.storage import StorageRoots
 from maskfarm.server.store import JobNotFound, JobStore
 from maskfarm.server.validation import ImageLimits, ValidationError
 from maskfarm.server.watch import follow_job
@@ -44,6 +45,7 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
         image_limits: ImageLimits,
         max_message_bytes: int,
         watch_poll_interval: float = 5.0,
+        storage: StorageRoots = StorageRoots(),
     ) -> None:
         self.store = store
         self.queue = queue
@@ -51,10 +53,11 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
         self.image_limits = image_limits
         self.max_mask_bytes = max(max_message_bytes - MESSAGE_OVERHEAD, 1)
         self.watch_poll_interval = watch_poll_interval
+        self.storage = storage
 
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         async with _status_for_errors(context):
-            spec = await asyncio.to_thread(validation.job_spec, request, self.image_limits)
+            spec = await asyncio.to_thread(validation.job_spec, request, self.image_limits, self.storage)
             ownership.refuse_reserved_labels("labels", spec.labels)
             job = await asyncio.to_thread(self.queue.submit, ownership.owned(spec, caller()))
             return _job_message(job)

@@ -2,8 +2,10 @@
 
 Every field of ``ServerSettings`` is a flag (``result_ttl`` -> ``--result-ttl``) whose
 default comes from the environment (``MASKFARM_RESULT_TTL``) and then from the field's
-default. This module imports only the standard library, so registering the ``server``
-command costs nothing.
+default. A tuple field is a repeatable flag named by its metadata (``storage_roots`` ->
+``--storage-root DIR``; one value or the variable may hold several, separated by ``:`` or
+commas). This module imports only the standard library (and maskfarm's stdlib-only
+``storage``), so registering the ``server`` command costs nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from maskfarm.server.storage import StorageRoots
+
 _RETRY_SLACK_S = 120
 """Time allowed per attempt, beyond the job timeout, for RQ to notice a lost worker."""
 
@@ -21,8 +25,8 @@ _RETRY_SLACK_S = 120
 T = TypeVar("T")
 
 
-def _setting(default: T, help: str) -> T:
-    return field(default=default, metadata={"help": help})
+def _setting(default: T, help: str, flag: str = "") -> T:
+    return field(default=default, metadata={"help": help, "flag": flag})
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class ServerSettings:
     tls_key: str = _setting("", "PEM private key of --tls-cert")
     tls_client_ca: str = _setting("", "PEM CA certificates: require client certificates signed by them "
                                       "(mutual TLS; needs --tls-cert)")
+    storage_roots: tuple[str, ...] = _setting((), "shared storage: a folder under which jobs may name frames and "
+                                                  "output_dir by path (repeat for several)", flag="--storage-root")
 
     def __post_init__(self) -> None:
         for setting in dataclasses.fields(self):
@@ -59,6 +65,12 @@ class ServerSettings:
             raise ValueError("tls_cert and tls_key go together: give both or neither")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        object.__setattr__(self, "storage_roots", StorageRoots.parse(self.storage_roots).roots)
+
+    @property
+    def storage(self) -> StorageRoots:
+        """The shared-storage roots; empty (false) when shared storage is off."""
+        return StorageRoots(self.storage_roots)
 
     @property
     def tls(self) -> bool:
@@ -82,6 +94,11 @@ class ServerSettings:
         """Adds one flag per setting, defaulting to its MASKFARM_* variable."""
         for setting in dataclasses.fields(cls):
             variable = env_name(setting.name)
+            if isinstance(setting.default, tuple):
+                parser.add_argument(setting.metadata["flag"], dest=setting.name, action="append", metavar="DIR",
+                                    help=f"{setting.metadata['help']} (default: ${variable}, separated by "
+                                         f"{os.pathsep!r} or commas, or none)")
+                continue
             default = os.environ.get(variable, setting.default)
             shown = "%(default)s" if default != "" else "none"
             parser.add_argument(
@@ -94,7 +111,12 @@ class ServerSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServerSettings:
-        return cls(**{setting.name: getattr(args, setting.name) for setting in dataclasses.fields(cls)})
+        """The settings of parsed flags; a repeatable flag never given takes its variable."""
+        values = {setting.name: getattr(args, setting.name) for setting in dataclasses.fields(cls)}
+        for setting in dataclasses.fields(cls):
+            if isinstance(setting.default, tuple) and values[setting.name] is None:
+                values[setting.name] = os.environ.get(env_name(setting.name), "")
+        return cls(**values)
 
 
 def env_name(setting: str) -> str:

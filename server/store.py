@@ -183,6 +183,10 @@ class JobStore:
         """The job, or None. A queued job past its queue deadline is failed as expired."""
         return self._load_jobs([job_id])[0]
 
+    def get_jobs(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
+        """The jobs (None where unknown), in one round trip; queue deadlines apply."""
+        return self._load_jobs(list(job_ids))
+
     def get_job_for_request(self, request_id: str) -> JobRecord | None:
         """The kept job that a SubmitJob with this request id made, or None."""
         job_id = self.redis.get(self.keys.request(request_id))
@@ -307,11 +311,16 @@ class JobStore:
 
     # -- state changes -----------------------------------------------------------------
 
-    def mark_running(self, job_id: str, provenance: Provenance) -> JobRecord | None:
+    def mark_running(self, job_id: str, provenance: Provenance, continuing: int | None = None) -> JobRecord | None:
         """Starts (or, after a lost worker, restarts) a job; returns it, running.
 
         Returns None when the job must not run: unknown, expired, finished or cancelled.
         A job whose cancellation was requested is marked cancelled here.
+
+        ``continuing=n``: run number n of the job already started (its frames were made
+        in another job's batch, see ``maskfarm.worker.batching``) and goes on: nothing
+        changes, ``attempts`` is not counted again; None when that run is no longer the
+        job's current one (a later run took over).
         """
         job = self.get_job(job_id)
         if job is None or job.state.is_terminal:
@@ -319,6 +328,8 @@ class JobStore:
         if job.cancel_requested:
             self.mark_cancelled(job_id)
             return None
+        if continuing is not None:
+            return job if job.state is JobState.RUNNING and job.attempts == continuing else None
 
         def start(before: JobRecord) -> dict[str, str]:
             return {

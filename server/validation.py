@@ -7,14 +7,19 @@ reason; the server returns it as INVALID_ARGUMENT.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import TypeVar
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
-from maskfarm.server.images import ImageError, probe_image
+from maskfarm.server.exrheader import is_exr, layer_channels, read_header
+from maskfarm.server.images import ImageError, probe_image, probe_image_file
 from maskfarm.server.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Priority
 from maskfarm.server.params import MaskParams
+from maskfarm.server.storage import StoragePathError, StorageRoots
 from maskfarm.v1 import segmentation_pb2 as pb
 
 MAX_FRAMES = 10_000
@@ -29,6 +34,7 @@ MAX_FRAME_NAME_CHARS = 255
 MAX_EXR_LAYER_CHARS = 255
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+STORAGE_OFF = "shared storage is not enabled on this server (--storage-root)"
 
 FORMATS = {
     pb.OUTPUT_FORMAT_UNSPECIFIED: OutputFormat.PNG8,
@@ -80,8 +86,13 @@ class JobQuery:
     page_token: str
 
 
-def job_spec(request: pb.SubmitJobRequest, limits: ImageLimits) -> JobSpec:
-    """The job a SubmitJob request asks for; raises ``ValidationError``."""
+def job_spec(request: pb.SubmitJobRequest, limits: ImageLimits, storage: StorageRoots = StorageRoots()) -> JobSpec:
+    """The job a SubmitJob request asks for; raises ``ValidationError``.
+
+    Frames and ``output_dir`` given by path must lie under ``storage`` (see
+    ``maskfarm.server.storage``; none: refused). A path frame is checked as far as this
+    host sees the storage: when it does, the file must exist and its header pass the size
+    limits; the worker checks again, on its own filesystem, before it reads."""
     if not request.frames:
         raise ValidationError("frames", "at least one frame is required")
     if len(request.frames) > MAX_FRAMES:
@@ -98,11 +109,18 @@ def job_spec(request: pb.SubmitJobRequest, limits: ImageLimits) -> JobSpec:
     labels = _labels("labels", request.labels)
     if len(request.request_id) > MAX_REQUEST_ID_CHARS:
         raise ValidationError("request_id", f"{len(request.request_id)} characters, at most {MAX_REQUEST_ID_CHARS}")
-    for index, frame in enumerate(request.frames):
-        _check_frame(f"frames[{index}]", frame, limits)
+    frames = [_frame(f"frames[{index}]", frame, limits, storage) for index, frame in enumerate(request.frames)]
+    exr = exr_options(request.exr)
+    _check_exr_layer(request.frames, exr.layer)
+    output_dir = _output_dir("output_dir", request.output_dir, storage) if request.output_dir else ""
+    if output_dir:
+        _check_mask_file_names([name for _, name, _ in frames])
+    paths = [path for _, _, path in frames]
     return JobSpec(
-        frames=[frame.data for frame in request.frames],
-        frame_names=[frame.name for frame in request.frames],
+        frames=[data for data, _, _ in frames],
+        frame_names=[name for _, name, _ in frames],
+        frame_paths=paths if any(paths) else [],
+        output_dir=output_dir,
         prompts=list(request.prompts),
         params=params,
         format=output_format,
@@ -110,7 +128,7 @@ def job_spec(request: pb.SubmitJobRequest, limits: ImageLimits) -> JobSpec:
         labels=labels,
         request_id=request.request_id,
         keep_going=request.keep_going,
-        exr=exr_options(request.exr),
+        exr=exr,
     )
 
 
@@ -138,6 +156,19 @@ def exr_options(message: pb.ExrOptions) -> ExrOptions:
         return ExrOptions(layer=message.layer, exposure=message.exposure)
     except ValueError as error:
         raise ValidationError("exr.exposure", str(error).removeprefix("exposure ")) from None
+
+
+def _check_exr_layer(frames: Iterable[pb.Frame], layer: str) -> None:
+    """An EXR frame sent as bytes whose header shows no readable ``layer`` is refused
+    here rather than failing the job at the worker (a frame given by path is left to the
+    worker, which reads it: INVALID_INPUT). The frames have passed ``probe_image``."""
+    for index, frame in enumerate(frames):
+        if is_exr(frame.data):
+            try:
+                layer_channels(read_header(frame.data).channel_names, layer)
+            except ValueError as error:
+                name = f" ({frame.name})" if frame.name else ""
+                raise ValidationError("exr.layer", f"frames[{index}]{name}: {error}") from None
 
 
 def job_id(value: str) -> str:
@@ -176,16 +207,69 @@ def _check_prompt(field: str, prompt: str) -> None:
         raise ValidationError(field, f"{len(prompt)} characters, at most {MAX_PROMPT_CHARS}")
 
 
-def _check_frame(field: str, frame: pb.Frame, limits: ImageLimits) -> None:
-    name = frame.name
+def _frame(field: str, frame: pb.Frame, limits: ImageLimits, storage: StorageRoots) -> tuple[bytes, str, str]:
+    """A checked frame as ``(data, name, path)``: its bytes, or ``b""`` and its path."""
+    if frame.data and frame.path:
+        raise ValidationError(field, "give data or path, not both")
+    _check_frame_name(f"{field}.name", frame.name)
+    if not frame.path:
+        try:
+            probe_image(frame.data, max_side=limits.max_side, max_pixels=limits.max_pixels)
+        except ImageError as error:
+            hint = "" if frame.data else " (give the image file's bytes, or its path on shared storage)"
+            raise ValidationError(f"{field}.data", f"{error}{hint}") from None
+        return frame.data, frame.name, ""
+    path = _frame_path(f"{field}.path", frame.path, limits, storage)
+    name = frame.name or os.path.basename(path)
+    _check_frame_name(f"{field}.path", name)
+    return b"", name, path
+
+
+def _check_frame_name(field: str, name: str) -> None:
     if len(name) > MAX_FRAME_NAME_CHARS:
-        raise ValidationError(f"{field}.name", f"{len(name)} characters, at most {MAX_FRAME_NAME_CHARS}")
+        raise ValidationError(field, f"{len(name)} characters, at most {MAX_FRAME_NAME_CHARS}")
     if any(char in name for char in "/\\\0") or name in (".", ".."):
-        raise ValidationError(f"{field}.name", f"must be a plain file name, got {name!r}")
+        raise ValidationError(field, f"must be a plain file name, got {name!r}")
+
+
+def _frame_path(field: str, path: str, limits: ImageLimits, storage: StorageRoots) -> str:
+    """A frame's checked, normalised path; its file checked too where this host sees it."""
+    if not storage:
+        raise ValidationError(field, STORAGE_OFF)
     try:
-        probe_image(frame.data, max_side=limits.max_side, max_pixels=limits.max_pixels)
-    except ImageError as error:
-        raise ValidationError(f"{field}.data", str(error)) from None
+        path = storage.check(path)
+        if storage.visible(path):
+            storage.frame_file(path)
+            probe_image_file(path, max_side=limits.max_side, max_pixels=limits.max_pixels)
+    except (StoragePathError, ImageError) as error:
+        raise ValidationError(field, str(error)) from None
+    except OSError as error:
+        raise ValidationError(field, f"{path}: cannot read: {error.strerror or error}") from None
+    return path
+
+
+def _check_mask_file_names(names: list[str]) -> None:
+    """Mask files under an output_dir are named after their frames' stems (see
+    ``maskfarm.client.outputs``): every frame needs a name, and no two the same stem."""
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if not name:
+            raise ValidationError(f"frames[{index}].name", "required with output_dir (mask files are named after "
+                                                           "their frame)")
+        stem = PurePath(name).stem
+        if stem in seen:
+            raise ValidationError(f"frames[{index}].name", f"{name!r} names the same mask files as "
+                                                           f"frames[{seen[stem]}] under output_dir")
+        seen[stem] = index
+
+
+def _output_dir(field: str, path: str, storage: StorageRoots) -> str:
+    if not storage:
+        raise ValidationError(field, STORAGE_OFF)
+    try:
+        return storage.output_dir(path)
+    except StoragePathError as error:
+        raise ValidationError(field, str(error)) from None
 
 
 def _enum_value(field: str, number: int, enum: EnumTypeWrapper, values: dict[int, T]) -> T:
