@@ -139,16 +139,21 @@ class Client:
         keep_going: bool = False,
         exr_layer: str = "",
         exposure: float = 0.0,
+        output_dir: str = "",
     ) -> Job:
         """Queues one job and returns it (QUEUED, or the earlier job of a repeated
         ``request_id``). Unset mask parameters take the server's defaults (those of
         ``ApplyCLIPSeg+``). ``keep_going``: a frame that fails is reported in its result
         (``FrameResult.error``) and skipped instead of failing the job. ``exr_layer`` and
-        ``exposure`` (stops) say how OpenEXR frames are read. Raises ``RequestTooLarge`` when the frames do not fit in one
-        message: ``submit_parts`` splits them instead."""
+        ``exposure`` (stops) say how OpenEXR frames are read. Shared storage: frames may be
+        ``StoragePath`` objects, and with ``output_dir`` (an absolute path the workers
+        see) the workers write the mask files there (named as ``maskfarm segment`` names
+        them) and the results carry their paths (``Mask.path``) instead of bytes. Raises
+        ``RequestTooLarge`` when the frames do not fit in one message: ``submit_parts``
+        splits them instead."""
         options = dict(threshold=threshold, smooth=smooth, dilate=dilate, blur=blur, soft=soft, invert=invert,
                        union=union, format=format, priority=priority, labels=labels, keep_going=keep_going,
-                       exr_layer=exr_layer, exposure=exposure)
+                       exr_layer=exr_layer, exposure=exposure, output_dir=output_dir)
         request = job_request(prompts, **options)
         encoded = [encode_frame(frame) for frame in frames]
         parts = split_frames(encoded, request, self.max_message_bytes)
@@ -178,6 +183,7 @@ class Client:
         keep_going: bool = False,
         exr_layer: str = "",
         exposure: float = 0.0,
+        output_dir: str = "",
     ) -> list[Job]:
         """Like ``submit``, but frames that do not fit in one message are split, in order,
         into as few jobs as fit: returns the jobs in frame order (each job's
@@ -185,7 +191,7 @@ class Client:
         ids ``f"{request_id}-{n}"``, n = 1, 2, ..., so repeating the call is safe too."""
         options = dict(threshold=threshold, smooth=smooth, dilate=dilate, blur=blur, soft=soft, invert=invert,
                        union=union, format=format, priority=priority, labels=labels, keep_going=keep_going,
-                       exr_layer=exr_layer, exposure=exposure)
+                       exr_layer=exr_layer, exposure=exposure, output_dir=output_dir)
         request = job_request(prompts, **options)
         parts = split_frames([encode_frame(frame) for frame in frames], request, self.max_message_bytes)
         request_id = request_id or str(uuid.uuid4())
@@ -227,7 +233,9 @@ class Client:
     def watch(self, job_id: str, *, from_frame: int = 0, timeout: float | None = None) -> Iterator[Job | FrameResult]:
         """Streams the job: ``Job`` updates (first, after each frame, on each state change,
         and last, terminal) and each finished frame's ``FrameResult`` (frames finished
-        earlier, from ``from_frame`` on, come first). Ends after the terminal ``Job``.
+        earlier, from ``from_frame`` on, come first). Ends after the terminal ``Job``, which
+        the server sends when the stream ends; a job that had ended before the call is
+        also reported first, so the stored frames follow a terminal ``Job``.
 
         A stream dropped with UNAVAILABLE is resumed (within ``retries``, counted afresh
         after every event) from the first frame not yet received, and frames received
@@ -245,10 +253,7 @@ class Client:
                 for event in stream:
                     retry = 0
                     if event.HasField("job"):
-                        job = Job.from_message(event.job)
-                        yield job
-                        if job.state.terminal:
-                            return
+                        yield Job.from_message(event.job)
                     elif event.frame.frame_index not in seen:
                         seen.add(event.frame.frame_index)
                         while resume_at in seen:
@@ -304,6 +309,14 @@ class Client:
         ``submit``), streams the masks back and returns them per frame, in frame order,
         decoded to float32 arrays in [0, 1] (or PIL images with ``as_pil``).
 
+        With ``keep_going=True`` a frame that fails does not fail its job: it is returned
+        too, in its place, with ``error`` set (``FrameMasks.failed``) and no masks, so
+        callers check ``frame.error`` instead of catching an exception.
+
+        With ``output_dir`` (shared storage) the masks are read back from the files the
+        workers wrote, so this host must see them at the same paths; to have the files
+        written without reading them, use ``submit_parts`` and ``wait``.
+
         Raises ``JobFailed`` / ``JobCancelled`` if a job ends so (the other parts are then
         cancelled), and ``DeadlineExceeded`` after ``timeout`` seconds in all."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -329,7 +342,7 @@ class Client:
     def _submit(self, request: pb.SubmitJobRequest, frames: list[EncodedFrame], request_id: str) -> Job:
         whole = pb.SubmitJobRequest()
         whole.CopyFrom(request)
-        whole.frames.extend(pb.Frame(data=frame.data, name=frame.name) for frame in frames)
+        whole.frames.extend(frame.message() for frame in frames)
         whole.request_id = request_id
         return Job.from_message(self._call(self._stub.SubmitJob, whole))
 
@@ -362,6 +375,7 @@ def job_request(
     keep_going: bool = False,
     exr_layer: str = "",
     exposure: float = 0.0,
+    output_dir: str = "",
 ) -> pb.SubmitJobRequest:
     """A SubmitJob request without frames or request id. Raises ``InvalidRequest`` for a
     format or priority it does not know (the server checks everything else)."""
@@ -379,6 +393,7 @@ def job_request(
         labels=dict(labels or {}),
         keep_going=keep_going,
         exr=pb.ExrOptions(layer=exr_layer, exposure=exposure),
+        output_dir=os.fspath(output_dir),
     )
 
 

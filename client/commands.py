@@ -2,8 +2,10 @@
 ``health`` and ``up``.
 
 Errors print one line on stderr and exit non-zero: 2 for what the user can fix in the
-command (a bad parameter, an unreadable file, an unknown job), 1 for everything else (a
-failed or cancelled job, an unreachable server).
+command (a bad parameter, an unreadable file, a pattern with no frames, an unknown job),
+1 for everything else (a failed or cancelled job, an unreachable server), and, for
+``segment --keep-going``, 3 when some frames failed (or were missing) and were skipped
+while every other frame's masks were written.
 """
 
 from __future__ import annotations
@@ -12,18 +14,37 @@ import argparse
 import os
 import sys
 
+from maskfarm.client.sequence_run import DEFAULT_CHUNK, DEFAULT_IN_FLIGHT
+
 JOB_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
     from maskfarm.worker.cli import add_model_options
 
-    segment = subcommands.add_parser("segment", help="write one mask per frame and prompt")
-    segment.add_argument("frames", nargs="+", help="image files (PNG, JPEG, TIFF, WebP, BMP)")
+    segment = subcommands.add_parser(
+        "segment", help="write one mask per frame and prompt",
+        description="Frames are image files, globs (shots/*.png, in natural order) or frame patterns "
+        "(shot.####.exr, shot.%%04d.exr: every frame on disk, or those of --frames). Masks go to "
+        "OUTPUT/<prompt>/<frame name>.<ext>; frames whose masks all exist are skipped (resume) "
+        "unless --overwrite. Through the service, each chunk of --chunk frames is one job.")
+    segment.add_argument("frames", nargs="+", metavar="FRAMES",
+                         help="image files (PNG, JPEG, TIFF, WebP, BMP), globs or frame patterns")
+    segment.add_argument("--frames", "-f", dest="frame_list", metavar="LIST",
+                         help="frames of the patterns: 1001-1100, 1001-1100x2 (every 2nd), 1001,1005,1010-1020")
+    segment.add_argument("--overwrite", action="store_true", help="redo frames whose masks exist (default: skip them)")
+    segment.add_argument("--keep-going", action="store_true",
+                         help="report and skip a frame that fails (or is missing) instead of stopping; "
+                              "exit 3 at the end if any did")
+    segment.add_argument("--chunk", type=_positive, default=DEFAULT_CHUNK,
+                         help=f"frames per job (service only; default {DEFAULT_CHUNK})")
+    segment.add_argument("--in-flight", type=_positive, default=DEFAULT_IN_FLIGHT,
+                         help=f"chunks queued or running at once (service only; default {DEFAULT_IN_FLIGHT})")
     segment.add_argument("--prompt", "-p", action="append", required=True, help="text prompt; repeat for several")
     segment.add_argument("--output", "-o", default="masks", help="output folder (default: masks)")
-    segment.add_argument("--format", choices=("png", "png16", "npy"), default="png",
-                         help="png: 8-bit; png16: 16-bit; npy: float32, exact (default: png)")
+    segment.add_argument("--format", choices=("png", "png16", "npy", "exr", "tiff16"), default="png",
+                         help="png: 8-bit; png16: 16-bit; npy: float32, exact; exr: float32 OpenEXR (channel Y), "
+                              "exact; tiff16: 16-bit TIFF (default: png)")
     segment.add_argument("--threshold", type=float, default=0.4, help="probability above which a pixel is in (default 0.4)")
     segment.add_argument("--smooth", type=int, default=9, help="majority-vote smoothing kernel, 0-32 (default 9)")
     segment.add_argument("--dilate", type=int, default=0, help="grow (>0) or shrink (<0) by this many pixels, -32-32")
@@ -34,8 +55,13 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     segment.add_argument("--local", action="store_true", help="run the pipeline in this process (no server, no Redis)")
     segment.add_argument("--priority", choices=("high", "normal", "low"), default="normal",
                          help="queue to wait in (service only; default normal)")
+    segment.add_argument("--shared-storage", action="store_true",
+                         help="the workers see these files at the same paths: send the frames by path and have "
+                              "the workers write the masks under --output (service only; the server and workers "
+                              "need a --storage-root holding both)")
     segment.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                          help="label the job, e.g. shot=sq010 (service only; repeat for several)")
+    _add_exr_and_preview_options(segment)
     _add_target(segment)
     add_model_options(segment)
     segment.set_defaults(run=run_segment)
@@ -90,6 +116,46 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     up.set_defaults(run=run_up)
 
 
+def _add_exr_and_preview_options(segment: argparse.ArgumentParser) -> None:
+    group = segment.add_argument_group("OpenEXR frames and previews")
+    group.add_argument("--exr-layer", default="", metavar="LAYER",
+                       help="layer (AOV) of OpenEXR frames to read, e.g. diffuse for diffuse.R/G/B "
+                            "(default: R, G, B); a layer with only Y or one channel reads as grey")
+    group.add_argument("--exposure", type=float, default=0.0, metavar="STOPS",
+                       help="exposure applied to OpenEXR frames' linear values before the sRGB conversion "
+                            "the model sees (-32 to 32; default 0)")
+    group.add_argument("--preview", action="store_true",
+                       help="also write OUTPUT/preview/<prompt>/<frame>.jpg: each mask tinted red over its frame")
+
+
+def _previews(args: argparse.Namespace, frames, code: int) -> int:
+    """``--preview``: after a run that wrote masks (exit 0, or 3: some frames skipped),
+    the overlays of this run's frames (``maskfarm.client.previews``)."""
+    if not args.preview or code not in (0, 3):
+        return code
+
+    from maskfarm.client.previews import write_previews
+
+    try:
+        written = write_previews(frames, args.prompt, args.output, args.format, union=args.union,
+                                 exr_layer=args.exr_layer, exposure=args.exposure)
+    except (OSError, ValueError, ImportError) as error:
+        print(f"maskfarm segment: --preview: {error}", file=sys.stderr)
+        return 1
+    print(f"{len(written)} previews written under {os.path.join(args.output, 'preview')}", file=sys.stderr)
+    return code
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_target(parser: argparse.ArgumentParser) -> None:
     from maskfarm.client.client import DEFAULT_TARGET
 
@@ -125,6 +191,8 @@ def _client(args: argparse.Namespace):
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    from maskfarm.client.sequence_run import SequenceReport, plan_frames
+    from maskfarm.client.sequences import SequenceError
     from maskfarm.server.params import MaskParams
 
     try:
@@ -133,44 +201,49 @@ def run_segment(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"maskfarm segment: --{error}", file=sys.stderr)
         return 2
+    try:
+        plan = plan_frames(args.frames, args.frame_list, args.prompt, args.output, args.format, union=args.union,
+                           overwrite=args.overwrite, keep_going=args.keep_going)
+    except SequenceError as error:
+        print(f"maskfarm segment: {error}", file=sys.stderr)
+        return 2
+    report = SequenceReport(plan, args.output)
+    if not plan.frames:
+        return report.finish(0)
     if args.local:
         from maskfarm.worker.cli import run_local_segment
 
-        return run_local_segment(args, params)
-    return _reporting_errors("segment", lambda: _segment_through_service(args, params))
+        return _previews(args, plan.frames, run_local_segment(args, params, plan.frames, report))
+    code = _reporting_errors("segment", lambda: _segment_through_service(args, params, plan.frames, report))
+    return _previews(args, plan.frames, code)
 
 
-def _segment_through_service(args: argparse.Namespace, params) -> int:
-    from maskfarm.client.progress import JobProgress
-    from maskfarm.client.remote import segment_files
+def _segment_through_service(args: argparse.Namespace, params, frames, report) -> int:
+    from maskfarm.client.sequence_run import segment_sequence
 
     labels = _labels(args.label)
-    bars: list[JobProgress] = []
-    queued: list[str] = []
-
-    def submitted(jobs) -> None:
-        queued.extend(job.id for job in jobs)
-        for part, job in enumerate(jobs, 1):
-            label = f"job {job.id}" + (f" ({part}/{len(jobs)})" if len(jobs) > 1 else "")
-            bars.append(JobProgress(label))
-            print(f"maskfarm segment: {label}: {job.total} frames queued", file=sys.stderr)
-
     with _client(args) as client:
         try:
-            written = segment_files(
-                client, args.frames, args.prompt, args.output, args.format,
-                on_submitted=submitted, on_update=lambda part, job: bars[part].update(job),
+            written = segment_sequence(
+                client, frames, args.prompt, args.output, args.format, report,
+                chunk=args.chunk, in_flight=args.in_flight,
                 threshold=params.threshold, smooth=params.smooth, dilate=params.dilate, blur=params.blur,
                 soft=params.soft, invert=params.invert, union=params.union,
-                priority=args.priority, labels=labels,
+                priority=args.priority, labels=labels, keep_going=args.keep_going, **_storage_options(args),
+                exr_layer=args.exr_layer, exposure=args.exposure,
             )
         except KeyboardInterrupt:
-            for job_id in queued:
-                client.cancel(job_id)
-            print(f"\nmaskfarm segment: interrupted; cancelled {' '.join(queued) or 'nothing'}", file=sys.stderr)
+            print("maskfarm segment: interrupted; the jobs in flight were cancelled (run again to resume)",
+                  file=sys.stderr)
             raise
-    print(f"{len(written)} masks written under {args.output}", file=sys.stderr)
-    return 0
+    return report.finish(written)
+
+
+def _storage_options(args: argparse.Namespace) -> dict[str, str]:
+    """``--shared-storage``: the job's output_dir, and with it frames sent by path."""
+    from maskfarm.client.remote import shared_storage_options
+
+    return shared_storage_options(args.output) if args.shared_storage else {}
 
 
 def run_status(args: argparse.Namespace) -> int:

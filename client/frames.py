@@ -10,6 +10,8 @@
   write 16-bit colour), bool as 0/255;
 - float arrays (and PIL ``F`` images) in [0, 1] become trunc(clamp(255 x)) in 8 bits:
   exactly what the worker's pipeline does to them, so the masks are the same as in-process;
+- a ``StoragePath``: a frame on shared storage, sent as its path (no bytes): the workers
+  read it (the server must have a ``--storage-root`` holding it);
 - a ``(name, frame)`` pair to give any of these a name.
 
 Anything else raises ``TypeError``; an array of an unusable shape raises ``ValueError``.
@@ -21,14 +23,29 @@ import io
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 from PIL import Image
 
-FrameSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+from maskfarm.v1 import segmentation_pb2 as pb
+
+
+@dataclass(frozen=True)
+class StoragePath:
+    """A frame given by its path on shared storage, which the workers read: an absolute
+    path as the workers (and the server) see it, sent as it is. Its name, unless given
+    in a ``(name, frame)`` pair, is the path's last component."""
+
+    path: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", os.fspath(self.path))
+
+
+FrameSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, StoragePath]
 """One frame in any form ``encode_frame`` accepts (or a ``(name, FrameSource)`` pair)."""
 
 _PNG_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "I;16"}
@@ -37,17 +54,24 @@ _PNG_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "I;16"}
 
 @dataclass(frozen=True)
 class EncodedFrame:
-    """A frame ready to send: an image file's bytes and its name ("" for none)."""
+    """A frame ready to send: an image file's bytes and its name ("" for none); or, for a
+    frame on shared storage, its ``path`` and no bytes."""
 
     data: bytes
     name: str = ""
+    path: str = ""
+
+    def message(self) -> pb.Frame:
+        return pb.Frame(data=self.data, name=self.name, path=self.path)
 
 
 def encode_frame(frame: FrameSource | tuple[str, FrameSource]) -> EncodedFrame:
     """One frame (see the module docstring) as an ``EncodedFrame``."""
     if isinstance(frame, tuple):
         name, source = frame
-        return EncodedFrame(encode_frame(source).data, str(name))
+        return replace(encode_frame(source), name=str(name))
+    if isinstance(frame, StoragePath):
+        return EncodedFrame(b"", path=frame.path)
     if isinstance(frame, (str, os.PathLike)):
         path = Path(frame)
         return EncodedFrame(path.read_bytes(), path.name)

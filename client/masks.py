@@ -2,8 +2,9 @@
 
 A ``FrameResult`` holds one frame's encoded masks exactly as received, so they can be
 written to disk untouched; ``FrameResult.decode`` turns them into a ``FrameMasks`` of
-float32 arrays in [0, 1] (PNG8 ``v / 255``, PNG16 ``v / 65535``, FLOAT32 as sent) or,
-with ``as_pil=True``, PIL images (mode ``L``, ``I;16`` or ``F``).
+float32 arrays in [0, 1] (PNG8 ``v / 255``, PNG16 and TIFF16 ``v / 65535``, FLOAT32 and
+EXR as sent) or, with ``as_pil=True``, PIL images (mode ``L``, ``I;16`` or ``F``). EXR
+masks need the OpenEXR package (``pip install OpenEXR``), imported only for them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from maskfarm.client.outputs import read_mask
 from maskfarm.v1 import segmentation_pb2 as pb
 
 MaskImage = Union[np.ndarray, Image.Image]
@@ -37,19 +39,32 @@ class Mask:
     is then empty."""
 
     def array(self) -> np.ndarray:
-        """The mask as an (height, width) float32 array in [0, 1]."""
+        """The mask as an (height, width) float32 array in [0, 1] (read from ``path``,
+        which must be readable here, when the mask came as a file)."""
+        if self.in_file:
+            return read_mask(self.path)
         if self.format == "FLOAT32":
             return np.frombuffer(self.data, dtype="<f4").reshape(self.height, self.width).astype(np.float32)
+        if self.format == "EXR":
+            from maskfarm.client.exr import decode_exr_mask  # needs OpenEXR: says so when missing
+
+            return decode_exr_mask(self.data)
         values = np.asarray(Image.open(io.BytesIO(self.data)))
         return values.astype(np.float32) / (65535 if values.dtype == np.uint16 else 255)
 
     def image(self) -> Image.Image:
-        """The mask as a PIL image: ``L`` (PNG8), ``I;16`` (PNG16) or ``F`` (FLOAT32)."""
-        if self.format == "FLOAT32":
+        """The mask as a PIL image: ``L`` (PNG8), ``I;16`` (PNG16, TIFF16) or ``F``
+        (FLOAT32, EXR)."""
+        if self.format in ("FLOAT32", "EXR"):
             return Image.fromarray(self.array())
-        image = Image.open(io.BytesIO(self.data))
+        image = Image.open(self.path if self.in_file else io.BytesIO(self.data))
         image.load()
         return image
+
+    @property
+    def in_file(self) -> bool:
+        """Whether the mask is a file the worker wrote (``path``) rather than ``data``."""
+        return bool(self.path) and not self.data
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,12 @@ class FrameMasks:
     name: str
     masks: tuple[MaskImage, ...]
     union: MaskImage | None = None
+    error: str = ""
+    """Why the frame failed, when it was skipped under ``keep_going``: it then has no masks."""
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
 
 
 @dataclass(frozen=True)
@@ -98,4 +119,5 @@ class FrameResult:
             name=self.name,
             masks=tuple(decode(mask) for mask in self.masks if not mask.is_union),
             union=next((decode(mask) for mask in self.masks if mask.is_union), None),
+            error=self.error,
         )

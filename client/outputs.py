@@ -5,8 +5,10 @@ One folder per prompt, the frame's own file name kept, so sequences stay sequenc
 ``OUTDIR/union/`` for the union mask. A slug is the prompt lowercased with every run of
 other characters turned into ``-``; prompts that share a slug get ``-2``, ``-3``, ...
 
-Formats: ``png`` (8-bit grey), ``png16`` (16-bit grey), ``npy`` (float32, exact).
-Quantising is round(clamp(m, 0, 1) * max).
+Formats: ``png`` (8-bit grey), ``png16`` (16-bit grey), ``npy`` (float32, exact),
+``exr`` (OpenEXR, channel ``Y``, float32, exact, ZIP; needs the OpenEXR package) and
+``tiff16`` (16-bit grey TIFF, deflate). Quantising is round(clamp(m, 0, 1) * max), so
+``tiff16`` holds the very values of ``png16``; ``npy`` and ``exr`` hold clamp(m, 0, 1).
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-FORMATS = {"png": ".png", "png16": ".png", "npy": ".npy"}
+FORMATS = {"png": ".png", "png16": ".png", "npy": ".npy", "exr": ".exr", "tiff16": ".tif"}
+_FLOAT_FORMATS = ("npy", "exr")
+_SIXTEEN_BIT_FORMATS = ("png16", "tiff16")
 PNG_COMPRESS_LEVEL = 1
 """zlib level 1: a 3840x2160 mask encodes in ~0.1 s instead of ~0.5 s at the default 6,
 for files ~1.5x larger (masks are mostly flat, so still small)."""
+TIFF_COMPRESSION = "tiff_adobe_deflate"
+"""Deflate (zlib), which every TIFF reader that matters reads: masks are mostly flat."""
 UNION = "union"
 
 
@@ -50,12 +56,13 @@ def mask_path(outdir: str | Path, folder: str, frame_name: str, fmt: str = "png"
 
 
 def quantise(mask: np.ndarray, fmt: str) -> np.ndarray:
-    """Float mask to the integers a ``png``/``png16`` file holds; float32 for ``npy``."""
+    """Float mask to the integers a ``png``/``png16``/``tiff16`` file holds; float32 for
+    ``npy`` and ``exr``."""
     _check_format(fmt)
     mask = np.clip(np.asarray(mask, dtype=np.float32), 0, 1)
-    if fmt == "npy":
+    if fmt in _FLOAT_FORMATS:
         return mask
-    top, dtype = (255, np.uint8) if fmt == "png" else (65535, np.uint16)
+    top, dtype = (65535, np.uint16) if fmt in _SIXTEEN_BIT_FORMATS else (255, np.uint8)
     return np.round(mask * top).astype(dtype)
 
 
@@ -63,8 +70,14 @@ def encode_mask(mask: np.ndarray, fmt: str = "png") -> bytes:
     """A mask as the bytes of its file."""
     buffer = io.BytesIO()
     values = quantise(mask, fmt)
+    if fmt == "exr":
+        from maskfarm.client.exr import encode_exr_mask
+
+        return encode_exr_mask(values)
     if fmt == "npy":
         np.save(buffer, values)
+    elif fmt == "tiff16":
+        Image.fromarray(values).save(buffer, format="TIFF", compression=TIFF_COMPRESSION)
     else:
         Image.fromarray(values).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
@@ -86,10 +99,14 @@ def write_file(path: str | Path, data: bytes) -> Path:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A mask file back as float32 in [0, 1] (exact for ``npy``)."""
+    """A mask file back as float32 in [0, 1] (exact for ``npy`` and ``exr``)."""
     path = Path(path)
     if path.suffix == ".npy":
         return np.load(path)
+    if path.suffix == ".exr":
+        from maskfarm.client.exr import decode_exr_mask
+
+        return decode_exr_mask(path.read_bytes())
     values = np.asarray(Image.open(path))
     top = 65535 if values.dtype == np.uint16 else 255
     return values.astype(np.float32) / top

@@ -2,22 +2,25 @@
 
 The counterpart of ``maskfarm.worker.local.segment_files`` (``--local``), writing the same
 files: names from ``maskfarm.client.outputs``, and the same bytes, since workers encode
-PNG masks with ``outputs.encode_mask`` (they are written as received) and FLOAT32 masks
-are the float32 values that ``npy`` files hold.
+PNG, EXR and TIFF16 masks with ``outputs.encode_mask`` (written as received) and FLOAT32 masks
+are the float32 values that ``npy`` files hold. On shared storage (an ``output_dir``
+option), frames are sent by path and the workers write the files themselves.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from maskfarm.client.client import Client, succeeded
+from maskfarm.client.frames import StoragePath
 from maskfarm.client.jobs import Job
 from maskfarm.client.masks import FrameResult
 from maskfarm.client.outputs import mask_path, prompt_folders, write_file, write_mask
 
-SERVICE_FORMATS = {"png": "png8", "png16": "png16", "npy": "float32"}
+SERVICE_FORMATS = {"png": "png8", "png16": "png16", "npy": "float32", "exr": "exr", "tiff16": "tiff16"}
 """The service's output format for each file format."""
 
 
@@ -30,13 +33,16 @@ def segment_files(
     *,
     on_submitted: Callable[[list[Job]], None] = lambda jobs: None,
     on_update: Callable[[int, Job], None] = lambda part, job: None,
+    on_failed: Callable[[str, str], None] = lambda name, error: None,
     **options: Any,
 ) -> list[Path]:
     """Segment image files through the service and write ``outdir/<prompt-slug>/<frame-stem>.<ext>``;
     return the paths. ``options`` are ``Client.submit``'s; long frame lists become several
-    jobs. ``on_submitted`` gets the jobs once queued, ``on_update(part, job)`` every update.
-    Raises ``JobFailed``/``JobCancelled`` when a job ends so (files already written stay)."""
-    jobs = client.submit_parts(frame_paths, prompts, format=SERVICE_FORMATS[fmt], **options)
+    jobs. ``on_submitted`` gets the jobs once queued, ``on_update(part, job)`` every update,
+    ``on_failed(frame name, error)`` each frame that failed under ``keep_going`` (it gets no
+    files; the job still succeeds). Raises ``JobFailed``/``JobCancelled`` when a job ends so (files already written stay)."""
+    sources = storage_frames(frame_paths) if options.get("output_dir") else frame_paths
+    jobs = client.submit_parts(sources, prompts, format=SERVICE_FORMATS[fmt], **options)
     on_submitted(jobs)
     folders = prompt_folders(prompts, bool(options.get("union")))
     written: list[Path] = []
@@ -45,7 +51,10 @@ def segment_files(
         for event in client.watch(job.id):
             if isinstance(event, FrameResult):
                 name = Path(frame_paths[offset + event.index]).name
-                written += _write_frame(event, folders, outdir, name, fmt)
+                if event.error:
+                    on_failed(name, event.error)
+                else:
+                    written += _write_frame(event, folders, outdir, name, fmt)
             else:
                 job = event
                 on_update(part, job)
@@ -54,9 +63,25 @@ def segment_files(
     return written
 
 
+def shared_storage_options(outdir: str | Path) -> dict[str, str]:
+    """``segment_files`` options for shared storage: the workers write the masks under
+    ``outdir`` (made absolute: it must be the same path on the workers) and read the
+    frames by their absolute paths (see ``storage_frames``)."""
+    return {"output_dir": os.path.abspath(outdir)}
+
+
+def storage_frames(frame_paths: Sequence[str | Path]) -> list[StoragePath]:
+    """Frame files as frames on shared storage: their absolute paths, sent instead of bytes."""
+    return [StoragePath(os.path.abspath(path)) for path in frame_paths]
+
+
 def _write_frame(frame: FrameResult, folders: Sequence[str], outdir: str | Path, name: str, fmt: str) -> list[Path]:
+    """Writes a frame's masks; one the worker already wrote (shared storage) is only listed."""
     paths = []
     for folder, mask in zip(folders, frame.masks):
+        if mask.in_file:
+            paths.append(Path(mask.path))
+            continue
         path = mask_path(outdir, folder, name, fmt)
         paths.append(write_mask(path, mask.array(), fmt) if fmt == "npy" else write_file(path, mask.data))
     return paths

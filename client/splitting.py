@@ -29,7 +29,7 @@ def split_frames(
     parts: list[list[EncodedFrame]] = []
     used = room + 1
     for index, frame in enumerate(frames):
-        size = pb.SubmitJobRequest(frames=[pb.Frame(data=frame.data, name=frame.name)]).ByteSize()
+        size = pb.SubmitJobRequest(frames=[frame.message()]).ByteSize()
         if size > room:
             raise RequestTooLarge(
                 f"frames[{index}] ({frame.name or 'unnamed'}): {size / 2**20:.1f} MiB does not fit in a "

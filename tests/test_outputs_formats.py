@@ -1,0 +1,91 @@
+"""EXR and 16-bit TIFF masks: what they hold, read back by every reader maskfarm has, and
+the preview overlays."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskfarm.client.masks import Mask
+from maskfarm.client.outputs import encode_mask, mask_path, quantise, read_mask, write_mask
+from maskfarm.client.previews import overlay, preview_path
+from maskfarm.server.jobs import OutputFormat
+from tests.exr_files import OpenEXR
+
+MASK = np.concatenate([np.random.default_rng(3).random((20, 30), dtype=np.float32) * 1.2 - 0.1,
+                       np.full((2, 30), 0.5, np.float32)])
+"""Soft values, some outside [0, 1] (bicubic overshoot), and exact halves."""
+
+
+def test_exr_mask_is_float32_y_zip_holding_the_npy_values() -> None:
+    data = encode_mask(MASK, "exr")
+    assert data == encode_mask(MASK, "exr")
+    part = OpenEXR.File(io.BytesIO(data), separate_channels=True).parts[0]
+    assert list(part.channels) == ["Y"]
+    assert part.channels["Y"].pixels.dtype == np.float32
+    assert part.header["compression"] == OpenEXR.ZIP_COMPRESSION
+    np.testing.assert_array_equal(part.channels["Y"].pixels, quantise(MASK, "npy"))
+
+
+def test_tiff16_mask_holds_the_png16_values() -> None:
+    image = Image.open(io.BytesIO(encode_mask(MASK, "tiff16")))
+    assert (image.format, image.mode) == ("TIFF", "I;16")
+    png16 = np.asarray(Image.open(io.BytesIO(encode_mask(MASK, "png16"))))
+    np.testing.assert_array_equal(np.asarray(image), png16)
+    np.testing.assert_array_equal(np.asarray(image), np.round(np.clip(MASK, 0, 1) * 65535).astype(np.uint16))
+
+
+@pytest.mark.parametrize("fmt, ext", [("exr", ".exr"), ("tiff16", ".tif")])
+def test_files_are_named_and_read_back(tmp_path, fmt, ext) -> None:
+    path = write_mask(mask_path(tmp_path, "car", "shot.1001.exr", fmt), MASK, fmt)
+    assert path == tmp_path / "car" / f"shot.1001{ext}"
+    expected = quantise(MASK, "npy") if fmt == "exr" else quantise(MASK, "png16") / np.float32(65535)
+    np.testing.assert_array_equal(read_mask(path), expected)
+
+
+@pytest.mark.parametrize("fmt, service", [("exr", OutputFormat.EXR), ("tiff16", OutputFormat.TIFF16)])
+def test_service_results_are_the_local_files(fmt, service) -> None:
+    from maskfarm.worker.encoding import encode_output
+
+    assert encode_output(MASK, service) == encode_mask(MASK, fmt)
+
+
+def mask(fmt: str, data: bytes) -> Mask:
+    return Mask(0, "car", False, fmt, data, MASK.shape[1], MASK.shape[0])
+
+
+def test_client_masks_decode_exr_and_tiff16() -> None:
+    exr = mask("EXR", encode_mask(MASK, "exr"))
+    np.testing.assert_array_equal(exr.array(), quantise(MASK, "npy"))
+    assert exr.image().mode == "F"
+    tiff = mask("TIFF16", encode_mask(MASK, "tiff16"))
+    np.testing.assert_array_equal(tiff.array(), mask("PNG16", encode_mask(MASK, "png16")).array())
+    assert tiff.image().mode == "I;16"
+
+
+def test_exr_masks_without_openexr_say_what_to_install(monkeypatch) -> None:
+    data = encode_mask(MASK, "exr")
+    monkeypatch.setitem(sys.modules, "OpenEXR", None)
+    with pytest.raises(ImportError, match="pip install OpenEXR"):
+        mask("EXR", data).array()
+
+
+def test_overlay_tints_in_proportion_to_the_mask() -> None:
+    frame = np.full((2, 3, 3), 100, np.uint8)
+    soft = np.array([[0, 0.5, 1], [1, 1, 0]], np.float32)
+    image = overlay(frame, soft)
+    assert (image.mode, image.size) == ("RGB", (3, 2))
+    pixels = np.asarray(image)
+    assert pixels[0, 0].tolist() == [100, 100, 100]
+    assert pixels[0, 1].tolist() == [round(100 * 0.75 + 255 * 0.25), 75, 75]
+    assert pixels[0, 2].tolist() == [178, 50, 50]
+    with pytest.raises(ValueError, match="does not fit"):
+        overlay(frame, soft.T)
+
+
+def test_preview_files_sit_next_to_the_masks() -> None:
+    assert preview_path("out", "red-car", "shot.1001.exr").as_posix() == "out/preview/red-car/shot.1001.jpg"
