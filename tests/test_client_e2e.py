@@ -120,12 +120,16 @@ def test_watch_delivers_every_frame_once_and_segment_reassembles_split_jobs(clus
     with Client(cluster.target, max_message_mib=1) as client:
         job = client.submit(frames[:2], PROMPTS, format="float32")
         events = list(client.watch(job.id))
+        late = list(client.watch(job.id))
         masks = client.segment(frames, PROMPTS, union=True, format="float32")
         images = client.segment(frames[:1], PROMPTS, union=True, as_pil=True)
 
     results = [event for event in events if isinstance(event, FrameResult)]
     assert sorted(result.index for result in results) == [0, 1]
     assert isinstance(events[0], Job) and events[-1].state.value == "SUCCEEDED"
+    # A job watched after it ended: its terminal state, its frames, the terminal state again.
+    assert sorted(event.index for event in late if isinstance(event, FrameResult)) == [0, 1]
+    assert late[0].state.value == late[-1].state.value == "SUCCEEDED"
     assert [frame.index for frame in masks] == list(range(5))
     assert [frame.name for frame in masks] == [name for name, _ in frames]
     for frame in masks:

@@ -56,10 +56,34 @@ def _add_worker_command(subcommands: argparse._SubParsersAction) -> None:
     worker.add_argument("--maintenance-s", type=int, default=int(_number_env("MASKFARM_MAINTENANCE_S", 15)),
                         help="how often the worker looks for lost jobs, idle or not "
                         "(env MASKFARM_MAINTENANCE_S; default %(default)s)")
+    worker.add_argument("--batch-frames", type=int, default=_int_env("MASKFARM_BATCH_FRAMES"),
+                        help="run small jobs waiting together as one batch of up to this many frames; 0 or 1: "
+                        "never (env MASKFARM_BATCH_FRAMES; default: the model batch, --max-batch)")
+    worker.add_argument("--batch-wait-ms", type=float, default=_number_env("MASKFARM_BATCH_WAIT_MS", 5.0),
+                        help="how long a batch that found jobs waiting waits for more; with an empty queue a "
+                        "job starts at once (env MASKFARM_BATCH_WAIT_MS; default %(default)s)")
     worker.add_argument("--metrics-listen", default=os.environ.get("MASKFARM_METRICS_LISTEN", ""),
                         help="host:port to serve Prometheus /metrics on (env MASKFARM_METRICS_LISTEN; default: off)")
+    _add_storage_options(worker)
     add_model_options(worker)
     worker.set_defaults(run=run_worker)
+
+
+def _add_storage_options(worker: argparse.ArgumentParser) -> None:
+    """Shared storage: where jobs may read frames and write masks by path."""
+    worker.add_argument("--storage-root", action="append", metavar="DIR",
+                        help="shared storage: a folder under which jobs may name frames and output_dir by path; "
+                        "repeat for several (env MASKFARM_STORAGE_ROOTS, separated by ':' or commas; default: none)")
+    worker.add_argument("--output-mode", type=_octal, metavar="MODE", default=os.environ.get("MASKFARM_OUTPUT_MODE", "0644"),
+                        help="octal mode of the mask files written under a job's output_dir "
+                        "(env MASKFARM_OUTPUT_MODE; default %(default)s)")
+
+
+def _octal(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an octal file mode such as 0644, got {text!r}") from None
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +113,10 @@ def run_worker(args: argparse.Namespace) -> int:
                                   device=args.device, dtype=args.dtype, max_batch=args.max_batch,
                                   compile=args.compile, name=args.name, burst=args.burst, heartbeat_s=args.heartbeat_s,
                                   job_lease_s=args.job_lease_s, maintenance_s=args.maintenance_s,
-                                  metrics_listen=args.metrics_listen)
+                                  metrics_listen=args.metrics_listen, batch_frames=args.batch_frames,
+                                  batch_wait_ms=args.batch_wait_ms,
+                                  storage_roots=args.storage_root or os.environ.get("MASKFARM_STORAGE_ROOTS", ""),
+                                  output_mode=args.output_mode)
     except ValueError as error:
         print(f"maskfarm worker: {error}", file=sys.stderr)
         return 2
@@ -119,8 +146,11 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_local_segment(args: argparse.Namespace, params) -> int:
-    """The ``segment --local`` command: load the model here and write mask files."""
+def run_local_segment(args: argparse.Namespace, params, frames, report) -> int:
+    """The ``segment --local`` command: load the model here and write mask files for
+    ``frames`` (the files ``maskfarm.client.sequence_run.plan_frames`` left to do),
+    reporting to ``report`` (its ``SequenceReport``); returns the exit code."""
+    from maskfarm.server.jobs import ExrOptions
     from maskfarm.worker.local import segment_files
     from maskfarm.worker.model import ModelLoadError
     from maskfarm.worker.pipeline import Segmenter
@@ -128,18 +158,21 @@ def run_local_segment(args: argparse.Namespace, params) -> int:
     try:
         segmenter = Segmenter.load(args.model, args.device, args.dtype, args.max_batch, args.compile)
     except ModelLoadError as error:
+        report.progress.interrupt()
         print(f"maskfarm: {error}", file=sys.stderr)
         return 2
     if segmenter.loaded.synthetic:
-        print(f"maskfarm: {args.model} is a synthetic model with random weights: these masks are meaningless",
-              file=sys.stderr)
+        report.note(f"{args.model} is a synthetic model with random weights: these masks are meaningless")
     try:
-        written = segment_files(segmenter, args.frames, args.prompt, args.output, params, args.format)
+        written = segment_files(segmenter, frames, args.prompt, args.output, params, args.format,
+                                keep_going=args.keep_going, on_failed=report.failed,
+                                on_done=lambda name: report.progress.advance(),
+                                exr=ExrOptions(args.exr_layer, args.exposure))
     except ValueError as error:
+        report.progress.interrupt()
         print(f"maskfarm: {error}", file=sys.stderr)
         return 2
-    print(f"{len(written)} masks written under {args.output}", file=sys.stderr)
-    return 0
+    return report.finish(len(written))
 
 
 def _number_env(name: str, default: float) -> float:

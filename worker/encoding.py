@@ -1,8 +1,8 @@
 """A frame's float masks as the bytes of the job's output format (what the store keeps).
 
-PNG8 and PNG16 are the same files ``maskfarm segment --local`` writes (``encode_mask``),
-so the service and the local tool agree byte for byte; FLOAT32 is raw little-endian
-float32, row-major, ``height * width * 4`` bytes.
+PNG8, PNG16, EXR and TIFF16 are the same files ``maskfarm segment --local`` writes
+(``encode_mask``), so the service and the local tool agree byte for byte; FLOAT32 is raw
+little-endian float32, row-major, ``height * width * 4`` bytes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import numpy as np
 from maskfarm.client.outputs import encode_mask
 from maskfarm.server.jobs import FrameResult, OutputFormat
 
-_FILE_FORMATS = {OutputFormat.PNG8: "png", OutputFormat.PNG16: "png16"}
+_FILE_FORMATS = {OutputFormat.PNG8: "png", OutputFormat.PNG16: "png16", OutputFormat.EXR: "exr",
+                 OutputFormat.TIFF16: "tiff16"}
 
 
 def encode_output(mask: np.ndarray, fmt: OutputFormat) -> bytes:

@@ -7,7 +7,7 @@ the ComfyUI node does (``image.mul(255).clamp(0, 255).byte()``).
 
 Accepted: PIL images of any mode; numpy arrays and torch tensors shaped HxW, HxWxC (C in
 1, 3, 4) or BxHxWxC (a batch, as ComfyUI passes ``IMAGE``), of dtype uint8, uint16, bool
-or float; encoded image bytes (see ``decode_frame``).
+or float; encoded image bytes (see ``decode_frame``), OpenEXR included.
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from typing import Union
 import numpy as np
 import torch
 from PIL import Image
+
+from maskfarm.client.exr import exr_to_rgb8
+from maskfarm.server.exrheader import is_exr
+from maskfarm.server.jobs import ExrOptions
 
 Frame = Union[Image.Image, np.ndarray, torch.Tensor]
 
@@ -50,14 +54,20 @@ def iter_frames(frames: Frame | Iterable[Frame]) -> Iterator[Frame]:
             yield from iter_frames(frame)
 
 
-def decode_frame(data: bytes) -> Frame:
-    """Decode an encoded image file (PNG, JPEG, TIFF, WebP, BMP) without losing bit depth.
+def decode_frame(data: bytes, exr: ExrOptions | None = None) -> Frame:
+    """Decode an encoded image file (PNG, JPEG, TIFF, WebP, BMP, OpenEXR) without losing
+    bit depth.
 
     Pillow decodes every frame, except 16-bit colour PNG and TIFF, of which Pillow keeps
     only 8 bits: OpenCV decodes those at full depth. (torchvision's ``decode_png`` would
     too, but 0.29 crashes the process on some corrupt PNG data; OpenCV reports it.)
-    Raises ``ValueError`` for bytes that are not a whole image.
+    OpenEXR (known by its magic bytes) is scene-linear: ``exr`` says which layer and what
+    exposure make it the 8-bit sRGB picture the model reads (``maskfarm.client.exr``).
+    Raises ``ValueError`` for bytes that are not a whole image (or lack the EXR layer).
     """
+    if is_exr(data):
+        exr = exr or ExrOptions()
+        return exr_to_rgb8(data, exr.layer, exr.exposure)
     try:
         image = Image.open(io.BytesIO(data))
         if _is_sixteen_bit_colour(image, data):

@@ -76,19 +76,40 @@ class MaskModel:
     @torch.inference_mode()
     def logits(self, pixel_values: torch.Tensor, prompts: Sequence[str], max_batch: int) -> torch.Tensor:
         """Logits (F * P, H, W) for every frame with every prompt, frame-major."""
-        features = self.vision_features(pixel_values)
-        conditions = self.text_embeddings(prompts)
         frames, count = pixel_values.shape[0], len(prompts)
-        pairs = frames * count
-        chunks = []
-        for start in range(0, pairs, max_batch):
-            index = torch.arange(start, min(start + max_batch, pairs), device=pixel_values.device)
-            frame_index, prompt_index = index // count, index % count
-            chunk_features = [feature.index_select(0, frame_index) for feature in features]
-            chunk_conditions = conditions.index_select(0, prompt_index)
-            chunks.append(self._model.decoder(chunk_features, chunk_conditions).logits)
-        return torch.cat(chunks)
+        pairs = torch.arange(frames * count, device=pixel_values.device)
+        return self._decode(self.vision_features(pixel_values), self.text_embeddings(prompts),
+                            pairs // count, pairs % count, max_batch)
 
+    @torch.inference_mode()
+    def pair_logits(
+        self, pixel_values: torch.Tensor, frame_index: Sequence[int], prompts: Sequence[str], max_batch: int
+    ) -> torch.Tensor:
+        """Logits (N, H, W) for N (frame, prompt) pairs: pair n is frame ``frame_index[n]``
+        of ``pixel_values`` with ``prompts[n]``, so frames may each have their own prompts.
+        Still one vision pass per frame and one text embedding per distinct prompt."""
+        distinct = list(dict.fromkeys(prompts))
+        position = {prompt: k for k, prompt in enumerate(distinct)}
+        device = pixel_values.device
+        return self._decode(
+            self.vision_features(pixel_values),
+            self.text_embeddings(distinct),
+            torch.tensor(list(frame_index), dtype=torch.long, device=device),
+            torch.tensor([position[prompt] for prompt in prompts], dtype=torch.long, device=device),
+            max_batch,
+        )
+
+    def _decode(
+        self, features: list[torch.Tensor], conditions: torch.Tensor, frame_index: torch.Tensor,
+        condition_index: torch.Tensor, max_batch: int,
+    ) -> torch.Tensor:
+        """The decoder over the pairs (frame_index[n], condition_index[n]), ``max_batch`` at a time."""
+        chunks = []
+        for start in range(0, frame_index.shape[0], max_batch):
+            frames, conds = frame_index[start : start + max_batch], condition_index[start : start + max_batch]
+            chunk_features = [feature.index_select(0, frames) for feature in features]
+            chunks.append(self._model.decoder(chunk_features, conditions.index_select(0, conds)).logits)
+        return torch.cat(chunks)
 
 def _drop_unread_vision_layers(model: torch.nn.Module) -> None:
     encoder = model.clip.vision_model.encoder

@@ -18,6 +18,16 @@ twice. Cancellation is cooperative: the flag is checked between frames. So is be
 superseded: a run whose worker was wrongly taken for dead (a batch longer than the job
 lease) stops at its next frame once a later run has started, so two runs never go on
 together.
+
+Cross-job batching (``maskfarm.worker.batching``): when the runner gathered co-jobs for
+this job (the lead), their runs start inside the lead's (``mark_running``: attempts
+counted once) and their pending frames are computed in the same model batches, each
+stored to its own job as soon as it is made. The lead ends exactly as it would alone. A
+co-job only leaves the batch (cancelled, superseded, a frame that does not decode, its
+inputs or record gone, an error storing it), and an error of the batch as a whole makes
+the lead finish alone: nothing of a co-job fails here. Each co-job's own ``run_job``
+follows (``mark_running(continuing=)``, the same run), finds its frames stored and ends
+the job, or computes what the batch left.
 """
 
 from __future__ import annotations
@@ -31,18 +41,22 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.timeouts import JobTimeoutException
 
-from maskfarm.server.jobs import ErrorCode, JobRecord
+from maskfarm.server.jobs import ErrorCode, FrameResult, JobRecord
+from maskfarm.server.storage import StoragePathError
 from maskfarm.server.store import InputsExpired, JobNotFound
 from maskfarm.worker.encoding import frame_result
 from maskfarm.worker.frames import Frame, decode_frame
 from maskfarm.worker.metrics import FRAMES, JOBS_ENDED, STAGE_SECONDS
+from maskfarm.worker.pipeline import FrameRequest
 from maskfarm.worker.runtime import WorkerRuntime, current_runtime
+from maskfarm.worker.shared_storage import write_frame_masks
 
 log = logging.getLogger(__name__)
 
 
 class BadFrame(ValueError):
-    """A frame's bytes could not be decoded at the worker (the server's check passed)."""
+    """A frame could not be read or decoded, or its masks written, at the worker (the
+    server's check passed)."""
 
     def __init__(self, index: int, name: str, reason: str) -> None:
         label = f"frames[{index}]" + (f" ({name})" if name else "")
@@ -52,14 +66,16 @@ class BadFrame(ValueError):
 def run_job(job_id: str) -> None:
     """Runs job ``job_id`` on the installed runtime (see the module docstring)."""
     runtime = current_runtime()
-    job = runtime.store.mark_running(job_id, runtime.provenance)
+    continuing = runtime.co_jobs.take_attempt(job_id)
+    job = runtime.store.mark_running(job_id, runtime.provenance, continuing=continuing)
     if job is None:
-        log.info("job %s skipped: not runnable (unknown, expired, finished or cancelled)", job_id)
+        log.info("job %s skipped: not runnable (unknown, expired, finished, cancelled or taken over)", job_id)
         return
-    log.info("job %s running: attempt %d, %d frames x %d prompts", job_id, job.attempts,
+    log.info("job %s %s: attempt %d, %d frames x %d prompts", job_id,
+             "running" if continuing is None else "finishing its run from a batch", job.attempts,
              job.total_frames, len(job.prompts))
     try:
-        outcome = _segment(runtime, job)
+        outcome = _segment_with(runtime, job, _start_co_jobs(runtime, job))
     except BadFrame as error:
         _fail(runtime, job_id, ErrorCode.INVALID_INPUT, str(error))
     except InputsExpired as error:
@@ -111,9 +127,10 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
         stop = stop or store.stop_reason(job.id, job.attempts)
         return stop is not None
 
-    frames = _decoded_frames(runtime, job, pending, chunk_size, should_stop)
+    decoded: list[int] = []
+    frames = _decoded_frames(runtime, job, pending, chunk_size, should_stop, decoded)
     for result in segmenter.stream(frames, job.prompts, job.params):
-        index = pending[result.index]
+        index = decoded[result.index]
         store_masks(runtime, job, index, result.masks)
         runtime.heartbeat()
         if should_stop():
@@ -121,38 +138,176 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
     return stop or "done"
 
 
+_OWN_ENDS = (BadFrame, InputsExpired, JobNotFound, JobTimeoutException, RedisConnectionError, RedisTimeoutError,
+             MemoryError)
+"""What ends a lead's run in a batch exactly as it would end it alone."""
+
+
+def _start_co_jobs(runtime: WorkerRuntime, lead: JobRecord) -> list[JobRecord]:
+    """Starts the runs of the co-jobs the runner gathered for ``lead`` (those still
+    runnable; the others' own runs end them) and returns them, running."""
+    started = []
+    for co_job_id in runtime.co_jobs.of(lead.id):
+        try:
+            co_job = runtime.store.mark_running(co_job_id, runtime.provenance)
+        except JobNotFound:
+            co_job = None
+        if co_job is not None:
+            runtime.co_jobs.started(co_job.id, co_job.attempts)
+            started.append(co_job)
+    if started:
+        log.info("job %s batching with %d job(s): %s", lead.id, len(started), ", ".join(co.id for co in started))
+    return started
+
+
+def _segment_with(runtime: WorkerRuntime, job: JobRecord, co_jobs: Sequence[JobRecord]) -> str:
+    """``_segment``, with ``co_jobs`` in the same batches when there are any; should the
+    batch fail as a whole, the job finishes alone (the co-jobs in their own runs)."""
+    if not co_jobs:
+        return _segment(runtime, job)
+    try:
+        return _segment_batch(runtime, job, co_jobs)
+    except _OWN_ENDS:
+        raise
+    except Exception as error:
+        if _is_out_of_memory(error):
+            raise
+        log.exception("job %s: its batch with %d other job(s) failed; finishing it alone", job.id, len(co_jobs))
+        return _segment(runtime, job)
+
+
+class _Share:
+    """One job's part of a batch: its pending frames, and why it stopped, once it has."""
+
+    def __init__(self, runtime: WorkerRuntime, job: JobRecord, lead: bool) -> None:
+        self.job, self.lead, self._store = job, lead, runtime.store
+        done = set(self._store.done_frames(job.id))
+        self.pending = [i for i in range(job.total_frames) if i not in done]
+        self.stop: str | None = None
+
+    def should_stop(self) -> bool:
+        self.stop = self.stop or self._store.stop_reason(self.job.id, self.job.attempts)
+        return self.stop is not None
+
+    def leave(self, lead_id: str, error: BaseException) -> None:
+        """A co-job leaves the batch; its own run meets the same problem and ends it."""
+        self.stop = "left"
+        log.warning("job %s left job %s's batch: %s: %s", self.job.id, lead_id, type(error).__name__, error)
+
+
+def _segment_batch(runtime: WorkerRuntime, lead: JobRecord, co_jobs: Sequence[JobRecord]) -> str:
+    """``_segment`` for ``lead`` with ``co_jobs`` (see the module docstring): the lead's
+    frames first, then each co-job's, in shared model batches; returns the lead's outcome."""
+    shares = [_Share(runtime, lead, lead=True)] + [_Share(runtime, co_job, lead=False) for co_job in co_jobs]
+    for result in runtime.segmenter.stream_requests(_batch_requests(runtime, shares)):
+        share, index = result.tag
+        if share.stop is not None:
+            continue
+        if share.lead:
+            store_masks(runtime, share.job, index, result.masks)
+        else:
+            _store_co_job_masks(runtime, share, lead.id, index, result.masks)
+        runtime.heartbeat()
+        if share.should_stop() and share.lead:
+            break
+    return shares[0].stop or "done"
+
+
+def _batch_requests(runtime: WorkerRuntime, shares: Sequence[_Share]) -> Iterator[FrameRequest]:
+    """Every share's pending frames as pipeline requests tagged ``(share, frame index)``;
+    a co-job whose frames cannot be had leaves the batch, the lead's run ends."""
+    lead_id = shares[0].job.id
+    for share in shares:
+        job = share.job
+        decoded: list[int] = []
+        chunk_size = max(1, runtime.segmenter.max_batch // len(job.prompts))
+        try:
+            for frame in _decoded_frames(runtime, job, share.pending, chunk_size, share.should_stop, decoded):
+                if share.stop is not None:
+                    break
+                yield FrameRequest(frame, job.prompts, job.params, (share, decoded[-1]))
+        except (BadFrame, InputsExpired, JobNotFound) as error:
+            if share.lead:
+                raise
+            share.leave(lead_id, error)
+
+
+def _store_co_job_masks(runtime: WorkerRuntime, share: _Share, lead_id: str, index: int, masks: np.ndarray) -> None:
+    """``store_masks`` for a co-job: anything but a lost Redis only makes it leave the batch."""
+    try:
+        store_masks(runtime, share.job, index, masks)
+    except (RedisConnectionError, RedisTimeoutError):
+        raise
+    except Exception as error:
+        share.leave(lead_id, error)
+
+
 def _decoded_frames(
-    runtime: WorkerRuntime, job: JobRecord, indices: Sequence[int], chunk_size: int, should_stop
+    runtime: WorkerRuntime, job: JobRecord, indices: Sequence[int], chunk_size: int, should_stop,
+    decoded: list[int],
 ) -> Iterator[Frame]:
     """The job's frames at ``indices``, loaded from the store one chunk at a time (so a
-    long job never holds all its inputs) and decoded; stops early when ``should_stop()``."""
+    long job never holds all its inputs) and decoded; stops early when ``should_stop()``.
+    Appends each yielded frame's index to ``decoded``: under ``keep_going`` a frame that
+    raises ``BadFrame`` is stored as failed and skipped, so yielded positions and job
+    indices differ."""
     for start in range(0, len(indices), chunk_size):
         if should_stop():
             return
         chunk = list(indices[start : start + chunk_size])
         for index, data in zip(chunk, runtime.store.load_frames(job.id, chunk)):
-            yield load_frame(job, index, data)
+            try:
+                frame = load_frame(job, index, data)
+            except BadFrame as error:
+                if not job.keep_going:
+                    raise
+                skip_frame(runtime, job, index, str(error))
+                continue
+            decoded.append(index)
+            yield frame
 
 
 def load_frame(job: JobRecord, index: int, data: bytes) -> Frame:
     """Frame ``index`` of ``job``, decoded from ``data`` (its bytes as the store keeps
-    them); raises ``BadFrame``. The one place a job's input becomes a frame."""
+    them; for a frame given by path, ``b""``: it is read here, from shared storage);
+    raises ``BadFrame``. The one place a job's input becomes a frame."""
     try:
+        if path := job.frame_path(index):
+            data = current_runtime().storage.read_frame(path)
         with STAGE_SECONDS.labels("decode").time():
-            return decode_frame(data)
+            return decode_frame(data, job.exr)
     except ValueError as error:
         raise BadFrame(index, job.frame_names[index], str(error)) from None
 
 
 def store_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> None:
     """Encodes frame ``index``'s (K, H, W) masks in the job's format and stores them (the
-    one place a job's output is written); announced to watchers at once."""
+    one place a job's output is written); announced to watchers at once. A job with an
+    ``output_dir`` gets files there and stores their paths; raises ``BadFrame`` when they
+    cannot be written."""
     with STAGE_SECONDS.labels("encode").time():
-        encoded = frame_result(index, masks, job.format, job.params.union)
+        if job.output_dir:
+            encoded = _write_mask_files(runtime, job, index, masks)
+        else:
+            encoded = frame_result(index, masks, job.format, job.params.union)
     with STAGE_SECONDS.labels("store").time():
         runtime.store.store_frame_result(job.id, encoded)
     FRAMES.inc()
     log.debug("job %s frame %d stored", job.id, index)
+
+
+def _write_mask_files(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> FrameResult:
+    try:
+        return write_frame_masks(runtime.storage, job, index, masks)
+    except StoragePathError as error:
+        raise BadFrame(index, job.frame_names[index], f"its masks cannot be written: {error}") from None
+
+
+def skip_frame(runtime: WorkerRuntime, job: JobRecord, index: int, reason: str) -> None:
+    """Stores frame ``index`` as failed (``keep_going``): watchers get its error, the
+    job's ``failed_frames`` counts it, and the job goes on without it."""
+    runtime.store.store_frame_result(job.id, FrameResult.failed(index, reason))
+    log.warning("job %s frame %d skipped (keep_going): %s", job.id, index, reason)
 
 
 def _fail(runtime: WorkerRuntime, job_id: str, code: ErrorCode, message: str) -> None:

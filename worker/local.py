@@ -7,10 +7,11 @@ compared with (both write the same files, named by ``maskfarm.client.outputs``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from maskfarm.client.outputs import mask_path, prompt_folders, write_mask
+from maskfarm.server.jobs import ExrOptions
 from maskfarm.server.params import MaskParams
 from maskfarm.worker.frames import Frame, decode_frame
 from maskfarm.worker.pipeline import Segmenter
@@ -25,21 +26,42 @@ def segment_files(
     outdir: str | Path,
     params: MaskParams = MaskParams(),
     fmt: str = "png",
+    *,
+    keep_going: bool = False,
+    on_failed: Callable[[str, str], None] = lambda name, error: None,
+    on_done: Callable[[str], None] = lambda name: None,
+    exr: ExrOptions = ExrOptions(),
 ) -> list[Path]:
-    """Segment image files and write ``outdir/<prompt-slug>/<frame-stem>.<ext>``; return the paths."""
+    """Segment image files and write ``outdir/<prompt-slug>/<frame-stem>.<ext>``; return the paths.
+
+    A frame that cannot be read or decoded raises ``ValueError`` naming its path or, with
+    ``keep_going``, is passed to ``on_failed(name, error)`` and skipped. ``on_done(name)``
+    follows each frame whose masks are written. ``exr``: how OpenEXR frames are read."""
     folders = prompt_folders(prompts, params.union)
     written = []
-    for result in segmenter.stream(_read_frames(frame_paths), prompts, params):
-        name = Path(frame_paths[result.index]).name
+    decoded: list[Path] = []
+    for result in segmenter.stream(_read_frames(frame_paths, decoded, keep_going, on_failed, exr), prompts, params):
+        name = decoded[result.index].name
         for folder, mask in zip(folders, result.masks):
             written.append(write_mask(mask_path(outdir, folder, name, fmt), mask, fmt))
         log.info("frame %s: %d masks written", name, len(folders))
+        on_done(name)
     return written
 
 
-def _read_frames(paths: Sequence[str | Path]) -> Iterator[Frame]:
-    for path in paths:
+def _read_frames(
+    paths: Sequence[str | Path], decoded: list[Path], keep_going: bool, on_failed: Callable[[str, str], None],
+    exr: ExrOptions = ExrOptions(),
+) -> Iterator[Frame]:
+    """The frames, decoded; appends each yielded frame's path to ``decoded`` (with
+    ``keep_going`` a bad frame is reported and skipped, so positions differ)."""
+    for path in map(Path, paths):
         try:
-            yield decode_frame(Path(path).read_bytes())
-        except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
+            frame = decode_frame(path.read_bytes(), exr)
+        except (OSError, ValueError) as error:
+            if not keep_going:
+                raise ValueError(f"{path}: {error}") from None
+            on_failed(path.name, str(error))
+            continue
+        decoded.append(path)
+        yield frame

@@ -1,5 +1,5 @@
 """Prometheus metrics of a worker: jobs ended, frames made, time per stage, batch sizes,
-device memory.
+jobs per cross-job batch, device memory.
 
 Stages: ``decode`` (frame bytes to pixels), ``preprocess``, ``model``, ``postprocess``
 (per chunk, from the pipeline's observer), ``encode`` (masks to the job's format) and
@@ -27,6 +27,11 @@ STAGE_SECONDS = Histogram(
 )
 BATCH_PAIRS = Histogram(
     "maskfarm_worker_batch_pairs", "(frame, prompt) pairs per model batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+BATCHED_JOBS = Histogram(
+    "maskfarm_worker_batched_jobs",
+    "Jobs per cross-job batch (1: the job ran alone), counted for every job started with batching on",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 
 

@@ -4,6 +4,11 @@
 the benchmarks. It reads frames lazily and yields each frame's masks as soon as they are
 made, so memory is bounded by one chunk of ``max_batch`` (frame, prompt) pairs, however long
 the job. What a mask means is defined in DESIGN.md and ``maskfarm.worker.masks``.
+
+``stream`` is one request's frames with one set of prompts and parameters;
+``stream_requests`` is the general form, where every frame brings its own prompts and
+parameters (the worker batches several small jobs that way): one chunk still runs the
+vision tower once for all its frames and the decoder over all its (frame, prompt) pairs.
 """
 
 from __future__ import annotations
@@ -49,6 +54,18 @@ class FrameMasks:
 
     index: int
     masks: np.ndarray
+    tag: object = None
+    """The ``FrameRequest``'s tag (``stream_requests``); None from ``stream``."""
+
+
+@dataclass(frozen=True)
+class FrameRequest:
+    """One frame and what to make of it; ``tag`` is the caller's, handed back with the masks."""
+
+    frame: Frame
+    prompts: Sequence[str]
+    params: MaskParams = MaskParams()
+    tag: object = None
 
 
 class Segmenter:
@@ -112,30 +129,68 @@ class Segmenter:
         Raises ``ValueError`` for no prompts or a blank prompt.
         """
         prompts = _check_prompts(prompts)
+        return self.stream_requests(FrameRequest(frame, prompts, params) for frame in iter_frames(frames))
+
+    def stream_requests(self, requests: Iterable[FrameRequest]) -> Iterator[FrameMasks]:
+        """Yield each request's masks, in request order, as soon as its chunk is done.
+
+        ``FrameMasks.index`` is the request's position in ``requests`` (read lazily); a
+        chunk holds as many requests as fit in ``max_batch`` pairs (at least one). Raises
+        ``ValueError`` for a request with no prompts or a blank prompt.
+        """
         index = 0
-        source = iter_frames(frames)
-        while chunk := list(itertools.islice(source, max(1, self.max_batch // len(prompts)))):
-            for masks in self._chunk_masks([to_rgb_uint8(frame) for frame in chunk], prompts, params):
-                yield FrameMasks(index, masks)
+        for chunk in self._chunks(requests):
+            for request, masks in zip(chunk, self._chunk_masks(chunk)):
+                yield FrameMasks(index, masks, request.tag)
                 index += 1
 
-    def _chunk_masks(self, frames: list[torch.Tensor], prompts: list[str], params: MaskParams) -> list[np.ndarray]:
-        """One chunk's masks. Out of device memory, the batch is halved and the chunk tried
-        again in halves, down to one pair at a time; the smaller batch stays for later
-        chunks, so a worker settles on what its device holds."""
+    def _chunks(self, requests: Iterable[FrameRequest]) -> Iterator[list[FrameRequest]]:
+        """Requests (frames made RGB uint8 tensors) in chunks of at most ``max_batch``
+        pairs, at least one request each. A request that fails to be read (a frame that
+        does not decode) first lets the chunk before it through, then raises."""
+        source = iter(requests)
+        chunk: list[FrameRequest] = []
+        pairs = 0
+        while True:
+            try:
+                request = next(source)
+            except StopIteration:
+                break
+            except Exception as error:
+                if chunk:
+                    yield chunk
+                raise error
+            prompts = _check_prompts(request.prompts)
+            if chunk and pairs + len(prompts) > self.max_batch:
+                yield chunk
+                chunk, pairs = [], 0
+            chunk.append(FrameRequest(to_rgb_uint8(request.frame), prompts, request.params, request.tag))
+            pairs += len(prompts)
+            if pairs >= self.max_batch:
+                yield chunk
+                chunk, pairs = [], 0
+        if chunk:
+            yield chunk
+
+    def _chunk_masks(self, chunk: list[FrameRequest]) -> list[np.ndarray]:
+        """One chunk's masks (its frames already RGB uint8 tensors). Out of device memory,
+        the batch is halved and the chunk tried again in halves, down to one pair at a
+        time; the smaller batch stays for later chunks, so a worker settles on what its
+        device holds."""
         try:
+            frames = [request.frame for request in chunk]
             with self._stage("preprocess"):
                 batch = pixel_values(frames, self._spec, self.loaded.device, self.loaded.dtype)
             sizes = [(frame.shape[0], frame.shape[1]) for frame in frames]
-            return self.masks_from_pixel_values(batch, sizes, prompts, params)
+            return self._masks(batch, sizes, [r.prompts for r in chunk], [r.params for r in chunk])
         except torch.cuda.OutOfMemoryError:
             if self.max_batch == 1:
                 raise
         # Retried outside the except block, so the failed attempt's tensors are freed first.
         self._halve_batch()
-        half = max(1, len(frames) // 2)
-        masks = self._chunk_masks(frames[:half], prompts, params)
-        return masks + (self._chunk_masks(frames[half:], prompts, params) if frames[half:] else [])
+        half = max(1, len(chunk) // 2)
+        masks = self._chunk_masks(chunk[:half])
+        return masks + (self._chunk_masks(chunk[half:]) if chunk[half:] else [])
 
     def _halve_batch(self) -> None:
         if self.loaded.device.type == "cuda":
@@ -143,7 +198,6 @@ class Segmenter:
         self.max_batch //= 2
         log.warning("out of device memory: batch halved to %d (frame, prompt) pairs", self.max_batch)
 
-    @torch.inference_mode()
     def masks_from_pixel_values(
         self, batch: torch.Tensor, sizes: Sequence[tuple[int, int]], prompts: Sequence[str], params: MaskParams
     ) -> list[np.ndarray]:
@@ -152,14 +206,34 @@ class Segmenter:
         ``sizes[f]`` is frame f's (height, width). For callers that preprocess themselves
         (and for the parity tests, which feed the processor's own pixel values).
         """
-        count = len(prompts)
+        count = len(sizes)
+        return self._masks(batch, sizes, [list(prompts)] * count, [params] * count)
+
+    @torch.inference_mode()
+    def _masks(
+        self,
+        batch: torch.Tensor,
+        sizes: Sequence[tuple[int, int]],
+        prompts: Sequence[Sequence[str]],
+        params: Sequence[MaskParams],
+    ) -> list[np.ndarray]:
+        """Frame f's masks for its own ``prompts[f]`` and ``params[f]``: one vision pass for
+        the batch, the decoder over every (frame, prompt) pair, post-processing batched per
+        distinct parameters."""
+        batch = batch.to(self.loaded.device, self.loaded.dtype)
+        counts = [len(frame_prompts) for frame_prompts in prompts]
         with self._stage("model"):
-            logits = self._model.logits(batch.to(self.loaded.device, self.loaded.dtype), list(prompts), self.max_batch)
+            if all(frame_prompts == prompts[0] for frame_prompts in prompts):
+                logits = self._model.logits(batch, list(prompts[0]), self.max_batch)
+            else:
+                frame_index = [f for f, count in enumerate(counts) for _ in range(count)]
+                pair_prompts = [prompt for frame_prompts in prompts for prompt in frame_prompts]
+                logits = self._model.pair_logits(batch, frame_index, pair_prompts, self.max_batch)
         if self.observer is not None:
-            self.observer.batch(batch.shape[0] * count)
+            self.observer.batch(sum(counts))
         with self._stage("postprocess"):
-            small = mask_from_logits(logits, params)
-            return [self._frame_masks(small[f * count : (f + 1) * count], size, params) for f, size in enumerate(sizes)]
+            small = _masks_per_params(logits, counts, params)
+            return [self._frame_masks(small[f], size, params[f]) for f, size in enumerate(sizes)]
 
     @staticmethod
     def _frame_masks(small: torch.Tensor, size: tuple[int, int], params: MaskParams) -> np.ndarray:
@@ -181,6 +255,28 @@ class Segmenter:
         if self.loaded.device.type == "cuda":
             torch.cuda.synchronize(self.loaded.device)
         self.observer.stage(name, time.perf_counter() - start)
+
+
+def _masks_per_params(
+    logits: torch.Tensor, counts: Sequence[int], params: Sequence[MaskParams]
+) -> list[torch.Tensor]:
+    """Each frame's masks at the model's resolution: frame f owns the next ``counts[f]``
+    rows of ``logits`` and is post-processed with ``params[f]``, all frames that share
+    parameters in one batch."""
+    starts = list(itertools.accumulate(counts, initial=0))
+    groups: dict[MaskParams, list[int]] = {}
+    for f, frame_params in enumerate(params):
+        groups.setdefault(frame_params, []).append(f)
+    if len(groups) == 1:
+        small = mask_from_logits(logits, params[0])
+        return [small[starts[f] : starts[f + 1]] for f in range(len(counts))]
+    per_frame: list[torch.Tensor] = [logits[:0]] * len(counts)
+    for group_params, frames in groups.items():
+        rows = torch.cat([torch.arange(starts[f], starts[f + 1]) for f in frames]).to(logits.device)
+        small = mask_from_logits(logits.index_select(0, rows), group_params)
+        for f, masks in zip(frames, small.split([counts[f] for f in frames])):
+            per_frame[f] = masks
+    return per_frame
 
 
 def _check_prompts(prompts: str | Sequence[str]) -> list[str]:

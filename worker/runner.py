@@ -11,6 +11,9 @@ breaks CUDA; ``MaskfarmWorker`` is a ``SimpleWorker`` (jobs run in this process)
   idle or not: its dequeue wait is no longer than that, so a lost job runs again within
   ``job_lease_s + maintenance_s`` (plus one batch) of its worker's death;
 - fails a job as ``WORKER_LOST`` when its last retry is abandoned (``LostJobHandler``);
+- batches small jobs waiting together (``maskfarm.worker.batching``): the co-jobs it
+  claims are RQ-started at once, on the same lease as the running job, then performed
+  one by one after the lead, each through RQ's own ``perform_job``;
 - keeps its ``WorkerInfo`` (model, device, current job) in the store, refreshed with every
   RQ heartbeat and removed on exit.
 
@@ -33,17 +36,21 @@ from importlib.metadata import PackageNotFoundError, version
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import SimpleWorker
+from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
-from maskfarm.server.jobs import DEFAULT_NAMESPACE, PRIORITIES, Provenance, WorkerInfo, queue_name
+from maskfarm.server.jobs import DEFAULT_NAMESPACE, JOB_FUNCTION, PRIORITIES, Provenance, WorkerInfo, queue_name
+from maskfarm.server.storage import StorageRoots
 from maskfarm.server.store import JobStore
+from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
 from maskfarm.worker.lost_jobs import LostJobHandler
-from maskfarm.worker.metrics import PrometheusObserver, serve_metrics
+from maskfarm.worker.metrics import BATCHED_JOBS, PrometheusObserver, serve_metrics
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.runtime import WorkerRuntime, install_runtime
+from maskfarm.worker.shared_storage import DEFAULT_MODE, SharedStorage
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,8 @@ JOB_LEASE_S = 30
 """A running job not heard from for this long is abandoned: its worker is taken as dead."""
 MAINTENANCE_S = 15
 """How often every worker, idle or busy between jobs, runs RQ's maintenance pass."""
+BATCH_WAIT_MS = 5.0
+"""How long a batch that found jobs waiting waits for more."""
 
 _DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -78,6 +87,15 @@ class WorkerSettings:
     maintenance_s: int = MAINTENANCE_S
     metrics_listen: str = ""
     """host:port for Prometheus ``/metrics``; empty: none."""
+    batch_frames: int | None = None
+    """Frames of one cross-job batch (``maskfarm.worker.batching``); 0 or 1: no batching;
+    None: the model batch (``max_batch``, by default 64 on CUDA, 8 on the CPU)."""
+    batch_wait_ms: float = BATCH_WAIT_MS
+    storage_roots: tuple[str, ...] = ()
+    """Shared storage: folders under which jobs may name frames and ``output_dir``
+    (``--storage-root``); none: such jobs fail."""
+    output_mode: int = DEFAULT_MODE
+    """The mode of the mask files written under a job's ``output_dir``."""
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat_s < self.job_lease_s:
@@ -85,6 +103,17 @@ class WorkerSettings:
                              f"the job lease ({self.job_lease_s} s)")
         if self.maintenance_s < 1:
             raise ValueError(f"the maintenance interval must be at least 1 s, got {self.maintenance_s}")
+        if self.batch_frames is not None and self.batch_frames < 0:
+            raise ValueError(f"the batch frames must be 0 (no batching) or more, got {self.batch_frames}")
+        if not 0 <= self.batch_wait_ms <= 1000:
+            raise ValueError(f"the batch wait must be in [0, 1000] ms, got {self.batch_wait_ms}")
+        object.__setattr__(self, "storage_roots", StorageRoots.parse(self.storage_roots).roots)
+        if not 0 <= self.output_mode <= 0o7777:
+            raise ValueError(f"the output mode must be in 0..0o7777, got {self.output_mode:#o}")
+
+    @property
+    def storage(self) -> SharedStorage:
+        return SharedStorage(StorageRoots(self.storage_roots), self.output_mode)
 
     @property
     def recovery_bound_s(self) -> int:
@@ -135,12 +164,14 @@ class MaskfarmWorker(SimpleWorker):
     """
 
     def __init__(self, *args, store: JobStore, provenance: Provenance, heartbeat_s: float, job_lease_s: int,
-                 **kwargs) -> None:
+                 gatherer: Gatherer | None = None, co_jobs: CoJobs | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.store = store
         self.provenance = provenance
         self.heartbeat_s = heartbeat_s
         self.job_lease_s = job_lease_s
+        self.gatherer = gatherer
+        self.co_jobs = co_jobs or CoJobs()
         self._last_job_beat = 0.0
         self.stop_requested = False
 
@@ -174,15 +205,69 @@ class MaskfarmWorker(SimpleWorker):
         return super().prepare_execution(job)
 
     def beat_running_job(self) -> None:
-        """Renews the running job's lease and this worker's records, at most every
-        ``heartbeat_s`` (the job calls it after every frame)."""
+        """Renews the leases of the running job and of the co-jobs batched with it, and
+        this worker's records, at most every ``heartbeat_s`` (the job calls it after
+        every frame)."""
         if time.monotonic() - self._last_job_beat < self.heartbeat_s:
             return
-        execution = self.execution
-        job = self.get_current_job()
-        if execution is not None and job is not None:
-            self.maintain_heartbeats(job, execution)
-            self._last_job_beat = time.monotonic()
+        for execution in list(self.executions.values()):
+            self.maintain_heartbeats(execution.job, execution)
+        self._last_job_beat = time.monotonic()
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        """RQ's ``perform_job``; for a small job, also of the co-jobs gathered to run in
+        its batch, after it and in order (``maskfarm.worker.batching``)."""
+        batch = self._gather(job)
+        if not batch:
+            return super().perform_job(job, queue, execution)
+        self.co_jobs.hold(job.id, [co_job.id for co_job, _, _ in batch if co_job.func_name == JOB_FUNCTION])
+        try:
+            performed = super().perform_job(job, queue, execution)
+        finally:
+            self.co_jobs.hold("", [])
+        for co_job, co_queue, co_execution in batch:
+            super().perform_job(co_job, co_queue, co_execution)
+        self.co_jobs.clear()
+        return performed
+
+    def _gather(self, lead: Job) -> list[tuple[Job, Queue, Execution]]:
+        """Claims and RQ-starts the co-jobs of ``lead``'s batch (none when batching is off,
+        ``lead`` is not a small maskfarm job or nothing waits). Never fails the lead: a
+        Redis error here leaves it alone (a claimed id whose start failed stays in RQ's
+        intermediate list, which RQ's maintenance cleans)."""
+        if self.gatherer is None or not self.gatherer.enabled or lead.func_name != JOB_FUNCTION:
+            return []
+        try:
+            lead_frames = pending_frames(self.store.get_job(lead.id))
+            claimed = self.gatherer.gather(lead_frames) if lead_frames else []
+            batch = [started for c in claimed if (started := self._start_co_job(c)) is not None]
+        except RedisError as error:
+            log.warning("worker %s: gathering a batch for job %s failed: %s", self.name, lead.id, error)
+            return []
+        BATCHED_JOBS.observe(1 + len(batch))
+        if batch:
+            log.info("worker %s: batch of %d jobs: %s with %s", self.name, 1 + len(batch), lead.id,
+                     ", ".join(co_job.id for co_job, _, _ in batch))
+        return batch
+
+    def _start_co_job(self, claimed: Claimed) -> tuple[Job, Queue, Execution] | None:
+        """Makes a claimed job RQ-started by this worker, as ``prepare_execution`` and
+        ``prepare_job_execution`` would, in one transaction that also takes it off the
+        intermediate list: from then on RQ sees it running here, on this worker's lease."""
+        intermediate = claimed.queue.intermediate_queue_key
+        try:
+            job = self.job_class.fetch(claimed.job_id, connection=self.connection, serializer=self.serializer)
+        except NoSuchJobError:
+            self.connection.lrem(intermediate, 1, claimed.job_id)
+            return None
+        with self.connection.pipeline() as pipeline:
+            execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipeline, worker_name=self.name)
+            job.prepare_for_execution(self.name, pipeline=pipeline)
+            pipeline.persist(job.key)
+            pipeline.lrem(intermediate, 1, job.id)
+            pipeline.execute()
+        self.executions[execution.id] = execution
+        return job, claimed.queue, execution
 
     def request_stop(self, signum, frame) -> None:
         self.stop_requested = True
@@ -208,6 +293,9 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter) -> MaskfarmWork
     name = settings.worker_name
     provenance = provenance_of(segmenter, name)
     queues = [Queue(q, connection=redis, serializer=JSONSerializer) for q in settings.queue_names]
+    batch_frames = segmenter.max_batch if settings.batch_frames is None else settings.batch_frames
+    gatherer = Gatherer(store, queues, batch_frames, settings.batch_wait_ms / 1000)
+    co_jobs = CoJobs()
     worker = MaskfarmWorker(
         queues,
         name=name,
@@ -220,9 +308,12 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter) -> MaskfarmWork
         provenance=provenance,
         heartbeat_s=settings.heartbeat_s,
         job_lease_s=settings.job_lease_s,
+        gatherer=gatherer,
+        co_jobs=co_jobs,
     )
     worker.push_exc_handler(LostJobHandler(store))
-    install_runtime(WorkerRuntime(segmenter, store, provenance, heartbeat=worker.beat_running_job))
+    install_runtime(WorkerRuntime(segmenter, store, provenance, heartbeat=worker.beat_running_job, co_jobs=co_jobs,
+                                  storage=settings.storage))
     return worker
 
 
@@ -244,8 +335,9 @@ def run(settings: WorkerSettings) -> int:
     while True:
         worker = build_worker(settings, segmenter)
         p = worker.provenance
-        log.info("worker %s ready: %s on %s (%s), queues %s", worker.name, p.model, p.device, p.dtype,
-                 ", ".join(settings.queue_names))
+        batching = f"batches of up to {worker.gatherer.frames} frames" if worker.gatherer.enabled else "no batching"
+        log.info("worker %s ready: %s on %s (%s), queues %s, %s", worker.name, p.model, p.device, p.dtype,
+                 ", ".join(settings.queue_names), batching)
         try:
             worker.work(burst=settings.burst, with_scheduler=False, logging_level=None)
         except RedisError as error:

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 from maskfarm.server.jobs import Provenance
 from maskfarm.server.store import JobStore
+from maskfarm.worker.batching import CoJobs
 from maskfarm.worker.pipeline import Segmenter
+from maskfarm.worker.shared_storage import SharedStorage
 
 
 def _no_heartbeat() -> None:
@@ -27,13 +29,18 @@ class WorkerRuntime:
 
     ``heartbeat`` is called by the job after every frame so the RQ registries and the
     worker's info see a long job as alive; the runner supplies it and decides how often
-    it really writes (it must be cheap to call).
+    it really writes (it must be cheap to call). ``co_jobs`` tells a job which other
+    jobs to compute with it (cross-job batching; empty unless the runner gathered some).
+    ``storage`` is where jobs may read frames and write masks by path (shared storage;
+    no roots: refused).
     """
 
     segmenter: Segmenter
     store: JobStore
     provenance: Provenance
     heartbeat: Callable[[], None] = field(default=_no_heartbeat)
+    co_jobs: CoJobs = field(default_factory=CoJobs)
+    storage: SharedStorage = field(default_factory=SharedStorage)
 
 
 _runtime: WorkerRuntime | None = None

@@ -1,0 +1,119 @@
+"""Shared storage at the worker: reading a job's frames by path, writing its masks as files.
+
+Every path is checked again here, against the worker's own storage roots, just before it
+is used: the server checked on its filesystem, which need not be this one, and the
+storage may have changed since. Mask files are named as ``maskfarm segment`` names them
+(``maskfarm.client.outputs``: ``<output_dir>/<prompt-slug>/<frame-stem>.<ext>``, ``union/``
+for the union) and hold the same bytes, and each appears whole: it is written to a
+temporary file in its folder, given its mode, then renamed over its name (not fsynced:
+readers never see part of a file, but a host crash may lose the newest ones).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from maskfarm.client.outputs import encode_mask, mask_path, prompt_folders
+from maskfarm.server.jobs import FrameResult, JobRecord, OutputFormat
+from maskfarm.server.storage import StoragePathError, StorageRoots
+
+DEFAULT_MODE = 0o644
+
+FILE_FORMATS = {
+    OutputFormat.PNG8: "png",
+    OutputFormat.PNG16: "png16",
+    OutputFormat.FLOAT32: "npy",
+    OutputFormat.EXR: "exr",
+    OutputFormat.TIFF16: "tiff16",
+}
+"""The ``maskfarm.client.outputs`` format of a mask file, by the job's output format: its
+encoding and extension (FLOAT32 masks are ``.npy`` files, exact, not raw floats)."""
+
+STORAGE_OFF = "shared storage is not enabled on this worker (--storage-root)"
+
+
+@dataclass(frozen=True)
+class SharedStorage:
+    """The storage roots a worker sees, and the mode of the mask files it writes."""
+
+    roots: StorageRoots = field(default_factory=StorageRoots)
+    mode: int = DEFAULT_MODE
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.mode <= 0o7777:
+            raise ValueError(f"a file mode is 0 to 0o7777, got {self.mode:#o}")
+
+    def read_frame(self, path: str) -> bytes:
+        """The bytes of the frame file at ``path``, once checked against the roots;
+        raises ``StoragePathError`` saying why it cannot be had."""
+        if not self.roots:
+            raise StoragePathError(STORAGE_OFF)
+        checked = self.roots.frame_file(path)
+        try:
+            descriptor = os.open(os.path.realpath(checked), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(descriptor, "rb") as file:
+                if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                    raise StoragePathError(f"{checked} is not a regular file")
+                return file.read()
+        except OSError as error:
+            raise StoragePathError(f"{checked}: cannot read: {error.strerror or error}") from None
+
+    def write_masks(
+        self, output_dir: str, folders: Sequence[str], frame_name: str, masks: np.ndarray, fmt: OutputFormat
+    ) -> list[str]:
+        """Writes a frame's (K, H, W) masks, ``masks[k]`` into ``folders[k]`` (see
+        ``outputs.prompt_folders``) under ``output_dir``, encoded as ``fmt``'s file;
+        returns their paths. Raises ``StoragePathError`` for a folder that leads outside
+        the roots or a file that cannot be written."""
+        if not self.roots:
+            raise StoragePathError(STORAGE_OFF)
+        file_format = FILE_FORMATS[fmt]
+        return [self.write_file(str(mask_path(output_dir, folder, frame_name, file_format)),
+                                encode_mask(mask, file_format))
+                for folder, mask in zip(folders, masks)]
+
+    def write_file(self, path: str, data: bytes) -> str:
+        """Writes ``data`` to ``path`` whole, with this storage's mode, creating its
+        folder; returns ``path``. Raises ``StoragePathError``."""
+        folder = self.roots.output_dir(os.path.dirname(path))
+        partial = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.partial")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            self.roots.output_dir(folder)
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                with os.fdopen(descriptor, "wb") as file:
+                    file.write(data)
+                    os.fchmod(file.fileno(), self.mode)
+                os.replace(partial, path)
+            except BaseException:
+                _remove_quietly(partial)
+                raise
+        except OSError as error:
+            raise StoragePathError(f"{path}: cannot write: {error.strerror or error}") from None
+        return path
+
+
+def write_frame_masks(storage: SharedStorage, job: JobRecord, index: int, masks: np.ndarray) -> FrameResult:
+    """Writes frame ``index``'s (K, H, W) masks (the union last, when the job asks for
+    it) under the job's ``output_dir``; the result to store: their paths, no bytes.
+    Raises ``StoragePathError``."""
+    folders = prompt_folders(job.prompts, job.params.union)
+    paths = storage.write_masks(job.output_dir, folders, job.frame_names[index], masks, job.format)
+    height, width = masks.shape[1:]
+    if job.params.union:
+        return FrameResult(index, width, height, [], mask_paths=paths[:-1], union_path=paths[-1])
+    return FrameResult(index, width, height, [], mask_paths=paths)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
