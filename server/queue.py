@@ -123,23 +123,25 @@ class JobQueue:
         return job
 
     def _enqueue(self, job: JobRecord) -> None:
-        self.queues[job.priority].enqueue_call(
-            JOB_FUNCTION,
-            args=[job.id],
-            job_id=job.id,
-            timeout=self.limits.job_timeout,
-            ttl=self.limits.queue_ttl,
-            result_ttl=self.limits.result_ttl,
-            failure_ttl=self.limits.result_ttl,
-            retry=Retry(max=self.limits.retries, enqueue_at_front=True) if self.limits.retries else None,
-            description=f"maskfarm job {job.id}",
-        )
+        with self.redis.pipeline() as pipe:  # RQ's writes in one round trip
+            self.queues[job.priority].enqueue_call(
+                JOB_FUNCTION,
+                args=[job.id],
+                job_id=job.id,
+                timeout=self.limits.job_timeout,
+                ttl=self.limits.queue_ttl,
+                result_ttl=self.limits.result_ttl,
+                failure_ttl=self.limits.result_ttl,
+                retry=Retry(max=self.limits.retries, enqueue_at_front=True) if self.limits.retries else None,
+                description=f"maskfarm job {job.id}",
+                pipeline=pipe,
+            )
+            pipe.execute()
 
     def _check_backlog(self, spec: JobSpec) -> None:
-        waiting = self.backlog_jobs()
+        waiting, queued = self.backlog()
         if waiting >= self.limits.max_backlog_jobs:
             raise BacklogFull(f"{waiting} jobs are waiting (limit {self.limits.max_backlog_jobs})", 30)
-        queued = self.store.queued_bytes()
         if queued + spec.input_bytes > self.limits.max_backlog_bytes:
             raise BacklogFull(
                 f"{queued + spec.input_bytes} bytes of frames would be waiting "
@@ -147,12 +149,15 @@ class JobQueue:
                 30,
             )
 
-    def backlog_jobs(self) -> int:
-        """Jobs waiting in the queues, all priorities."""
+    def backlog(self) -> tuple[int, int]:
+        """Jobs waiting in the queues (all priorities) and their frames' bytes, in one
+        round trip."""
         with self.redis.pipeline(transaction=False) as pipe:
             for queue in self.queues.values():
                 pipe.llen(queue.key)
-            return sum(pipe.execute())
+            pipe.get(self.store.keys.backlog_bytes())
+            *lengths, queued = pipe.execute()
+        return sum(lengths), int(queued or 0)
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancels a job (see ``JobStore.cancel``); a queued one also leaves its RQ queue."""

@@ -217,9 +217,8 @@ class JobStore:
         return jobs
 
     def _expire(self, job: JobRecord) -> JobRecord | None:
-        waited = round(job.queue_deadline - job.created_at)
-        message = f"no worker started the job within its queue time ({waited} s)"
-        self._transition(job.id, {JobState.QUEUED}, _finished(JobState.FAILED, ErrorCode.EXPIRED, message))
+        self._transition(job.id, {JobState.QUEUED},
+                         _finished(JobState.FAILED, ErrorCode.EXPIRED, _expiry_message(job)))
         return self.get_job(job.id)
 
     def done_frames(self, job_id: str) -> list[int]:
@@ -322,16 +321,19 @@ class JobStore:
         changes, ``attempts`` is not counted again; None when that run is no longer the
         job's current one (a later run took over).
         """
-        job = self.get_job(job_id)
-        if job is None or job.state.is_terminal:
-            return None
-        if job.cancel_requested:
-            self.mark_cancelled(job_id)
-            return None
         if continuing is not None:
-            return job if job.state is JobState.RUNNING and job.attempts == continuing else None
+            job = self.get_job(job_id)
+            if job is not None and job.cancel_requested and not job.state.is_terminal:
+                self.mark_cancelled(job_id)
+                return None
+            return job if job and job.state is JobState.RUNNING and job.attempts == continuing else None
 
         def start(before: JobRecord) -> dict[str, str]:
+            # Decided inside the transaction, so a start costs no read before it.
+            if before.state is JobState.QUEUED and time.time() > before.queue_deadline:
+                return _finished(JobState.FAILED, ErrorCode.EXPIRED, _expiry_message(before))(before)
+            if before.cancel_requested:
+                return _finished(JobState.CANCELLED)(before)
             return {
                 "state": JobState.RUNNING.value,
                 "started_at": repr(before.started_at or time.time()),
@@ -339,9 +341,12 @@ class JobStore:
                 "provenance": json.dumps(dataclasses.asdict(provenance)),
             }
 
-        if not self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, start):
+        try:
+            self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, start)
+        except JobNotFound:
             return None
-        return self.get_job(job_id)
+        job = self.get_job(job_id)
+        return job if job is not None and job.state is JobState.RUNNING else None
 
     def store_frame_result(self, job_id: str, result: FrameResult) -> None:
         """Stores one frame's masks (or mask paths, or failure) together and announces
@@ -451,14 +456,18 @@ class JobStore:
 
     # -- workers -----------------------------------------------------------------------
 
-    def register_worker(self, info: WorkerInfo, ttl: int) -> None:
+    def register_worker(self, info: WorkerInfo, ttl: int, pipeline: Pipeline | None = None) -> None:
         """Publishes (or refreshes) a worker's info for ``ttl`` seconds: call it again as a
-        heartbeat, and whenever its current job changes."""
+        heartbeat, and whenever its current job changes. With ``pipeline`` the commands
+        join it (and run when it does), so a heartbeat costs one round trip."""
+        if pipeline is None:
+            with self.redis.pipeline(transaction=True) as pipe:
+                self.register_worker(info, ttl, pipe)
+                pipe.execute()
+            return
         key = self.keys.worker(info.name)
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={name: value for name, value in dataclasses.asdict(info).items()})
-            pipe.expire(key, ttl)
-            pipe.execute()
+        pipeline.hset(key, mapping={name: value for name, value in dataclasses.asdict(info).items()})
+        pipeline.expire(key, ttl)
 
     def unregister_worker(self, name: str) -> None:
         self.redis.delete(self.keys.worker(name))
@@ -499,6 +508,11 @@ def _new_record(spec: JobSpec, *, queue_ttl: int, result_ttl: int) -> JobRecord:
         output_dir=spec.output_dir,
         exr=spec.exr,
     )
+
+
+def _expiry_message(job: JobRecord) -> str:
+    waited = round(job.queue_deadline - job.created_at)
+    return f"no worker started the job within its queue time ({waited} s)"
 
 
 def _finished(

@@ -81,6 +81,14 @@ class Gatherer:
     def enabled(self) -> bool:
         return self.frames > 1
 
+    def waiting(self) -> bool:
+        """Whether any job waits in the queues (one round trip): when none does, a lone
+        job pays nothing more for batching being on."""
+        with self.store.redis.pipeline(transaction=False) as pipe:
+            for queue in self.queues:
+                pipe.llen(queue.key)
+            return any(pipe.execute())
+
     def gather(self, lead_frames: int) -> list[Claimed]:
         """Co-jobs for a lead job of ``lead_frames`` pending frames: none when batching is
         off, the lead is not small or nothing waits; else as many as fit, waiting at most

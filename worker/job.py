@@ -114,7 +114,7 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
     """Computes and stores every frame not stored yet; ``"done"``, or why it stopped
     early: ``"cancelled"``, or ``"superseded"`` (a later run of the job took over)."""
     store, segmenter = runtime.store, runtime.segmenter
-    done = set(store.done_frames(job.id))
+    done = set(store.done_frames(job.id)) if job.done_frames else set()
     pending = [i for i in range(job.total_frames) if i not in done]
     if len(pending) < job.total_frames:
         log.info("job %s resuming: %d of %d frames already stored", job.id, job.total_frames - len(pending),
@@ -128,7 +128,7 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
         return stop is not None
 
     decoded: list[int] = []
-    frames = _decoded_frames(runtime, job, pending, chunk_size, should_stop, decoded)
+    frames = _decoded_frames(runtime, job, pending, chunk_size, should_stop, decoded, fresh=True)
     for result in segmenter.stream(frames, job.prompts, job.params):
         index = decoded[result.index]
         store_masks(runtime, job, index, result.masks)
@@ -244,15 +244,16 @@ def _store_co_job_masks(runtime: WorkerRuntime, share: _Share, lead_id: str, ind
 
 def _decoded_frames(
     runtime: WorkerRuntime, job: JobRecord, indices: Sequence[int], chunk_size: int, should_stop,
-    decoded: list[int],
+    decoded: list[int], fresh: bool = False,
 ) -> Iterator[Frame]:
     """The job's frames at ``indices``, loaded from the store one chunk at a time (so a
     long job never holds all its inputs) and decoded; stops early when ``should_stop()``.
     Appends each yielded frame's index to ``decoded``: under ``keep_going`` a frame that
     raises ``BadFrame`` is stored as failed and skipped, so yielded positions and job
-    indices differ."""
+    indices differ. ``fresh``: the run started just now, so ``should_stop`` is first
+    asked after the first chunk (saving a round trip on every small job)."""
     for start in range(0, len(indices), chunk_size):
-        if should_stop():
+        if (start or not fresh) and should_stop():
             return
         chunk = list(indices[start : start + chunk_size])
         for index, data in zip(chunk, runtime.store.load_frames(job.id, chunk)):

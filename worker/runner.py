@@ -61,6 +61,8 @@ JOB_LEASE_S = 30
 MAINTENANCE_S = 15
 """How often every worker, idle or busy between jobs, runs RQ's maintenance pass."""
 BATCH_WAIT_MS = 5.0
+HEARTBEAT_SPACING_S = 1.0
+"""Worker heartbeats closer than this with nothing new to say are skipped."""
 """How long a batch that found jobs waiting waits for more."""
 
 _DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -173,12 +175,17 @@ class MaskfarmWorker(SimpleWorker):
         self.gatherer = gatherer
         self.co_jobs = co_jobs or CoJobs()
         self._last_job_beat = 0.0
+        self._last_beat = 0.0
+        self._last_info: WorkerInfo | None = None
         self.stop_requested = False
 
     def info(self) -> WorkerInfo:
+        """What ListWorkers shows of this worker; its current job from this process's own
+        executions (RQ's ``get_current_job_id`` asks Redis when idle)."""
         p = self.provenance
+        current = next(iter(self.executions.values())).job_id if self.executions else ""
         return WorkerInfo(name=self.name, device=p.device, model=p.model, revision=p.revision, dtype=p.dtype,
-                          maskfarm_version=p.maskfarm_version, current_job=self.get_current_job_id() or "")
+                          maskfarm_version=p.maskfarm_version, current_job=current)
 
     def register_birth(self) -> None:
         # maskfarm's info first: ListWorkers never shows this worker without its model.
@@ -186,8 +193,23 @@ class MaskfarmWorker(SimpleWorker):
         super().register_birth()
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        """RQ's heartbeat and maskfarm's worker info in one round trip. RQ beats several
+        times around every job; a beat on its own that comes within ``HEARTBEAT_SPACING_S``
+        of the last and has nothing new to say is skipped (the TTLs it renews are far longer)."""
+        info = self.info()
+        if pipeline is None and info == self._last_info and time.monotonic() - self._last_beat < HEARTBEAT_SPACING_S:
+            return
+        if pipeline is None:
+            with self.connection.pipeline() as own:
+                self._beat(timeout, own, info)
+                own.execute()
+        else:
+            self._beat(timeout, pipeline, info)
+        self._last_info, self._last_beat = info, time.monotonic()
+
+    def _beat(self, timeout: int | None, pipeline, info: WorkerInfo) -> None:
         super().heartbeat(timeout, pipeline)
-        self.store.register_worker(self.info(), ttl=timeout or self.worker_ttl + 60)
+        self.store.register_worker(info, ttl=timeout or self.worker_ttl + 60, pipeline=pipeline)
 
     @property
     def dequeue_timeout(self) -> int:
@@ -238,9 +260,7 @@ class MaskfarmWorker(SimpleWorker):
         if self.gatherer is None or not self.gatherer.enabled or lead.func_name != JOB_FUNCTION:
             return []
         try:
-            lead_frames = pending_frames(self.store.get_job(lead.id))
-            claimed = self.gatherer.gather(lead_frames) if lead_frames else []
-            batch = [started for c in claimed if (started := self._start_co_job(c)) is not None]
+            batch = self._claim_batch(lead) if self.gatherer.waiting() else []
         except RedisError as error:
             log.warning("worker %s: gathering a batch for job %s failed: %s", self.name, lead.id, error)
             return []
@@ -249,6 +269,11 @@ class MaskfarmWorker(SimpleWorker):
             log.info("worker %s: batch of %d jobs: %s with %s", self.name, 1 + len(batch), lead.id,
                      ", ".join(co_job.id for co_job, _, _ in batch))
         return batch
+
+    def _claim_batch(self, lead: Job) -> list[tuple[Job, Queue, Execution]]:
+        lead_frames = pending_frames(self.store.get_job(lead.id))
+        claimed = self.gatherer.gather(lead_frames) if lead_frames else []
+        return [started for c in claimed if (started := self._start_co_job(c)) is not None]
 
     def _start_co_job(self, claimed: Claimed) -> tuple[Job, Queue, Execution] | None:
         """Makes a claimed job RQ-started by this worker, as ``prepare_execution`` and
