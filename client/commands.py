@@ -112,6 +112,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     up.add_argument("--metrics-listen", default=os.environ.get("MASKFARM_METRICS_LISTEN", ""),
                     help="host:port of the server's Prometheus /metrics; worker N gets port + N "
                          "(env MASKFARM_METRICS_LISTEN; default: off)")
+    up.add_argument("--storage-root", action="append", default=[], metavar="DIR",
+                    help="shared storage for the server and the workers: a folder under which jobs may name "
+                         "frames and output_dir by path; repeat for several (default: $MASKFARM_STORAGE_ROOTS)")
     add_model_options(up)
     up.set_defaults(run=run_up)
 
@@ -305,7 +308,8 @@ def run_up(args: argparse.Namespace) -> int:
         worker_flags.append("--compile")
     settings = ClusterSettings(listen=args.listen, redis_url=args.redis_url, namespace=args.namespace,
                                workers=args.workers, worker_flags=tuple(worker_flags),
-                               stop_timeout_s=args.stop_timeout, metrics_listen=args.metrics_listen)
+                               stop_timeout_s=args.stop_timeout, metrics_listen=args.metrics_listen,
+                               storage_roots=tuple(os.path.abspath(root) for root in args.storage_root))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

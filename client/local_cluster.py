@@ -42,6 +42,13 @@ class ClusterSettings:
     stop_timeout_s: float = 30.0
     metrics_listen: str = ""
     """host:port of the server's Prometheus /metrics; worker N (from 1) gets port + N. Empty: none."""
+    storage_roots: tuple[str, ...] = ()
+    """Shared-storage roots, given to the server and every worker alike (empty: their
+    ``MASKFARM_STORAGE_ROOTS``, if any)."""
+
+    @property
+    def storage_flags(self) -> tuple[str, ...]:
+        return tuple(flag for root in self.storage_roots for flag in ("--storage-root", root))
 
     def metrics_flags(self, process: int) -> tuple[str, ...]:
         """``--metrics-listen`` for process 0 (the server) and 1.. (the workers), or nothing."""
@@ -73,11 +80,13 @@ class LocalCluster:
         if not _redis_answers(self.redis_url):
             self.redis_url = self._start_private_redis()
         self.server = _spawn("server", "--listen", self.settings.listen, "--redis-url", self.redis_url,
-                             "--namespace", self.settings.namespace, *self.settings.metrics_flags(0))
+                             "--namespace", self.settings.namespace, *self.settings.metrics_flags(0),
+                             *self.settings.storage_flags)
         self._wait_until(self._serving, "the server to report SERVING", STARTUP_TIMEOUT_S)
         for number in range(1, self.settings.workers + 1):
             self.workers.append(_spawn("worker", "--redis-url", self.redis_url, "--namespace", self.settings.namespace,
-                                       *self.settings.worker_flags, *self.settings.metrics_flags(number)))
+                                       *self.settings.worker_flags, *self.settings.metrics_flags(number),
+                                       *self.settings.storage_flags))
 
     def wait_for_workers(self) -> None:
         """Waits until every worker is registered (has loaded its model)."""

@@ -23,6 +23,7 @@ from PIL import Image
 
 from maskfarm.client.client import Client
 from maskfarm.client.errors import JobFailed
+from maskfarm.client.frames import StoragePath
 from maskfarm.client.jobs import Job
 from maskfarm.client.masks import FrameResult
 from tests.images import png_header_only
@@ -43,6 +44,8 @@ class Cluster:
     target: str
     process: subprocess.Popen
     output: Path
+    storage: Path
+    """The ``--storage-root`` given to ``maskfarm up``."""
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +53,11 @@ def cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     """``maskfarm up`` with nothing listening at its --redis-url, so it starts its own Redis."""
     target = f"127.0.0.1:{free_port()}"
     output = tmp_path_factory.mktemp("up") / "stdout"
+    storage = tmp_path_factory.mktemp("storage")
     command = [sys.executable, "-m", "maskfarm.client.cli", "up", "--listen", target,
                "--redis-url", f"redis://127.0.0.1:{free_port()}/0", "--namespace", "mfup",
-               "--model", str(tiny_model_dir), "--device", "cpu", "--stop-timeout", "10"]
+               "--model", str(tiny_model_dir), "--device", "cpu", "--stop-timeout", "10",
+               "--storage-root", str(storage)]
     with tempfile.TemporaryFile() as log, output.open("wb") as stdout:
         process = subprocess.Popen(command, stdout=stdout, stderr=log, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         try:
@@ -62,7 +67,7 @@ def cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
                     log.seek(0)
                     pytest.fail(f"maskfarm up did not start:\n{log.read().decode(errors='replace')}")
                 time.sleep(0.1)
-            yield Cluster(target, process, output)
+            yield Cluster(target, process, output, storage)
         finally:
             if process.poll() is None:  # a run that skipped the shutdown test: stop it all
                 process.send_signal(signal.SIGTERM)
@@ -116,6 +121,17 @@ def test_the_service_writes_the_same_files_as_local(cluster: Cluster, frame_file
     assert sorted(path.relative_to(tmp_path / "service") for path in (tmp_path / "service").rglob("*.*")) == written
     for relative in written:
         assert (tmp_path / "service" / relative).read_bytes() == (tmp_path / "local" / relative).read_bytes(), relative
+
+
+def test_up_gives_its_storage_root_to_the_server_and_the_workers(cluster: Cluster) -> None:
+    frame = cluster.storage / "plates" / "shot.1001.png"
+    frame.parent.mkdir()
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(frame)
+    with Client(cluster.target) as client:
+        [masks] = client.segment([StoragePath(str(frame))], PROMPTS, output_dir=str(cluster.storage / "masks"))
+    assert masks.name == "shot.1001.png" and masks.masks[0].shape == (20, 30)
+    assert sorted(p.relative_to(cluster.storage / "masks").as_posix() for p in (cluster.storage / "masks").rglob("*.png")) \
+        == ["red-car/shot.1001.png", "sky/shot.1001.png"]
 
 
 def test_watch_delivers_every_frame_once_and_segment_reassembles_split_jobs(cluster: Cluster) -> None:
