@@ -23,7 +23,8 @@ PROMPTS = ["Red car", "sky"]
 
 @pytest.fixture(scope="module")
 def service(redis_url: str, tiny_model_dir: Path) -> Iterator[ServerProcess]:
-    """A server and one worker on the tiny model, in a namespace of this module's own."""
+    """A server and one worker on the tiny model, in a namespace of this module's own; the
+    worker decodes and encodes on threads, so its files equal ``--local``'s that way too."""
     with maskfarm_server(redis_url, "mfexr") as server, _worker(server, tiny_model_dir):
         yield server
 
@@ -31,7 +32,8 @@ def service(redis_url: str, tiny_model_dir: Path) -> Iterator[ServerProcess]:
 @contextlib.contextmanager
 def _worker(server: ServerProcess, model: Path) -> Iterator[subprocess.Popen]:
     command = [sys.executable, "-m", "maskfarm.client.cli", "worker", "--redis-url", server.redis_url,
-               "--namespace", server.namespace, "--model", str(model), "--device", "cpu"]
+               "--namespace", server.namespace, "--model", str(model), "--device", "cpu",
+               "--codec-threads", "3"]  # decoding and encoding on threads, as beside a GPU
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         try:

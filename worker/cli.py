@@ -62,6 +62,9 @@ def _add_worker_command(subcommands: argparse._SubParsersAction) -> None:
     worker.add_argument("--batch-wait-ms", type=float, default=_number_env("MASKFARM_BATCH_WAIT_MS", 5.0),
                         help="how long a batch that found jobs waiting waits for more; with an empty queue a "
                         "job starts at once (env MASKFARM_BATCH_WAIT_MS; default %(default)s)")
+    worker.add_argument("--codec-threads", type=int, default=_int_env("MASKFARM_CODEC_THREADS"),
+                        help="threads decoding frames and encoding masks beside the model (env "
+                        "MASKFARM_CODEC_THREADS; default: 1 on a CPU, up to 8 with a GPU)")
     worker.add_argument("--metrics-listen", default=os.environ.get("MASKFARM_METRICS_LISTEN", ""),
                         help="host:port to serve Prometheus /metrics on (env MASKFARM_METRICS_LISTEN; default: off)")
     _add_storage_options(worker)
@@ -114,7 +117,7 @@ def run_worker(args: argparse.Namespace) -> int:
                                   compile=args.compile, name=args.name, burst=args.burst, heartbeat_s=args.heartbeat_s,
                                   job_lease_s=args.job_lease_s, maintenance_s=args.maintenance_s,
                                   metrics_listen=args.metrics_listen, batch_frames=args.batch_frames,
-                                  batch_wait_ms=args.batch_wait_ms,
+                                  batch_wait_ms=args.batch_wait_ms, codec_threads=args.codec_threads,
                                   storage_roots=args.storage_root or os.environ.get("MASKFARM_STORAGE_ROOTS", ""),
                                   output_mode=args.output_mode)
     except ValueError as error:

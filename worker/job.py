@@ -129,9 +129,9 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
 
     decoded: list[int] = []
     frames = _decoded_frames(runtime, job, pending, chunk_size, should_stop, decoded, fresh=True)
-    for result in segmenter.stream(frames, job.prompts, job.params):
-        index = decoded[result.index]
-        store_masks(runtime, job, index, result.masks)
+    made = ((decoded[result.index], result.masks) for result in segmenter.stream(frames, job.prompts, job.params))
+    for _, encoded in runtime.codec.in_order(lambda frame: encode_masks(runtime, job, *frame), made):
+        store_encoded(runtime, job, encoded())
         runtime.heartbeat()
         if should_stop():
             break
@@ -256,16 +256,22 @@ def _decoded_frames(
         if (start or not fresh) and should_stop():
             return
         chunk = list(indices[start : start + chunk_size])
-        for index, data in zip(chunk, runtime.store.load_frames(job.id, chunk)):
-            try:
-                frame = load_frame(job, index, data)
-            except BadFrame as error:
+        inputs = zip(chunk, runtime.store.load_frames(job.id, chunk))
+        for index, frame in zip(chunk, runtime.codec.map(lambda item: _frame_or_error(job, *item), inputs)):
+            if isinstance(frame, BadFrame):
                 if not job.keep_going:
-                    raise
-                skip_frame(runtime, job, index, str(error))
+                    raise frame
+                skip_frame(runtime, job, index, str(frame))
                 continue
             decoded.append(index)
             yield frame
+
+
+def _frame_or_error(job: JobRecord, index: int, data: bytes) -> Frame | BadFrame:
+    try:
+        return load_frame(job, index, data)
+    except BadFrame as error:
+        return error
 
 
 def load_frame(job: JobRecord, index: int, data: bytes) -> Frame:
@@ -283,18 +289,26 @@ def load_frame(job: JobRecord, index: int, data: bytes) -> Frame:
 
 def store_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> None:
     """Encodes frame ``index``'s (K, H, W) masks in the job's format and stores them (the
-    one place a job's output is written); announced to watchers at once. A job with an
-    ``output_dir`` gets files there and stores their paths; raises ``BadFrame`` when they
-    cannot be written."""
+    one place a job's output is written); announced to watchers at once. Raises
+    ``BadFrame`` when a job's mask files cannot be written."""
+    store_encoded(runtime, job, encode_masks(runtime, job, index, masks))
+
+
+def encode_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> FrameResult:
+    """Frame ``index``'s masks in the job's format, ready to store. A job with an
+    ``output_dir`` gets the files written there, and their paths to store; raises
+    ``BadFrame`` when they cannot be written. Safe to call from a codec thread."""
     with STAGE_SECONDS.labels("encode").time():
         if job.output_dir:
-            encoded = _write_mask_files(runtime, job, index, masks)
-        else:
-            encoded = frame_result(index, masks, job.format, job.params.union)
+            return _write_mask_files(runtime, job, index, masks)
+        return frame_result(index, masks, job.format, job.params.union)
+
+
+def store_encoded(runtime: WorkerRuntime, job: JobRecord, encoded: FrameResult) -> None:
     with STAGE_SECONDS.labels("store").time():
         runtime.store.store_frame_result(job.id, encoded)
     FRAMES.inc()
-    log.debug("job %s frame %d stored", job.id, index)
+    log.debug("job %s frame %d stored", job.id, encoded.index)
 
 
 def _write_mask_files(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> FrameResult:

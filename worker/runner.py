@@ -46,6 +46,7 @@ from maskfarm.server.jobs import DEFAULT_NAMESPACE, JOB_FUNCTION, PRIORITIES, Pr
 from maskfarm.server.storage import StorageRoots
 from maskfarm.server.store import JobStore
 from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
+from maskfarm.worker.codec_pool import CodecPool
 from maskfarm.worker.lost_jobs import LostJobHandler
 from maskfarm.worker.metrics import BATCHED_JOBS, PrometheusObserver, serve_metrics
 from maskfarm.worker.pipeline import Segmenter
@@ -98,6 +99,9 @@ class WorkerSettings:
     (``--storage-root``); none: such jobs fail."""
     output_mode: int = DEFAULT_MODE
     """The mode of the mask files written under a job's ``output_dir``."""
+    codec_threads: int | None = None
+    """Threads decoding frames and encoding masks (``maskfarm.worker.codec_pool``); None:
+    1 on a CPU (the model uses its cores), up to 8 beside a GPU."""
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat_s < self.job_lease_s:
@@ -110,6 +114,8 @@ class WorkerSettings:
         if not 0 <= self.batch_wait_ms <= 1000:
             raise ValueError(f"the batch wait must be in [0, 1000] ms, got {self.batch_wait_ms}")
         object.__setattr__(self, "storage_roots", StorageRoots.parse(self.storage_roots).roots)
+        if self.codec_threads is not None and self.codec_threads < 1:
+            raise ValueError(f"the codec threads must be at least 1, got {self.codec_threads}")
         if not 0 <= self.output_mode <= 0o7777:
             raise ValueError(f"the output mode must be in 0..0o7777, got {self.output_mode:#o}")
 
@@ -311,6 +317,13 @@ class MaskfarmWorker(SimpleWorker):
             self.pubsub_thread.stop()
 
 
+def codec_threads(settings: WorkerSettings, segmenter: Segmenter) -> int:
+    """``settings.codec_threads``, or its default for the model's device."""
+    if settings.codec_threads is not None:
+        return settings.codec_threads
+    return 1 if segmenter.loaded.device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+
 def build_worker(settings: WorkerSettings, segmenter: Segmenter) -> MaskfarmWorker:
     """The RQ worker for ``settings`` with its runtime installed (model already loaded)."""
     redis = Redis.from_url(settings.redis_url)
@@ -338,7 +351,7 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter) -> MaskfarmWork
     )
     worker.push_exc_handler(LostJobHandler(store))
     install_runtime(WorkerRuntime(segmenter, store, provenance, heartbeat=worker.beat_running_job, co_jobs=co_jobs,
-                                  storage=settings.storage))
+                                  storage=settings.storage, codec=CodecPool(codec_threads(settings, segmenter))))
     return worker
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from maskfarm.server.jobs import Provenance
 from maskfarm.server.store import JobStore
 from maskfarm.worker.batching import CoJobs
+from maskfarm.worker.codec_pool import CodecPool
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.shared_storage import SharedStorage
 
@@ -32,7 +33,8 @@ class WorkerRuntime:
     it really writes (it must be cheap to call). ``co_jobs`` tells a job which other
     jobs to compute with it (cross-job batching; empty unless the runner gathered some).
     ``storage`` is where jobs may read frames and write masks by path (shared storage;
-    no roots: refused).
+    no roots: refused). ``codec`` decodes frames and encodes masks (on threads, when
+    it has more than one).
     """
 
     segmenter: Segmenter
@@ -41,6 +43,7 @@ class WorkerRuntime:
     heartbeat: Callable[[], None] = field(default=_no_heartbeat)
     co_jobs: CoJobs = field(default_factory=CoJobs)
     storage: SharedStorage = field(default_factory=SharedStorage)
+    codec: CodecPool = field(default_factory=CodecPool)
 
 
 _runtime: WorkerRuntime | None = None
