@@ -118,6 +118,10 @@ class Keys:
     def backlog_bytes(self) -> str:
         return f"{self.namespace}:backlog:bytes"
 
+    def queued(self) -> str:
+        """Sorted set of the QUEUED jobs' ids, scored by creation time (orphan sweeps)."""
+        return f"{self.namespace}:queued"
+
     def worker(self, name: str) -> str:
         return f"{self.namespace}:worker:{name}"
 
@@ -176,6 +180,8 @@ class JobStore:
             _extend_ttl(pipe, index, ttl)
         pipe.incrby(self.keys.backlog_bytes(), job.input_bytes)
         _extend_ttl(pipe, self.keys.backlog_bytes(), ttl)
+        pipe.zadd(self.keys.queued(), {job.id: job.created_at})
+        _extend_ttl(pipe, self.keys.queued(), ttl)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -303,6 +309,16 @@ class JobStore:
                 pipe.zcard(index)
             sizes = pipe.execute()
         return min(zip(sizes, indexes))[1]
+
+    def queued_before(self, timestamp: float, limit: int) -> list[str]:
+        """Ids of up to ``limit`` jobs still QUEUED that were created before ``timestamp``,
+        oldest first (``forget_queued`` drops ids whose record is gone)."""
+        ids = self.redis.zrangebyscore(self.keys.queued(), "-inf", timestamp, start=0, num=limit)
+        return [job_id.decode() for job_id in ids]
+
+    def forget_queued(self, job_ids: Iterable[str]) -> None:
+        if job_ids := list(job_ids):
+            self.redis.zrem(self.keys.queued(), *job_ids)
 
     def queued_bytes(self) -> int:
         """Encoded bytes of the frames of all queued jobs (the backlog's weight)."""
@@ -438,6 +454,7 @@ class JobStore:
                     pipe.hset(key, mapping=update)
                     if before.state is JobState.QUEUED and after is not JobState.QUEUED:
                         pipe.decrby(self.keys.backlog_bytes(), before.input_bytes)
+                        pipe.zrem(self.keys.queued(), job_id)
                     if after.is_terminal:
                         self._keep_results(pipe, before)
                     pipe.publish(self.keys.events(job_id), json.dumps({"state": after.value}))

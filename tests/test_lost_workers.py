@@ -114,6 +114,24 @@ def test_a_job_whose_worker_dies_with_no_retries_left_fails_as_worker_lost(redis
         assert failed_s < RECOVERY_BOUND_S + 2
 
 
+def test_a_job_taken_by_a_worker_killed_before_it_started_runs_all_the_same(redis_url, tiny_model_dir):
+    """RQ pops a job off a worker's several queues with BLPOP; a SIGKILL before the
+    worker's next write leaves it in no list. Simulated: the id is taken off the queue
+    with no worker running; a worker started afterwards finds it by its sweep."""
+    with maskfarm_server(redis_url, "mforphan") as server:
+        frame = encoded_image("PNG", (32, 24), noise=True)
+        job_id = server.stub().SubmitJob(pb.SubmitJobRequest(frames=[pb.Frame(name="f.png", data=frame)],
+                                                             prompts=["car"]), timeout=10).id
+        with redis.Redis.from_url(redis_url) as connection:
+            assert connection.lrem(f"rq:queue:{server.namespace}-normal", 1, job_id) == 1
+        started = time.monotonic()
+        with maskfarm_worker(server, tiny_model_dir, f"{server.namespace}-a", *FAST_RECOVERY):
+            reply = wait_for(lambda: (r := get_job(server, job_id)).job.state in TERMINAL and r, "the orphan to run",
+                             timeout=DEADLINE_S)
+        assert reply.job.state == pb.JOB_STATE_SUCCEEDED and reply.job.progress.done_frames == 1
+        assert time.monotonic() - started < DEADLINE_S
+
+
 def test_the_default_settings_rerun_a_lost_job_within_a_minute():
     from maskfarm.worker.runner import WorkerSettings
 

@@ -48,6 +48,7 @@ from maskfarm.server.store import JobStore
 from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
 from maskfarm.worker.codec_pool import CodecPool
 from maskfarm.worker.lost_jobs import LostJobHandler
+from maskfarm.worker.orphans import OrphanSweeper
 from maskfarm.worker.metrics import BATCHED_JOBS, PrometheusObserver, serve_metrics
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.runtime import WorkerRuntime, install_runtime
@@ -172,7 +173,8 @@ class MaskfarmWorker(SimpleWorker):
     """
 
     def __init__(self, *args, store: JobStore, provenance: Provenance, heartbeat_s: float, job_lease_s: int,
-                 gatherer: Gatherer | None = None, co_jobs: CoJobs | None = None, **kwargs) -> None:
+                 gatherer: Gatherer | None = None, co_jobs: CoJobs | None = None,
+                 sweeper: OrphanSweeper | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.store = store
         self.provenance = provenance
@@ -180,6 +182,7 @@ class MaskfarmWorker(SimpleWorker):
         self.job_lease_s = job_lease_s
         self.gatherer = gatherer
         self.co_jobs = co_jobs or CoJobs()
+        self.sweeper = sweeper
         self._last_job_beat = 0.0
         self._last_beat = 0.0
         self._last_info: WorkerInfo | None = None
@@ -300,6 +303,16 @@ class MaskfarmWorker(SimpleWorker):
         self.executions[execution.id] = execution
         return job, claimed.queue, execution
 
+    def run_maintenance_tasks(self) -> None:
+        """RQ's maintenance, then the sweep for queued jobs that no queue holds
+        (``maskfarm.worker.orphans``)."""
+        super().run_maintenance_tasks()
+        if self.sweeper is not None:
+            try:
+                self.sweeper.sweep()
+            except RedisError as error:
+                log.warning("worker %s: the orphan sweep failed: %s", self.name, error)
+
     def request_stop(self, signum, frame) -> None:
         self.stop_requested = True
         super().request_stop(signum, frame)
@@ -348,6 +361,7 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter) -> MaskfarmWork
         job_lease_s=settings.job_lease_s,
         gatherer=gatherer,
         co_jobs=co_jobs,
+        sweeper=OrphanSweeper(store, queues),
     )
     worker.push_exc_handler(LostJobHandler(store))
     install_runtime(WorkerRuntime(segmenter, store, provenance, heartbeat=worker.beat_running_job, co_jobs=co_jobs,
