@@ -43,7 +43,7 @@ from rq.timeouts import JobTimeoutException
 
 from maskfarm.server.jobs import ErrorCode, FrameResult, JobRecord
 from maskfarm.server.storage import StoragePathError
-from maskfarm.server.store import InputsExpired, JobNotFound
+from maskfarm.server.store import InputsExpired, JobNotFound, JobStore
 from maskfarm.worker.encoding import frame_result
 from maskfarm.worker.frames import Frame, decode_frame
 from maskfarm.worker.metrics import FRAMES, JOBS_ENDED, STAGE_SECONDS
@@ -114,8 +114,7 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
     """Computes and stores every frame not stored yet; ``"done"``, or why it stopped
     early: ``"cancelled"``, or ``"superseded"`` (a later run of the job took over)."""
     store, segmenter = runtime.store, runtime.segmenter
-    done = set(store.done_frames(job.id)) if job.done_frames else set()
-    pending = [i for i in range(job.total_frames) if i not in done]
+    pending = _pending(store, job)
     if len(pending) < job.total_frames:
         log.info("job %s resuming: %d of %d frames already stored", job.id, job.total_frames - len(pending),
                  job.total_frames)
@@ -136,6 +135,13 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
         if should_stop():
             break
     return stop or "done"
+
+
+def _pending(store: JobStore, job: JobRecord) -> list[int]:
+    """The job's frames not stored yet, ascending (the stored ones are read only when
+    its record counts some)."""
+    done = set(store.done_frames(job.id)) if job.done_frames else set()
+    return [i for i in range(job.total_frames) if i not in done]
 
 
 _OWN_ENDS = (BadFrame, InputsExpired, JobNotFound, JobTimeoutException, RedisConnectionError, RedisTimeoutError,
@@ -181,8 +187,7 @@ class _Share:
 
     def __init__(self, runtime: WorkerRuntime, job: JobRecord, lead: bool) -> None:
         self.job, self.lead, self._store = job, lead, runtime.store
-        done = set(self._store.done_frames(job.id))
-        self.pending = [i for i in range(job.total_frames) if i not in done]
+        self.pending = _pending(self._store, job)
         self.stop: str | None = None
 
     def should_stop(self) -> bool:

@@ -48,8 +48,8 @@ from maskfarm.server.store import JobStore
 from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
 from maskfarm.worker.codec_pool import CodecPool
 from maskfarm.worker.lost_jobs import LostJobHandler
-from maskfarm.worker.orphans import OrphanSweeper
 from maskfarm.worker.metrics import BATCHED_JOBS, PrometheusObserver, serve_metrics
+from maskfarm.worker.orphans import OrphanSweeper
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.runtime import WorkerRuntime, install_runtime
 from maskfarm.worker.shared_storage import DEFAULT_MODE, SharedStorage
@@ -63,9 +63,9 @@ JOB_LEASE_S = 30
 MAINTENANCE_S = 15
 """How often every worker, idle or busy between jobs, runs RQ's maintenance pass."""
 BATCH_WAIT_MS = 5.0
+"""How long a batch that found jobs waiting waits for more."""
 HEARTBEAT_SPACING_S = 1.0
 """Worker heartbeats closer than this with nothing new to say are skipped."""
-"""How long a batch that found jobs waiting waits for more."""
 
 _DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -337,8 +337,9 @@ def codec_threads(settings: WorkerSettings, segmenter: Segmenter) -> int:
     return 1 if segmenter.loaded.device.type == "cpu" else min(8, os.cpu_count() or 1)
 
 
-def build_worker(settings: WorkerSettings, segmenter: Segmenter) -> MaskfarmWorker:
-    """The RQ worker for ``settings`` with its runtime installed (model already loaded)."""
+def build_worker(settings: WorkerSettings, segmenter: Segmenter, codec: CodecPool) -> MaskfarmWorker:
+    """The RQ worker for ``settings`` with its runtime installed (model already loaded;
+    ``codec``, like the model, lives as long as the process, across restarts)."""
     redis = Redis.from_url(settings.redis_url)
     store = JobStore(redis, settings.namespace)
     name = settings.worker_name
@@ -365,7 +366,7 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter) -> MaskfarmWork
     )
     worker.push_exc_handler(LostJobHandler(store))
     install_runtime(WorkerRuntime(segmenter, store, provenance, heartbeat=worker.beat_running_job, co_jobs=co_jobs,
-                                  storage=settings.storage, codec=CodecPool(codec_threads(settings, segmenter))))
+                                  storage=settings.storage, codec=codec))
     return worker
 
 
@@ -383,9 +384,10 @@ def run(settings: WorkerSettings) -> int:
     if settings.metrics_listen:
         serve_metrics(settings.metrics_listen, segmenter.loaded.device)
         segmenter.observer = PrometheusObserver()
+    codec = CodecPool(codec_threads(settings, segmenter))
     backoff = _Backoff()
     while True:
-        worker = build_worker(settings, segmenter)
+        worker = build_worker(settings, segmenter, codec)
         p = worker.provenance
         batching = f"batches of up to {worker.gatherer.frames} frames" if worker.gatherer.enabled else "no batching"
         log.info("worker %s ready: %s on %s (%s), queues %s, %s", worker.name, p.model, p.device, p.dtype,
