@@ -1,7 +1,7 @@
 """Putting jobs on the RQ queues and taking them off: the server's side of the work queue.
 
-A job is stored first (``JobStore``) and then enqueued as an RQ job with the same id,
-whose only argument is that id: RQ carries no frames and no parameters, and its JSON
+A job is stored (``JobStore``) and enqueued, in one transaction, as an RQ job with the same
+id, whose only argument is that id: RQ carries no frames and no parameters, and its JSON
 serializer means nothing is ever pickled. The job function is named, not imported, so
 the server never loads the worker's code (or torch).
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from redis import Redis
+from redis.client import Pipeline
 from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
@@ -22,7 +23,6 @@ from rq.worker import Worker
 from maskfarm.server.jobs import (
     JOB_FUNCTION,
     PRIORITIES,
-    ErrorCode,
     JobRecord,
     JobSpec,
     JobState,
@@ -86,26 +86,21 @@ class JobQueue:
         }
 
     def submit(self, spec: JobSpec) -> JobRecord:
-        """Stores and enqueues a job (or returns the job of an already used request id).
+        """Stores and enqueues a job in one transaction (or returns the job of an already
+        used request id).
 
         Raises ``BacklogFull`` when the waiting jobs are over the configured limits.
         """
-        if spec.request_id and (job := self.store.get_job_for_request(spec.request_id)):
-            return self._queued_once(job)
-        self._check_backlog(spec)
         job, created = self.store.create(
             spec,
             queue_ttl=self.limits.queue_ttl,
             inputs_ttl=self.limits.inputs_ttl,
             result_ttl=self.limits.result_ttl,
+            admit=self._check_backlog,
+            enqueue=self._enqueue_on,
         )
         if not created:
             return self._queued_once(job)
-        try:
-            self._enqueue(job)
-        except Exception as error:
-            self.store.mark_failed(job.id, ErrorCode.INTERNAL, f"could not be queued: {error}")
-            raise
         JOBS_SUBMITTED.labels(job.priority.value).inc()
         log.info(
             "job %s queued: %d frame(s) x %d prompt(s), priority %s, labels %s",
@@ -114,9 +109,9 @@ class JobQueue:
         return job
 
     def _queued_once(self, job: JobRecord) -> JobRecord:
-        """A repeated request's job, enqueued now if it never was: Redis can go away
-        between storing a job and enqueuing it, and the client's retry (same request id)
-        then finds the job stored, QUEUED, with no RQ job to run it."""
+        """A repeated request's job, enqueued now if it never was. ``submit`` stores and
+        queues in one transaction, but a server before that did it in two steps, and Redis
+        going away between them left a job stored, QUEUED, with no RQ job to run it."""
         if job.state is JobState.QUEUED and not Job.exists(job.id, connection=self.redis):
             log.warning("job %s was stored but never queued (Redis went away?); queuing it now", job.id)
             self._enqueue(job)
@@ -124,19 +119,23 @@ class JobQueue:
 
     def _enqueue(self, job: JobRecord) -> None:
         with self.redis.pipeline() as pipe:  # RQ's writes in one round trip
-            self.queues[job.priority].enqueue_call(
-                JOB_FUNCTION,
-                args=[job.id],
-                job_id=job.id,
-                timeout=self.limits.job_timeout,
-                ttl=self.limits.queue_ttl,
-                result_ttl=self.limits.result_ttl,
-                failure_ttl=self.limits.result_ttl,
-                retry=Retry(max=self.limits.retries, enqueue_at_front=True) if self.limits.retries else None,
-                description=f"maskfarm job {job.id}",
-                pipeline=pipe,
-            )
+            self._enqueue_on(pipe, job)
             pipe.execute()
+
+    def _enqueue_on(self, pipe: Pipeline, job: JobRecord) -> None:
+        """Adds RQ's writes that queue ``job`` to ``pipe`` (executed by the caller)."""
+        self.queues[job.priority].enqueue_call(
+            JOB_FUNCTION,
+            args=[job.id],
+            job_id=job.id,
+            timeout=self.limits.job_timeout,
+            ttl=self.limits.queue_ttl,
+            result_ttl=self.limits.result_ttl,
+            failure_ttl=self.limits.result_ttl,
+            retry=Retry(max=self.limits.retries, enqueue_at_front=True) if self.limits.retries else None,
+            description=f"maskfarm job {job.id}",
+            pipeline=pipe,
+        )
 
     def _check_backlog(self, spec: JobSpec) -> None:
         waiting, queued = self.backlog()

@@ -141,13 +141,24 @@ class JobStore:
     # -- creating (server) -------------------------------------------------------------
 
     def create(
-        self, spec: JobSpec, *, queue_ttl: int, inputs_ttl: int, result_ttl: int
+        self,
+        spec: JobSpec,
+        *,
+        queue_ttl: int,
+        inputs_ttl: int,
+        result_ttl: int,
+        admit: Callable[[JobSpec], None] | None = None,
+        enqueue: Callable[[Pipeline, JobRecord], None] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Stores a new queued job and its frames; returns ``(job, created)``.
 
         With a ``request_id`` already used by a kept job, stores nothing and returns that
-        job with ``created`` False. The job must then be enqueued (``JobQueue`` does); a
-        job never enqueued fails as expired at its queue deadline.
+        job with ``created`` False (``admit`` is not asked: a repeated request gets its job
+        back even when new jobs would be refused). Otherwise ``admit(spec)`` may raise to
+        refuse the job before anything is written, and ``enqueue(pipe, job)`` adds the
+        commands that queue it to the transaction that stores it, so a job is stored and
+        queued together or not at all. A job never enqueued fails as expired at its queue
+        deadline.
         """
         request_key = self.keys.request(spec.request_id)
         with self.redis.pipeline() as pipe:
@@ -158,9 +169,13 @@ class JobStore:
                         existing = pipe.get(request_key)
                         if existing is not None and (job := self.get_job(existing.decode())):
                             return job, False
+                    if admit is not None:
+                        admit(spec)
                     job = _new_record(spec, queue_ttl=queue_ttl, result_ttl=result_ttl)
                     pipe.multi()
                     self._write_new_job(pipe, job, spec, inputs_ttl=inputs_ttl)
+                    if enqueue is not None:
+                        enqueue(pipe, job)
                     pipe.execute()
                     return job, True
                 except WatchError:
@@ -223,9 +238,8 @@ class JobStore:
         return jobs
 
     def _expire(self, job: JobRecord) -> JobRecord | None:
-        self._transition(job.id, {JobState.QUEUED},
-                         _finished(JobState.FAILED, ErrorCode.EXPIRED, _expiry_message(job)))
-        return self.get_job(job.id)
+        expired = _finished(JobState.FAILED, ErrorCode.EXPIRED, _expiry_message(job))
+        return self._transition(job.id, {JobState.QUEUED}, expired) or self.get_job(job.id)
 
     def done_frames(self, job_id: str) -> list[int]:
         """Indices of the frames whose masks are stored, ascending."""
@@ -358,10 +372,9 @@ class JobStore:
             }
 
         try:
-            self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, start)
+            job = self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, start)
         except JobNotFound:
             return None
-        job = self.get_job(job_id)
         return job if job is not None and job.state is JobState.RUNNING else None
 
     def store_frame_result(self, job_id: str, result: FrameResult) -> None:
@@ -412,42 +425,45 @@ class JobStore:
 
     def mark_succeeded(self, job_id: str) -> bool:
         """Ends a running job as succeeded; False if it was not running."""
-        return self._transition(job_id, {JobState.RUNNING}, _finished(JobState.SUCCEEDED))
+        return self._transition(job_id, {JobState.RUNNING}, _finished(JobState.SUCCEEDED)) is not None
 
     def mark_failed(self, job_id: str, code: ErrorCode, message: str) -> bool:
         """Ends a queued or running job as failed; False if it had already ended."""
         return self._transition(
             job_id, {JobState.QUEUED, JobState.RUNNING}, _finished(JobState.FAILED, code, message)
-        )
+        ) is not None
 
     def mark_cancelled(self, job_id: str) -> bool:
         """Ends a queued or running job as cancelled; False if it had already ended."""
-        return self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, _finished(JobState.CANCELLED))
+        return self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, _finished(JobState.CANCELLED)) is not None
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancels a job (server): a queued job at once, a running one by setting its
         ``cancel_requested`` flag for the worker. A finished job is left as it is."""
-        if not self._transition(job_id, {JobState.QUEUED}, _finished(JobState.CANCELLED)):
-            self._transition(job_id, {JobState.RUNNING}, lambda before: {"cancel_requested": "1"})
-        return self.require_job(job_id)
+        return (
+            self._transition(job_id, {JobState.QUEUED}, _finished(JobState.CANCELLED))
+            or self._transition(job_id, {JobState.RUNNING}, lambda before: {"cancel_requested": "1"})
+            or self.require_job(job_id)
+        )
 
     def _transition(
         self, job_id: str, allowed: Collection[JobState], changes: Callable[[JobRecord], dict[str, str]]
-    ) -> bool:
+    ) -> JobRecord | None:
         """Applies ``changes(job)`` to the record if its state is in ``allowed``, atomically,
-        and announces the change. Leaving the queue releases the job's backlog bytes; a
-        terminal state deletes the inputs and starts the result TTL."""
+        and announces the change; returns the job as changed, or None when its state was
+        not allowed. Leaving the queue releases the job's backlog bytes; a terminal state
+        deletes the inputs and starts the result TTL."""
         key = self.keys.job(job_id)
         with self.redis.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(key)
-                    fields = pipe.hgetall(key)
+                    fields, done, failed = self._read_record(job_id)
                     if not fields:
                         raise JobNotFound(job_id)
-                    before = _decode_record(fields, done_frames=0, failed_frames=0)
+                    before = _decode_record(fields, done, failed)
                     if before.state not in allowed:
-                        return False
+                        return None
                     update = changes(before)
                     after = JobState(update.get("state", before.state.value))
                     pipe.multi()
@@ -459,9 +475,19 @@ class JobStore:
                         self._keep_results(pipe, before)
                     pipe.publish(self.keys.events(job_id), json.dumps({"state": after.value}))
                     pipe.execute()
-                    return True
+                    changed = {**fields, **{name.encode(): value.encode() for name, value in update.items()}}
+                    return _decode_record(changed, done, failed)
                 except WatchError:
                     continue
+
+    def _read_record(self, job_id: str) -> tuple[dict[bytes, bytes], int, int]:
+        """A job's raw record and its counts of done and failed frames, in one round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.job(job_id))
+            pipe.hlen(self.keys.done(job_id))
+            pipe.hlen(self.keys.failed(job_id))
+            fields, done, failed = pipe.execute()
+        return fields, done, failed
 
     def _keep_results(self, pipe: Pipeline, job: JobRecord) -> None:
         pipe.delete(self.keys.inputs(job.id))

@@ -68,6 +68,43 @@ def test_the_same_request_id_gives_the_same_job(store: JobStore) -> None:
     assert store.get_job_for_request("r-1").id == first.id
 
 
+def test_a_job_is_stored_and_queued_together_or_not_at_all(store: JobStore) -> None:
+    queue_key = f"{store.keys.namespace}:test-queue"
+
+    def enqueue(pipe, job) -> None:
+        pipe.rpush(queue_key, job.id)
+
+    def broken_enqueue(pipe, job) -> None:
+        pipe.rpush(queue_key, job.id)
+        raise ConnectionError("Redis went away while queuing")
+
+    job, _ = store.create(spec(), queue_ttl=60, inputs_ttl=120, result_ttl=300, enqueue=enqueue)
+    assert store.redis.lrange(queue_key, 0, -1) == [job.id.encode()]
+    with pytest.raises(ConnectionError):
+        store.create(spec(request_id="r-2"), queue_ttl=60, inputs_ttl=120, result_ttl=300, enqueue=broken_enqueue)
+    assert store.redis.lrange(queue_key, 0, -1) == [job.id.encode()]
+    assert store.get_job_for_request("r-2") is None
+    assert [listed.id for listed in store.list_jobs()[0]] == [job.id]
+    store.redis.delete(queue_key)
+
+
+def test_admit_refuses_a_new_job_but_not_a_repeated_request(store: JobStore) -> None:
+    class Refused(Exception):
+        pass
+
+    def refuse(job_spec: JobSpec) -> None:
+        raise Refused(job_spec.request_id)
+
+    first = create(store, spec(request_id="r-3"))
+    again, created = store.create(spec(request_id="r-3"), queue_ttl=60, inputs_ttl=120, result_ttl=300,
+                                  admit=refuse)
+    assert not created and again.id == first.id
+    with pytest.raises(Refused):
+        store.create(spec(request_id="r-4"), queue_ttl=60, inputs_ttl=120, result_ttl=300, admit=refuse)
+    assert store.get_job_for_request("r-4") is None
+    assert store.queued_bytes() == first.input_bytes
+
+
 def test_a_worker_runs_a_job_frame_by_frame(store: JobStore) -> None:
     job = create(store)
     events = store.redis.pubsub()
