@@ -1,6 +1,6 @@
 """The end-to-end benchmark (bench/e2e.py) runs: ``--smoke`` starts a private Redis, the
-server and a worker on a tiny model, measures both ceilings and every case, and prints the
-table and the goals (their PASS/MISS is not checked: the figures are noisy on shared cores)."""
+server and a worker on a tiny model, measures both ceilings, every case and the interleaved
+cost rounds, and prints the table and the goals (their PASS/MISS is not checked: the figures are noisy on shared cores)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_the_smoke_run_measures_every_case_and_prints_the_table(tmp_path: Path):
     print(run.stdout)
     assert run.returncode == 0, run.stdout + run.stderr[-5000:]
     for heading in ("ceiling 1: RQ no-op job", "ceiling 2: the in-process pipeline", "jobs/s  frames/s",
-                    "goals", "system cost per single-frame job"):
+                    "system cost, interleaved", "goals", "system cost per single-frame job"):
         assert heading in run.stdout
 
     report = json.loads(results.read_text())
@@ -33,3 +33,7 @@ def test_the_smoke_run_measures_every_case_and_prints_the_table(tmp_path: Path):
     assert report["rq"]["isolated"]["p50_ms"] > 0 and report["rq"]["drain_jobs_per_s"]["1"] > 0
     assert report["ceilings"]["tiny"]["single_ms"] > 0 and report["ceilings"]["tiny"]["multi_fps"] > 0
     assert [goal["passed"] in (True, False) for goal in report["goals"]] == [True]
+    rounds = report["interleaved"]
+    assert rounds["rounds"] == 5 and rounds["rq_p50_ms"] > 0 and rounds["in_process_p50_ms"] > 0
+    assert rounds["job_p50_ms"] > rounds["in_process_p50_ms"]
+    assert "interleaved rounds" in report["goals"][0]["goal"]
