@@ -39,54 +39,61 @@ async def follow_job(
     frames = _FrameReplay(store, job_id, from_frame)
     async with events.pubsub() as pubsub:
         await _subscribe(pubsub, store.keys.events(job_id))
-        job = await _read_job(store, job_id)
+        job, new_frames = await asyncio.to_thread(frames.catch_up)
         yield job
         reported: JobRecord | None = job  # the job as last yielded; None once frames followed it
-        announced: int | None = None
         while True:
-            new_frames = frames.one(announced) if announced is not None else frames.unsent()
-            async for result in new_frames:
+            async for result in frames.read(new_frames):
                 reported = None
                 yield result
-            job = await _read_job(store, job_id)
-            if job.state.is_terminal:
-                async for result in frames.unsent():
-                    reported = None
-                    yield result
             if job != reported:
                 yield job
                 reported = job
             if job.state.is_terminal:
                 return
             announced = await _next_wakeup(pubsub, poll_interval)
+            if announced is not None:
+                async for result in frames.read(frames.announced(announced)):
+                    reported = None
+                    yield result
+            job, new_frames = await asyncio.to_thread(frames.catch_up)
 
 
 class _FrameReplay:
-    """The stored frames of one job from ``from_frame`` on, each given out once."""
+    """The stored frames of one job from ``from_frame`` on, each given out once.
+
+    Frames are only ever added to a job, so the job's count of stored frames says whether
+    any is unknown: they are listed only then (a wake-up costs one read of the job).
+    """
 
     def __init__(self, store: JobStore, job_id: str, from_frame: int) -> None:
         self.store = store
         self.job_id = job_id
         self.from_frame = from_frame
-        self.sent: set[int] = set()
+        self.known: set[int] = set()
+        """Stored frames seen so far: given out, or before ``from_frame``."""
 
-    async def unsent(self) -> AsyncIterator[FrameResult]:
-        """Every stored frame not given out yet, by index."""
-        done = await asyncio.to_thread(self.store.done_frames, self.job_id)
-        async for result in self._read(done):
-            yield result
+    def catch_up(self) -> tuple[JobRecord, list[int]]:
+        """The job, and the frames to give out that were stored and not seen yet (blocking)."""
+        job = self.store.require_job(self.job_id)
+        if job.done_frames <= len(self.known):
+            return job, []
+        new = [index for index in self.store.done_frames(self.job_id) if index not in self.known]
+        return job, self._to_give_out(new)
 
-    async def one(self, index: int) -> AsyncIterator[FrameResult]:
-        """Frame ``index``, unless it was given out already (or comes before from_frame)."""
-        async for result in self._read([index]):
-            yield result
+    def announced(self, index: int) -> list[int]:
+        """The announced frame, to give out unless seen already."""
+        return [] if index in self.known else self._to_give_out([index])
 
-    async def _read(self, indices: list[int]) -> AsyncIterator[FrameResult]:
-        wanted = [index for index in indices if index >= self.from_frame and index not in self.sent]
-        for start in range(0, len(wanted), REPLAY_CHUNK):
-            chunk = wanted[start : start + REPLAY_CHUNK]
+    def _to_give_out(self, new: list[int]) -> list[int]:
+        self.known.update(new)
+        return [index for index in new if index >= self.from_frame]
+
+    async def read(self, indices: list[int]) -> AsyncIterator[FrameResult]:
+        """The frames at ``indices``, ``REPLAY_CHUNK`` at a time to bound the server's memory."""
+        for start in range(0, len(indices), REPLAY_CHUNK):
+            chunk = indices[start : start + REPLAY_CHUNK]
             for result in await asyncio.to_thread(self.store.frame_results, self.job_id, chunk):
-                self.sent.add(result.index)
                 yield result
 
 
@@ -106,7 +113,3 @@ async def _next_wakeup(pubsub: PubSub, poll_interval: float) -> int | None:
     if message is None or message["type"] != "message":
         return None
     return json.loads(message["data"]).get("frame")
-
-
-async def _read_job(store: JobStore, job_id: str) -> JobRecord:
-    return await asyncio.to_thread(store.require_job, job_id)

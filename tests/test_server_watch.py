@@ -171,3 +171,17 @@ def test_frames_stored_while_a_watch_starts_arrive_exactly_once(server: ServerPr
     frames = [event.frame.frame_index for event in events if event.HasField("frame")]
     assert sorted(frames) == list(range(40))
     assert describe(events[-1]) == "JOB_STATE_SUCCEEDED 40"
+
+
+def test_a_long_replay_comes_in_order_and_complete(server: ServerProcess, store: JobStore) -> None:
+    """More stored frames than the server reads at a time (REPLAY_CHUNK), some before from_frame."""
+    job = submit(server, frames=40)
+    store.mark_running(job.id, PROVENANCE)
+    for index in reversed(range(40)):
+        store.store_frame_result(job.id, masks_of(index))
+
+    stream = server.stub().WatchJob(pb.WatchJobRequest(job_id=job.id, from_frame=3), timeout=20)
+    events = [describe(next(stream)) for _ in range(39)]
+    assert events == ["JOB_STATE_RUNNING 40"] + [f"frame {index}" for index in range(3, 40)] + ["JOB_STATE_RUNNING 40"]
+    store.mark_succeeded(job.id)
+    assert [describe(event) for event in stream] == ["JOB_STATE_SUCCEEDED 40"]
