@@ -435,7 +435,8 @@ class JobStore:
 
     def mark_cancelled(self, job_id: str) -> bool:
         """Ends a queued or running job as cancelled; False if it had already ended."""
-        return self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, _finished(JobState.CANCELLED)) is not None
+        cancelled = _finished(JobState.CANCELLED)
+        return self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, cancelled) is not None
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancels a job (server): a queued job at once, a running one by setting its
