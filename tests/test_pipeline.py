@@ -18,7 +18,8 @@ from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 from maskfarm.server.params import MaskParams
 from maskfarm.worker.frames import to_rgb_uint8
 from maskfarm.worker.inference import MaskModel
-from maskfarm.worker.model import ModelLoadError, load_model
+from maskfarm.worker import model as model_module
+from maskfarm.worker.model import ModelLoadError, cpu_computes_natively, load_model
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.preprocess import PixelSpec, pixel_values
 from tests.reference import reference_logits, reference_masks, reference_rgb_uint8
@@ -242,6 +243,22 @@ def test_overlong_prompts_are_truncated_to_clip_tokens(segmenter):
 def test_unloadable_model_says_how_to_use_a_local_copy(tmp_path):
     with pytest.raises(ModelLoadError, match="MASKFARM_MODEL"):
         load_model(str(tmp_path / "missing"), device="cpu")
+
+
+def test_which_cpus_compute_in_bf16_and_fp16_natively():
+    assert cpu_computes_natively(torch.float32, {"sse2"})
+    assert cpu_computes_natively(torch.bfloat16, {"avx2", "avx512f", "avx512_bf16"})
+    assert cpu_computes_natively(torch.bfloat16, {"fp", "asimd", "bf16"})  # Arm
+    assert cpu_computes_natively(torch.bfloat16, {"avx2", "avx512f"}) is False
+    assert cpu_computes_natively(torch.float16, {"avx2", "avx512_bf16"}) is False
+
+
+@pytest.mark.parametrize("flags, warned", [({"avx2"}, True), ({"avx2", "amx_bf16"}, False), (None, False)])
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(tiny_model_dir, monkeypatch, caplog, flags, warned):
+    monkeypatch.setattr(model_module, "_cpu_flags", lambda: flags)
+    with caplog.at_level("WARNING", logger="maskfarm.worker.model"):
+        load_model(str(tiny_model_dir), device="cpu", dtype="bf16")
+    assert ("torch emulates them" in caplog.text) is warned
 
 
 def test_bf16_masks_mostly_agree_with_fp32(tiny_model_dir):
