@@ -225,9 +225,7 @@ class JobStore:
         job_ids = [job_id if JOB_ID_PATTERN.fullmatch(job_id) else "" for job_id in job_ids]
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hgetall(self.keys.job(job_id))
-                pipe.hlen(self.keys.done(job_id))
-                pipe.hlen(self.keys.failed(job_id))
+                self._read_record_into(pipe, job_id)
             replies = pipe.execute()
         jobs = []
         for fields, done, failed in zip(replies[::3], replies[1::3], replies[2::3]):
@@ -484,11 +482,16 @@ class JobStore:
     def _read_record(self, job_id: str) -> tuple[dict[bytes, bytes], int, int]:
         """A job's raw record and its counts of done and failed frames, in one round trip."""
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.job(job_id))
-            pipe.hlen(self.keys.done(job_id))
-            pipe.hlen(self.keys.failed(job_id))
+            self._read_record_into(pipe, job_id)
             fields, done, failed = pipe.execute()
         return fields, done, failed
+
+    def _read_record_into(self, pipe: Pipeline, job_id: str) -> None:
+        """The three reads ``_decode_record`` takes: the record, and the counts of the
+        job's done and failed frames."""
+        pipe.hgetall(self.keys.job(job_id))
+        pipe.hlen(self.keys.done(job_id))
+        pipe.hlen(self.keys.failed(job_id))
 
     def _keep_results(self, pipe: Pipeline, job: JobRecord) -> None:
         pipe.delete(self.keys.inputs(job.id))
