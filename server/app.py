@@ -21,6 +21,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from maskfarm.server.auth import BearerTokenInterceptor
+from maskfarm.server.events import JobEvents
 from maskfarm.server.metrics import serve_metrics
 from maskfarm.server.queue import JobQueue, QueueLimits
 from maskfarm.server.servicer import SegmentationServicer
@@ -59,7 +60,11 @@ async def serve(settings: ServerSettings) -> None:
     connection = redis.Redis.from_url(
         settings.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=5, health_check_interval=30
     )
-    events = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30)
+    events = JobEvents(
+        redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30),
+        settings.namespace,
+    )
+    events.start()
     server, health = await build_server(settings, connection, events)
 
     await server.start()
@@ -73,12 +78,12 @@ async def serve(settings: ServerSettings) -> None:
     monitor.cancel()
     await health.enter_graceful_shutdown()
     await server.stop(settings.grace_s)
-    await events.aclose()
+    await events.close()
     connection.close()
 
 
 async def build_server(
-    settings: ServerSettings, connection: redis.Redis, events: redis.asyncio.Redis
+    settings: ServerSettings, connection: redis.Redis, events: JobEvents
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     """The server, bound to ``settings.listen`` but not started, and its health servicer
     (NOT_SERVING until Redis is seen to answer); with ``metrics_listen``, /metrics is

@@ -13,12 +13,12 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from maskfarm.server import messages, ownership, validation
 from maskfarm.server.auth import caller
+from maskfarm.server.events import JobEvents
 from maskfarm.server.jobs import JobRecord
 from maskfarm.server.metrics import CALLS_REFUSED
 from maskfarm.server.queue import BacklogFull, JobQueue
@@ -40,7 +40,7 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
         self,
         store: JobStore,
         queue: JobQueue,
-        events: AsyncRedis,
+        events: JobEvents,
         *,
         image_limits: ImageLimits,
         max_message_bytes: int,
@@ -57,10 +57,14 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
 
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         async with _status_for_errors(context):
-            spec = await asyncio.to_thread(validation.job_spec, request, self.image_limits, self.storage)
-            ownership.refuse_reserved_labels("labels", spec.labels)
-            job = await asyncio.to_thread(self.queue.submit, ownership.owned(spec, caller()))
+            job = await asyncio.to_thread(self._submit, request, caller())
             return _job_message(job)
+
+    def _submit(self, request: pb.SubmitJobRequest, owner: str | None) -> JobRecord:
+        """Checks and queues a request (blocking; one thread for both)."""
+        spec = validation.job_spec(request, self.image_limits, self.storage)
+        ownership.refuse_reserved_labels("labels", spec.labels)
+        return self.queue.submit(ownership.owned(spec, owner))
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
         async with _status_for_errors(context):
@@ -83,13 +87,12 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
     ) -> AsyncIterator[pb.WatchJobEvent]:
         async with _status_for_errors(context):
             from_frame = validation.frame_index("from_frame", request.from_frame)
-            job: JobRecord = await self._job(request.job_id)
-            updates = follow_job(
-                self.store, self.events, job.id, from_frame, poll_interval=self.watch_poll_interval
-            )
+            job_id, owner = validation.job_id(request.job_id), caller()
+            updates = follow_job(self.store, self.events, job_id, from_frame, poll_interval=self.watch_poll_interval)
             async for update in updates:
                 if isinstance(update, JobRecord):
-                    job = update
+                    # The job comes first, so nothing is sent before this check.
+                    job = ownership.require_visible(update, owner)
                     yield pb.WatchJobEvent(job=_job_message(job))
                 else:
                     yield pb.WatchJobEvent(frame=messages.frame_message(job, update))

@@ -126,6 +126,31 @@ class Keys:
         return f"{self.namespace}:worker:{name}"
 
 
+_STORE_FRAME = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+    return 0
+end
+if #ARGV > 5 then
+    redis.call('HSET', KEYS[2], unpack(ARGV, 6))
+    redis.call('PEXPIRE', KEYS[2], ttl)
+end
+if ARGV[3] ~= '' then
+    redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+    redis.call('PEXPIRE', KEYS[3], ttl)
+else
+    redis.call('HDEL', KEYS[3], ARGV[1])
+end
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ttl)
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"""
+"""A frame's result stored with the job record's remaining life, and announced; 0 when
+the job is gone. KEYS: job, masks, failed, done. ARGV: index, meta, error ("" for
+none), events channel, event, then the masks' field/value pairs."""
+
+
 class JobStore:
     """Jobs, their inputs and their masks in Redis.
 
@@ -137,6 +162,7 @@ class JobStore:
     def __init__(self, redis: Redis, namespace: str = DEFAULT_NAMESPACE) -> None:
         self.redis = redis
         self.keys = Keys(namespace)
+        self._store_frame = redis.register_script(_STORE_FRAME)
 
     # -- creating (server) -------------------------------------------------------------
 
@@ -243,15 +269,25 @@ class JobStore:
         """Indices of the frames whose masks are stored, ascending."""
         return sorted(int(index) for index in self.redis.hkeys(self.keys.done(job_id)))
 
-    def frame_results(self, job_id: str, indices: Iterable[int]) -> list[FrameResult]:
-        """The stored results among ``indices``, in that order (missing ones skipped)."""
+    def frame_results(self, job_id: str, indices: Iterable[int], job: JobRecord | None = None) -> list[FrameResult]:
+        """The stored results among ``indices``, in that order (missing ones skipped).
+
+        Given the ``job``, whose prompts and params say which masks a frame has, their
+        fields are read in the same round trip as the frames' own (one instead of two).
+        """
         indices = list(indices)
         if not indices:
             return []
-        metas = self.redis.hmget(self.keys.done(job_id), [str(i) for i in indices])
+        expected = [field for index in indices for field in _mask_fields(index, _frame_shape(job))] if job else []
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.done(job_id), [str(i) for i in indices])
+            if expected:
+                pipe.hmget(self.keys.masks(job_id), expected)
+            metas, *masks = pipe.execute()
+        values = dict(zip(expected, masks[0])) if masks else {}
         found = [(index, json.loads(meta)) for index, meta in zip(indices, metas) if meta is not None]
-        fields = [field for index, meta in found for field in _mask_fields(index, meta)]
-        values = dict(zip(fields, self.redis.hmget(self.keys.masks(job_id), fields))) if fields else {}
+        if unread := [field for index, meta in found for field in _mask_fields(index, meta) if field not in values]:
+            values.update(zip(unread, self.redis.hmget(self.keys.masks(job_id), unread)))
         return [_frame_result(index, meta, values) for index, meta in found]
 
     def frame_page(
@@ -267,9 +303,9 @@ class JobStore:
         for index in sorted(i for i in metas if first <= i < end):
             size += metas[index]["bytes"]
             if chosen and size > max_bytes:
-                return self.frame_results(job.id, chosen), index
+                return self.frame_results(job.id, chosen, job), index
             chosen.append(index)
-        return self.frame_results(job.id, chosen), max(end, first)
+        return self.frame_results(job.id, chosen, job), max(end, first)
 
     def load_frames(self, job_id: str, indices: Iterable[int]) -> list[bytes]:
         """The encoded files of the job's frames (worker); raises ``InputsExpired``."""
@@ -377,11 +413,8 @@ class JobStore:
 
     def store_frame_result(self, job_id: str, result: FrameResult) -> None:
         """Stores one frame's masks (or mask paths, or failure) together and announces
-        them (worker). They live as long as the job record. Storing a frame again
-        replaces it."""
-        ttl_ms = self.redis.pttl(self.keys.job(job_id))
-        if ttl_ms < 0:
-            raise JobNotFound(job_id)
+        them (worker), in one round trip. They live as long as the job record. Storing a
+        frame again replaces it."""
         meta = {"width": result.width, "height": result.height, "masks": len(result.masks),
                 "union": result.union is not None, "bytes": result.nbytes}
         if result.mask_paths:
@@ -391,19 +424,11 @@ class JobStore:
         masks = {f"{result.index}:{k}": mask for k, mask in enumerate(result.masks)}
         if result.union is not None:
             masks[f"{result.index}:union"] = result.union
-        with self.redis.pipeline(transaction=True) as pipe:
-            if masks:
-                pipe.hset(self.keys.masks(job_id), mapping=masks)
-                pipe.pexpire(self.keys.masks(job_id), ttl_ms)
-            if result.error:
-                pipe.hset(self.keys.failed(job_id), str(result.index), result.error)
-                pipe.pexpire(self.keys.failed(job_id), ttl_ms)
-            else:
-                pipe.hdel(self.keys.failed(job_id), str(result.index))
-            pipe.hset(self.keys.done(job_id), str(result.index), json.dumps(meta))
-            pipe.pexpire(self.keys.done(job_id), ttl_ms)
-            pipe.publish(self.keys.events(job_id), json.dumps({"frame": result.index}))
-            pipe.execute()
+        keys = [self.keys.job(job_id), self.keys.masks(job_id), self.keys.failed(job_id), self.keys.done(job_id)]
+        args = [result.index, json.dumps(meta), result.error, self.keys.events(job_id),
+                json.dumps({"frame": result.index}), *(item for field in masks.items() for item in field)]
+        if not self._store_frame(keys=keys, args=args):
+            raise JobNotFound(job_id)
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether a running job should stop (checked by the worker between batches).
@@ -644,6 +669,12 @@ def _time_text(value: float | None) -> str:
 
 def _time_value(text: str) -> float | None:
     return float(text) if text else None
+
+
+def _frame_shape(job: JobRecord) -> dict[str, object]:
+    """What a stored frame of ``job`` holds, as its meta says it: a mask per prompt, and
+    their union when asked for."""
+    return {"masks": len(job.prompts), "union": job.params.union}
 
 
 def _mask_fields(index: int, meta: Mapping) -> list[str]:

@@ -1,21 +1,19 @@
 """Following a job as it runs: what is stored first, then each frame as it is announced.
 
-The follower subscribes to the job's events channel *before* it reads anything, so a frame
-stored while it replays is either in the replay or announced after it, and it remembers
-which frames it has sent, so none is sent twice. Events are only wake-ups: the data is
-always read from the store. A periodic sweep of the store catches whatever a dropped
-pub/sub connection may have lost, and notices jobs that expire in the queue.
+The follower takes an inbox for the job's events (``maskfarm.server.events``) *before* it
+reads anything, so a frame stored while it replays is either in the replay or announced
+after it, and it remembers which frames it has sent, so none is sent twice. Events are
+only wake-ups: the data is always read from the store. A periodic sweep of the store
+catches whatever a dropped pub/sub connection may have lost, and notices jobs that expire
+in the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis as AsyncRedis
-from redis.asyncio.client import PubSub
-
+from maskfarm.server.events import JobEvents
 from maskfarm.server.jobs import FrameResult, JobRecord
 from maskfarm.server.store import JobStore
 
@@ -25,7 +23,7 @@ REPLAY_CHUNK = 16
 
 async def follow_job(
     store: JobStore,
-    events: AsyncRedis,
+    events: JobEvents,
     job_id: str,
     from_frame: int = 0,
     *,
@@ -37,8 +35,7 @@ async def follow_job(
     Raises ``JobNotFound`` for an unknown job (or one that expires while followed).
     """
     frames = _FrameReplay(store, job_id, from_frame)
-    async with events.pubsub() as pubsub:
-        await _subscribe(pubsub, store.keys.events(job_id))
+    async with events.inbox(job_id) as inbox:
         job, new_frames = await asyncio.to_thread(frames.catch_up)
         yield job
         reported: JobRecord | None = job  # the job as last yielded; None once frames followed it
@@ -51,7 +48,7 @@ async def follow_job(
                 reported = job
             if job.state.is_terminal:
                 return
-            announced = await _next_wakeup(pubsub, poll_interval)
+            announced = _announced_frame(await inbox.next(poll_interval))
             if announced is not None:
                 async for result in frames.read(frames.announced(announced)):
                     reported = None
@@ -69,13 +66,15 @@ class _FrameReplay:
     def __init__(self, store: JobStore, job_id: str, from_frame: int) -> None:
         self.store = store
         self.job_id = job_id
+        self.job: JobRecord | None = None
+        """The job as last read (it says which masks a frame has)."""
         self.from_frame = from_frame
         self.known: set[int] = set()
         """Stored frames seen so far: given out, or before ``from_frame``."""
 
     def catch_up(self) -> tuple[JobRecord, list[int]]:
         """The job, and the frames to give out that were stored and not seen yet (blocking)."""
-        job = self.store.require_job(self.job_id)
+        job = self.job = self.store.require_job(self.job_id)
         if job.done_frames <= len(self.known):
             return job, []
         new = [index for index in self.store.done_frames(self.job_id) if index not in self.known]
@@ -93,23 +92,12 @@ class _FrameReplay:
         """The frames at ``indices``, ``REPLAY_CHUNK`` at a time to bound the server's memory."""
         for start in range(0, len(indices), REPLAY_CHUNK):
             chunk = indices[start : start + REPLAY_CHUNK]
-            for result in await asyncio.to_thread(self.store.frame_results, self.job_id, chunk):
+            for result in await asyncio.to_thread(self.store.frame_results, self.job_id, chunk, self.job):
                 yield result
 
 
-async def _subscribe(pubsub: PubSub, channel: str) -> None:
-    """Subscribes and waits until Redis confirms, so no later announcement is missed."""
-    await pubsub.subscribe(channel)
-    while True:
-        message = await pubsub.get_message(timeout=1.0)
-        if message is not None and message["type"] == "subscribe":
-            return
-
-
-async def _next_wakeup(pubsub: PubSub, poll_interval: float) -> int | None:
-    """Waits for the next event; the index of a stored frame, or None (state change or
-    nothing within ``poll_interval``: time for a sweep)."""
-    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll_interval)
-    if message is None or message["type"] != "message":
-        return None
-    return json.loads(message["data"]).get("frame")
+def _announced_frame(event: dict | None) -> int | None:
+    """The index of the frame an event announces; None for anything else (a state change,
+    a sweep due, events possibly missed): then the store is read."""
+    frame = event.get("frame") if event else None
+    return frame if isinstance(frame, int) else None

@@ -129,6 +129,22 @@ def test_a_worker_runs_a_job_frame_by_frame(store: JobStore) -> None:
     assert announced == [{"state": "running"}, {"frame": 1}, {"frame": 0}, {"state": "succeeded"}]
 
 
+def test_frame_results_read_with_the_job_match_those_read_without(store: JobStore) -> None:
+    job = create(store, spec(4, params=MaskParams(union=True)))
+    store.mark_running(job.id, PROVENANCE)
+    store.store_frame_result(job.id, result(0, union=True))
+    store.store_frame_result(job.id, FrameResult.failed(1, "broken"))
+    odd = FrameResult(index=3, width=32, height=24, masks=[b"a", b"b", b"c"])  # not the job's shape
+    store.store_frame_result(job.id, odd)
+    job = store.require_job(job.id)
+
+    wanted = [3, 2, 1, 0]
+    expected = [odd, FrameResult.failed(1, "broken"), result(0, union=True)]
+    assert store.frame_results(job.id, wanted) == expected
+    assert store.frame_results(job.id, wanted, job) == expected
+    assert store.frame_results(job.id, [], job) == []
+
+
 def test_a_job_started_again_after_a_lost_worker_counts_attempts(store: JobStore) -> None:
     job = create(store)
     first = store.mark_running(job.id, PROVENANCE)
