@@ -127,6 +127,9 @@ class JobEvents:
                 if self._failure is None:
                     log.warning("job events: subscription lost (%s); subscribing again every %.0f s", error, RETRY_S)
                 self._failure = error
+            except Exception as error:  # a bug here must not leave every watch on its sweep alone
+                log.exception("job events: the reader failed; subscribing again in %.0f s", RETRY_S)
+                self._failure = error
             finally:
                 self._lost()
                 with contextlib.suppress(RedisError, OSError):
