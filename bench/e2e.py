@@ -16,7 +16,9 @@ is printed, and a busy start is warned about (2-thread torch on contended cores 
 Measured, for each model and worker count:
 
 - single-frame jobs, isolated: one job at a time on an idle system; submit-to-mask latency
-  (from the ``submit`` call to the last frame's masks arriving on ``WatchJob``), p50/p95/p99.
+  (from the ``submit`` call to the last frame's masks arriving on ``WatchJob``), p50/p95/p99,
+  split into accept / queued / run / deliver, and the run into the workers' own stages
+  (decode, preprocess, model, post-process, encode, store: their /metrics, mean per job).
 - single-frame jobs under load: ``--clients`` threads each submitting and watching jobs
   back to back (closed loop, so that many jobs are in flight): jobs/s, frames/s, latency.
 - 32-frame jobs: two jobs in flight per worker: frames/s and latency.
@@ -324,6 +326,8 @@ class Services:
         self.redis: subprocess.Popen | None = None
         self.server: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
+        self.worker_metrics: list[str] = []
+        """The /metrics URLs of the maskfarm workers running now."""
 
     def _spawn(self, command: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         with open(self.logs / log_name, "ab") as log:
@@ -351,15 +355,18 @@ class Services:
         """``count`` maskfarm workers, listed by the server (model loaded) before this yields.
         ``flags`` come after ``--model``, so they may override it or ``--device``/``--dtype``."""
         names = [f"{self.namespace}-{label}-{n}" for n in range(count)]
+        metrics = [f"127.0.0.1:{free_port()}" for _ in names]
         started = [self._spawn(maskfarm_command("worker", "--redis-url", self.redis_url, "--namespace", self.namespace,
-                                                "--name", name, "--model", str(model), *flags), f"{name}.log",
-                               child_env(threads))
-                   for name in names]
+                                                "--name", name, "--metrics-listen", listen, "--model", str(model),
+                                                *flags), f"{name}.log", child_env(threads))
+                   for name, listen in zip(names, metrics)]
         self.workers += started
         try:
             wait_until(lambda: set(names) <= listed_workers(self.target), f"{count} maskfarm workers", started)
+            self.worker_metrics = [f"http://{listen}/metrics" for listen in metrics]
             yield
         finally:
+            self.worker_metrics = []
             stop(started)
 
     @contextmanager
@@ -473,6 +480,9 @@ class Case:
     """Where the time went, p50 of each: submit call -> job created (the server stored and
     queued it), created -> started (a worker took it), started -> finished (the worker ran
     it), finished -> masks in the client (negative: the masks came before the job ended)."""
+    worker_stages_ms: dict[str, float] = field(default_factory=dict)
+    """Isolated single-frame jobs: the workers' own time per stage (decode, preprocess,
+    model, postprocess, encode, store), mean per job, from their /metrics."""
     problems: list[str] = field(default_factory=list)
 
 
@@ -818,8 +828,9 @@ def stage_split(timings: list[JobTiming]) -> dict[str, float]:
 
 
 def measure_maskfarm(target: str, plan: Plan, workers: int, variant: Variant, threads: int,
-                     prompts: list[str]) -> list[Case]:
-    """The cases of one configuration (workers already listed, so models are loaded)."""
+                     prompts: list[str], worker_metrics: Sequence[str] = ()) -> list[Case]:
+    """The cases of one configuration (workers already listed, so models are loaded);
+    ``worker_metrics``: the workers' /metrics URLs, read around the isolated jobs."""
     pool = frame_pool(plan.size)
     chunk = max(1, 8 // len(prompts))
     labels = dict(model=plan.model, workers=workers, variant=variant.name, threads=threads)
@@ -827,8 +838,10 @@ def measure_maskfarm(target: str, plan: Plan, workers: int, variant: Variant, th
     run_jobs(target, [job_frames(pool, j, n) for j in range(workers) for n in (1, chunk)], prompts, 2 * workers)
     cases = []
     single = [job_frames(pool, j, 1) for j in range(max(plan.isolated, plan.load_jobs))]
+    before = stage_totals(worker_metrics)
     timings = run_jobs(target, single[: plan.isolated], prompts, clients=1)
     cases.append(case_from(timings, case="single-isolated", clients=1, **labels))
+    cases[-1].worker_stages_ms = stage_means(before, stage_totals(worker_metrics), len(timings))
     timings = run_jobs(target, single[: plan.load_jobs], prompts, clients=plan.clients)
     cases.append(case_from(timings, case="single-load", clients=plan.clients, **labels))
     if variant.all_cases:
@@ -836,6 +849,36 @@ def measure_maskfarm(target: str, plan: Plan, workers: int, variant: Variant, th
         timings = run_jobs(target, multi, prompts, clients=2 * workers)
         cases.append(case_from(timings, case="multi", clients=2 * workers, **labels))
     return cases
+
+
+WORKER_STAGES = ("decode", "preprocess", "model", "postprocess", "encode", "store")
+
+
+def stage_totals(urls: Sequence[str]) -> dict[str, float]:
+    """Seconds spent so far per stage, summed over the workers at ``urls`` (their
+    ``maskfarm_worker_stage_seconds`` histograms)."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = dict.fromkeys(WORKER_STAGES, 0.0) if urls else {}
+    for url in urls:
+        with urlopen(url, timeout=10) as response:
+            families = text_string_to_metric_families(response.read().decode())
+            for family in families:
+                if family.name != "maskfarm_worker_stage_seconds":
+                    continue
+                for sample in family.samples:
+                    if sample.name.endswith("_sum") and sample.labels.get("stage") in totals:
+                        totals[sample.labels["stage"]] += sample.value
+    return totals
+
+
+def stage_means(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
+    """Milliseconds per job in each stage between two ``stage_totals``; {} without workers' figures."""
+    if not jobs or not before:
+        return {}
+    return {stage: 1000 * (after[stage] - before[stage]) / jobs for stage in WORKER_STAGES}
 
 
 # -- the report ------------------------------------------------------------------------
@@ -975,6 +1018,10 @@ def print_cases(report: Report) -> None:
         if c.case == "single-isolated" and c.stages_p50_ms:
             print("      p50 split: " + ", ".join(f"{name} {value:.1f} ms" for name, value in c.stages_p50_ms.items())
                   + " (submit -> created -> started -> finished -> masks in the client)")
+        if c.worker_stages_ms:
+            print("      worker stages, mean per job: "
+                  + ", ".join(f"{name} {value:.1f}" for name, value in c.worker_stages_ms.items())
+                  + " ms (the workers' /metrics; run = these + the job's start, frame reads and bookkeeping)")
     problems = [problem for c in report.cases for problem in c.problems]
     for problem in problems[:10]:
         print(f"PROBLEM: {problem}")
@@ -1099,7 +1146,8 @@ def measure_all(args: argparse.Namespace, services: Services, plans: list[Plan],
             for n, variant in enumerate(variants):
                 with services.maskfarm_workers(f"{plan.model}{workers}v{n}", workers, model,
                                                worker_command_flags(args, variant), threads):
-                    report.cases += measure_maskfarm(services.target, plan, workers, variant, threads, prompts)
+                    report.cases += measure_maskfarm(services.target, plan, workers, variant, threads, prompts,
+                                                     services.worker_metrics)
                 progress(f"{plan.model}, {workers} worker(s), {variant.name}: done")
         if plan.model == "tiny" and plan.cost_rounds and 1 in args.worker_counts:
             report.interleaved = measure_interleaved(services, plan, model, prompts, worker_threads(args, 1),

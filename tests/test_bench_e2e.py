@@ -29,6 +29,9 @@ def test_the_smoke_run_measures_every_case_and_prints_the_table(tmp_path: Path):
     cases = {case["case"]: case for case in report["cases"]}
     assert set(cases) == {"single-isolated", "single-load", "multi"}
     assert all(case["jobs_per_s"] > 0 and case["p50_ms"] > 0 and not case["problems"] for case in cases.values())
+    stages = cases["single-isolated"]["worker_stages_ms"]
+    assert list(stages) == ["decode", "preprocess", "model", "postprocess", "encode", "store"]
+    assert all(ms > 0 for ms in stages.values()) and "worker stages, mean per job: decode" in run.stdout
     assert cases["multi"]["frames"] == cases["multi"]["jobs"] * 8
     assert report["rq"]["isolated"]["p50_ms"] > 0 and report["rq"]["drain_jobs_per_s"]["1"] > 0
     assert report["ceilings"]["tiny"]["single_ms"] > 0 and report["ceilings"]["tiny"]["multi_fps"] > 0
