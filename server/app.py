@@ -92,7 +92,7 @@ async def build_server(
     store = JobStore(connection, settings.namespace)
     queue = JobQueue(connection, store, _queue_limits(settings))
     if settings.metrics_listen:
-        serve_metrics(settings.metrics_listen, queue.queues)
+        serve_metrics(settings.metrics_listen, queue.queues, lambda: events.watched_jobs)
     servicer = SegmentationServicer(
         store,
         queue,

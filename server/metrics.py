@@ -8,9 +8,9 @@ Jobs' outcomes are counted by the workers, which see them happen.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from prometheus_client import REGISTRY, Counter, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -19,6 +19,7 @@ JOBS_SUBMITTED = Counter(
 )
 CANCEL_REQUESTS = Counter("maskfarm_cancel_requests", "CancelJob calls on existing jobs")
 CALLS_REFUSED = Counter("maskfarm_calls_refused", "Calls ended with an error status, by gRPC status code", ["code"])
+WATCHED_JOBS = Gauge("maskfarm_watched_jobs", "Jobs this server follows for at least one WatchJob stream")
 
 
 class QueueDepth(Collector):
@@ -34,8 +35,11 @@ class QueueDepth(Collector):
         yield gauge
 
 
-def serve_metrics(listen: str, queues: dict) -> None:
-    """Serve ``/metrics`` on ``listen`` (host:port) from a daemon thread."""
+def serve_metrics(listen: str, queues: dict, watched_jobs: Callable[[], int] | None = None) -> None:
+    """Serve ``/metrics`` on ``listen`` (host:port) from a daemon thread; ``watched_jobs``
+    is read at scrape time."""
     host, _, port = listen.rpartition(":")
     REGISTRY.register(QueueDepth(queues))
+    if watched_jobs is not None:
+        WATCHED_JOBS.set_function(watched_jobs)
     start_http_server(int(port), addr=host or "127.0.0.1")

@@ -43,6 +43,12 @@ def test_the_server_counts_submissions_refusals_cancels_and_queue_depth(redis_ur
             stub.SubmitJob(pb.SubmitJobRequest(frames=[frame], prompts=[" "]), timeout=10)
         stub.CancelJob(pb.CancelJobRequest(job_id=high.id), timeout=10)
         samples = scrape(address)
+        watch = stub.WatchJob(pb.WatchJobRequest(job_id=high.id), timeout=10)  # cancelled: ends at once
+        assert [event.job.id for event in watch] == [high.id]
+        waiting = stub.WatchJob(pb.WatchJobRequest(job_id=submit(priority=pb.PRIORITY_LOW).id), timeout=10)
+        next(waiting)  # the job, QUEUED: the stream stays open
+        watched = scrape(address)[("maskfarm_watched_jobs", ())]
+        waiting.cancel()
 
     assert samples[("maskfarm_jobs_submitted_total", (("priority", "high"),))] == 1
     assert samples[("maskfarm_jobs_submitted_total", (("priority", "normal"),))] == 1  # one job for two calls
@@ -50,6 +56,8 @@ def test_the_server_counts_submissions_refusals_cancels_and_queue_depth(redis_ur
     assert samples[("maskfarm_cancel_requests_total", ())] == 1
     assert samples[("maskfarm_queue_depth", (("priority", "normal"),))] == 1
     assert samples[("maskfarm_queue_depth", (("priority", "high"),))] == 0
+    assert samples[("maskfarm_watched_jobs", ())] == 0
+    assert watched == 1
 
 
 def free_port_pair() -> int:
