@@ -56,6 +56,14 @@ class Inbox:
         except asyncio.TimeoutError:
             return None
 
+    def pending(self) -> list[dict | None]:
+        """The events that have arrived and not been taken yet (without waiting): a
+        watcher woken by one takes the burst behind it at once."""
+        events = []
+        while not self._events.empty():
+            events.append(self._events.get_nowait())
+        return events
+
 
 class JobEvents:
     """The events of every job in ``namespace``, from one pattern subscription.

@@ -48,8 +48,9 @@ async def follow_job(
                 reported = job
             if job.state.is_terminal:
                 return
-            announced = _announced_frame(await inbox.next(poll_interval))
-            if announced is not None:
+            woken = [await inbox.next(poll_interval), *inbox.pending()]
+            announced = [frame for event in woken if (frame := _announced_frame(event)) is not None]
+            if announced:
                 async for result in frames.read(frames.announced(announced)):
                     reported = None
                     yield result
@@ -80,9 +81,9 @@ class _FrameReplay:
         new = [index for index in self.store.done_frames(self.job_id) if index not in self.known]
         return job, self._to_give_out(new)
 
-    def announced(self, index: int) -> list[int]:
-        """The announced frame, to give out unless seen already."""
-        return [] if index in self.known else self._to_give_out([index])
+    def announced(self, indices: list[int]) -> list[int]:
+        """The announced frames not seen yet, to give out in the order announced."""
+        return self._to_give_out([index for index in dict.fromkeys(indices) if index not in self.known])
 
     def _to_give_out(self, new: list[int]) -> list[int]:
         self.known.update(new)

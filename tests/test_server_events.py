@@ -56,6 +56,28 @@ def test_each_watcher_gets_its_own_jobs_events_in_order(redis_url: str) -> None:
     assert other == [{"state": "SUCCEEDED"}]
 
 
+def test_a_burst_is_taken_at_once_after_its_first_event(redis_url: str) -> None:
+    ns = namespace()
+
+    async def scenario() -> list:
+        events = JobEvents(redis.asyncio.Redis.from_url(redis_url), ns)
+        try:
+            async with events.inbox("a") as inbox:
+                for index in range(5):
+                    await publish(redis_url, Keys(ns).events("a"), {"frame": index})
+                got = [await inbox.next(5)]
+                for _ in range(50):
+                    got += inbox.pending()
+                    if len(got) == 5:
+                        break
+                    await asyncio.sleep(0.05)
+                return got + inbox.pending()
+        finally:
+            await events.close()
+
+    assert run(scenario()) == [{"frame": index} for index in range(5)]
+
+
 def test_a_quiet_inbox_times_out_with_none(redis_url: str) -> None:
     async def scenario():
         events = JobEvents(redis.asyncio.Redis.from_url(redis_url), namespace())
