@@ -253,13 +253,15 @@ class JobStore:
             for job_id in job_ids:
                 self._read_record_into(pipe, job_id)
             replies = pipe.execute()
-        jobs = []
-        for fields, done, failed in zip(replies[::3], replies[1::3], replies[2::3]):
-            job = _decode_record(fields, done, failed) if fields else None
-            if job and job.state is JobState.QUEUED and time.time() > job.queue_deadline:
-                job = self._expire(job)
-            jobs.append(job)
-        return jobs
+        return [self._loaded(*reply) for reply in zip(replies[::3], replies[1::3], replies[2::3])]
+
+    def _loaded(self, fields: dict[bytes, bytes], done: int, failed: int) -> JobRecord | None:
+        """A job from the three reads of ``_read_record_into`` (None if unknown), failed
+        as expired if it waited in the queue past its deadline."""
+        job = _decode_record(fields, done, failed) if fields else None
+        if job and job.state is JobState.QUEUED and time.time() > job.queue_deadline:
+            job = self._expire(job)
+        return job
 
     def _expire(self, job: JobRecord) -> JobRecord | None:
         expired = _finished(JobState.FAILED, ErrorCode.EXPIRED, _expiry_message(job))
@@ -276,14 +278,33 @@ class JobStore:
         fields are read in the same round trip as the frames' own (one instead of two).
         """
         indices = list(indices)
+        expected = _expected_mask_fields(indices, job)
+        with self.redis.pipeline(transaction=False) as pipe:
+            _read_frames_into(pipe, self.keys, job_id, indices, expected)
+            replies = pipe.execute()
+        return self._frame_results_from(job_id, indices, expected, replies)
+
+    def job_with_frames(self, job_id: str, indices: Iterable[int], job: JobRecord) -> tuple[JobRecord, list[FrameResult]]:
+        """The job read again, and its stored results among ``indices`` (``frame_results``
+        given the ``job`` as last read), in one round trip: what a watcher needs once
+        frames are announced. Raises ``JobNotFound``."""
+        indices = list(indices)
+        expected = _expected_mask_fields(indices, job)
+        with self.redis.pipeline(transaction=False) as pipe:
+            self._read_record_into(pipe, job_id)
+            _read_frames_into(pipe, self.keys, job_id, indices, expected)
+            fields, done, failed, *replies = pipe.execute()
+        again = self._loaded(fields, done, failed)
+        if again is None:
+            raise JobNotFound(job_id)
+        return again, self._frame_results_from(job_id, indices, expected, replies)
+
+    def _frame_results_from(self, job_id: str, indices: list[int], expected: list[str], replies: list) -> list[FrameResult]:
+        """The results read by ``_read_frames_into``; fields the frames have beyond the
+        ``expected`` ones are read now."""
         if not indices:
             return []
-        expected = [field for index in indices for field in _mask_fields(index, _frame_shape(job))] if job else []
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(self.keys.done(job_id), [str(i) for i in indices])
-            if expected:
-                pipe.hmget(self.keys.masks(job_id), expected)
-            metas, *masks = pipe.execute()
+        metas, *masks = replies
         values = dict(zip(expected, masks[0])) if masks else {}
         found = [(index, json.loads(meta)) for index, meta in zip(indices, metas) if meta is not None]
         if unread := [field for index, meta in found for field in _mask_fields(index, meta) if field not in values]:
@@ -669,6 +690,20 @@ def _time_text(value: float | None) -> str:
 
 def _time_value(text: str) -> float | None:
     return float(text) if text else None
+
+
+def _read_frames_into(pipe: Pipeline, keys: Keys, job_id: str, indices: list[int], expected: list[str]) -> None:
+    """The reads ``JobStore._frame_results_from`` takes: the frames' metas, and the
+    ``expected`` mask fields."""
+    if indices:
+        pipe.hmget(keys.done(job_id), [str(i) for i in indices])
+    if expected:
+        pipe.hmget(keys.masks(job_id), expected)
+
+
+def _expected_mask_fields(indices: list[int], job: JobRecord | None) -> list[str]:
+    """The mask fields frames of ``job`` have (none without the job: read after their metas)."""
+    return [field for index in indices for field in _mask_fields(index, _frame_shape(job))] if job else []
 
 
 def _frame_shape(job: JobRecord) -> dict[str, object]:

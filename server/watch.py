@@ -49,19 +49,19 @@ async def follow_job(
             if job.state.is_terminal:
                 return
             woken = [await inbox.next(poll_interval), *inbox.pending()]
-            announced = [frame for event in woken if (frame := _announced_frame(event)) is not None]
-            if announced:
-                async for result in frames.read(frames.announced(announced)):
-                    reported = None
-                    yield result
-            job, new_frames = await asyncio.to_thread(frames.catch_up)
+            announced = frames.announced([frame for event in woken if (frame := _announced_frame(event)) is not None])
+            job, results, new_frames = await asyncio.to_thread(frames.after_wake_up, announced)
+            for result in results:
+                reported = None
+                yield result
 
 
 class _FrameReplay:
     """The stored frames of one job from ``from_frame`` on, each given out once.
 
     Frames are only ever added to a job, so the job's count of stored frames says whether
-    any is unknown: they are listed only then (a wake-up costs one read of the job).
+    any is unknown: they are listed only then. A wake-up costs one round trip: the job
+    and the frames announced, read together.
     """
 
     def __init__(self, store: JobStore, job_id: str, from_frame: int) -> None:
@@ -76,10 +76,21 @@ class _FrameReplay:
     def catch_up(self) -> tuple[JobRecord, list[int]]:
         """The job, and the frames to give out that were stored and not seen yet (blocking)."""
         job = self.job = self.store.require_job(self.job_id)
+        return job, self._unseen(job)
+
+    def after_wake_up(self, announced: list[int]) -> tuple[JobRecord, list[FrameResult], list[int]]:
+        """The job read again together with the first ``REPLAY_CHUNK`` announced frames
+        (one round trip; blocking), and the frames to read next: the other announced ones,
+        then any stored and not seen yet."""
+        first, rest = announced[:REPLAY_CHUNK], announced[REPLAY_CHUNK:]
+        job, results = self.store.job_with_frames(self.job_id, first, self.job)
+        self.job = job
+        return job, results, rest + self._unseen(job)
+
+    def _unseen(self, job: JobRecord) -> list[int]:
         if job.done_frames <= len(self.known):
-            return job, []
-        new = [index for index in self.store.done_frames(self.job_id) if index not in self.known]
-        return job, self._to_give_out(new)
+            return []
+        return self._to_give_out([index for index in self.store.done_frames(self.job_id) if index not in self.known])
 
     def announced(self, indices: list[int]) -> list[int]:
         """The announced frames not seen yet, to give out in the order announced."""

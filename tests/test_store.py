@@ -145,6 +145,19 @@ def test_frame_results_read_with_the_job_match_those_read_without(store: JobStor
     assert store.frame_results(job.id, [], job) == []
 
 
+def test_a_job_is_read_again_with_its_announced_frames(store: JobStore) -> None:
+    job = create(store, spec(3))
+    running = store.mark_running(job.id, PROVENANCE)
+    store.store_frame_result(job.id, result(2))
+
+    again, results = store.job_with_frames(job.id, [2, 0], running)
+    assert again.done_frames == 1 and again.state is JobState.RUNNING
+    assert results == [result(2)]
+    assert store.job_with_frames(job.id, [], running) == (again, [])
+    with pytest.raises(JobNotFound):
+        store.job_with_frames("0" * 32, [0], running)
+
+
 def test_a_job_started_again_after_a_lost_worker_counts_attempts(store: JobStore) -> None:
     job = create(store)
     first = store.mark_running(job.id, PROVENANCE)
