@@ -114,3 +114,17 @@ def test_list_workers_shows_a_live_worker_with_its_model(service, tiny_model_dir
     assert (listed.device, listed.model) == ("cpu", str(tiny_model_dir))
     assert listed.dtype and listed.maskfarm_version
     assert list(listed.queues) == [pb.PRIORITY_HIGH, pb.PRIORITY_NORMAL, pb.PRIORITY_LOW]
+
+
+def test_a_job_submitted_to_one_server_is_watched_whole_through_another(service, tiny_model_dir):
+    frames = 5
+    with maskfarm_server(service.redis_url, service.namespace) as other:
+        job_id = submit(service, frames)
+        stream = other.stub().WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=DEADLINE_S)
+        assert next(stream).job.state == pb.JOB_STATE_QUEUED  # followed on the other server before it runs
+        with worker(service, tiny_model_dir):
+            rest = list(stream)
+    seen = [event.frame.frame_index for event in rest if event.WhichOneof("event") == "frame"]
+    assert seen == list(range(frames))
+    assert rest[-1].job.state == pb.JOB_STATE_SUCCEEDED
+    assert all(event.frame.masks[0].data for event in rest if event.WhichOneof("event") == "frame")
