@@ -280,7 +280,7 @@ class JobStore:
         indices = list(indices)
         expected = _expected_mask_fields(indices, job)
         with self.redis.pipeline(transaction=False) as pipe:
-            _read_frames_into(pipe, self.keys, job_id, indices, expected)
+            self._read_frames_into(pipe, job_id, indices, expected)
             replies = pipe.execute()
         return self._frame_results_from(job_id, indices, expected, replies)
 
@@ -292,12 +292,20 @@ class JobStore:
         expected = _expected_mask_fields(indices, job)
         with self.redis.pipeline(transaction=False) as pipe:
             self._read_record_into(pipe, job_id)
-            _read_frames_into(pipe, self.keys, job_id, indices, expected)
+            self._read_frames_into(pipe, job_id, indices, expected)
             fields, done, failed, *replies = pipe.execute()
         again = self._loaded(fields, done, failed)
         if again is None:
             raise JobNotFound(job_id)
         return again, self._frame_results_from(job_id, indices, expected, replies)
+
+    def _read_frames_into(self, pipe: Pipeline, job_id: str, indices: list[int], expected: list[str]) -> None:
+        """The reads ``_frame_results_from`` takes: the frames' metas, and the ``expected``
+        mask fields."""
+        if indices:
+            pipe.hmget(self.keys.done(job_id), [str(i) for i in indices])
+        if expected:
+            pipe.hmget(self.keys.masks(job_id), expected)
 
     def _frame_results_from(self, job_id: str, indices: list[int], expected: list[str], replies: list) -> list[FrameResult]:
         """The results read by ``_read_frames_into``; fields the frames have beyond the
@@ -690,15 +698,6 @@ def _time_text(value: float | None) -> str:
 
 def _time_value(text: str) -> float | None:
     return float(text) if text else None
-
-
-def _read_frames_into(pipe: Pipeline, keys: Keys, job_id: str, indices: list[int], expected: list[str]) -> None:
-    """The reads ``JobStore._frame_results_from`` takes: the frames' metas, and the
-    ``expected`` mask fields."""
-    if indices:
-        pipe.hmget(keys.done(job_id), [str(i) for i in indices])
-    if expected:
-        pipe.hmget(keys.masks(job_id), expected)
 
 
 def _expected_mask_fields(indices: list[int], job: JobRecord | None) -> list[str]:
