@@ -702,7 +702,10 @@ def _time_value(text: str) -> float | None:
 
 def _expected_mask_fields(indices: list[int], job: JobRecord | None) -> list[str]:
     """The mask fields frames of ``job`` have (none without the job: read after their metas)."""
-    return [field for index in indices for field in _mask_fields(index, _frame_shape(job))] if job else []
+    if job is None:
+        return []
+    shape = _frame_shape(job)
+    return [field for index in indices for field in _mask_fields(index, shape)]
 
 
 def _frame_shape(job: JobRecord) -> dict[str, object]:
