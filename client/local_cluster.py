@@ -1,38 +1,49 @@
 """``maskfarm up``: the whole service on one machine, as child processes.
 
-A ``LocalCluster`` uses the Redis at ``redis_url`` or, when none answers there and
-``redis-server`` is installed, runs a private, memory-only one (its own temporary folder
-and a free port); then one ``maskfarm server`` and ``workers`` ``maskfarm worker``
-processes. It only spawns and supervises processes: it imports neither torch nor the
+A ``LocalCluster`` uses the Redis at ``redis_url`` (which must answer) or, when none was
+given, the default local Redis or, when none answers there (or ``private_redis`` is asked
+for) and ``redis-server`` is installed, a private, memory-only one (its own temporary
+folder and a free port); then one ``maskfarm server`` and ``workers`` ``maskfarm worker``
+processes. It refuses a listen address that something else already holds. It only spawns and supervises processes: it imports neither torch nor the
 server, and needs redis-py only to ask whether a Redis answers.
 
 Children run in their own sessions, so a Ctrl-C at the terminal reaches only ``up``,
 which then stops them in order: workers first (SIGTERM: each finishes its current job,
-for at most ``stop_timeout_s``), then the server, then a private Redis.
+for at most ``stop_timeout_s``), then the server, then a private Redis. A stop asked for
+while the cluster is still starting (``stop_requested``) ends the start at once.
 """
 
 from __future__ import annotations
 
+import errno
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 STARTUP_TIMEOUT_S = 60.0
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class ClusterError(RuntimeError):
     """A process of the cluster could not be started or died."""
 
 
+class ClusterStopped(ClusterError):
+    """A stop was asked for while the cluster was starting."""
+
+
 @dataclass(frozen=True)
 class ClusterSettings:
     listen: str = "127.0.0.1:50051"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = ""
+    """The Redis to use; it must answer. Empty: ``DEFAULT_REDIS_URL`` when it answers, else a private one."""
+    private_redis: bool = False
+    """Always run a private, memory-only Redis (``redis_url`` must then be empty)."""
     namespace: str = "maskfarm"
     workers: int = 1
     worker_flags: tuple[str, ...] = ()
@@ -68,6 +79,8 @@ class LocalCluster:
     workers: list[subprocess.Popen] = field(default_factory=list)
     private_redis: subprocess.Popen | None = None
     _redis_dir: tempfile.TemporaryDirectory | None = None
+    stop_requested: Callable[[], bool] = lambda: False
+    """Polled while starting: true ends ``start``/``wait_for_workers`` with ``ClusterStopped``."""
 
     @property
     def target(self) -> str:
@@ -76,9 +89,10 @@ class LocalCluster:
     def start(self) -> None:
         """Starts Redis if need be, the server (waiting for SERVING) and the workers
         (waiting until all are registered). Raises ``ClusterError``."""
-        self.redis_url = self.settings.redis_url
-        if not _redis_answers(self.redis_url):
-            self.redis_url = self._start_private_redis()
+        if address_taken := _listen_address_taken(self.settings.listen):
+            raise ClusterError(f"cannot listen on {self.settings.listen}: {address_taken} (is another "
+                               "maskfarm up or server running? stop it, or pass another --listen)")
+        self.redis_url = self._redis()
         self.server = _spawn("server", "--listen", self.settings.listen, "--redis-url", self.redis_url,
                              "--namespace", self.settings.namespace, *self.settings.metrics_flags(0),
                              *self.settings.storage_flags)
@@ -93,9 +107,9 @@ class LocalCluster:
         self._wait_until(self._workers_ready, f"{self.settings.workers} workers to register",
                          self.settings.workers_timeout_s)
 
-    def supervise(self, stop_requested) -> None:
+    def supervise(self) -> None:
         """Returns when ``stop_requested()`` is true; raises ``ClusterError`` if a process dies."""
-        while not stop_requested():
+        while not self.stop_requested():
             self._check_alive()
             time.sleep(0.2)
 
@@ -107,10 +121,32 @@ class LocalCluster:
         if self._redis_dir is not None:
             self._redis_dir.cleanup()
 
-    def _start_private_redis(self) -> str:
+    def kill(self) -> None:
+        """Kills every process at once (a second Ctrl-C: no job gets to finish)."""
+        for process in [*self.workers, self.server, self.private_redis]:
+            if process is not None and process.poll() is None:
+                process.kill()
+
+    def _redis(self) -> str:
+        """The URL of the Redis to use: the one given (it must answer), else the default or a private one."""
+        given = self.settings.redis_url
+        if self.settings.private_redis:
+            if given:
+                raise ClusterError("--redis-url and --private-redis exclude each other: use one")
+            return self._start_private_redis(reason="--private-redis was asked for")
+        if given:
+            if not _redis_answers(given):
+                raise ClusterError(f"no Redis answers at {given} (given by --redis-url or MASKFARM_REDIS_URL): "
+                                   "start it, or set neither to use the local one or a private one")
+            return given
+        if _redis_answers(DEFAULT_REDIS_URL):
+            return DEFAULT_REDIS_URL
+        return self._start_private_redis(reason=f"no Redis answers at {DEFAULT_REDIS_URL}")
+
+    def _start_private_redis(self, reason: str) -> str:
         executable = shutil.which("redis-server")
         if executable is None:
-            raise ClusterError(f"no Redis answers at {self.settings.redis_url} and redis-server is not installed")
+            raise ClusterError(f"{reason} and redis-server (for a private Redis) is not installed")
         self._redis_dir = tempfile.TemporaryDirectory(prefix="maskfarm-redis-")
         port = _free_port()
         self.private_redis = subprocess.Popen(
@@ -147,6 +183,8 @@ class LocalCluster:
     def _wait_until(self, ready, what: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while not ready():
+            if self.stop_requested():
+                raise ClusterStopped(f"stopped while waiting for {what}")
             self._check_alive()
             if time.monotonic() > deadline:
                 raise ClusterError(f"gave up waiting for {what} after {timeout_s:g} s")
@@ -194,3 +232,25 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _listen_address_taken(listen: str) -> str | None:
+    """Why a server could not listen on ``listen`` (host:port) alone, or None when it can.
+
+    gRPC binds with SO_REUSEPORT, so a second server on a port in use would start without a
+    word and share the port with the first; this plain bind fails where that one would not."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or None
+    try:
+        addresses = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, ValueError) as error:
+        return f"not a usable host:port ({error})"
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a socket in TIME_WAIT is no owner
+            try:
+                sock.bind(address)
+            except OSError as error:
+                if error.errno != errno.EADDRNOTAVAIL:  # e.g. no IPv6 here: not this address's owner
+                    return error.strerror or str(error)
+    return None

@@ -50,12 +50,12 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """``maskfarm up`` with nothing listening at its --redis-url, so it starts its own Redis."""
+    """``maskfarm up --private-redis``: it starts its own Redis."""
     target = f"127.0.0.1:{free_port()}"
     output = tmp_path_factory.mktemp("up") / "stdout"
     storage = tmp_path_factory.mktemp("storage")
     command = [sys.executable, "-m", "maskfarm.client.cli", "up", "--listen", target,
-               "--redis-url", f"redis://127.0.0.1:{free_port()}/0", "--namespace", "mfup",
+               "--private-redis", "--namespace", "mfup",
                "--model", str(tiny_model_dir), "--device", "cpu", "--stop-timeout", "10",
                "--storage-root", str(storage)]
     with tempfile.TemporaryFile() as log, output.open("wb") as stdout:

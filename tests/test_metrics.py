@@ -77,7 +77,7 @@ def test_maskfarm_up_gives_server_and_worker_their_own_metrics(tiny_model_dir, t
     host = "127.0.0.1"
     output = tmp_path / "stdout"
     command = [sys.executable, "-m", "maskfarm.client.cli", "up", "--listen", target,
-               "--redis-url", f"redis://127.0.0.1:{free_port()}/0", "--namespace", "mfupmetrics",
+               "--private-redis", "--namespace", "mfupmetrics",
                "--model", str(tiny_model_dir), "--device", "cpu", "--metrics-listen", f"{host}:{metrics}"]
     with output.open("wb") as stdout:
         process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.DEVNULL,

@@ -9,7 +9,6 @@ at its first job.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,8 @@ from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 from transformers.utils import logging as hf_logging
 
 from maskfarm.worker.synthetic import is_synthetic
+from maskfarm.worker.weights import DEFAULT_MODEL, find_weights, load_failure_message
 
-DEFAULT_MODEL = "CIDAS/clipseg-rd64-refined"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE_CPU_FLAGS = {
     torch.bfloat16: {"avx512_bf16", "amx_bf16", "bf16"},
@@ -71,15 +70,22 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | None = None) -> LoadedModel:
-    """Load model and processor from a hub id or a local directory; raise ``ModelLoadError``."""
+    """Load model and processor from a hub id or a local directory; raise ``ModelLoadError``.
+
+    The hub is asked first, with a bound (``maskfarm.worker.weights``): a hub that does not
+    answer fails the load within seconds (or, with a cached copy, the cache is used alone)
+    instead of letting transformers retry for minutes."""
     hf_logging.disable_progress_bar()
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    source = find_weights(name)
+    if source.problem:
+        raise ModelLoadError(load_failure_message(name, source.problem))
     try:
-        processor = CLIPSegProcessor.from_pretrained(name)
-        model = CLIPSegForImageSegmentation.from_pretrained(name, dtype=torch_dtype)
+        processor = CLIPSegProcessor.from_pretrained(name, local_files_only=source.local_only)
+        model = CLIPSegForImageSegmentation.from_pretrained(name, dtype=torch_dtype, local_files_only=source.local_only)
     except Exception as error:  # from_pretrained raises OSError, ValueError, hub errors, ...
-        raise ModelLoadError(_load_failure_message(name, error)) from error
+        raise ModelLoadError(load_failure_message(name, error)) from error
     model = model.to(torch_device).eval()
     if torch_device.type == "cpu" and cpu_computes_natively(torch_dtype) is False:
         log.warning("this CPU has no %s instructions, so torch emulates them: expect %s to run many times "
@@ -107,15 +113,3 @@ def _cpu_flags() -> set[str] | None:
         return None
     lines = [line for line in lines if line.startswith(("flags", "Features")) and ":" in line]
     return {flag for line in lines for flag in line.split(":", 1)[1].split()} if lines else None
-
-
-def _load_failure_message(name: str, error: Exception) -> str:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-    return (
-        f"cannot load the CLIPSeg model {name!r}{offline}: {reason}\n"
-        "Point maskfarm at a local copy with --model DIR or MASKFARM_MODEL=DIR, where DIR holds "
-        "config.json, the weights and the processor files, e.g. made on a machine with internet by "
-        f"`huggingface-cli download {DEFAULT_MODEL} --local-dir DIR`. "
-        "For tests, `maskfarm model synthetic --preset tiny DIR` writes a random-weight stand-in."
-    )
