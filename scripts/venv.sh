@@ -1,5 +1,6 @@
 # Sourced by demo.sh and test.sh: `ensure_venv EXTRA` makes .venv (if missing), installs
-# maskfarm[EXTRA] into it (again only when pyproject.toml changed) and puts it on PATH.
+# maskfarm[EXTRA] into it with the tested versions of constraints.txt (again only when
+# pyproject.toml or constraints.txt changed) and puts it on PATH.
 # Expects repo_root and a log function.
 
 ensure_venv() {
@@ -11,10 +12,10 @@ ensure_venv() {
         python3 -m venv "$venv"
     fi
     local pyproject_hash
-    pyproject_hash="$(sha256sum "$repo_root/pyproject.toml" | cut -d' ' -f1)"
+    pyproject_hash="$(cat "$repo_root/pyproject.toml" "$repo_root/constraints.txt" | sha256sum | cut -d' ' -f1)"
     if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$pyproject_hash" ]]; then
         log "installing maskfarm[$extra] into $venv (the first time downloads torch, several GB)"
-        "$venv/bin/python" -m pip install -e "$repo_root[$extra]"
+        "$venv/bin/python" -m pip install -c "$repo_root/constraints.txt" -e "$repo_root[$extra]"
         echo "$pyproject_hash" >"$stamp"
     fi
     export VIRTUAL_ENV="$venv"

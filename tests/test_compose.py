@@ -80,9 +80,19 @@ def test_redis_persists_with_aof_and_never_evicts(services):
     assert as_argv(redis["healthcheck"]["test"]) == ["redis-cli", "ping"]
 
 
-def test_server_publishes_grpc_port_and_checks_its_health(services):
+def interpolated(text: str, environment: dict[str, str]) -> str:
+    """Compose's ``${NAME:-default}`` substitution."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: environment.get(m[1]) or m[2], text)
+
+
+def test_server_publishes_grpc_port_on_loopback_unless_asked(services):
+    (port,) = [str(port) for port in services["server"].get("ports", [])]
+    assert interpolated(port, {}) == "127.0.0.1:50051:50051", "auth is off by default: loopback only"
+    assert interpolated(port, {"MASKFARM_PUBLISH_ADDRESS": "0.0.0.0"}) == "0.0.0.0:50051:50051"
+
+
+def test_server_checks_its_health(services):
     server = services["server"]
-    assert "50051:50051" in [str(port) for port in server.get("ports", [])]
     assert server["environment"]["MASKFARM_LISTEN"] == "0.0.0.0:50051"
     assert as_argv(server["healthcheck"]["test"]) == ["maskfarm", "health"]
     assert server["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -113,6 +123,25 @@ def test_worker_scales(services):
     worker = services["worker"]
     assert "container_name" not in worker, "a container_name breaks --scale worker=N"
     assert "ports" not in worker, "published ports break --scale worker=N"
+
+
+def test_images_run_as_a_user_other_than_root():
+    for name, path in DOCKERFILES.items():
+        users = re.findall(r"^USER\s+(\S+)", path.read_text(), re.M)
+        assert users and users[-1] not in ("root", "0"), f"{name} image runs as root"
+
+
+def test_worker_checks_its_liveness(services):
+    worker = services["worker"]
+    assert as_argv(worker["healthcheck"]["test"]) == ["maskfarm", "worker-health"]
+    assert worker["environment"]["MASKFARM_HEALTH_FILE"], "worker-health reads the file the worker touches"
+    assert seconds(worker["healthcheck"]["start_period"]) >= 300, "the first start downloads the weights"
+
+
+def test_images_install_the_tested_versions():
+    for name, path in DOCKERFILES.items():
+        installs = re.findall(r"pip install[^\n]*", path.read_text())
+        assert installs and all("-c /src/constraints.txt" in line for line in installs), name
 
 
 def test_worker_keeps_model_downloads_in_a_volume(services):
@@ -168,7 +197,7 @@ def maskfarm_commands(services) -> dict[str, str]:
         if "healthcheck" in service:
             argvs.append((f"compose {name}.healthcheck", as_argv(service["healthcheck"]["test"])))
     for name, path in DOCKERFILES.items():
-        for match in re.finditer(r"^(CMD|ENTRYPOINT)\s+(.+)$", path.read_text(), re.M):
+        for match in re.finditer(r"^(?:HEALTHCHECK .*?)?(CMD|ENTRYPOINT)\s+(\[.+)$", path.read_text(), re.M):
             argvs.append((f"{path.name} {match[1]}", as_argv(yaml.safe_load(match[2]))))
     used = {}
     for where, argv in argvs:
@@ -183,7 +212,7 @@ def test_every_maskfarm_command_used_is_a_real_subcommand(services):
 
     (subparsers,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     used = maskfarm_commands(services)
-    assert {"server", "worker", "health"} <= set(used)
+    assert {"server", "worker", "health", "worker-health"} <= set(used)
     missing = {command: where for command, where in used.items() if command not in subparsers.choices}
     assert not missing, (
         "`maskfarm` has no such subcommand: "

@@ -13,6 +13,7 @@ import sys
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
     _add_worker_command(subcommands)
+    _add_worker_health_command(subcommands)
     model = subcommands.add_parser("model", help="manage CLIPSeg models")
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     synthetic = model_commands.add_parser(
@@ -67,9 +68,27 @@ def _add_worker_command(subcommands: argparse._SubParsersAction) -> None:
                         "MASKFARM_CODEC_THREADS; default: 1 on a CPU, up to 8 with a GPU)")
     worker.add_argument("--metrics-listen", default=os.environ.get("MASKFARM_METRICS_LISTEN", ""),
                         help="host:port to serve Prometheus /metrics on (env MASKFARM_METRICS_LISTEN; default: off)")
+    worker.add_argument("--health-file", default=os.environ.get("MASKFARM_HEALTH_FILE", ""), metavar="FILE",
+                        help="touch FILE with every heartbeat that reaches Redis, for `maskfarm worker-health` "
+                        "(env MASKFARM_HEALTH_FILE; default: none)")
     _add_storage_options(worker)
     add_model_options(worker)
     worker.set_defaults(run=run_worker)
+
+
+def _add_worker_health_command(subcommands: argparse._SubParsersAction) -> None:
+    check = subcommands.add_parser(
+        "worker-health",
+        help="exit 0 when the worker writing its --health-file was heard by Redis lately (a liveness probe)",
+        description="Reads the age of a worker's health file (maskfarm worker --health-file): exit 0 when the "
+        "worker's last heartbeat reached Redis within --within seconds, 1 otherwise. Needs neither Redis nor torch.",
+    )
+    check.add_argument("--file", default=os.environ.get("MASKFARM_HEALTH_FILE", ""),
+                       help="the worker's health file (env MASKFARM_HEALTH_FILE)")
+    check.add_argument("--within", type=float, default=60.0,
+                       help="seconds since the last heartbeat that still count as alive (default %(default)s: "
+                       "twice the default job lease)")
+    check.set_defaults(run=run_worker_health)
 
 
 def _add_storage_options(worker: argparse.ArgumentParser) -> None:
@@ -119,7 +138,7 @@ def run_worker(args: argparse.Namespace) -> int:
                                   metrics_listen=args.metrics_listen, batch_frames=args.batch_frames,
                                   batch_wait_ms=args.batch_wait_ms, codec_threads=args.codec_threads,
                                   storage_roots=args.storage_root or os.environ.get("MASKFARM_STORAGE_ROOTS", ""),
-                                  output_mode=args.output_mode)
+                                  output_mode=args.output_mode, health_file=args.health_file)
     except ValueError as error:
         print(f"maskfarm worker: {error}", file=sys.stderr)
         return 2
@@ -128,6 +147,24 @@ def run_worker(args: argparse.Namespace) -> int:
     except ModelLoadError as error:
         print(f"maskfarm worker: cannot load the model: {error}", file=sys.stderr)
         return 2
+
+
+def run_worker_health(args: argparse.Namespace) -> int:
+    from maskfarm.worker.liveness import age_s
+
+    if not args.file:
+        print("maskfarm worker-health: no health file: give --file or MASKFARM_HEALTH_FILE", file=sys.stderr)
+        return 2
+    age = age_s(args.file)
+    if age is None:
+        print(f"maskfarm worker-health: {args.file} does not exist: the worker has not reached Redis yet",
+              file=sys.stderr)
+        return 1
+    if age > args.within:
+        print(f"maskfarm worker-health: last heartbeat {age:.0f} s ago (more than {args.within:g} s)", file=sys.stderr)
+        return 1
+    print(f"alive: last heartbeat {age:.0f} s ago")
+    return 0
 
 
 def run_synthetic(args: argparse.Namespace) -> int:

@@ -15,7 +15,8 @@ breaks CUDA; ``MaskfarmWorker`` is a ``SimpleWorker`` (jobs run in this process)
   claims are RQ-started at once, on the same lease as the running job, then performed
   one by one after the lead, each through RQ's own ``perform_job``;
 - keeps its ``WorkerInfo`` (model, device, current job) in the store, refreshed with every
-  RQ heartbeat and removed on exit.
+  RQ heartbeat and removed on exit, and touches its liveness file (``health_file``) with
+  each heartbeat that reached Redis.
 
 SIGTERM/SIGINT are RQ's warm shutdown: the current job finishes, then the worker exits.
 """
@@ -46,6 +47,7 @@ from maskfarm.server.jobs import DEFAULT_NAMESPACE, JOB_FUNCTION, PRIORITIES, Pr
 from maskfarm.server.storage import StorageRoots
 from maskfarm.server.store import JobStore
 from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
+from maskfarm.worker import liveness
 from maskfarm.worker.codec_pool import CodecPool
 from maskfarm.worker.lost_jobs import LostJobHandler
 from maskfarm.worker.metrics import BATCHED_JOBS, PrometheusObserver, serve_metrics
@@ -103,6 +105,9 @@ class WorkerSettings:
     codec_threads: int | None = None
     """Threads decoding frames and encoding masks (``maskfarm.worker.codec_pool``); None:
     1 on a CPU (the model uses its cores), up to 8 beside a GPU."""
+    health_file: str = ""
+    """Touched with every heartbeat that reached Redis (``maskfarm.worker.liveness``);
+    empty: none."""
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat_s < self.job_lease_s:
@@ -174,7 +179,7 @@ class MaskfarmWorker(SimpleWorker):
 
     def __init__(self, *args, store: JobStore, provenance: Provenance, heartbeat_s: float, job_lease_s: int,
                  gatherer: Gatherer | None = None, co_jobs: CoJobs | None = None,
-                 sweeper: OrphanSweeper | None = None, **kwargs) -> None:
+                 sweeper: OrphanSweeper | None = None, health_file: str = "", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.store = store
         self.provenance = provenance
@@ -183,6 +188,7 @@ class MaskfarmWorker(SimpleWorker):
         self.gatherer = gatherer
         self.co_jobs = co_jobs or CoJobs()
         self.sweeper = sweeper
+        self.health_file = health_file
         self._last_job_beat = 0.0
         self._last_beat = 0.0
         self._last_info: WorkerInfo | None = None
@@ -215,6 +221,7 @@ class MaskfarmWorker(SimpleWorker):
         else:
             self._beat(timeout, pipeline, info)
         self._last_info, self._last_beat = info, time.monotonic()
+        liveness.touch(self.health_file)
 
     def _beat(self, timeout: int | None, pipeline, info: WorkerInfo) -> None:
         super().heartbeat(timeout, pipeline)
@@ -363,6 +370,7 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter, codec: CodecPoo
         gatherer=gatherer,
         co_jobs=co_jobs,
         sweeper=OrphanSweeper(store, queues),
+        health_file=settings.health_file,
     )
     worker.push_exc_handler(LostJobHandler(store))
     install_runtime(WorkerRuntime(segmenter, store, provenance, heartbeat=worker.beat_running_job, co_jobs=co_jobs,
