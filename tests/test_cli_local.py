@@ -112,3 +112,10 @@ def test_model_check_answers_quickly_without_weights(tiny_model_dir, tmp_path):
     assert offline.returncode == 1 and "no weights" in offline.stderr
     missing = maskfarm("model", "check", str(tmp_path))
     assert missing.returncode == 1 and "config.json" in missing.stderr
+
+
+def test_synthetic_model_files_are_readable_by_other_users(tiny_model_dir):
+    """The worker image runs as its own user: a model written here and mounted into it
+    must be readable by others (safetensors writes its file owner-only)."""
+    for path in Path(tiny_model_dir).iterdir():
+        assert path.stat().st_mode & 0o044 == 0o044, f"{path.name} is not readable by group and others"

@@ -74,6 +74,10 @@ def write_synthetic_model(directory: str | Path, preset: str = "tiny", seed: int
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     (directory / "SYNTHETIC.json").write_text(json.dumps({"preset": preset, "seed": seed, "notice": NOTICE}, indent=2) + "\n")
+    for path in directory.iterdir():
+        # safetensors writes the weights owner-only; a worker running as another user (the
+        # worker image's) must be able to read a model mounted into it.
+        path.chmod(0o644)
     return directory
 
 
