@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from maskfarm.server.auth import BearerTokenInterceptor
 from maskfarm.server.events import JobEvents
+from maskfarm.server.memory import return_large_blocks_when_freed
 from maskfarm.server.metrics import serve_metrics
 from maskfarm.server.queue import JobQueue, QueueLimits
 from maskfarm.server.servicer import SegmentationServicer
@@ -30,6 +31,7 @@ from maskfarm.server.store import JobStore
 from maskfarm.server.tls import server_credentials
 from maskfarm.server.tokens import TokenFile
 from maskfarm.server.validation import ImageLimits
+from maskfarm.server.watch_slots import WatchSlots
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
 
@@ -56,6 +58,7 @@ def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
 
 async def serve(settings: ServerSettings) -> None:
     """Runs the server until SIGTERM or SIGINT."""
+    return_large_blocks_when_freed()
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="redis"))
     connection = redis.Redis.from_url(
         settings.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=5, health_check_interval=30
@@ -100,6 +103,7 @@ async def build_server(
         image_limits=ImageLimits(max_side=settings.max_side, max_pixels=settings.max_pixels),
         max_message_bytes=settings.max_message_bytes,
         storage=settings.storage,
+        watch_slots=WatchSlots(settings.max_watches_per_connection, settings.max_watches_per_owner),
     )
     health = health_aio.HealthServicer()
     for service in ("", SERVICE_NAME):

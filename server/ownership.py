@@ -51,9 +51,14 @@ def owners_labels(labels: Mapping[str, str], owner: str | None) -> dict[str, str
     return dict(labels) if owner is None else {**labels, OWNER_LABEL: owner}
 
 
+def visible(job: JobRecord, owner: str | None) -> bool:
+    """Whether ``owner`` may see the job (anyone may when auth is off, ``owner`` None)."""
+    return owner is None or job.labels.get(OWNER_LABEL) == owner
+
+
 def require_visible(job: JobRecord, owner: str | None) -> JobRecord:
     """The job, if ``owner`` may see it; raises ``JobNotFound`` (as for an unknown id) if not."""
-    if owner is not None and job.labels.get(OWNER_LABEL) != owner:
+    if not visible(job, owner):
         raise JobNotFound(job.id)
     return job
 

@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
 import grpc
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from maskfarm.server import messages, ownership, validation
 from maskfarm.server.auth import caller
+from maskfarm.server.echo import cut, quoted
 from maskfarm.server.events import JobEvents
 from maskfarm.server.jobs import JobRecord
 from maskfarm.server.metrics import CALLS_REFUSED
-from maskfarm.server.queue import BacklogFull, JobQueue
+from maskfarm.server.queue import BacklogFull, JobQueue, WorkerStatus
+from maskfarm.server.redis_errors import refusal
 from maskfarm.server.storage import StorageRoots
 from maskfarm.server.store import JobNotFound, JobStore
 from maskfarm.server.validation import ImageLimits, ValidationError
 from maskfarm.server.watch import follow_job
+from maskfarm.server.watch_slots import TooManyWatches, WatchSlots, peer_host
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
 
@@ -33,6 +38,9 @@ log = logging.getLogger(__name__)
 
 MESSAGE_OVERHEAD = 1024 * 1024
 """Room left in a message for everything but mask data."""
+MAX_DETAILS_CHARS = 2000
+"""The longest status message: it travels as metadata, whose size gRPC limits (input
+echoed in a message is cut shorter still, see ``maskfarm.server.echo``)."""
 
 
 class SegmentationServicer(pb_grpc.SegmentationServicer):
@@ -45,6 +53,7 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
         image_limits: ImageLimits,
         max_message_bytes: int,
         watch_poll_interval: float = 5.0,
+        watch_slots: WatchSlots,
         storage: StorageRoots = StorageRoots(),
     ) -> None:
         self.store = store
@@ -54,6 +63,7 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
         self.max_mask_bytes = max(max_message_bytes - MESSAGE_OVERHEAD, 1)
         self.watch_poll_interval = watch_poll_interval
         self.storage = storage
+        self.watch_slots = watch_slots
 
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         async with _status_for_errors(context):
@@ -88,14 +98,18 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
         async with _status_for_errors(context):
             from_frame = validation.frame_index("from_frame", request.from_frame)
             job_id, owner = validation.job_id(request.job_id), caller()
-            updates = follow_job(self.store, self.events, job_id, from_frame, poll_interval=self.watch_poll_interval)
-            async for update in updates:
-                if isinstance(update, JobRecord):
-                    # The job comes first, so nothing is sent before this check.
-                    job = ownership.require_visible(update, owner)
-                    yield pb.WatchJobEvent(job=_job_message(job))
-                else:
-                    yield pb.WatchJobEvent(frame=messages.frame_message(job, update))
+            connection = context.peer()
+            with self.watch_slots.hold(connection, owner if owner is not None else peer_host(connection)):
+                updates = follow_job(self.store, self.events, job_id, from_frame,
+                                     poll_interval=self.watch_poll_interval)
+                async for update in updates:
+                    if isinstance(update, JobRecord):
+                        # The job comes first, so nothing is sent before this check.
+                        job = ownership.require_visible(update, owner)
+                        yield pb.WatchJobEvent(job=_job_message(job))
+                    else:
+                        yield pb.WatchJobEvent(frame=messages.frame_message(job, update))
+                    update = None  # not held while waiting for the next: a frame may be megabytes
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         async with _status_for_errors(context):
@@ -120,8 +134,20 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
         self, request: pb.ListWorkersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListWorkersResponse:
         async with _status_for_errors(context):
-            workers = await asyncio.to_thread(self.queue.workers)
+            workers = await asyncio.to_thread(self._workers, caller())
             return pb.ListWorkersResponse(workers=[messages.worker_message(worker) for worker in workers])
+
+    def _workers(self, owner: str | None) -> list[WorkerStatus]:
+        """The live workers, each one's current job shown only to that job's owner
+        (blocking): another caller's job id stays unconfirmed, as everywhere else."""
+        workers = self.queue.workers()
+        if owner is None:
+            return workers
+        jobs = self.store.get_jobs(worker.current_job_id for worker in workers)
+        return [
+            worker if job is not None and ownership.visible(job, owner) else dataclasses.replace(worker, current_job_id="")
+            for worker, job in zip(workers, jobs)
+        ]
 
     async def _job(self, job_id: str) -> JobRecord:
         """The job, if the caller may see it; raises ``JobNotFound`` for an unknown id and
@@ -143,7 +169,9 @@ async def _status_for_errors(context: grpc.aio.ServicerContext) -> AsyncIterator
     except ValidationError as error:
         await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
     except JobNotFound as error:
-        await _abort(context, grpc.StatusCode.NOT_FOUND, f"no job {error.args[0]!r} (unknown or expired)")
+        await _abort(context, grpc.StatusCode.NOT_FOUND, f"no job {quoted(error.args[0])} (unknown or expired)")
+    except TooManyWatches as error:
+        await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
     except BacklogFull as error:
         await _abort(context, 
             grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -153,8 +181,15 @@ async def _status_for_errors(context: grpc.aio.ServicerContext) -> AsyncIterator
     except (RedisConnectionError, RedisTimeoutError) as error:
         log.warning("Redis unavailable: %s", error)
         await _abort(context, grpc.StatusCode.UNAVAILABLE, f"the job store is unavailable: {error}")
+    except RedisError as error:
+        reason = refusal(error)
+        if reason is None:
+            log.exception("Redis answered with an error")
+            await _abort(context, grpc.StatusCode.INTERNAL, "the job store answered with an error (see the server log)")
+        log.warning("Redis refused: %s", error)
+        await _abort(context, grpc.StatusCode.UNAVAILABLE, reason)
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str, **kwargs) -> None:
     CALLS_REFUSED.labels(code.name).inc()
-    await context.abort(code, details, **kwargs)
+    await context.abort(code, cut(details, MAX_DETAILS_CHARS), **kwargs)

@@ -44,6 +44,10 @@ class ServerSettings:
     max_backlog_jobs: int = _setting(10_000, "queued jobs beyond which SubmitJob is refused")
     max_backlog_mib: int = _setting(8192, "queued frame data beyond which SubmitJob is refused, MiB")
     grace_s: float = _setting(10.0, "seconds running calls get to finish at shutdown")
+    max_watches_per_connection: int = _setting(16, "WatchJob streams one client connection may hold open at once; "
+                                                   "more are refused")
+    max_watches_per_owner: int = _setting(32, "WatchJob streams one caller may hold open at once (the token's name; "
+                                              "without auth, the client's host); more are refused")
     log_level: str = _setting("INFO", "logging level")
     metrics_listen: str = _setting("", "host:port to serve Prometheus /metrics on; empty: no metrics")
     auth_tokens: str = _setting("", "file of 'TOKEN NAME' lines: every call but health and reflection needs "

@@ -13,7 +13,7 @@ worker always, on its own filesystem, just before it reads or writes. The check 
 path as it is at that moment: storage is trusted not to be rearranged under a running
 job by someone racing it; requests are not trusted at all.
 
-This module imports only the standard library (the worker imports it too).
+This module imports only the standard library and ``echo`` (the worker imports it too).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from maskfarm.server.echo import cut, quoted
 
 
 class StoragePathError(ValueError):
@@ -67,16 +69,16 @@ class StorageRoots:
         if "\0" in path:
             raise StoragePathError("contains a NUL character")
         if not os.path.isabs(path):
-            raise StoragePathError(f"must be an absolute path, got {path!r}")
+            raise StoragePathError(f"must be an absolute path, got {quoted(path)}")
         if ".." in path.split(os.sep):
-            raise StoragePathError(f"must not contain '..', got {path!r}")
+            raise StoragePathError(f"must not contain '..', got {quoted(path)}")
         normal = os.path.normpath(path)
         if not any(_under(normal, root) for root in self.roots):
-            raise StoragePathError(f"{normal} is not under a storage root ({', '.join(self.roots)})")
+            raise StoragePathError(f"{cut(normal)} is not under a storage root ({', '.join(self.roots)})")
         resolved = os.path.realpath(normal)
         if not any(_under(resolved, os.path.realpath(root)) for root in self.roots):
-            raise StoragePathError(f"{normal} leads outside the storage roots through a symlink "
-                                   f"(it resolves to {resolved})")
+            raise StoragePathError(f"{cut(normal)} leads outside the storage roots through a symlink "
+                                   f"(it resolves to {cut(resolved)})")
         return normal
 
     def frame_file(self, path: str, *, must_exist: bool = True) -> str:
@@ -87,11 +89,11 @@ class StorageRoots:
             try:
                 mode = os.stat(normal).st_mode
             except FileNotFoundError:
-                raise StoragePathError(f"{normal}: no such file") from None
+                raise StoragePathError(f"{cut(normal)}: no such file") from None
             except OSError as error:
-                raise StoragePathError(f"{normal}: {error.strerror}") from None
+                raise StoragePathError(f"{cut(normal)}: {error.strerror}") from None
             if not stat.S_ISREG(mode):
-                raise StoragePathError(f"{normal} is not a regular file")
+                raise StoragePathError(f"{cut(normal)} is not a regular file")
         return normal
 
     def output_dir(self, path: str) -> str:
@@ -100,7 +102,7 @@ class StorageRoots:
         (it need not: the worker creates it). Raises ``StoragePathError``."""
         normal = self.check(path)
         if os.path.lexists(normal) and not os.path.isdir(normal):
-            raise StoragePathError(f"{normal} exists and is not a directory")
+            raise StoragePathError(f"{cut(normal)} exists and is not a directory")
         return normal
 
 

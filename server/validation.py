@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
+from maskfarm.server.echo import cut, quoted
 from maskfarm.server.exrheader import is_exr, layer_channels, read_header
 from maskfarm.server.images import ImageError, probe_image, probe_image_file
 from maskfarm.server.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Priority
@@ -30,6 +31,8 @@ MAX_LABELS = 64
 MAX_LABEL_KEY_CHARS = 128
 MAX_LABEL_VALUE_CHARS = 1024
 MAX_REQUEST_ID_CHARS = 128
+MAX_JOB_ID_CHARS = 64
+"""The longest job id the store accepts (``store.JOB_ID_PATTERN``): a longer one is malformed."""
 MAX_FRAME_NAME_CHARS = 255
 MAX_EXR_LAYER_CHARS = 255
 DEFAULT_PAGE_SIZE = 100
@@ -151,7 +154,7 @@ def exr_options(message: pb.ExrOptions) -> ExrOptions:
     """How EXR frames are read; raises ``ValidationError``."""
     if message.layer and (len(message.layer) > MAX_EXR_LAYER_CHARS or not message.layer.isprintable()):
         raise ValidationError("exr.layer", f"must be a printable layer name of at most {MAX_EXR_LAYER_CHARS} "
-                                           f"characters, got {message.layer[:80]!r}")
+                                           f"characters, got {quoted(message.layer)}")
     try:
         return ExrOptions(layer=message.layer, exposure=message.exposure)
     except ValueError as error:
@@ -176,6 +179,8 @@ def job_id(value: str) -> str:
     not malformed but unknown: the store does not find it, as with an expired job.)"""
     if not value:
         raise ValidationError("job_id", "required")
+    if len(value) > MAX_JOB_ID_CHARS:
+        raise ValidationError("job_id", f"{len(value)} characters, at most {MAX_JOB_ID_CHARS}")
     return value
 
 
@@ -229,7 +234,7 @@ def _check_frame_name(field: str, name: str) -> None:
     if len(name) > MAX_FRAME_NAME_CHARS:
         raise ValidationError(field, f"{len(name)} characters, at most {MAX_FRAME_NAME_CHARS}")
     if any(char in name for char in "/\\\0") or name in (".", ".."):
-        raise ValidationError(field, f"must be a plain file name, got {name!r}")
+        raise ValidationError(field, f"must be a plain file name, got {quoted(name)}")
 
 
 def _frame_path(field: str, path: str, limits: ImageLimits, storage: StorageRoots) -> str:
@@ -244,7 +249,7 @@ def _frame_path(field: str, path: str, limits: ImageLimits, storage: StorageRoot
     except (StoragePathError, ImageError) as error:
         raise ValidationError(field, str(error)) from None
     except OSError as error:
-        raise ValidationError(field, f"{path}: cannot read: {error.strerror or error}") from None
+        raise ValidationError(field, f"{cut(path)}: cannot read: {error.strerror or error}") from None
     return path
 
 
@@ -258,7 +263,7 @@ def _check_mask_file_names(names: list[str]) -> None:
                                                            "their frame)")
         stem = PurePath(name).stem
         if stem in seen:
-            raise ValidationError(f"frames[{index}].name", f"{name!r} names the same mask files as "
+            raise ValidationError(f"frames[{index}].name", f"{quoted(name)} names the same mask files as "
                                                            f"frames[{seen[stem]}] under output_dir")
         seen[stem] = index
 
@@ -284,7 +289,7 @@ def _labels(field: str, labels: dict[str, str]) -> dict[str, str]:
         raise ValidationError(field, f"{len(labels)} labels, at most {MAX_LABELS}")
     for key, value in labels.items():
         if not key or len(key) > MAX_LABEL_KEY_CHARS:
-            raise ValidationError(f"{field}[{key!r}]", f"keys must have 1 to {MAX_LABEL_KEY_CHARS} characters")
+            raise ValidationError(f"{field}[{quoted(key)}]", f"keys must have 1 to {MAX_LABEL_KEY_CHARS} characters")
         if len(value) > MAX_LABEL_VALUE_CHARS:
-            raise ValidationError(f"{field}[{key!r}]", f"{len(value)} characters, at most {MAX_LABEL_VALUE_CHARS}")
+            raise ValidationError(f"{field}[{quoted(key)}]", f"{len(value)} characters, at most {MAX_LABEL_VALUE_CHARS}")
     return dict(labels)

@@ -18,7 +18,10 @@ from maskfarm.server.jobs import FrameResult, JobRecord
 from maskfarm.server.store import JobStore
 
 REPLAY_CHUNK = 16
-"""Frames read from Redis at a time while catching up, to bound the server's memory."""
+"""Most frames read from Redis at a time (catching up, or announced together)."""
+REPLAY_BYTES = 1024 * 1024
+"""Mask bytes a follower reads ahead at most (but always one frame): a watcher whose
+client stops reading holds one chunk, so this bounds what each such stream costs."""
 
 
 async def follow_job(
@@ -43,6 +46,7 @@ async def follow_job(
             async for result in frames.read(new_frames):
                 reported = None
                 yield result
+                result = None  # not held while waiting for events: a frame may be megabytes
             if job != reported:
                 yield job
                 reported = job
@@ -51,9 +55,10 @@ async def follow_job(
             woken = [await inbox.next(poll_interval), *inbox.pending()]
             announced = frames.announced([frame for event in woken if (frame := _announced_frame(event)) is not None])
             job, results, new_frames = await asyncio.to_thread(frames.after_wake_up, announced)
-            for result in results:
+            results.reverse()
+            while results:
                 reported = None
-                yield result
+                yield results.pop()
 
 
 class _FrameReplay:
@@ -72,6 +77,9 @@ class _FrameReplay:
         self.from_frame = from_frame
         self.known: set[int] = set()
         """Stored frames seen so far: given out, or before ``from_frame``."""
+        self.chunk = 1
+        """Frames to read at once: as many as fit ``REPLAY_BYTES`` by the size of the
+        frames read last (one until a frame was read), at most ``REPLAY_CHUNK``."""
 
     def catch_up(self) -> tuple[JobRecord, list[int]]:
         """The job, and the frames to give out that were stored and not seen yet (blocking)."""
@@ -82,9 +90,10 @@ class _FrameReplay:
         """The job read again together with the first ``REPLAY_CHUNK`` announced frames
         (one round trip; blocking), and the frames to read next: the other announced ones,
         then any stored and not seen yet."""
-        first, rest = announced[:REPLAY_CHUNK], announced[REPLAY_CHUNK:]
+        first, rest = announced[: self.chunk], announced[self.chunk :]
         job, results = self.store.job_with_frames(self.job_id, first, self.job)
         self.job = job
+        self._size_chunks(results)
         return job, results, rest + self._unseen(job)
 
     def _unseen(self, job: JobRecord) -> list[int]:
@@ -101,11 +110,22 @@ class _FrameReplay:
         return [index for index in new if index >= self.from_frame]
 
     async def read(self, indices: list[int]) -> AsyncIterator[FrameResult]:
-        """The frames at ``indices``, ``REPLAY_CHUNK`` at a time to bound the server's memory."""
-        for start in range(0, len(indices), REPLAY_CHUNK):
-            chunk = indices[start : start + REPLAY_CHUNK]
-            for result in await asyncio.to_thread(self.store.frame_results, self.job_id, chunk, self.job):
-                yield result
+        """The frames at ``indices``, ``self.chunk`` at a time to bound the server's memory;
+        a frame is let go of once given out."""
+        start = 0
+        while start < len(indices):
+            chunk = indices[start : start + self.chunk]
+            start += len(chunk)
+            results = await asyncio.to_thread(self.store.frame_results, self.job_id, chunk, self.job)
+            self._size_chunks(results)
+            results.reverse()
+            while results:
+                yield results.pop()
+
+    def _size_chunks(self, results: list[FrameResult]) -> None:
+        if results:
+            frame_bytes = max(result.nbytes for result in results)
+            self.chunk = max(1, min(REPLAY_CHUNK, REPLAY_BYTES // max(frame_bytes, 1)))
 
 
 def _announced_frame(event: dict | None) -> int | None:

@@ -11,7 +11,9 @@ and talks to Redis only through ``JobStore``. Its contract with RQ:
   becoming unreachable mid-job (``redis.ConnectionError``/``TimeoutError``, re-raised
   untouched). The job record then stays running so the retry (``mark_running`` accepts a
   running job) resumes it; out of memory on the last attempt is failed as
-  ``out_of_memory`` first, a lost Redis by ``LostJobHandler`` (``worker_lost``).
+  ``out_of_memory`` first, a lost Redis by ``LostJobHandler`` (``worker_lost``);
+- waits while Redis refuses to store a frame (its own maxmemory reached, a read-only
+  replica, loading: ``maskfarm.worker.refusals``) and goes on once it can, inputs kept.
 
 A retried job skips the frames already stored, so no frame is computed or announced
 twice. Cancellation is cooperative: the flag is checked between frames. So is being
@@ -48,6 +50,7 @@ from maskfarm.worker.encoding import frame_result
 from maskfarm.worker.frames import Frame, decode_frame
 from maskfarm.worker.metrics import FRAMES, JOBS_ENDED, STAGE_SECONDS
 from maskfarm.worker.pipeline import FrameRequest
+from maskfarm.worker.refusals import beat_if_allowed, while_refused
 from maskfarm.worker.runtime import WorkerRuntime, current_runtime
 from maskfarm.worker.shared_storage import write_frame_masks
 
@@ -103,7 +106,7 @@ def run_job(job_id: str) -> None:
             log.info("job %s cancelled", job_id)
         elif outcome == "superseded":
             log.warning("job %s stopped: a later run took it over (this worker was taken for dead)", job_id)
-        elif runtime.store.mark_succeeded(job_id):
+        elif while_refused(lambda: runtime.store.mark_succeeded(job_id), f"job {job_id} success", runtime.heartbeat):
             JOBS_ENDED.labels("succeeded").inc()
             log.info("job %s succeeded", job_id)
         else:
@@ -131,7 +134,7 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
     made = ((decoded[result.index], result.masks) for result in segmenter.stream(frames, job.prompts, job.params))
     for _, encoded in runtime.codec.in_order(lambda frame: encode_masks(runtime, job, *frame), made):
         store_encoded(runtime, job, encoded())
-        runtime.heartbeat()
+        beat_if_allowed(runtime.heartbeat)
         if should_stop():
             break
     return stop or "done"
@@ -212,7 +215,7 @@ def _segment_batch(runtime: WorkerRuntime, lead: JobRecord, co_jobs: Sequence[Jo
             store_masks(runtime, share.job, index, result.masks)
         else:
             _store_co_job_masks(runtime, share, lead.id, index, result.masks)
-        runtime.heartbeat()
+        beat_if_allowed(runtime.heartbeat)
         if share.should_stop() and share.lead:
             break
     return shares[0].stop or "done"
@@ -311,7 +314,7 @@ def encode_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.n
 
 def store_encoded(runtime: WorkerRuntime, job: JobRecord, encoded: FrameResult) -> None:
     with STAGE_SECONDS.labels("store").time():
-        runtime.store.store_frame_result(job.id, encoded)
+        store_frame(runtime, job.id, encoded)
     FRAMES.inc()
     log.debug("job %s frame %d stored", job.id, encoded.index)
 
@@ -323,10 +326,17 @@ def _write_mask_files(runtime: WorkerRuntime, job: JobRecord, index: int, masks:
         raise BadFrame(index, job.frame_names[index], f"its masks cannot be written: {error}") from None
 
 
+def store_frame(runtime: WorkerRuntime, job_id: str, result: FrameResult) -> None:
+    """Stores one frame's result, waiting while Redis refuses the write (out of memory,
+    say: ``maskfarm.worker.refusals``), so the job goes on once it can, inputs kept."""
+    while_refused(lambda: runtime.store.store_frame_result(job_id, result), f"job {job_id} frame {result.index}",
+                  runtime.heartbeat)
+
+
 def skip_frame(runtime: WorkerRuntime, job: JobRecord, index: int, reason: str) -> None:
     """Stores frame ``index`` as failed (``keep_going``): watchers get its error, the
     job's ``failed_frames`` counts it, and the job goes on without it."""
-    runtime.store.store_frame_result(job.id, FrameResult.failed(index, reason))
+    store_frame(runtime, job.id, FrameResult.failed(index, reason))
     log.warning("job %s frame %d skipped (keep_going): %s", job.id, index, reason)
 
 
