@@ -8,9 +8,11 @@ orchestrators and ``grpcurl list`` work without a secret. Any other service is c
 default: a service added later is protected without anyone remembering to.
 
 An accepted call runs with its caller's name available to the servicer through
-``caller()``; with auth off (no interceptor), ``caller()`` is None and every job is
-everyone's. PERMISSION_DENIED is never used: a known caller asking for a job that is
-not theirs gets NOT_FOUND (see ``ownership``).
+``caller()``, and the caller's shared-storage roots, if the token file sets any, through
+``caller_storage()``; with auth off (no interceptor), ``caller()`` is None and every job is
+everyone's. A known caller asking for a job that is not theirs gets NOT_FOUND, never
+PERMISSION_DENIED (see ``ownership``); PERMISSION_DENIED answers only an ``output_dir``
+outside the caller's write roots (see ``storage_access``), which says nothing about others.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import grpc
 
+from maskfarm.server.storage_access import StorageAccess
 from maskfarm.server.tokens import TokenFile
 
 OPEN_SERVICES = frozenset({
@@ -36,11 +39,18 @@ AUTHORIZATION = "authorization"
 BEARER = "bearer"
 
 _caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("maskfarm_caller", default=None)
+_storage: contextvars.ContextVar[StorageAccess | None] = contextvars.ContextVar("maskfarm_storage", default=None)
 
 
 def caller() -> str | None:
     """The name of the authenticated caller of the current call; None when auth is off."""
     return _caller.get()
+
+
+def caller_storage() -> StorageAccess | None:
+    """The roots the current call's caller may read and write on shared storage; None
+    when no per-owner rules apply (auth off, or a token file without ``storage`` lines)."""
+    return _storage.get()
 
 
 class NotAuthenticated(Exception):
@@ -65,7 +75,8 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
             name = self.authenticate(details.invocation_metadata or ())
         except NotAuthenticated as refusal:
             return _with_behavior(handler, _refusing(str(refusal)))
-        return _with_behavior(handler, _as_caller(name, getattr(handler, _kind(handler))))
+        storage = self.tokens.storage_access(name)
+        return _with_behavior(handler, _as_caller(name, storage, getattr(handler, _kind(handler))))
 
     def authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> str:
         """The caller's name; raises ``NotAuthenticated`` saying why not."""
@@ -106,12 +117,14 @@ def _refusing(reason: str) -> Callable[..., Awaitable[None]]:
     return refuse
 
 
-def _as_caller(name: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-    """``behavior``, run with ``caller()`` answering ``name``. (grpc.aio runs each call in
-    a task of its own, so setting the variable cannot leak into another call.)"""
+def _as_caller(name: str, storage: StorageAccess | None, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """``behavior``, run with ``caller()`` answering ``name`` and ``caller_storage()``
+    ``storage``. (grpc.aio runs each call in a task of its own, so setting the variables
+    cannot leak into another call.)"""
     if inspect.isasyncgenfunction(behavior):
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
             _caller.set(name)
+            _storage.set(storage)
             async with contextlib.aclosing(behavior(request, context)) as responses:
                 async for response in responses:
                     yield response
@@ -120,6 +133,7 @@ def _as_caller(name: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         _caller.set(name)
+        _storage.set(storage)
         return await behavior(request, context)
 
     return unary

@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass, field
 
 from maskfarm.server.params import MaskParams
+from maskfarm.server.storage_access import StorageAccess
 
 JOB_FUNCTION = "maskfarm.worker.job.run_job"
 """The RQ job function, by dotted name: the server enqueues it without importing it.
@@ -105,6 +106,9 @@ class JobSpec:
     keep_going: bool = False
     output_dir: str = ""
     exr: ExrOptions = ExrOptions()
+    storage_access: StorageAccess | None = None
+    """The roots the job's owner may read and write (per-owner rules), None: the storage
+    roots, unrestricted."""
 
     @property
     def input_bytes(self) -> int:
@@ -156,6 +160,9 @@ class JobRecord:
     exr: ExrOptions = ExrOptions()
     failed_frames: int = 0
     """Frames among ``done_frames`` that failed and were skipped (``keep_going``)."""
+    storage_access: StorageAccess | None = None
+    """The roots its owner may read frames from and write masks into, checked again by
+    the worker; None: no per-owner rules (the storage roots, unrestricted)."""
 
     @property
     def total_frames(self) -> int:

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from maskfarm.server import messages, ownership, validation
-from maskfarm.server.auth import caller
+from maskfarm.server.auth import caller, caller_storage
 from maskfarm.server.echo import cut, quoted
 from maskfarm.server.events import JobEvents
 from maskfarm.server.jobs import JobRecord
@@ -27,6 +27,7 @@ from maskfarm.server.metrics import CALLS_REFUSED
 from maskfarm.server.queue import BacklogFull, JobQueue, WorkerStatus
 from maskfarm.server.redis_errors import refusal
 from maskfarm.server.storage import StorageRoots
+from maskfarm.server.storage_access import StorageAccess
 from maskfarm.server.store import JobNotFound, JobStore
 from maskfarm.server.validation import ImageLimits, ValidationError
 from maskfarm.server.watch import follow_job
@@ -67,12 +68,13 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
 
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         async with _status_for_errors(context):
-            job = await asyncio.to_thread(self._submit, request, caller())
+            job = await asyncio.to_thread(self._submit, request, caller(), caller_storage())
             return _job_message(job)
 
-    def _submit(self, request: pb.SubmitJobRequest, owner: str | None) -> JobRecord:
-        """Checks and queues a request (blocking; one thread for both)."""
-        spec = validation.job_spec(request, self.image_limits, self.storage)
+    def _submit(self, request: pb.SubmitJobRequest, owner: str | None, access: StorageAccess | None) -> JobRecord:
+        """Checks and queues a request (blocking; one thread for both); ``access``: the
+        owner's own storage roots, if the token file sets them."""
+        spec = validation.job_spec(request, self.image_limits, self.storage, access)
         ownership.refuse_reserved_labels("labels", spec.labels)
         return self.queue.submit(ownership.owned(spec, owner))
 
@@ -166,6 +168,9 @@ async def _status_for_errors(context: grpc.aio.ServicerContext) -> AsyncIterator
     """Ends the call with the status code that an error stands for."""
     try:
         yield
+    except validation.PathDenied as error:
+        code = grpc.StatusCode.PERMISSION_DENIED if error.writing else grpc.StatusCode.NOT_FOUND
+        await _abort(context, code, str(error))
     except ValidationError as error:
         await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
     except JobNotFound as error:

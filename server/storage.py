@@ -31,6 +31,11 @@ class StoragePathError(ValueError):
     caller knows which field it checked)."""
 
 
+class OutsideRoots(StoragePathError):
+    """A well-formed path that is not under the roots, by name or once its symlinks are
+    resolved (as opposed to a malformed one: relative, with ``..`` or a NUL)."""
+
+
 @dataclass(frozen=True)
 class StorageRoots:
     """The folders under which jobs may name paths; none: shared storage is off."""
@@ -74,10 +79,10 @@ class StorageRoots:
             raise StoragePathError(f"must not contain '..', got {quoted(path)}")
         normal = os.path.normpath(path)
         if not any(_under(normal, root) for root in self.roots):
-            raise StoragePathError(f"{cut(normal)} is not under a storage root ({', '.join(self.roots)})")
+            raise OutsideRoots(f"{cut(normal)} is not under a storage root ({', '.join(self.roots)})")
         resolved = os.path.realpath(normal)
         if not any(_under(resolved, os.path.realpath(root)) for root in self.roots):
-            raise StoragePathError(f"{cut(normal)} leads outside the storage roots through a symlink "
+            raise OutsideRoots(f"{cut(normal)} leads outside the storage roots through a symlink "
                                    f"(it resolves to {cut(resolved)})")
         return normal
 

@@ -61,6 +61,7 @@ from maskfarm.server.jobs import (
     WorkerInfo,
 )
 from maskfarm.server.params import MaskParams
+from maskfarm.server.storage_access import StorageAccess
 
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """Job ids the store accepts (RQ's job id alphabet); anything else is not a job."""
@@ -608,6 +609,7 @@ def _new_record(spec: JobSpec, *, queue_ttl: int, result_ttl: int) -> JobRecord:
         keep_going=spec.keep_going,
         output_dir=spec.output_dir,
         exr=spec.exr,
+        storage_access=spec.storage_access,
     )
 
 
@@ -657,6 +659,7 @@ def _encode_record(job: JobRecord) -> dict[str, str]:
         "keep_going": "1" if job.keep_going else "0",
         "output_dir": job.output_dir,
         "exr": json.dumps(dataclasses.asdict(job.exr)),
+        "storage_access": job.storage_access.to_json() if job.storage_access else "",
     }
 
 
@@ -689,6 +692,7 @@ def _decode_record(raw: Mapping[bytes, bytes], done_frames: int, failed_frames: 
         output_dir=fields.get("output_dir", ""),
         exr=ExrOptions(**json.loads(fields.get("exr", "{}"))),
         failed_frames=failed_frames,
+        storage_access=StorageAccess.from_json(fields.get("storage_access", "")),
     )
 
 

@@ -18,9 +18,12 @@ from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from maskfarm.server.echo import cut, quoted
 from maskfarm.server.exrheader import is_exr, layer_channels, read_header
 from maskfarm.server.images import ImageError, probe_image, probe_image_file
+from maskfarm.client.outputs import prompt_folders
 from maskfarm.server.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Priority
+from maskfarm.server.mask_files import InputFrames, InputOverwrite
 from maskfarm.server.params import MaskParams
 from maskfarm.server.storage import StoragePathError, StorageRoots
+from maskfarm.server.storage_access import StorageAccess, StorageDenied
 from maskfarm.v1 import segmentation_pb2 as pb
 
 MAX_FRAMES = 10_000
@@ -73,6 +76,16 @@ class ValidationError(ValueError):
         self.reason = reason
 
 
+class PathDenied(ValidationError):
+    """A path outside the roots the caller may use (``storage_access``), decided by the
+    path alone: NOT_FOUND for a frame (``writing`` false), PERMISSION_DENIED for an
+    ``output_dir``."""
+
+    def __init__(self, field: str, reason: str, *, writing: bool) -> None:
+        super().__init__(field, reason)
+        self.writing = writing
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     max_side: int = 16384
@@ -89,13 +102,19 @@ class JobQuery:
     page_token: str
 
 
-def job_spec(request: pb.SubmitJobRequest, limits: ImageLimits, storage: StorageRoots = StorageRoots()) -> JobSpec:
+def job_spec(
+    request: pb.SubmitJobRequest, limits: ImageLimits, storage: StorageRoots = StorageRoots(),
+    access: StorageAccess | None = None,
+) -> JobSpec:
     """The job a SubmitJob request asks for; raises ``ValidationError``.
 
     Frames and ``output_dir`` given by path must lie under ``storage`` (see
     ``maskfarm.server.storage``; none: refused). A path frame is checked as far as this
     host sees the storage: when it does, the file must exist and its header pass the size
-    limits; the worker checks again, on its own filesystem, before it reads."""
+    limits; the worker checks again, on its own filesystem, before it reads. With
+    ``access`` (the caller's own roots, see ``storage_access``) they must lie under those
+    too (``PathDenied`` if not), checked before anything is looked up on the storage. No
+    mask file may replace one of the job's frames (``mask_files``)."""
     if not request.frames:
         raise ValidationError("frames", "at least one frame is required")
     if len(request.frames) > MAX_FRAMES:
@@ -112,13 +131,15 @@ def job_spec(request: pb.SubmitJobRequest, limits: ImageLimits, storage: Storage
     labels = _labels("labels", request.labels)
     if len(request.request_id) > MAX_REQUEST_ID_CHARS:
         raise ValidationError("request_id", f"{len(request.request_id)} characters, at most {MAX_REQUEST_ID_CHARS}")
-    frames = [_frame(f"frames[{index}]", frame, limits, storage) for index, frame in enumerate(request.frames)]
+    frames = [_frame(f"frames[{index}]", frame, limits, storage, access) for index, frame in enumerate(request.frames)]
     exr = exr_options(request.exr)
     _check_exr_layer(request.frames, exr.layer)
-    output_dir = _output_dir("output_dir", request.output_dir, storage) if request.output_dir else ""
+    output_dir = _output_dir("output_dir", request.output_dir, storage, access) if request.output_dir else ""
+    paths = [path for _, _, path in frames]
     if output_dir:
         _check_mask_file_names([name for _, name, _ in frames])
-    paths = [path for _, _, path in frames]
+        _check_inputs_spared(paths, [name for _, name, _ in frames], output_dir,
+                             prompt_folders(request.prompts, params.union), output_format)
     return JobSpec(
         frames=[data for data, _, _ in frames],
         frame_names=[name for _, name, _ in frames],
@@ -132,6 +153,7 @@ def job_spec(request: pb.SubmitJobRequest, limits: ImageLimits, storage: Storage
         request_id=request.request_id,
         keep_going=request.keep_going,
         exr=exr,
+        storage_access=access,
     )
 
 
@@ -212,7 +234,9 @@ def _check_prompt(field: str, prompt: str) -> None:
         raise ValidationError(field, f"{len(prompt)} characters, at most {MAX_PROMPT_CHARS}")
 
 
-def _frame(field: str, frame: pb.Frame, limits: ImageLimits, storage: StorageRoots) -> tuple[bytes, str, str]:
+def _frame(
+    field: str, frame: pb.Frame, limits: ImageLimits, storage: StorageRoots, access: StorageAccess | None
+) -> tuple[bytes, str, str]:
     """A checked frame as ``(data, name, path)``: its bytes, or ``b""`` and its path."""
     if frame.data and frame.path:
         raise ValidationError(field, "give data or path, not both")
@@ -224,7 +248,7 @@ def _frame(field: str, frame: pb.Frame, limits: ImageLimits, storage: StorageRoo
             hint = "" if frame.data else " (give the image file's bytes, or its path on shared storage)"
             raise ValidationError(f"{field}.data", f"{error}{hint}") from None
         return frame.data, frame.name, ""
-    path = _frame_path(f"{field}.path", frame.path, limits, storage)
+    path = _frame_path(f"{field}.path", frame.path, limits, storage, access)
     name = frame.name or os.path.basename(path)
     _check_frame_name(f"{field}.path", name)
     return b"", name, path
@@ -237,15 +261,19 @@ def _check_frame_name(field: str, name: str) -> None:
         raise ValidationError(field, f"must be a plain file name, got {quoted(name)}")
 
 
-def _frame_path(field: str, path: str, limits: ImageLimits, storage: StorageRoots) -> str:
+def _frame_path(field: str, path: str, limits: ImageLimits, storage: StorageRoots, access: StorageAccess | None) -> str:
     """A frame's checked, normalised path; its file checked too where this host sees it."""
     if not storage:
         raise ValidationError(field, STORAGE_OFF)
     try:
+        if access is not None:
+            access.check_read(path)
         path = storage.check(path)
         if storage.visible(path):
             storage.frame_file(path)
             probe_image_file(path, max_side=limits.max_side, max_pixels=limits.max_pixels)
+    except StorageDenied as error:
+        raise PathDenied(field, str(error), writing=False) from None
     except (StoragePathError, ImageError) as error:
         raise ValidationError(field, str(error)) from None
     except OSError as error:
@@ -268,11 +296,26 @@ def _check_mask_file_names(names: list[str]) -> None:
         seen[stem] = index
 
 
-def _output_dir(field: str, path: str, storage: StorageRoots) -> str:
+def _check_inputs_spared(
+    paths: list[str], names: list[str], output_dir: str, folders: list[str], output_format: OutputFormat
+) -> None:
+    """No mask file may replace one of the job's frames (``mask_files``); checked as far
+    as this host sees the storage (by path where it does not)."""
+    try:
+        InputFrames(paths).check(output_dir, folders, names, output_format)
+    except InputOverwrite as error:
+        raise ValidationError("output_dir", str(error)) from None
+
+
+def _output_dir(field: str, path: str, storage: StorageRoots, access: StorageAccess | None) -> str:
     if not storage:
         raise ValidationError(field, STORAGE_OFF)
     try:
+        if access is not None:
+            access.check_write(path)
         return storage.output_dir(path)
+    except StorageDenied as error:
+        raise PathDenied(field, str(error), writing=True) from None
     except StoragePathError as error:
         raise ValidationError(field, str(error)) from None
 

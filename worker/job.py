@@ -35,7 +35,7 @@ the job, or computes what the batch left.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import rq
@@ -52,7 +52,7 @@ from maskfarm.worker.metrics import FRAMES, JOBS_ENDED, STAGE_SECONDS
 from maskfarm.worker.pipeline import FrameRequest
 from maskfarm.worker.refusals import beat_if_allowed, while_refused
 from maskfarm.worker.runtime import WorkerRuntime, current_runtime
-from maskfarm.worker.shared_storage import write_frame_masks
+from maskfarm.worker.shared_storage import read_job_frame, write_frame_masks
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
     decoded: list[int] = []
     frames = _decoded_frames(runtime, job, pending, chunk_size, should_stop, decoded, fresh=True)
     made = ((decoded[result.index], result.masks) for result in segmenter.stream(frames, job.prompts, job.params))
-    for _, encoded in runtime.codec.in_order(lambda frame: encode_masks(runtime, job, *frame), made):
-        store_encoded(runtime, job, encoded())
+    for (index, _), encoded in runtime.codec.in_order(lambda frame: encode_masks(runtime, job, *frame), made):
+        _store_or_skip(runtime, job, index, encoded)
         beat_if_allowed(runtime.heartbeat)
         if should_stop():
             break
@@ -212,7 +212,7 @@ def _segment_batch(runtime: WorkerRuntime, lead: JobRecord, co_jobs: Sequence[Jo
         if share.stop is not None:
             continue
         if share.lead:
-            store_masks(runtime, share.job, index, result.masks)
+            _store_or_skip(runtime, share.job, index, lambda: encode_masks(runtime, share.job, index, result.masks))
         else:
             _store_co_job_masks(runtime, share, lead.id, index, result.masks)
         beat_if_allowed(runtime.heartbeat)
@@ -287,8 +287,8 @@ def load_frame(job: JobRecord, index: int, data: bytes) -> Frame:
     them; for a frame given by path, ``b""``: it is read here, from shared storage);
     raises ``BadFrame``. The one place a job's input becomes a frame."""
     try:
-        if path := job.frame_path(index):
-            data = current_runtime().storage.read_frame(path)
+        if job.frame_path(index):
+            data = read_job_frame(current_runtime().storage, job, index)
         with STAGE_SECONDS.labels("decode").time():
             return decode_frame(data, job.exr)
     except ValueError as error:
@@ -310,6 +310,19 @@ def encode_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.n
         if job.output_dir:
             return _write_mask_files(runtime, job, index, masks)
         return frame_result(index, masks, job.format, job.params.union)
+
+
+def _store_or_skip(runtime: WorkerRuntime, job: JobRecord, index: int, encode: Callable[[], FrameResult]) -> None:
+    """Stores frame ``index``'s result from ``encode``; when its masks cannot be written
+    (``BadFrame``) the frame is skipped under ``keep_going``, and ends the job otherwise."""
+    try:
+        encoded = encode()
+    except BadFrame as error:
+        if not job.keep_going:
+            raise
+        skip_frame(runtime, job, index, str(error))
+        return
+    store_encoded(runtime, job, encoded)
 
 
 def store_encoded(runtime: WorkerRuntime, job: JobRecord, encoded: FrameResult) -> None:

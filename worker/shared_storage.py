@@ -2,15 +2,19 @@
 
 Every path is checked again here, against the worker's own storage roots, just before it
 is used: the server checked on its filesystem, which need not be this one, and the
-storage may have changed since. Mask files are named as ``maskfarm segment`` names them
-(``maskfarm.client.outputs``: ``<output_dir>/<prompt-slug>/<frame-stem>.<ext>``, ``union/``
-for the union) and hold the same bytes, and each appears whole: it is written to a
+storage may have changed since. So are the roots the job's owner may read and write
+(``JobRecord.storage_access``, see ``maskfarm.server.storage_access``), and no mask may
+replace one of the job's own frames (``maskfarm.server.mask_files``).
+
+Mask files are named as ``maskfarm segment`` names them (``maskfarm.client.outputs``:
+``<output_dir>/<prompt-slug>/<frame-stem>.<ext>``, ``union/`` for the union) and hold the same bytes, and each appears whole: it is written to a
 temporary file in its folder, given its mode, then renamed over its name (not fsynced:
 readers never see part of a file, but a host crash may lose the newest ones).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import stat
@@ -19,21 +23,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from maskfarm.client.outputs import encode_mask, mask_path, prompt_folders
+from maskfarm.client.outputs import encode_mask, prompt_folders
 from maskfarm.server.jobs import FrameResult, JobRecord, OutputFormat
+from maskfarm.server.mask_files import FILE_FORMATS, InputFrames, mask_files
 from maskfarm.server.storage import StoragePathError, StorageRoots
 
 DEFAULT_MODE = 0o644
-
-FILE_FORMATS = {
-    OutputFormat.PNG8: "png",
-    OutputFormat.PNG16: "png16",
-    OutputFormat.FLOAT32: "npy",
-    OutputFormat.EXR: "exr",
-    OutputFormat.TIFF16: "tiff16",
-}
-"""The ``maskfarm.client.outputs`` format of a mask file, by the job's output format: its
-encoding and extension (FLOAT32 masks are ``.npy`` files, exact, not raw floats)."""
 
 STORAGE_OFF = "shared storage is not enabled on this worker (--storage-root)"
 
@@ -73,10 +68,8 @@ class SharedStorage:
         the roots or a file that cannot be written."""
         if not self.roots:
             raise StoragePathError(STORAGE_OFF)
-        file_format = FILE_FORMATS[fmt]
-        return [self.write_file(str(mask_path(output_dir, folder, frame_name, file_format)),
-                                encode_mask(mask, file_format))
-                for folder, mask in zip(folders, masks)]
+        paths = mask_files(output_dir, folders, frame_name, fmt)
+        return [self.write_file(path, encode_mask(mask, FILE_FORMATS[fmt])) for path, mask in zip(paths, masks)]
 
     def write_file(self, path: str, data: bytes) -> str:
         """Writes ``data`` to ``path`` whole, with this storage's mode, creating its
@@ -100,16 +93,39 @@ class SharedStorage:
         return path
 
 
+def read_job_frame(storage: SharedStorage, job: JobRecord, index: int) -> bytes:
+    """The bytes of frame ``index``, given by path, if the job's owner may read it (its
+    ``storage_access``, checked first: the server's check is not trusted) and the
+    storage roots allow; raises ``StoragePathError`` (``StorageDenied`` for the owner)."""
+    path = job.frame_path(index)
+    if job.storage_access is not None:
+        job.storage_access.check_read(path)
+    return storage.read_frame(path)
+
+
 def write_frame_masks(storage: SharedStorage, job: JobRecord, index: int, masks: np.ndarray) -> FrameResult:
     """Writes frame ``index``'s (K, H, W) masks (the union last, when the job asks for
     it) under the job's ``output_dir``; the result to store: their paths, no bytes.
-    Raises ``StoragePathError``."""
+    Raises ``StoragePathError``: also, before anything is written, for a mask folder
+    outside the owner's write roots (``StorageDenied``) and for a mask file that would
+    replace one of the job's input frames (``mask_files.InputOverwrite``)."""
     folders = prompt_folders(job.prompts, job.params.union)
+    if job.storage_access is not None:
+        for folder in folders:
+            job.storage_access.check_write(os.path.join(job.output_dir, folder))
+    _input_frames(tuple(job.frame_paths)).check(job.output_dir, folders, [job.frame_names[index]], job.format)
     paths = storage.write_masks(job.output_dir, folders, job.frame_names[index], masks, job.format)
     height, width = masks.shape[1:]
     if job.params.union:
         return FrameResult(index, width, height, [], mask_paths=paths[:-1], union_path=paths[-1])
     return FrameResult(index, width, height, [], mask_paths=paths)
+
+
+@functools.lru_cache(maxsize=8)
+def _input_frames(frame_paths: tuple[str, ...]) -> InputFrames:
+    """A job's input frames as files, looked up once per job rather than once per frame
+    written (a frame moved while its job runs is the storage racing it: out of scope)."""
+    return InputFrames(frame_paths)
 
 
 def _remove_quietly(path: str) -> None:
