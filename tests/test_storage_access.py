@@ -219,6 +219,29 @@ def test_a_job_writing_over_its_own_plates_is_refused_at_the_server(owned_server
     submit(owned_server, ALICE, frames, ["car", "plates"], output_dir=shot, format=pb.OUTPUT_FORMAT_FLOAT32)
 
 
+@pytest.fixture(scope="module")
+def unruled_server(redis_url: str, root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Tokens without ``storage`` lines: every caller has the whole storage root, as
+    before per-owner rules existed."""
+    tokens = tmp_path_factory.mktemp("unruled-tokens") / "tokens"
+    tokens.write_text(f"{ALICE} alice\n{BOB} bob\n")
+    namespace = "mfunruled" + uuid.uuid4().hex[:6]
+    with maskfarm_server(redis_url, namespace, "--auth-tokens", str(tokens), "--storage-root", str(root)) as server:
+        yield server
+
+
+def test_without_storage_lines_every_caller_has_the_storage_roots_but_never_over_its_plates(
+    unruled_server: ServerProcess, root: Path
+) -> None:
+    bobs = f"{root}/bob/sh010"
+    job = submit(unruled_server, ALICE, [f"{bobs}/plates/sh010.1001.png"], ["car"], output_dir=f"{bobs}/alice")
+    unruled_server.stub().CancelJob(pb.CancelJobRequest(job_id=job.id),
+                                    metadata=(("authorization", f"Bearer {ALICE}"),), timeout=10)
+    error = refusal(unruled_server, ALICE, [f"{bobs}/plates/sh010.1001.png"], ["plates"], output_dir=bobs)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith(f"output_dir: the mask file {bobs}/plates/sh010.1001.png would replace")
+
+
 @dataclass
 class Outcome:
     jobs: dict[str, pb.Job]
