@@ -2,7 +2,7 @@
 
 Offline, transformers retries the hub for minutes before it gives up. maskfarm asks the hub
 one bounded question first, so each command must end with the clear message well within
-the generous bound here (what it takes is measured and reported, never asserted). Only
+the generous bound of ``run_bounded`` (what it takes is measured and reported, never asserted). Only
 loopback is used: the "hub" is a closed local port, or a local socket that accepts
 connections and never answers.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.services import free_port
+from tests.test_up import run_bounded
 
-BOUND_S = 60.0
 HUB_MODEL = "CIDAS/clipseg-rd64-refined"
 
 
@@ -63,14 +63,6 @@ def hub_env(hub: str, hf_home: Path) -> dict[str, str]:
     """This environment with the hub at ``hub``, an empty Hugging Face cache and no HF_HUB_OFFLINE."""
     env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
     return {**env, "HF_ENDPOINT": hub, "HF_HOME": str(hf_home)}
-
-
-def run_bounded(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=BOUND_S)
-    except subprocess.TimeoutExpired as expired:
-        pytest.fail(f"{' '.join(argv[2:5])} still ran after {BOUND_S:g} s with the hub unreachable:\n"
-                    f"{(expired.stderr or b'')[-2000:]!r}")
 
 
 def maskfarm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
