@@ -204,7 +204,7 @@ def test_an_owner_cannot_write_into_another_owners_or_a_read_only_root(owned_ser
     long = f"{root}/bob/" + "x" * 5000
     error = refusal(owned_server, ALICE, frames, ["car"], output_dir=long)
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
-    assert long[:100] in error.details() and "5000" not in error.details()[:150] and len(error.details()) < 600
+    assert long[:100] in error.details() and len(error.details()) < 600  # the path cut, not echoed whole
     malformed = refusal(owned_server, ALICE, frames, ["car"], output_dir=f"{root}/alice/../bob")
     assert malformed.code() is grpc.StatusCode.INVALID_ARGUMENT  # malformed is malformed, whoever asks
 
