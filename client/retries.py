@@ -1,7 +1,8 @@
 """When and how often a call is tried again: only UNAVAILABLE, a bounded number of times.
 
 UNAVAILABLE means the call never reached a healthy server (connection refused, the job
-store briefly down), so trying again is safe for every maskfarm call: reads are reads,
+store briefly down, or refusing writes for now: out of memory, a read-only replica,
+loading its data), so trying again is safe for every maskfarm call: reads are reads,
 CancelJob is idempotent, and SubmitJob carries a request_id that makes a repeat return
 the first job. Every other status is an answer and is raised at once.
 """
