@@ -18,7 +18,7 @@ from typing import Union
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from maskfarm.client.exr import exr_to_rgb8
 from maskfarm.server.exrheader import is_exr
@@ -73,6 +73,8 @@ def decode_frame(data: bytes, exr: ExrOptions | None = None) -> Frame:
         if _is_sixteen_bit_colour(image, data):
             return _decode_with_opencv(data)
         image.load()
+    except UnidentifiedImageError:  # its message names a BytesIO object, which tells the user nothing
+        raise ValueError("cannot decode image: not an image Pillow can read") from None
     except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as error:
         raise ValueError(f"cannot decode image: {error}") from None
     return image
