@@ -13,7 +13,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN --mount=type=bind,source=.,target=/src,rw \
     pip install -c /src/constraints.txt "/src[server]"
 
-RUN useradd --system --no-create-home maskfarm
+# uid 10001, as in the worker image: Kubernetes' runAsNonRoot needs a numeric user
+# (deploy/k8s/).
+RUN useradd --system --uid 10001 --no-create-home maskfarm
 USER maskfarm
 
 EXPOSE 50051
