@@ -30,7 +30,7 @@ from maskfarm.server.settings import ServerSettings
 from maskfarm.server.store import JobStore
 from maskfarm.server.tls import server_credentials
 from maskfarm.server.tokens import TokenFile
-from maskfarm.server.validation import ImageLimits
+from maskfarm.server.frame_files import ImageLimits, configure_pillow
 from maskfarm.server.watch_slots import WatchSlots
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
@@ -85,6 +85,13 @@ async def serve(settings: ServerSettings) -> None:
     connection.close()
 
 
+def _image_limits(settings: ServerSettings) -> ImageLimits:
+    """The frame limits, Pillow's bomb guard set from them as the workers set theirs."""
+    limits = ImageLimits(settings.max_side, settings.max_pixels, settings.max_frame_mib, settings.frame_read_timeout_s)
+    configure_pillow(limits)
+    return limits
+
+
 async def build_server(
     settings: ServerSettings, connection: redis.Redis, events: JobEvents
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
@@ -100,7 +107,7 @@ async def build_server(
         store,
         queue,
         events,
-        image_limits=ImageLimits(max_side=settings.max_side, max_pixels=settings.max_pixels),
+        image_limits=_image_limits(settings),
         max_message_bytes=settings.max_message_bytes,
         storage=settings.storage,
         watch_slots=WatchSlots(settings.max_watches_per_connection, settings.max_watches_per_owner),

@@ -81,7 +81,8 @@ class Part:
 class ExrHeader:
     parts: tuple[Part, ...]
     offsets_end: int
-    """Where the offset tables end (the pixel data starts)."""
+    """Where the offset tables end (the pixel data starts); where the header ends when
+    they were not checked (``read_header(check_chunks=False)``)."""
 
     @property
     def display_window(self) -> Box:
@@ -97,9 +98,11 @@ def is_exr(data: bytes) -> bool:
     return data[:4] == MAGIC
 
 
-def read_header(data: bytes) -> ExrHeader:
+def read_header(data: bytes, *, check_chunks: bool = True) -> ExrHeader:
     """The header of an EXR file (every part), its windows and offset tables checked for
-    sanity; raises ``ExrHeaderError``. Deep files are refused (no picture to read)."""
+    sanity; raises ``ExrHeaderError``. Deep files are refused (no picture to read).
+    ``check_chunks=False``: ``data`` may be only the file's start (a probe of a large file
+    by path), so the offset tables, which need the whole file, are not checked."""
     if not is_exr(data):
         raise ExrHeaderError("not an OpenEXR file")
     if len(data) < 8:
@@ -124,6 +127,8 @@ def read_header(data: bytes) -> ExrHeader:
             raise ExrHeaderError(f"over {MAX_PARTS} parts")
     if not parts:
         raise ExrHeaderError("no parts")
+    if not check_chunks:
+        return ExrHeader(tuple(parts), reader.offset)
     return ExrHeader(tuple(parts), _check_offsets(data, reader.offset, parts, multipart))
 
 

@@ -8,12 +8,19 @@ OpenEXR is the exception: only its header is read (``maskfarm.server.exrheader``
 display window is the frame's size, the data window is bounded too, every chunk must lie
 inside the file); its pixels are decompressed by the worker alone, which reports a corrupt
 chunk as the job's INVALID_INPUT.
+
+Pillow's own decompression-bomb guard is set by ``maskfarm.server.frame_files.configure_pillow``
+from the same pixel limit in the server and the worker; a header it refuses is reported
+here as over the limit, like one the size check refuses.
 """
 
 from __future__ import annotations
 
 import io
+import re
+import struct
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -23,11 +30,9 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP", "BMP")
 """What Pillow opens for the server; OpenEXR (``"EXR"``) is read by maskfarm itself."""
 EXR_MAGIC = b"\x76\x2f\x31\x01"
 """The first bytes of an OpenEXR file."""
-
-# Pillow's own decompression-bomb guard is one process-wide limit, which would refuse
-# (or warn about) frames before maskfarm's configured limits are applied; maskfarm checks
-# those limits itself, from the header, before anything is decoded.
-Image.MAX_IMAGE_PIXELS = None
+EXR_HEAD_BYTES = 1 << 20
+"""How much of an EXR file given by path is read first for its header (read whole, within
+the file size limit, only when its header is longer)."""
 
 
 class ImageError(ValueError):
@@ -46,22 +51,30 @@ class ImageInfo:
 
 def probe_image(data: bytes, *, max_side: int, max_pixels: int) -> ImageInfo:
     """Checks an encoded frame and returns what it is; raises ``ImageError``."""
+    info = probe_header(data, max_side=max_side, max_pixels=max_pixels)
+    if info.format != "EXR":
+        _check_integrity(_open(data, max_pixels))
+    return info
+
+
+def probe_header(data: bytes, *, max_side: int, max_pixels: int) -> ImageInfo:
+    """Checks a whole encoded frame's format and size from its header alone (no pixel
+    decoded, integrity not checked: the decode that follows finds a corrupt one);
+    raises ``ImageError``. What every frame passes before it is decoded."""
     if not data:
         raise ImageError("empty")
     if is_exr(data):
         return probe_exr(data, max_side=max_side, max_pixels=max_pixels)
-    image = _open(data)
-    info = _check_size(image, max_side, max_pixels)
-    _check_integrity(image)
-    return info
+    return _check_size(_open(data, max_pixels), max_side, max_pixels)
 
 
-def probe_exr(data: bytes, *, max_side: int, max_pixels: int) -> ImageInfo:
+def probe_exr(data: bytes, *, max_side: int, max_pixels: int, check_chunks: bool = True) -> ImageInfo:
     """Checks an OpenEXR file from its header alone; raises ``ImageError``. The display
     window is the frame and must fit the limits; so must every part's data window (what
-    the worker decodes), which may lie partly outside it (overscan)."""
+    the worker decodes), which may lie partly outside it (overscan). ``check_chunks``:
+    ``data`` is the whole file (see ``exrheader.read_header``)."""
     try:
-        header = read_header(data)
+        header = read_header(data, check_chunks=check_chunks)
     except ExrHeaderError as error:
         raise ImageError(f"truncated or corrupt EXR ({error})") from None
     window = header.display_window
@@ -84,24 +97,49 @@ def _check_exr_size(what: str, width: int, height: int, max_side: int, max_pixel
         raise ImageError(f"{width}x{height} {what}: {width * height} pixels, over {max_pixels}")
 
 
-def probe_image_file(path: str, *, max_side: int, max_pixels: int) -> ImageInfo | None:
-    """Checks an image file's header only (format, size limits), for a frame given by
-    path: such frames may be many and large, so no pixel is read and the file's integrity
-    is left to the worker's decode. None for an OpenEXR file, whose header the worker
-    reads. Raises ``ImageError``, or ``OSError`` when the file cannot be read."""
-    with open(path, "rb") as file:
-        head = file.read(16)
-        if head.startswith(EXR_MAGIC):
-            return None
-        file.seek(0)
+def probe_image_head(file: BinaryIO, *, max_side: int, max_pixels: int) -> ImageInfo:
+    """Checks an open image file's header only (format, size limits, EXR windows), for a
+    frame given by path: such frames may be many and large, so only the header is read
+    (an EXR's first ``EXR_HEAD_BYTES``) and the file's integrity is left to the worker's
+    decode. Raises ``ImageError``, or ``OSError`` when the file cannot be read."""
+    head = file.read(32)
+    if not head:
+        raise ImageError("empty")
+    if head.startswith(EXR_MAGIC):
+        return _probe_exr_head(head + file.read(EXR_HEAD_BYTES - len(head)), file, max_side, max_pixels)
+    file.seek(0)
+    try:
+        image = Image.open(file, formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as error:
+        raise ImageError(_over_pillow_limit(head, error, max_pixels)) from None
+    except (UnidentifiedImageError, SyntaxError, ValueError):
+        if claimed := _sniff(head):
+            raise ImageError(f"truncated or corrupt {claimed} header") from None
+        raise ImageError(f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)}, EXR): "
+                         f"starts with {head[:8]!r}") from None
+    return _check_size(image, max_side, max_pixels)
+
+
+def _probe_exr_head(head: bytes, file: BinaryIO, max_side: int, max_pixels: int) -> ImageInfo:
+    """``probe_exr`` of an EXR file's start; the rest is read only for a longer header."""
+    if len(head) == EXR_HEAD_BYTES:
         try:
-            image = Image.open(file, formats=ALLOWED_FORMATS)
-        except (UnidentifiedImageError, SyntaxError, ValueError):
-            if claimed := _sniff(head):
-                raise ImageError(f"truncated or corrupt {claimed} header") from None
-            raise ImageError(f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)}, EXR): "
-                             f"starts with {head[:8]!r}") from None
-        return _check_size(image, max_side, max_pixels)
+            read_header(head, check_chunks=False)
+        except ExrHeaderError:
+            head += file.read()
+    return probe_exr(head, max_side=max_side, max_pixels=max_pixels, check_chunks=False)
+
+
+def _over_pillow_limit(head: bytes, error: Exception, max_pixels: int) -> str:
+    """The message for a header Pillow's bomb guard refused (at twice the limit, see
+    ``frame_files.configure_pillow``), in the size check's words: a PNG's size is read
+    from its IHDR, any other format's pixel count from Pillow's message."""
+    claimed = _sniff(head) or "image"
+    if claimed == "PNG" and len(head) >= 24:
+        width, height = struct.unpack(">II", head[16:24])
+        return f"{width}x{height} PNG: {width * height} pixels, over {max_pixels}"
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return f"{claimed}: {found.group(1) if found else 'too many'} pixels, over {max_pixels}"
 
 
 def _check_size(image: Image.Image, max_side: int, max_pixels: int) -> ImageInfo:
@@ -116,9 +154,11 @@ def _check_size(image: Image.Image, max_side: int, max_pixels: int) -> ImageInfo
     return ImageInfo(image.format, width, height, image.mode)
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as error:
+        raise ImageError(_over_pillow_limit(data, error, max_pixels)) from None
     except UnidentifiedImageError:
         if claimed := _sniff(data):
             raise ImageError(f"truncated or corrupt {claimed} header") from None

@@ -41,6 +41,8 @@ class ServerSettings:
     max_message_mib: int = _setting(64, "largest gRPC message, MiB, both ways")
     max_side: int = _setting(16384, "largest frame side, pixels")
     max_pixels: int = _setting(100_000_000, "largest frame, pixels")
+    max_frame_mib: int = _setting(1024, "largest frame file read by path, MiB")
+    frame_read_timeout_s: float = _setting(30.0, "seconds a frame file's open and read may take")
     max_backlog_jobs: int = _setting(10_000, "queued jobs beyond which SubmitJob is refused")
     max_backlog_mib: int = _setting(8192, "queued frame data beyond which SubmitJob is refused, MiB")
     grace_s: float = _setting(10.0, "seconds running calls get to finish at shutdown")

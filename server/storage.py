@@ -18,6 +18,7 @@ This module imports only the standard library and ``echo`` (the worker imports i
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable
@@ -101,6 +102,36 @@ class StorageRoots:
                 raise StoragePathError(f"{cut(normal)} is not a regular file")
         return normal
 
+    def open_file(self, path: str) -> tuple[str, int]:
+        """``path`` checked (``check``) and opened read-only: ``(normalised path, descriptor)``.
+        The file opened is the one checked: its resolved path is walked from its root one
+        component at a time, none followed if it became a symlink since (``O_NOFOLLOW``), and
+        the file itself is opened ``O_NONBLOCK``, so a FIFO or device found there opens at
+        once instead of blocking; the caller ``fstat``s the descriptor (and closes it).
+        Raises ``StoragePathError``."""
+        normal = self.check(path)
+        resolved = os.path.realpath(normal)
+        root = next(real for real in map(os.path.realpath, self.roots) if _under(resolved, real))
+        names = [name for name in os.path.relpath(resolved, root).split(os.sep) if name != "."]
+        if not names:
+            raise StoragePathError(f"{cut(normal)} is not a regular file")
+        try:
+            folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for name in names[:-1]:
+                    inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+                    os.close(folder)
+                    folder = inner
+                flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+                return normal, os.open(names[-1], flags, dir_fd=folder)
+            finally:
+                os.close(folder)
+        except FileNotFoundError:
+            raise StoragePathError(f"{cut(normal)}: no such file") from None
+        except OSError as error:
+            moved = " (a symlink or file appeared where it was checked)" if error.errno in _MOVED else ""
+            raise StoragePathError(f"{cut(normal)}: cannot open: {error.strerror or error}{moved}") from None
+
     def output_dir(self, path: str) -> str:
         """An output folder's path, checked (``check``: the symlinks of its nearest
         existing ancestor are what is resolved), and a folder if it exists already
@@ -109,6 +140,10 @@ class StorageRoots:
         if os.path.lexists(normal) and not os.path.isdir(normal):
             raise StoragePathError(f"{cut(normal)} exists and is not a directory")
         return normal
+
+
+_MOVED = (errno.ELOOP, errno.ENOTDIR)
+"""What ``open_file`` meets when a checked component was replaced by a symlink or file."""
 
 
 def _under(path: str, root: str) -> bool:

@@ -17,7 +17,8 @@ from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from maskfarm.server.echo import cut, quoted
 from maskfarm.server.exrheader import is_exr, layer_channels, read_header
-from maskfarm.server.images import ImageError, probe_image, probe_image_file
+from maskfarm.server.frame_files import FrameFileError, ImageLimits, probe_frame_file
+from maskfarm.server.images import ImageError, probe_image
 from maskfarm.client.outputs import prompt_folders
 from maskfarm.server.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Priority
 from maskfarm.server.mask_files import InputFrames, InputOverwrite
@@ -84,12 +85,6 @@ class PathDenied(ValidationError):
     def __init__(self, field: str, reason: str, *, writing: bool) -> None:
         super().__init__(field, reason)
         self.writing = writing
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    max_side: int = 16384
-    max_pixels: int = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -262,7 +257,10 @@ def _check_frame_name(field: str, name: str) -> None:
 
 
 def _frame_path(field: str, path: str, limits: ImageLimits, storage: StorageRoots, access: StorageAccess | None) -> str:
-    """A frame's checked, normalised path; its file checked too where this host sees it."""
+    """A frame's checked, normalised path, under the caller's own roots too (``access``);
+    where this host sees the storage, its file is opened and its header probed as
+    ``maskfarm.server.frame_files`` rules (no blocking, bounded size and read time, size
+    limits for every format)."""
     if not storage:
         raise ValidationError(field, STORAGE_OFF)
     try:
@@ -270,14 +268,11 @@ def _frame_path(field: str, path: str, limits: ImageLimits, storage: StorageRoot
             access.check_read(path)
         path = storage.check(path)
         if storage.visible(path):
-            storage.frame_file(path)
-            probe_image_file(path, max_side=limits.max_side, max_pixels=limits.max_pixels)
+            probe_frame_file(path, limits, storage)
     except StorageDenied as error:
         raise PathDenied(field, str(error), writing=False) from None
-    except (StoragePathError, ImageError) as error:
+    except (StoragePathError, FrameFileError) as error:
         raise ValidationError(field, str(error)) from None
-    except OSError as error:
-        raise ValidationError(field, f"{cut(path)}: cannot read: {error.strerror or error}") from None
     return path
 
 

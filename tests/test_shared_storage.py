@@ -208,8 +208,8 @@ def test_the_server_refuses_bad_paths_naming_the_field(storage_server: ServerPro
         "frames[0].path: " + f"{storage_root}/away/x.png leads outside": [pb.Frame(path=f"{storage_root}/away/x.png")],
         "frames[0].path: " + f"{shots}/missing.png: no such file": [pb.Frame(path=f"{shots}/missing.png")],
         "frames[0].path: " + f"{shots} is not a regular file": [pb.Frame(path=shots)],
-        "frames[0].path: not an image": [pb.Frame(path=f"{shots}/notes.txt")],
-        "frames[0].path: 50000x50000 PNG": [pb.Frame(path=f"{shots}/bomb.png")],
+        "frames[0].path: " + f"{shots}/notes.txt: not an image": [pb.Frame(path=f"{shots}/notes.txt")],
+        "frames[0].path: " + f"{shots}/bomb.png: 50000x50000 PNG": [pb.Frame(path=f"{shots}/bomb.png")],
         "frames[0].path: contains a NUL": [pb.Frame(path=f"{shots}/shot.1001.png\0")],
     }
     for message, frames in cases.items():

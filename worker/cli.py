@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from maskfarm.server.frame_files import ImageLimits
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -72,6 +76,7 @@ def _add_worker_command(subcommands: argparse._SubParsersAction) -> None:
                         help="touch FILE with every heartbeat that reaches Redis, for `maskfarm worker-health` "
                         "(env MASKFARM_HEALTH_FILE; default: none)")
     _add_storage_options(worker)
+    _add_frame_limit_options(worker)
     add_model_options(worker)
     worker.set_defaults(run=run_worker)
 
@@ -99,6 +104,31 @@ def _add_storage_options(worker: argparse.ArgumentParser) -> None:
     worker.add_argument("--output-mode", type=_octal, metavar="MODE", default=os.environ.get("MASKFARM_OUTPUT_MODE", "0644"),
                         help="octal mode of the mask files written under a job's output_dir "
                         "(env MASKFARM_OUTPUT_MODE; default %(default)s)")
+
+
+def _add_frame_limit_options(worker: argparse.ArgumentParser) -> None:
+    """The frame limits, the server's flags and variables (``maskfarm.server.frame_files``):
+    give both the same values. Unset: the variable, else the default."""
+    worker.add_argument("--max-side", type=int, help="largest frame side, pixels (env MASKFARM_MAX_SIDE; default 16384)")
+    worker.add_argument("--max-pixels", type=int,
+                        help="largest frame, pixels; also Pillow's bomb guard (env MASKFARM_MAX_PIXELS; default 100000000)")
+    worker.add_argument("--max-frame-mib", dest="max_file_mib", type=int,
+                        help="largest frame file read by path, MiB (env MASKFARM_MAX_FRAME_MIB; default 1024)")
+    worker.add_argument("--frame-read-timeout-s", dest="read_timeout_s", type=float,
+                        help="seconds a frame file's open and read may take (env MASKFARM_FRAME_READ_TIMEOUT_S; "
+                        "default 30)")
+
+
+def image_limits(args: argparse.Namespace | None = None) -> ImageLimits:
+    """The frame limits of the flags given in ``args``, else of the variables
+    (``ImageLimits.from_env``); raises ``ValueError``."""
+    import dataclasses
+
+    from maskfarm.server.frame_files import ImageLimits
+
+    limits = ImageLimits.from_env()
+    given = {name: getattr(args, name, None) for name in ("max_side", "max_pixels", "max_file_mib", "read_timeout_s")}
+    return dataclasses.replace(limits, **{name: value for name, value in given.items() if value is not None})
 
 
 def _octal(text: str) -> int:
@@ -138,7 +168,8 @@ def run_worker(args: argparse.Namespace) -> int:
                                   metrics_listen=args.metrics_listen, batch_frames=args.batch_frames,
                                   batch_wait_ms=args.batch_wait_ms, codec_threads=args.codec_threads,
                                   storage_roots=args.storage_root or os.environ.get("MASKFARM_STORAGE_ROOTS", ""),
-                                  output_mode=args.output_mode, health_file=args.health_file)
+                                  output_mode=args.output_mode, health_file=args.health_file,
+                                  image_limits=image_limits(args))
     except ValueError as error:
         print(f"maskfarm worker: {error}", file=sys.stderr)
         return 2
@@ -190,6 +221,7 @@ def run_local_segment(args: argparse.Namespace, params, frames, report) -> int:
     """The ``segment --local`` command: load the model here and write mask files for
     ``frames`` (the files ``maskfarm.client.sequence_run.plan_frames`` left to do),
     reporting to ``report`` (its ``SequenceReport``); returns the exit code."""
+    from maskfarm.server.frame_files import configure_pillow
     from maskfarm.server.jobs import ExrOptions
     from maskfarm.worker.local import segment_files
     from maskfarm.worker.model import ModelLoadError
@@ -204,10 +236,12 @@ def run_local_segment(args: argparse.Namespace, params, frames, report) -> int:
     if segmenter.loaded.synthetic:
         report.note(f"{args.model} is a synthetic model with random weights: these masks are meaningless")
     try:
+        limits = image_limits()
+        configure_pillow(limits)
         written = segment_files(segmenter, frames, args.prompt, args.output, params, args.format,
                                 keep_going=args.keep_going, on_failed=report.failed,
                                 on_done=lambda name: report.progress.advance(),
-                                exr=ExrOptions(args.exr_layer, args.exposure))
+                                exr=ExrOptions(args.exr_layer, args.exposure), limits=limits)
     except ValueError as error:
         report.progress.interrupt()
         print(f"maskfarm: {error}", file=sys.stderr)

@@ -44,6 +44,7 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
 from maskfarm.server.jobs import DEFAULT_NAMESPACE, JOB_FUNCTION, PRIORITIES, Provenance, WorkerInfo, queue_name
+from maskfarm.server.frame_files import ImageLimits, configure_pillow
 from maskfarm.server.storage import StorageRoots
 from maskfarm.server.store import JobStore
 from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
@@ -102,6 +103,9 @@ class WorkerSettings:
     (``--storage-root``); none: such jobs fail."""
     output_mode: int = DEFAULT_MODE
     """The mode of the mask files written under a job's ``output_dir``."""
+    image_limits: ImageLimits = ImageLimits()
+    """What a frame file read by path may be (``maskfarm.server.frame_files``), and
+    Pillow's bomb guard: the server's ``--max-side``, ``--max-pixels`` and the rest."""
     codec_threads: int | None = None
     """Threads decoding frames and encoding masks (``maskfarm.worker.codec_pool``); None:
     1 on a CPU (the model uses its cores), up to 8 beside a GPU."""
@@ -127,7 +131,7 @@ class WorkerSettings:
 
     @property
     def storage(self) -> SharedStorage:
-        return SharedStorage(StorageRoots(self.storage_roots), self.output_mode)
+        return SharedStorage(StorageRoots(self.storage_roots), self.output_mode, self.image_limits)
 
     @property
     def recovery_bound_s(self) -> int:
@@ -373,6 +377,7 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter, codec: CodecPoo
         health_file=settings.health_file,
     )
     worker.push_exc_handler(LostJobHandler(store))
+    configure_pillow(settings.image_limits)
     install_runtime(WorkerRuntime(segmenter, store, provenance, heartbeat=worker.beat_running_job, co_jobs=co_jobs,
                                   storage=settings.storage, codec=codec))
     return worker

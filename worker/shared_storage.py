@@ -2,7 +2,8 @@
 
 Every path is checked again here, against the worker's own storage roots, just before it
 is used: the server checked on its filesystem, which need not be this one, and the
-storage may have changed since. So are the roots the job's owner may read and write
+storage may have changed since. Frames are read as ``maskfarm.server.frame_files`` rules
+(never blocking, bounded size and read time, header size limits before any decode). So are the roots the job's owner may read and write
 (``JobRecord.storage_access``, see ``maskfarm.server.storage_access``), and no mask may
 replace one of the job's own frames (``maskfarm.server.mask_files``).
 
@@ -17,13 +18,13 @@ from __future__ import annotations
 import functools
 import os
 import secrets
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from maskfarm.client.outputs import encode_mask, prompt_folders
+from maskfarm.server.frame_files import ImageLimits, read_frame_file
 from maskfarm.server.jobs import FrameResult, JobRecord, OutputFormat
 from maskfarm.server.mask_files import FILE_FORMATS, InputFrames, mask_files
 from maskfarm.server.storage import StoragePathError, StorageRoots
@@ -35,29 +36,24 @@ STORAGE_OFF = "shared storage is not enabled on this worker (--storage-root)"
 
 @dataclass(frozen=True)
 class SharedStorage:
-    """The storage roots a worker sees, and the mode of the mask files it writes."""
+    """The storage roots a worker sees, the limits of the frame files it reads, and the
+    mode of the mask files it writes."""
 
     roots: StorageRoots = field(default_factory=StorageRoots)
     mode: int = DEFAULT_MODE
+    limits: ImageLimits = field(default_factory=ImageLimits)
 
     def __post_init__(self) -> None:
         if not 0 <= self.mode <= 0o7777:
             raise ValueError(f"a file mode is 0 to 0o7777, got {self.mode:#o}")
 
     def read_frame(self, path: str) -> bytes:
-        """The bytes of the frame file at ``path``, once checked against the roots;
-        raises ``StoragePathError`` saying why it cannot be had."""
+        """The bytes of the frame file at ``path``, once checked against the roots and
+        ``limits`` (``frame_files.read_frame_file``); raises ``ValueError``
+        (``StoragePathError``, ``FrameFileError``) saying why it cannot be had."""
         if not self.roots:
             raise StoragePathError(STORAGE_OFF)
-        checked = self.roots.frame_file(path)
-        try:
-            descriptor = os.open(os.path.realpath(checked), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(descriptor, "rb") as file:
-                if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                    raise StoragePathError(f"{checked} is not a regular file")
-                return file.read()
-        except OSError as error:
-            raise StoragePathError(f"{checked}: cannot read: {error.strerror or error}") from None
+        return read_frame_file(path, self.limits, self.roots)
 
     def write_masks(
         self, output_dir: str, folders: Sequence[str], frame_name: str, masks: np.ndarray, fmt: OutputFormat

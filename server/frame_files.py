@@ -1,0 +1,213 @@
+"""Reading frame files: no read is unbounded and nothing blocks on a file.
+
+The one rule for every frame file maskfarm opens (the server probing a frame given by
+path, the worker reading it, ``segment --local`` reading the user's files), so that a
+hostile or broken file fails as that frame's error and never kills or hangs a process:
+
+- the file is opened ``O_NONBLOCK | O_NOFOLLOW`` (under storage roots, walked from the root
+  one component at a time: ``StorageRoots.open_file``) and the opened descriptor must be a
+  regular file (``fstat``, not ``stat`` then ``open``): a FIFO or device swapped in opens at
+  once and is refused;
+- it holds at most ``max_file_mib`` (seen from ``fstat`` before a byte is read; the read
+  stops there anyway, should the file grow);
+- its header's size passes ``max_side`` and ``max_pixels`` for every format, an EXR's
+  display and data windows included (``maskfarm.server.images``), before a pixel is
+  decoded;
+- all of it within ``read_timeout_s``: the file work runs on a few daemon reader threads
+  and the caller waits at most that long. A read stuck in the kernel (a hung network
+  mount) holds one of those threads, never the caller, and never keeps the process from
+  exiting; once all are stuck, reads fail at their deadline instead of queueing forever.
+
+Pillow's own decompression-bomb guard is set from the same ``max_pixels`` in every
+process (``configure_pillow``). Limits come from the same flags and ``MASKFARM_*``
+variables on the server and the worker (``ImageLimits.from_env``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from queue import SimpleQueue
+from typing import BinaryIO, TypeVar
+
+from PIL import Image
+
+from maskfarm.server.echo import cut
+from maskfarm.server.images import ImageError, ImageInfo, probe_header, probe_image_head
+from maskfarm.server.storage import StorageRoots
+
+MIB = 1024 * 1024
+READER_THREADS = 8
+"""Threads doing file work per process: as many reads as this may be stuck in the kernel
+before every other read fails at its deadline."""
+
+T = TypeVar("T")
+
+
+class FrameFileError(ValueError):
+    """A frame file cannot be used; the message names the file and says why."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """The limits every frame passes before it is decoded, the same on server and worker."""
+
+    max_side: int = 16384
+    max_pixels: int = 100_000_000
+    max_file_mib: int = 1024
+    """Largest frame file read by path (or by ``--local``)."""
+    read_timeout_s: float = 30.0
+    """Longest a frame file's open, checks and read may take."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_side", "max_pixels", "max_file_mib", "read_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def max_file_bytes(self) -> int:
+        return self.max_file_mib * MIB
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ImageLimits:
+        """The limits of the ``MASKFARM_MAX_SIDE``, ``MASKFARM_MAX_PIXELS``,
+        ``MASKFARM_MAX_FRAME_MIB`` and ``MASKFARM_FRAME_READ_TIMEOUT_S`` variables (unset:
+        the defaults); raises ``ValueError`` for one that is not a positive number."""
+        environ = os.environ if environ is None else environ
+        given = {}
+        for name, variable, kind in _VARIABLES:
+            if text := environ.get(variable, "").strip():
+                try:
+                    given[name] = kind(text)
+                except ValueError:
+                    raise ValueError(f"{variable} must be a number, got {text!r}") from None
+        return cls(**given)
+
+
+_VARIABLES = (("max_side", "MASKFARM_MAX_SIDE", int), ("max_pixels", "MASKFARM_MAX_PIXELS", int),
+              ("max_file_mib", "MASKFARM_MAX_FRAME_MIB", int),
+              ("read_timeout_s", "MASKFARM_FRAME_READ_TIMEOUT_S", float))
+
+
+def configure_pillow(limits: ImageLimits) -> None:
+    """Sets Pillow's process-wide bomb guard from ``limits.max_pixels``, as every process
+    that decodes frames must (server and worker alike): Pillow then refuses, at open,
+    any image of over twice that many pixels; those between are refused by maskfarm's
+    own size check, so Pillow's warning about them is silenced."""
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+
+def read_frame_file(path: str, limits: ImageLimits, roots: StorageRoots | None = None) -> bytes:
+    """The whole file at ``path`` once it passed every limit (see the module docstring),
+    its header's size included; with ``roots``, ``path`` must lie under them (none: any
+    path, ``--local``'s own files, symlinks followed). Raises ``FrameFileError`` (or
+    ``StoragePathError`` for a path the roots refuse)."""
+    def read(file: BinaryIO, name: str) -> bytes:
+        data = file.read(limits.max_file_bytes + 1)
+        _check_file_size(name, len(data), limits)
+        try:
+            probe_header(data, max_side=limits.max_side, max_pixels=limits.max_pixels)
+        except ImageError as error:
+            raise FrameFileError(f"{name}: {error}") from None
+        return data
+
+    return _with_file(path, limits, roots, read)
+
+
+def probe_frame_file(path: str, limits: ImageLimits, roots: StorageRoots | None = None) -> ImageInfo:
+    """What the image file at ``path`` is, from its header alone, once it passed every
+    limit (see ``read_frame_file``); raises ``FrameFileError`` (or ``StoragePathError``)."""
+    def probe(file: BinaryIO, name: str) -> ImageInfo:
+        try:
+            return probe_image_head(file, max_side=limits.max_side, max_pixels=limits.max_pixels)
+        except ImageError as error:
+            raise FrameFileError(f"{name}: {error}") from None
+
+    return _with_file(path, limits, roots, probe)
+
+
+def _with_file(path: str, limits: ImageLimits, roots: StorageRoots | None,
+               use: Callable[[BinaryIO, str], T]) -> T:
+    """``use(file, name)`` on the file at ``path``, opened and checked as the module
+    docstring says, on a reader thread within ``limits.read_timeout_s``."""
+    def work() -> T:
+        name, descriptor = _open(path, roots)
+        try:
+            status = os.fstat(descriptor)
+            if not stat.S_ISREG(status.st_mode):
+                raise FrameFileError(f"{cut(name)} is not a regular file")
+            _check_file_size(name, status.st_size, limits)
+            with os.fdopen(descriptor, "rb", closefd=False) as file:
+                return use(file, cut(name))
+        except OSError as error:
+            raise FrameFileError(f"{cut(name)}: cannot read: {error.strerror or error}") from None
+        finally:
+            os.close(descriptor)
+
+    return _READERS.run(work, limits.read_timeout_s, path)
+
+
+def _open(path: str, roots: StorageRoots | None) -> tuple[str, int]:
+    if roots is not None:
+        return roots.open_file(path)
+    try:
+        return path, os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as error:
+        raise FrameFileError(f"{cut(path)}: cannot open: {error.strerror or error}") from None
+
+
+def _check_file_size(name: str, size: int, limits: ImageLimits) -> None:
+    if size > limits.max_file_bytes:
+        raise FrameFileError(f"{cut(name)}: over {limits.max_file_mib} MiB (the frame file size limit)")
+
+
+class _Readers:
+    """A few daemon threads that do file work for callers who wait with a deadline."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._work: SimpleQueue[tuple[Future, Callable[[], object]]] = SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def run(self, work: Callable[[], T], timeout_s: float, path: str) -> T:
+        """``work()``'s result or exception; ``FrameFileError`` when it has not finished
+        within ``timeout_s`` (it is then abandoned: dropped if it had not started)."""
+        self._start_threads()
+        future: Future = Future()
+        self._work.put((future, work))
+        try:
+            return future.result(timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            raise FrameFileError(f"{cut(path)}: not read within {timeout_s:g} s (the frame read deadline); "
+                                 f"is its storage hung?") from None
+
+    def _start_threads(self) -> None:
+        if len(self._threads) == self._count:
+            return
+        with self._lock:
+            while len(self._threads) < self._count:
+                thread = threading.Thread(target=self._serve, name=f"frame-reader-{len(self._threads)}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _serve(self) -> None:
+        while True:
+            future, work = self._work.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(work())
+            except BaseException as error:  # handed to the waiting caller, whatever it is
+                future.set_exception(error)
+
+
+_READERS = _Readers(READER_THREADS)
