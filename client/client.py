@@ -18,6 +18,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -25,11 +26,13 @@ import grpc
 
 from maskfarm.client.errors import (
     DeadlineExceeded,
+    FrameRefused,
     InvalidRequest,
     JobCancelled,
     JobFailed,
     MaskfarmError,
     RequestTooLarge,
+    frame_refused,
     from_rpc_error,
 )
 from maskfarm.client.frames import EncodedFrame, FrameSource, encode_frame
@@ -162,7 +165,7 @@ class Client:
                 f"{len(encoded)} frames need {len(parts)} messages of at most "
                 f"{self.max_message_bytes / 2**20:.0f} MiB: use submit_parts (or segment), which split them"
             )
-        return self._submit(request, parts[0], request_id or str(uuid.uuid4()))
+        return self._submit_parts(request, parts[0], request_id or str(uuid.uuid4()))[0]
 
     def submit_parts(
         self,
@@ -188,16 +191,33 @@ class Client:
         """Like ``submit``, but frames that do not fit in one message are split, in order,
         into as few jobs as fit: returns the jobs in frame order (each job's
         ``total`` says how many frames it took). A split request's parts get the request
-        ids ``f"{request_id}-{n}"``, n = 1, 2, ..., so repeating the call is safe too."""
+        ids ``f"{request_id}-{n}"``, n = 1, 2, ..., so repeating the call is safe too.
+        A frame the server refuses raises ``FrameRefused`` naming it (and its index among
+        ``frames``); the parts already queued are then cancelled."""
         options = dict(threshold=threshold, smooth=smooth, dilate=dilate, blur=blur, soft=soft, invert=invert,
                        union=union, format=format, priority=priority, labels=labels, keep_going=keep_going,
                        exr_layer=exr_layer, exposure=exposure, output_dir=output_dir)
         request = job_request(prompts, **options)
-        parts = split_frames([encode_frame(frame) for frame in frames], request, self.max_message_bytes)
-        request_id = request_id or str(uuid.uuid4())
-        if len(parts) == 1:
-            return [self._submit(request, parts[0], request_id)]
-        return [self._submit(request, part, f"{request_id}-{n}") for n, part in enumerate(parts, 1)]
+        return self._submit_parts(request, [encode_frame(frame) for frame in frames], request_id or str(uuid.uuid4()))
+
+    def submit_leaving_out_refused(self, frames: Frames, prompts: Sequence[str], **options: Any) -> SubmittedFrames:
+        """``submit_parts`` (``options`` are its own), except that with ``keep_going=True`` a
+        frame the server refuses (one it cannot read, say) is left out, like a frame that
+        fails in a worker, and the others are queued: returns the jobs, which of ``frames``
+        they hold, and the refusals. Without ``keep_going`` a refusal raises ``FrameRefused``."""
+        request_id = options.pop("request_id", None) or str(uuid.uuid4())
+        request = job_request(prompts, **options)
+        encoded = [encode_frame(frame) for frame in frames]
+        kept, refused = list(range(len(encoded))), []
+        while kept:
+            attempt = request_id if not refused else f"{request_id}-without-{len(refused)}"
+            try:
+                return SubmittedFrames(self._submit_parts(request, [encoded[i] for i in kept], attempt), kept, refused)
+            except FrameRefused as error:
+                if not request.keep_going:
+                    raise
+                refused.append(error.moved_to(kept.pop(error.frame_index)))
+        return SubmittedFrames([], [], refused)
 
     def get(self, job_id: str) -> Job:
         """The job's state, progress, error and provenance now. Raises ``JobNotFound``."""
@@ -309,9 +329,10 @@ class Client:
         ``submit``), streams the masks back and returns them per frame, in frame order,
         decoded to float32 arrays in [0, 1] (or PIL images with ``as_pil``).
 
-        With ``keep_going=True`` a frame that fails does not fail its job: it is returned
-        too, in its place, with ``error`` set (``FrameMasks.failed``) and no masks, so
-        callers check ``frame.error`` instead of catching an exception.
+        With ``keep_going=True`` a frame that fails (in a worker, or refused by the server
+        as unreadable) does not fail its job: it is returned too, in its place, with
+        ``error`` set (``FrameMasks.failed``) and no masks, so callers check ``frame.error``
+        instead of catching an exception. Without it, a refused frame raises ``FrameRefused``.
 
         With ``output_dir`` (shared storage) the masks are read back from the files the
         workers wrote, so this host must see them at the same paths; to have the files
@@ -320,24 +341,45 @@ class Client:
         Raises ``JobFailed`` / ``JobCancelled`` if a job ends so (the other parts are then
         cancelled), and ``DeadlineExceeded`` after ``timeout`` seconds in all."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        jobs = self.submit_parts(frames, prompts, **options)
-        masks: list[FrameMasks] = []
+        submitted = self.submit_leaving_out_refused(frames, prompts, **options)
+        masks = [FrameMasks(refusal.frame_index, refusal.frame_name, (), error=refusal.reason)
+                 for refusal in submitted.refused]
         offset = 0
         try:
-            for job in jobs:
+            for job in submitted.jobs:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 for event in self.watch(job.id, timeout=remaining):
                     if isinstance(event, FrameResult):
-                        masks.append(event.shifted(offset).decode(as_pil=as_pil))
+                        place = submitted.kept[offset + event.index]  # its index among ``frames``
+                        masks.append(event.shifted(place - event.index).decode(as_pil=as_pil))
                     else:
                         job = event
                 succeeded(job)
                 offset += job.total
         except BaseException:
-            for job in jobs:
+            for job in submitted.jobs:
                 self._cancel_quietly(job.id)
             raise
         return sorted(masks, key=lambda frame: frame.index)
+
+    def _submit_parts(self, request: pb.SubmitJobRequest, frames: list[EncodedFrame], request_id: str) -> list[Job]:
+        """``frames`` split into as few jobs as fit; a refused frame raises ``FrameRefused``
+        once the jobs already queued are cancelled."""
+        parts = split_frames(frames, request, self.max_message_bytes)
+        jobs: list[Job] = []
+        first = 0
+        try:
+            for n, part in enumerate(parts, 1):
+                jobs.append(self._submit(request, part, request_id if len(parts) == 1 else f"{request_id}-{n}"))
+                first += len(part)
+        except InvalidRequest as error:
+            for job in jobs:
+                self._cancel_quietly(job.id)
+            refusal = frame_refused(error, first, [frame.name for frame in parts[len(jobs)]])
+            if refusal is None:
+                raise
+            raise refusal from error
+        return jobs
 
     def _submit(self, request: pb.SubmitJobRequest, frames: list[EncodedFrame], request_id: str) -> Job:
         whole = pb.SubmitJobRequest()
@@ -357,6 +399,17 @@ class Client:
             self.cancel(job_id)
         except MaskfarmError:
             pass
+
+
+@dataclass(frozen=True)
+class SubmittedFrames:
+    """What ``Client.submit_leaving_out_refused`` queued."""
+
+    jobs: list[Job]
+    kept: list[int]
+    """The indices, among the frames given, of the frames the jobs hold, in job order."""
+    refused: list[FrameRefused] = field(default_factory=list)
+    """The frames left out, each with its index among the frames given."""
 
 
 def job_request(

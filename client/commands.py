@@ -221,7 +221,8 @@ def run_segment(args: argparse.Namespace) -> int:
         from maskfarm.worker.cli import run_local_segment
 
         return _previews(args, plan.frames, run_local_segment(args, params, plan.frames, report))
-    code = _reporting_errors("segment", lambda: _segment_through_service(args, params, plan.frames, report))
+    code = _reporting_errors("segment", lambda: _segment_through_service(args, params, plan.frames, report),
+                             args.target)
     return _previews(args, plan.frames, code)
 
 
@@ -260,7 +261,7 @@ def run_status(args: argparse.Namespace) -> int:
         print(describe_job(job))
         return 0
 
-    return _reporting_errors("status", show)
+    return _reporting_errors("status", show, args.target)
 
 
 def run_cancel(args: argparse.Namespace) -> int:
@@ -271,7 +272,7 @@ def run_cancel(args: argparse.Namespace) -> int:
         print(f"{job.id}: {job.state.value}{note}")
         return 0
 
-    return _reporting_errors("cancel", cancel)
+    return _reporting_errors("cancel", cancel, args.target)
 
 
 def run_jobs(args: argparse.Namespace) -> int:
@@ -284,7 +285,7 @@ def run_jobs(args: argparse.Namespace) -> int:
         print(_table(("JOB", "STATE", "FRAMES", "CREATED", "LABELS"), rows))
         return 0
 
-    return _reporting_errors("jobs", list_jobs)
+    return _reporting_errors("jobs", list_jobs, args.target)
 
 
 def run_workers(args: argparse.Namespace) -> int:
@@ -296,7 +297,7 @@ def run_workers(args: argparse.Namespace) -> int:
         print(_table(("WORKER", "STATE", "DEVICE", "MODEL", "DTYPE", "JOB", "HEARTBEAT"), rows))
         return 0
 
-    return _reporting_errors("workers", list_workers)
+    return _reporting_errors("workers", list_workers, args.target)
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -405,21 +406,30 @@ class _UsageError(ValueError):
     """A command-line value that cannot be used."""
 
 
-def _reporting_errors(command: str, run) -> int:
+def _reporting_errors(command: str, run, target: str = "") -> int:
     """``run()``, with maskfarm's errors as one line on stderr and an exit code: 2 for
-    what the user can fix in the command, 1 for the rest."""
-    from maskfarm.client.errors import InvalidRequest, JobNotFound, MaskfarmError
+    what the user can fix in the command, 1 for the rest. A server that cannot be reached
+    gets a second line: how to start one, or point at another (``target``)."""
+    from maskfarm.client.errors import FrameRefused, InvalidRequest, JobNotFound, MaskfarmError, Unavailable
 
     try:
         return run()
+    except BrokenPipeError:  # not the command's fault: ``maskfarm.client.cli.main`` ends quietly
+        raise
     except (_UsageError, OSError) as error:
         print(f"maskfarm {command}: {error}", file=sys.stderr)
+        return 2
+    except FrameRefused as error:
+        print(f"maskfarm {command}: {error.details} (--keep-going skips such frames)", file=sys.stderr)
         return 2
     except (InvalidRequest, JobNotFound) as error:
         print(f"maskfarm {command}: {error.details}", file=sys.stderr)
         return 2
     except MaskfarmError as error:
         print(f"maskfarm {command}: {error}", file=sys.stderr)
+        if isinstance(error, Unavailable) and target:
+            print(f"maskfarm {command}: is a maskfarm server running at {target}? Start one with `maskfarm up`, "
+                  "or point --target (or MASKFARM_TARGET) at yours", file=sys.stderr)
         return 1
 
 

@@ -7,6 +7,9 @@ cause. ``from_rpc_error`` is the one place where gRPC status codes become these 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 import grpc
 
 
@@ -30,6 +33,38 @@ class InvalidRequest(MaskfarmError):
     e.g. ``"prompts[1]: blank"``. Retrying the same request cannot help."""
 
     code = "INVALID_ARGUMENT"
+
+
+class FrameRefused(InvalidRequest):
+    """The server refused one frame of a submission (its INVALID_ARGUMENT named
+    ``frames[i]``): ``frame_index`` is the frame's place in the frames given to the client
+    (not within one part of a split request), ``frame_name`` its name, ``field`` the part of
+    it at fault (``.data``, ``.path``, ...), ``reason`` why. The details name the frame by its
+    name (``shot.1027.png: not an image ...``), else by its index among the frames given."""
+
+    def __init__(self, frame_index: int, frame_name: str, field: str, reason: str) -> None:
+        super().__init__(f"{frame_name or f'frames[{frame_index}]{field}'}: {reason}")
+        self.frame_index = frame_index
+        self.frame_name = frame_name
+        self.field = field
+        self.reason = reason
+
+    def moved_to(self, frame_index: int) -> FrameRefused:
+        """The same refusal, for the frame at ``frame_index`` of a longer list."""
+        return FrameRefused(frame_index, self.frame_name, self.field, self.reason)
+
+
+def frame_refused(error: InvalidRequest, first: int, names: Sequence[str]) -> FrameRefused | None:
+    """``error`` as a ``FrameRefused`` when the server named one frame of a request holding
+    the frames called ``names``, which are the given frames from index ``first`` on; else None."""
+    found = _FRAME_FIELD.match(error.details)
+    if found is None or int(found["index"]) >= len(names):
+        return None
+    index = int(found["index"])
+    return FrameRefused(first + index, names[index], found["field"] or "", found["reason"])
+
+
+_FRAME_FIELD = re.compile(r"frames\[(?P<index>\d+)\](?P<field>\.\w+)?: (?P<reason>.*)", re.DOTALL)
 
 
 class RequestTooLarge(InvalidRequest):

@@ -40,17 +40,21 @@ def segment_files(
     return the paths. ``options`` are ``Client.submit``'s; long frame lists become several
     jobs. ``on_submitted`` gets the jobs once queued, ``on_update(part, job)`` every update,
     ``on_failed(frame name, error)`` each frame that failed under ``keep_going`` (it gets no
-    files; the job still succeeds). Raises ``JobFailed``/``JobCancelled`` when a job ends so (files already written stay)."""
+    files; the job still succeeds; a frame the server refuses, such as an unreadable file, is
+    one of them). Raises ``JobFailed``/``JobCancelled`` when a job ends so (files already
+    written stay), and, without ``keep_going``, ``FrameRefused`` naming a refused frame."""
     sources = storage_frames(frame_paths) if options.get("output_dir") else frame_paths
-    jobs = client.submit_parts(sources, prompts, format=SERVICE_FORMATS[fmt], **options)
-    on_submitted(jobs)
+    submitted = client.submit_leaving_out_refused(sources, prompts, format=SERVICE_FORMATS[fmt], **options)
+    for refusal in submitted.refused:
+        on_failed(Path(frame_paths[refusal.frame_index]).name, refusal.reason)
+    on_submitted(submitted.jobs)
     folders = prompt_folders(prompts, bool(options.get("union")))
     written: list[Path] = []
     offset = 0
-    for part, job in enumerate(jobs):
+    for part, job in enumerate(submitted.jobs):
         for event in client.watch(job.id):
             if isinstance(event, FrameResult):
-                name = Path(frame_paths[offset + event.index]).name
+                name = Path(frame_paths[submitted.kept[offset + event.index]]).name
                 if event.error:
                     on_failed(name, event.error)
                 else:

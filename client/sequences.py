@@ -175,4 +175,8 @@ def _expand_one(argument: str, frames: Sequence[int] | None) -> tuple[list[Path]
         if not matches:
             raise SequenceError(f"{argument}: no files match")
         return matches, [], False
+    if Path(argument).is_dir():
+        folder = argument.rstrip("/\\") or argument
+        raise SequenceError(f"{argument}: is a folder, not a frame: name its frames, e.g. '{folder}/*.png' "
+                            f"or a pattern such as '{folder}/shot.####.exr'")
     raise SequenceError(f"{argument}: no such file")

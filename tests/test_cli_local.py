@@ -119,3 +119,11 @@ def test_synthetic_model_files_are_readable_by_other_users(tiny_model_dir):
     must be readable by others (safetensors writes its file owner-only)."""
     for path in Path(tiny_model_dir).iterdir():
         assert path.stat().st_mode & 0o044 == 0o044, f"{path.name} is not readable by group and others"
+
+
+def test_bytes_that_are_no_image_are_said_to_be_so_without_python_object_names():
+    from maskfarm.worker.frames import decode_frame
+
+    with pytest.raises(ValueError) as raised:
+        decode_frame(b"a text file, not an image")
+    assert str(raised.value) == "cannot decode image: not an image Pillow can read"

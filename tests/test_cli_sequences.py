@@ -19,8 +19,9 @@ import pytest
 from PIL import Image
 
 from maskfarm.client.client import Client
+from maskfarm.client.errors import FrameRefused
 from tests.images import png_header_only
-from tests.services import ServerProcess, maskfarm_worker
+from tests.services import ServerProcess, free_port, maskfarm_worker
 
 PROMPTS = ["Red car", "sky"]
 FRAMES = range(1001, 1011)
@@ -55,6 +56,17 @@ def broken_plates(plates: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     for path in plates.iterdir():
         shutil.copy(path, folder / path.name)
     (folder / "shot.1005.png").write_bytes(png_header_only(40, 30))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def unreadable_plates(plates: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plates with shot.1006.png replaced by bytes that are no image at all: the server
+    refuses the frame (INVALID_ARGUMENT), so no worker ever sees it."""
+    folder = tmp_path_factory.mktemp("unreadable")
+    for path in plates.iterdir():
+        shutil.copy(path, folder / path.name)
+    (folder / "shot.1006.png").write_bytes(b"a text file that was saved as .png by mistake")
     return folder
 
 
@@ -145,6 +157,9 @@ def test_missing_frames_and_empty_patterns_are_usage_errors(plates: Path, tiny_m
     assert bad_range.returncode == 2 and "ends before it starts" in bad_range.stderr
     bad_chunk = maskfarm(str(plates / "shot.1001.png"), "-p", "car", "--chunk", "0")
     assert bad_chunk.returncode == 2 and "--chunk" in bad_chunk.stderr
+    folder = local(str(plates), "-p", "car", "-o", str(out), model=tiny_model_dir)
+    assert folder.returncode == 2
+    assert f"{plates}: is a folder, not a frame: name its frames, e.g. '{plates}/*.png'" in folder.stderr
 
 
 # through the service
@@ -224,6 +239,28 @@ def test_keep_going_through_the_service_skips_the_corrupt_frame(
     assert len(failed) == 1 and failed[0].frame_names[0] == "shot.1005.png" and failed[0].failed == 0
 
 
+def test_keep_going_through_the_service_skips_a_frame_the_server_refuses(
+    worker: ServerProcess, unreadable_plates: Path, local_masks: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "masks"
+    flags = [str(unreadable_plates / "shot.####.png"), "-p", PROMPTS[0], "-p", PROMPTS[1], "--union",
+             "--chunk", "4", "-o", str(out)]
+    result = maskfarm(*flags, "--keep-going", target=worker.target)
+    assert result.returncode == 3, result.stderr
+    assert "maskfarm segment: shot.1006.png: failed, skipped: not an image in a supported format" in result.stderr
+    assert "10/10 frames done, 1 failed" in result.stderr
+    assert result.stderr.splitlines()[-1] == "maskfarm segment: 1 frame failed and was skipped: shot.1006.png"
+    assert written(out) == [name for name in written(local_masks) if "1006" not in name]
+    for name in written(out):
+        assert (out / name).read_bytes() == (local_masks / name).read_bytes(), name
+
+    stopped = maskfarm(*flags, "--overwrite", target=worker.target)
+    assert stopped.returncode == 2
+    assert stopped.stderr.splitlines()[-1].startswith("maskfarm segment: shot.1006.png: not an image in a supported")
+    assert stopped.stderr.splitlines()[-1].endswith("(--keep-going skips such frames)")
+    assert "frames[" not in stopped.stderr
+
+
 def test_client_segment_keep_going_returns_failed_frames_in_place(worker: ServerProcess, plates: Path) -> None:
     frames = [plates / "shot.1001.png", ("broken.png", png_header_only(40, 30)), plates / "shot.1002.png"]
     with Client(worker.target) as client:
@@ -231,3 +268,41 @@ def test_client_segment_keep_going_returns_failed_frames_in_place(worker: Server
     assert [(frame.index, frame.name, frame.failed, len(frame.masks)) for frame in masks] == [
         (0, "shot.1001.png", False, 2), (1, "broken.png", True, 0), (2, "shot.1002.png", False, 2)]
     assert "frames[1] (broken.png)" in masks[1].error
+
+
+def test_client_segment_keep_going_returns_refused_frames_in_place(worker: ServerProcess, plates: Path) -> None:
+    frames = [plates / "shot.1001.png", ("junk.png", b"not an image"), plates / "shot.1002.png"]
+    with Client(worker.target) as client:
+        masks = client.segment(frames, PROMPTS, keep_going=True)
+        with pytest.raises(FrameRefused, match=r"^INVALID_ARGUMENT: junk\.png: not an image") as raised:
+            client.segment(frames, PROMPTS)
+    assert [(frame.index, frame.name, frame.failed, len(frame.masks)) for frame in masks] == [
+        (0, "shot.1001.png", False, 2), (1, "junk.png", True, 0), (2, "shot.1002.png", False, 2)]
+    assert masks[1].error.startswith("not an image in a supported format")
+    assert raised.value.frame_index == 1
+
+
+def test_a_server_that_cannot_be_reached_gets_a_hint(plates: Path, tmp_path: Path) -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+    frame = str(plates / "shot.1001.png")
+    for args in (("jobs",), ("status", "0123456789abcdef"), ("segment", frame, "-p", "car", "-o", str(tmp_path))):
+        result = subprocess.run([sys.executable, "-m", "maskfarm.client.cli", *args, "--target", nowhere],
+                                capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.splitlines()[-1] == (
+            f"maskfarm {args[0]}: is a maskfarm server running at {nowhere}? Start one with `maskfarm up`, "
+            "or point --target (or MASKFARM_TARGET) at yours")
+
+
+def test_output_into_a_closed_pipe_ends_quietly(worker: ServerProcess, plates: Path) -> None:
+    """``maskfarm status JOB | head -1``: the reader goes before the command writes."""
+    with Client(worker.target) as client:
+        job = client.submit([plates / "shot.1001.png"], ["car"])
+    for args in (("status", job.id), ("jobs",), ("workers",)):
+        command = [sys.executable, "-m", "maskfarm.client.cli", *args, "--target", worker.target]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        process.stdout.close()
+        stderr = process.stderr.read()
+        assert process.wait(timeout=120) == 141, stderr
+        assert stderr == b"", stderr

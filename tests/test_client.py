@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from maskfarm.client.client import Client
-from maskfarm.client.errors import Busy, DeadlineExceeded, InvalidRequest, JobCancelled, JobNotFound, RequestTooLarge, Unavailable
+from maskfarm.client.errors import (Busy, DeadlineExceeded, FrameRefused, InvalidRequest, JobCancelled, JobNotFound,
+                                    RequestTooLarge, Unavailable)
 from maskfarm.client.frames import encode_frame
 from maskfarm.client.jobs import JobState
 from tests.images import encoded_image
@@ -177,6 +178,27 @@ def test_frames_over_the_message_limit_are_split_into_several_jobs(server: Serve
     assert [name for job in jobs for name in job.frame_names] == [name for name, _ in frames]
     assert [job.request_id for job in jobs] == [f"{request_id}-{n}" for n in (1, 2, 3)]
     assert [job.id for job in again] == [job.id for job in jobs]
+
+
+def test_a_refused_frame_is_named_by_its_place_among_all_frames_and_earlier_parts_are_cancelled(
+        server: ServerProcess) -> None:
+    rng = np.random.default_rng(5)
+    frames = [(f"big.{n}.png", rng.integers(0, 256, (370, 370, 3), dtype=np.uint8)) for n in range(4)]
+    frames.append(("junk.png", b"not an image at all"))
+    labels = unique_label()
+    with Client(server.target, timeout=20, max_message_mib=1) as client:
+        with pytest.raises(FrameRefused) as raised:
+            client.submit_parts(frames, ["car"], labels=labels)
+        refused_run = list(client.jobs(labels=labels))
+        kept = client.submit_leaving_out_refused(frames, ["car"], labels=labels, keep_going=True)
+        for job in kept.jobs:
+            client.cancel(job.id)
+    refusal = raised.value
+    assert (refusal.frame_index, refusal.frame_name, refusal.field) == (4, "junk.png", ".data")
+    assert refusal.details.startswith("junk.png: not an image") and "frames[" not in refusal.details
+    assert refused_run and {job.state.value for job in refused_run} == {"CANCELLED"}  # parts queued before it
+    assert kept.kept == [0, 1, 2, 3] and [(r.frame_index, r.frame_name) for r in kept.refused] == [(4, "junk.png")]
+    assert [name for job in kept.jobs for name in job.frame_names] == [f"big.{n}.png" for n in range(4)]
 
 
 def test_a_full_backlog_is_busy_with_the_servers_retry_hint(redis_url: str) -> None:
