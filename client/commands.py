@@ -51,7 +51,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     segment.add_argument("--blur", type=int, default=0, help="Gaussian blur kernel of the final mask, 0-64")
     segment.add_argument("--soft", action="store_true", help="the probability map itself: no threshold/smooth/dilate/blur")
     segment.add_argument("--union", action="store_true", help="also write the union of the prompts' masks (union/)")
-    segment.add_argument("--invert", action="store_true", help="write 1 - mask (applied last)")
+    segment.add_argument("--invert", action="store_true",
+                         help="write 1 - mask (applied last, to the union too: with --union, union/ holds the "
+                              "pixels no prompt covers)")
     segment.add_argument("--local", action="store_true", help="run the pipeline in this process (no server, no Redis)")
     segment.add_argument("--priority", choices=("high", "normal", "low"), default="normal",
                          help="queue to wait in (service only; default normal)")
