@@ -84,3 +84,22 @@ def test_corrupt_png_pixel_data_is_a_value_error_not_a_crash() -> None:
 
     with pytest.raises(ValueError, match="cannot decode"):
         decode_frame(png_header_only(64, 48))
+
+
+def test_the_hosts_memory_error_fails_the_job_at_once_without_a_retry(store: JobStore, segmenter: Segmenter) -> None:
+    job_id = _new_job(store)
+
+    class HostOutOfMemory:
+        max_batch = segmenter.max_batch
+
+        def stream(self, frames, prompts, params) -> Iterator:
+            next(iter(frames))
+            raise MemoryError("cannot allocate 19.2 GiB")
+            yield
+
+    install_runtime(WorkerRuntime(HostOutOfMemory(), store, Provenance(worker="w1")))
+    run_job(job_id)  # returns: raising would spend a retry, and the next worker would run out too
+
+    job = store.require_job(job_id)
+    assert (job.state, job.error_code.value) == (JobState.FAILED, "out_of_memory")
+    assert job.error_message == "the worker's host ran out of memory (not retried): cannot allocate 19.2 GiB"

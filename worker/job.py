@@ -7,8 +7,10 @@ and talks to Redis only through ``JobStore``. Its contract with RQ:
 - returns normally whenever the job has reached an end it owns: succeeded, cancelled,
   failed for a reason a retry cannot fix (a frame that does not decode, inputs expired,
   a timeout, a bug);
-- raises only for what should spend one of the job's retries: out of memory, and Redis
-  becoming unreachable mid-job (``redis.ConnectionError``/``TimeoutError``, re-raised
+- raises only for what should spend one of the job's retries: out of device memory
+  (``torch.cuda.OutOfMemoryError``; the host's own ``MemoryError`` fails the job at once,
+  as ``out_of_memory``: another worker would run out too), and Redis becoming
+  unreachable mid-job (``redis.ConnectionError``/``TimeoutError``, re-raised
   untouched). The job record then stays running so the retry (``mark_running`` accepts a
   running job) resumes it; out of memory on the last attempt is failed as
   ``out_of_memory`` first, a lost Redis by ``LostJobHandler`` (``worker_lost``);
@@ -90,9 +92,9 @@ def run_job(job_id: str) -> None:
     except (RedisConnectionError, RedisTimeoutError) as error:
         log.warning("job %s interrupted: Redis unreachable (%s); it will run again", job_id, error)
         raise
-    except MemoryError as error:  # torch.cuda.OutOfMemoryError is a RuntimeError, see below
-        _out_of_memory(runtime, job_id, error)
-        raise
+    except MemoryError as error:  # the host's memory; torch.cuda.OutOfMemoryError is a RuntimeError, see below
+        _fail(runtime, job_id, ErrorCode.OUT_OF_MEMORY,
+              f"the worker's host ran out of memory (not retried): {error or 'MemoryError'}")
     except Exception as error:
         if _is_out_of_memory(error):
             _out_of_memory(runtime, job_id, error)
