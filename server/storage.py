@@ -10,8 +10,10 @@ The server and the worker may see different filesystems, so each checks on its o
 server what it can see (``StorageRoots.visible``: a root that exists on its host is taken
 to be the storage itself, and then a frame must exist there as a regular file), the
 worker always, on its own filesystem, just before it reads or writes. The check is of the
-path as it is at that moment: storage is trusted not to be rearranged under a running
-job by someone racing it; requests are not trusted at all.
+path as it is at that moment; a frame is then opened as checked (``open_file``: no
+symlink followed that appeared since, nothing that blocks), but a folder written into may
+still be swapped between check and write by someone racing the worker (docs/SECURITY.md);
+requests are not trusted at all.
 
 This module imports only the standard library and ``echo`` (the worker imports it too).
 """
