@@ -118,40 +118,46 @@ def read_frame_file(path: str, limits: ImageLimits, roots: StorageRoots | None =
             raise FrameFileError(f"{name}: {error}") from None
         return data
 
-    return _with_file(path, limits, roots, read)
+    return _READERS.run(lambda: _use_file(path, limits, roots, read), limits.read_timeout_s, path)
 
 
-def probe_frame_file(path: str, limits: ImageLimits, roots: StorageRoots | None = None) -> ImageInfo:
-    """What the image file at ``path`` is, from its header alone, once it passed every
-    limit (see ``read_frame_file``); raises ``FrameFileError`` (or ``StoragePathError``)."""
+def check_frame_path(path: str, limits: ImageLimits, roots: StorageRoots) -> str:
+    """``path`` checked against ``roots`` and normalised (``StorageRoots.check``), and,
+    where this host sees the storage, its file opened and its header probed within every
+    limit (no pixel read: frames by path may be many and large; their integrity is left
+    to the worker's decode). All on a reader thread within the deadline: even a path
+    check stats the storage, which may hang. Raises ``FrameFileError`` or
+    ``StoragePathError``."""
     def probe(file: BinaryIO, name: str) -> ImageInfo:
         try:
             return probe_image_head(file, max_side=limits.max_side, max_pixels=limits.max_pixels)
         except ImageError as error:
             raise FrameFileError(f"{name}: {error}") from None
 
-    return _with_file(path, limits, roots, probe)
+    def check() -> str:
+        normal = roots.check(path)
+        if roots.visible(normal):
+            _use_file(normal, limits, roots, probe)
+        return normal
+
+    return _READERS.run(check, limits.read_timeout_s, path)
 
 
-def _with_file(path: str, limits: ImageLimits, roots: StorageRoots | None,
-               use: Callable[[BinaryIO, str], T]) -> T:
+def _use_file(path: str, limits: ImageLimits, roots: StorageRoots | None, use: Callable[[BinaryIO, str], T]) -> T:
     """``use(file, name)`` on the file at ``path``, opened and checked as the module
-    docstring says, on a reader thread within ``limits.read_timeout_s``."""
-    def work() -> T:
-        name, descriptor = _open(path, roots)
-        try:
-            status = os.fstat(descriptor)
-            if not stat.S_ISREG(status.st_mode):
-                raise FrameFileError(f"{cut(name)} is not a regular file")
-            _check_file_size(name, status.st_size, limits)
-            with os.fdopen(descriptor, "rb", closefd=False) as file:
-                return use(file, cut(name))
-        except OSError as error:
-            raise FrameFileError(f"{cut(name)}: cannot read: {error.strerror or error}") from None
-        finally:
-            os.close(descriptor)
-
-    return _READERS.run(work, limits.read_timeout_s, path)
+    docstring says (on a reader thread: the caller waits with the deadline)."""
+    name, descriptor = _open(path, roots)
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise FrameFileError(f"{cut(name)} is not a regular file")
+        _check_file_size(name, status.st_size, limits)
+        with os.fdopen(descriptor, "rb", closefd=False) as file:
+            return use(file, cut(name))
+    except OSError as error:
+        raise FrameFileError(f"{cut(name)}: cannot read: {error.strerror or error}") from None
+    finally:
+        os.close(descriptor)
 
 
 def _open(path: str, roots: StorageRoots | None) -> tuple[str, int]:

@@ -17,7 +17,7 @@ from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from maskfarm.server.echo import cut, quoted
 from maskfarm.server.exrheader import is_exr, layer_channels, read_header
-from maskfarm.server.frame_files import FrameFileError, ImageLimits, probe_frame_file
+from maskfarm.server.frame_files import FrameFileError, ImageLimits, check_frame_path
 from maskfarm.server.images import ImageError, probe_image
 from maskfarm.client.outputs import prompt_folders
 from maskfarm.server.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Priority
@@ -266,9 +266,7 @@ def _frame_path(field: str, path: str, limits: ImageLimits, storage: StorageRoot
     try:
         if access is not None:
             access.check_read(path)
-        path = storage.check(path)
-        if storage.visible(path):
-            probe_frame_file(path, limits, storage)
+        path = check_frame_path(path, limits, storage)
     except StorageDenied as error:
         raise PathDenied(field, str(error), writing=False) from None
     except (StoragePathError, FrameFileError) as error:
