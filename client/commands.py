@@ -354,12 +354,11 @@ def _model_problem(model: str) -> str | None:
     check`` takes), so that ``up`` stops in seconds, before it starts anything; None when
     they probably can, or when the worker extra is not installed here to tell."""
     try:
-        from maskfarm.worker.weights import load_failure_message, weights_unavailable
+        from maskfarm.worker.weights import unloadable_model_message
 
-        reason = weights_unavailable(model)
+        return unloadable_model_message(model)
     except ImportError:  # no huggingface_hub: no worker could run here either, and it will say so
         return None
-    return load_failure_message(model, reason) if reason else None
 
 
 def describe_job(job) -> str:

@@ -156,6 +156,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def run_worker(args: argparse.Namespace) -> int:
     import logging
 
+    from maskfarm.worker.weights import unloadable_model_message
+
+    if problem := unloadable_model_message(args.model):  # before torch's imports, which take seconds
+        print(f"maskfarm worker: {problem}", file=sys.stderr)
+        return 2
     from maskfarm.worker.model import ModelLoadError
     from maskfarm.worker.runner import WorkerSettings, run
 
@@ -221,6 +226,12 @@ def run_local_segment(args: argparse.Namespace, params, frames, report) -> int:
     """The ``segment --local`` command: load the model here and write mask files for
     ``frames`` (the files ``maskfarm.client.sequence_run.plan_frames`` left to do),
     reporting to ``report`` (its ``SequenceReport``); returns the exit code."""
+    from maskfarm.worker.weights import unloadable_model_message
+
+    if problem := unloadable_model_message(args.model):  # before torch's imports, which take seconds
+        report.progress.interrupt()
+        print(f"maskfarm: {problem}", file=sys.stderr)
+        return 2
     from maskfarm.server.frame_files import configure_pillow
     from maskfarm.server.jobs import ExrOptions
     from maskfarm.worker.local import segment_files

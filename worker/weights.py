@@ -66,6 +66,14 @@ def weights_unavailable(name: str, timeout: float = PROBE_TIMEOUT_S) -> str | No
     return find_weights(name, timeout).problem
 
 
+def unloadable_model_message(name: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """The whole message for a model that cannot be loaded here (why, and how to point at a
+    local copy), or None when it probably can. Commands ask this before importing torch, which
+    alone takes seconds, so that they fail within seconds."""
+    reason = weights_unavailable(name, timeout)
+    return load_failure_message(name, reason) if reason else None
+
+
 def hub_unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """Why the hub behind ``url`` did not answer within ``timeout`` (name lookup included), or
     None when it gave any HTTP answer (an error status is an answer: the hub is there)."""
