@@ -179,6 +179,10 @@ class _Readers:
 
     def __init__(self, count: int) -> None:
         self._count = count
+        self.reset()
+
+    def reset(self) -> None:
+        """No threads yet and nothing queued (also in a forked child, which has none)."""
         self._work: SimpleQueue[tuple[Future, Callable[[], object]]] = SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -217,3 +221,4 @@ class _Readers:
 
 
 _READERS = _Readers(READER_THREADS)
+os.register_at_fork(after_in_child=_READERS.reset)
