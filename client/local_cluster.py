@@ -219,7 +219,9 @@ def _stop(processes: Sequence[subprocess.Popen], timeout_s: float) -> None:
 def _redis_answers(url: str) -> bool:
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+    from maskfarm.server.redis_clients import redis_from_url
+
+    client = redis_from_url(url, socket_connect_timeout=1, socket_timeout=2)
     try:
         return bool(client.ping())
     except (redis.ConnectionError, redis.TimeoutError):

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import redis
-import redis.asyncio
 from grpc_health.v1 import health as health_service
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -25,6 +24,7 @@ from maskfarm.server.events import JobEvents
 from maskfarm.server.memory import return_large_blocks_when_freed
 from maskfarm.server.metrics import serve_metrics
 from maskfarm.server.queue import JobQueue, QueueLimits
+from maskfarm.server.redis_clients import ReplicaWait, async_redis_from_url, redis_from_url
 from maskfarm.server.servicer import SegmentationServicer
 from maskfarm.server.settings import ServerSettings
 from maskfarm.server.store import JobStore
@@ -60,11 +60,11 @@ async def serve(settings: ServerSettings) -> None:
     """Runs the server until SIGTERM or SIGINT."""
     return_large_blocks_when_freed()
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="redis"))
-    connection = redis.Redis.from_url(
+    connection = redis_from_url(
         settings.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=5, health_check_interval=30
     )
     events = JobEvents(
-        redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30),
+        async_redis_from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30),
         settings.namespace,
     )
     events.start()
@@ -99,7 +99,8 @@ async def build_server(
     (NOT_SERVING until Redis is seen to answer); with ``metrics_listen``, /metrics is
     served from then on. Raises ``TokenFileError`` or
     ``TlsConfigError`` when the token file or a TLS file cannot be used."""
-    store = JobStore(connection, settings.namespace)
+    replica_wait = ReplicaWait.of_setting(settings.replicated_submit, settings.redis_url)
+    store = JobStore(connection, settings.namespace, replica_wait)
     queue = JobQueue(connection, store, _queue_limits(settings))
     if settings.metrics_listen:
         serve_metrics(settings.metrics_listen, queue.queues, lambda: events.watched_jobs)

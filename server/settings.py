@@ -58,6 +58,8 @@ class ServerSettings:
     tls_key: str = _setting("", "PEM private key of --tls-cert")
     tls_client_ca: str = _setting("", "PEM CA certificates: require client certificates signed by them "
                                       "(mutual TLS; needs --tls-cert)")
+    replicated_submit: str = _setting("auto", "SubmitJob answers once a replica holds the job (Redis WAIT): "
+                                              "on, off, or auto (on for redis+sentinel:// URLs)")
     storage_roots: tuple[str, ...] = _setting((), "shared storage: a folder under which jobs may name frames and "
                                                   "output_dir by path (repeat for several)", flag="--storage-root")
 
@@ -69,6 +71,8 @@ class ServerSettings:
                 raise ValueError(f"{setting.name} must be at least {least}, got {value}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.replicated_submit not in ("auto", "on", "off"):
+            raise ValueError(f"replicated_submit must be auto, on or off, got {self.replicated_submit!r}")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         object.__setattr__(self, "storage_roots", StorageRoots.parse(self.storage_roots).roots)

@@ -35,6 +35,9 @@ from tests.services import (
 FAST_RECOVERY = ("--heartbeat-s", "0.5", "--job-lease-s", "3", "--maintenance-s", "1", "--max-batch", "1")
 TERMINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 LONG_JOB_FRAMES = 200
+PATIENCE_S = 600.0
+"""How long any wait for work to be done may take: generous, as it bounds a wait for a
+condition and never a measure of speed (the suite passes beside CPU hogs)."""
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -48,11 +51,11 @@ def submit(server: ServerProcess, frames: int, **fields) -> str:
     data = encoded_image("PNG", (32, 24), noise=True)
     request = pb.SubmitJobRequest(frames=[pb.Frame(name=f"f.{i:04d}.png", data=data) for i in range(frames)],
                                   prompts=["car"], **fields)
-    return server.stub().SubmitJob(request, timeout=10).id
+    return server.stub().SubmitJob(request, timeout=60).id
 
 
 def job_state(server: ServerProcess, job_id: str) -> pb.Job:
-    return server.stub().GetJob(pb.GetJobRequest(job_id=job_id), timeout=10).job
+    return server.stub().GetJob(pb.GetJobRequest(job_id=job_id), timeout=60).job
 
 
 def health_or_none(server: ServerProcess) -> int | None:
@@ -80,7 +83,7 @@ class Watcher:
     def _read(self) -> None:
         request = pb.WatchJobRequest(job_id=self.job_id, from_frame=self.from_frame)
         try:
-            for event in self.server.stub().WatchJob(request, timeout=60):
+            for event in self.server.stub().WatchJob(request, timeout=PATIENCE_S):
                 if event.WhichOneof("event") == "frame":
                     self.frames.append(event.frame.frame_index)
                 else:
@@ -90,7 +93,7 @@ class Watcher:
             self.ended_with = error.code()
 
     def join(self) -> None:
-        self.thread.join(timeout=60)
+        self.thread.join(timeout=PATIENCE_S)
         assert not self.thread.is_alive(), "the watch stream did not end"
 
 
@@ -98,11 +101,12 @@ def test_a_redis_crash_loses_nothing_and_everything_recovers_by_itself(redis_sto
     with maskfarm_server(redis_store.url, "mfrestart") as server, \
             maskfarm_worker(server, tiny_model_dir, "mfrestart-a", *FAST_RECOVERY) as worker:
         finished = submit(server, 2)
-        wait_for(lambda: job_state(server, finished).state == pb.JOB_STATE_SUCCEEDED, "the first job")
+        wait_for(lambda: job_state(server, finished).state == pb.JOB_STATE_SUCCEEDED, "the first job",
+                 timeout=PATIENCE_S)
         running = submit(server, LONG_JOB_FRAMES)
         queued = submit(server, 2, priority=pb.PRIORITY_LOW)
         watcher = Watcher(server, running)
-        wait_for(lambda: len(watcher.frames) >= 3, "the first watched frames")
+        wait_for(lambda: len(watcher.frames) >= 3, "the first watched frames", timeout=PATIENCE_S)
 
         redis_store.kill()
         with pytest.raises(grpc.RpcError) as refused:
@@ -110,12 +114,12 @@ def test_a_redis_crash_loses_nothing_and_everything_recovers_by_itself(redis_sto
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         watcher.join()
         assert watcher.ended_with == grpc.StatusCode.UNAVAILABLE
-        wait_for(lambda: health_or_none(server) == NOT_SERVING, "health NOT_SERVING", timeout=15)
+        wait_for(lambda: health_or_none(server) == NOT_SERVING, "health NOT_SERVING", timeout=120)
         time.sleep(2)
 
         redis_store.start()
         restarted_at = time.monotonic()
-        wait_for(lambda: health_or_none(server) == SERVING, "health SERVING again", timeout=15)
+        wait_for(lambda: health_or_none(server) == SERVING, "health SERVING again", timeout=120)
         print(f"\nSERVING again {time.monotonic() - restarted_at:.1f} s after Redis restarted")
         assert job_state(server, finished).state == pb.JOB_STATE_SUCCEEDED
 
@@ -125,7 +129,8 @@ def test_a_redis_crash_loses_nothing_and_everything_recovers_by_itself(redis_sto
         assert resumed.ended_with == grpc.StatusCode.OK
         assert resumed.last_state == pb.JOB_STATE_SUCCEEDED
         assert watcher.frames + resumed.frames == list(range(LONG_JOB_FRAMES))
-        wait_for(lambda: job_state(server, queued).state == pb.JOB_STATE_SUCCEEDED, "the queued job")
+        wait_for(lambda: job_state(server, queued).state == pb.JOB_STATE_SUCCEEDED, "the queued job",
+                 timeout=PATIENCE_S)
         assert worker.process.poll() is None, worker.output()
 
 
@@ -135,14 +140,14 @@ def test_a_job_runs_on_through_a_server_restart_and_the_client_reconnects(redis_
         stack.enter_context(maskfarm_worker(server, tiny_model_dir, "mfserverrestart-a", *FAST_RECOVERY))
         stub = pb_grpc.SegmentationStub(stack.enter_context(server.channel()))
         job_id = submit(server, LONG_JOB_FRAMES)
-        wait_for(lambda: job_state(server, job_id).progress.done_frames >= 3, "the first frames")
+        wait_for(lambda: job_state(server, job_id).progress.done_frames >= 3, "the first frames", timeout=PATIENCE_S)
 
         server.process.terminate()
         server.process.wait(timeout=15)
         with maskfarm_server(redis_store.url, "mfserverrestart", target=server.target):
             request = pb.GetJobRequest(job_id=job_id)
             job = wait_for(lambda: (j := stub.GetJob(request, timeout=10, wait_for_ready=True).job).state in TERMINAL
-                           and j, "the job, through the client's channel from before the restart")
+                           and j, "the job, through the client's channel from before the restart", timeout=PATIENCE_S)
         assert job.state == pb.JOB_STATE_SUCCEEDED
         assert job.progress.done_frames == LONG_JOB_FRAMES
 
@@ -151,11 +156,12 @@ def test_a_worker_stops_cleanly_on_sigterm_while_redis_is_down(redis_store, tiny
     with maskfarm_server(redis_store.url, "mfredisdown") as server, \
             maskfarm_worker(server, tiny_model_dir, "mfredisdown-a", *FAST_RECOVERY) as worker:
         served = submit(server, 1)
-        wait_for(lambda: job_state(server, served).state == pb.JOB_STATE_SUCCEEDED, "the worker to serve")
+        wait_for(lambda: job_state(server, served).state == pb.JOB_STATE_SUCCEEDED, "the worker to serve",
+                 timeout=PATIENCE_S)
         redis_store.kill()
         try:
             time.sleep(2)
             worker.process.send_signal(signal.SIGTERM)
-            assert worker.process.wait(timeout=20) == 0, worker.output()
+            assert worker.process.wait(timeout=120) == 0, worker.output()
         finally:
             redis_store.start()

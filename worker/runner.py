@@ -34,7 +34,6 @@ import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
-from redis import Redis
 from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.exceptions import NoSuchJobError
@@ -46,6 +45,7 @@ from rq.serializers import JSONSerializer
 from maskfarm.server.jobs import DEFAULT_NAMESPACE, JOB_FUNCTION, PRIORITIES, Provenance, WorkerInfo, queue_name
 from maskfarm.server.frame_files import ImageLimits, configure_pillow
 from maskfarm.server.storage import StorageRoots
+from maskfarm.server.redis_clients import redis_from_url
 from maskfarm.server.store import JobStore
 from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
 from maskfarm.worker import liveness
@@ -351,7 +351,7 @@ def codec_threads(settings: WorkerSettings, segmenter: Segmenter) -> int:
 def build_worker(settings: WorkerSettings, segmenter: Segmenter, codec: CodecPool) -> MaskfarmWorker:
     """The RQ worker for ``settings`` with its runtime installed (model already loaded;
     ``codec``, like the model, lives as long as the process, across restarts)."""
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_from_url(settings.redis_url)
     store = JobStore(redis, settings.namespace)
     name = settings.worker_name
     provenance = provenance_of(segmenter, name)
