@@ -207,6 +207,7 @@ def worker_jobs(storage_server: ServerProcess, hidden_root: Path, tiny_model_dir
         "display": [submit(storage_server, [path("display.exr")]).id],
         "data": [submit(storage_server, [path("data.exr")]).id],
         "tail": [submit(storage_server, [path("tail.png")]).id],
+        "pillow": [submit(storage_server, [pb.Frame(data=encoded_image("PNG", (100, 100)), name="big.png")]).id],
         "unwritable": [submit(storage_server, [path("a.png"), path("b.png"), path("c.png")], keep_going=True,
                               output_dir=f"{root}/out").id],
         "racing": [submit(storage_server, racing).id],
@@ -238,6 +239,16 @@ def test_the_worker_refuses_bomb_files_before_decoding_them(worker_jobs, hidden_
     (job,) = worker_jobs[name]
     assert (job.state, job.error.code) == (pb.JOB_STATE_FAILED, pb.ERROR_CODE_INVALID_INPUT), job.error.message
     assert job.error.message.startswith("frames[0] (") and f"{hidden_root}/{reason}" in job.error.message
+
+
+def test_the_workers_pillow_guard_follows_its_max_pixels(worker_jobs) -> None:
+    """The worker sets Pillow's bomb guard from --max-pixels (4096: it refuses over twice
+    that) as the server does from its own, so set alike they agree; here the server's
+    default let a 100x100 frame through and the worker's smaller setting stops it."""
+    (job,) = worker_jobs["pillow"]
+    assert (job.state, job.error.code) == (pb.JOB_STATE_FAILED, pb.ERROR_CODE_INVALID_INPUT), job.error.message
+    assert job.error.message.startswith("frames[0] (big.png): cannot decode image: Image size (10000 pixels) "
+                                        "exceeds limit of 8192 pixels"), job.error.message
 
 
 def test_a_fifo_swapped_in_fails_the_workers_frame_and_the_worker_serves_on(
