@@ -8,19 +8,21 @@ hostile or broken file fails as that frame's error and never kills or hangs a pr
   one component at a time: ``StorageRoots.open_file``) and the opened descriptor must be a
   regular file (``fstat``, not ``stat`` then ``open``): a FIFO or device swapped in opens at
   once and is refused;
-- it holds at most ``max_file_mib`` (seen from ``fstat`` before a byte is read; the read
+- it holds at most ``max_frame_mib`` (seen from ``fstat`` before a byte is read; the read
   stops there anyway, should the file grow);
 - its header's size passes ``max_side`` and ``max_pixels`` for every format, an EXR's
   display and data windows included (``maskfarm.server.images``), before a pixel is
   decoded;
-- all of it within ``read_timeout_s``: the file work runs on a few daemon reader threads
-  and the caller waits at most that long. A read stuck in the kernel (a hung network
-  mount) holds one of those threads, never the caller, and never keeps the process from
-  exiting; once all are stuck, reads fail at their deadline instead of queueing forever.
+- all of it within ``frame_read_timeout_s``: the file work runs on a few daemon reader
+  threads and the caller waits at most that long. A read stuck in the kernel (a hung
+  network mount) holds one of those threads, never the caller, and never keeps the
+  process from exiting; once all are stuck, reads fail at their deadline instead of
+  queueing forever.
 
 Pillow's own decompression-bomb guard is set from the same ``max_pixels`` in every
-process (``configure_pillow``). Limits come from the same flags and ``MASKFARM_*``
-variables on the server and the worker (``ImageLimits.from_env``).
+process (``configure_pillow``). The limits are the same flags and ``MASKFARM_*``
+variables on the server (``ServerSettings``) and the worker (its flags, else
+``ImageLimits.from_env``).
 """
 
 from __future__ import annotations
@@ -60,19 +62,19 @@ class ImageLimits:
 
     max_side: int = 16384
     max_pixels: int = 100_000_000
-    max_file_mib: int = 1024
+    max_frame_mib: int = 1024
     """Largest frame file read by path (or by ``--local``)."""
-    read_timeout_s: float = 30.0
+    frame_read_timeout_s: float = 30.0
     """Longest a frame file's open, checks and read may take."""
 
     def __post_init__(self) -> None:
-        for name in ("max_side", "max_pixels", "max_file_mib", "read_timeout_s"):
+        for name in ("max_side", "max_pixels", "max_frame_mib", "frame_read_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
     @property
-    def max_file_bytes(self) -> int:
-        return self.max_file_mib * MIB
+    def max_frame_bytes(self) -> int:
+        return self.max_frame_mib * MIB
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ImageLimits:
@@ -91,8 +93,8 @@ class ImageLimits:
 
 
 _VARIABLES = (("max_side", "MASKFARM_MAX_SIDE", int), ("max_pixels", "MASKFARM_MAX_PIXELS", int),
-              ("max_file_mib", "MASKFARM_MAX_FRAME_MIB", int),
-              ("read_timeout_s", "MASKFARM_FRAME_READ_TIMEOUT_S", float))
+              ("max_frame_mib", "MASKFARM_MAX_FRAME_MIB", int),
+              ("frame_read_timeout_s", "MASKFARM_FRAME_READ_TIMEOUT_S", float))
 
 
 def configure_pillow(limits: ImageLimits) -> None:
@@ -110,7 +112,7 @@ def read_frame_file(path: str, limits: ImageLimits, roots: StorageRoots | None =
     path, ``--local``'s own files, symlinks followed). Raises ``FrameFileError`` (or
     ``StoragePathError`` for a path the roots refuse)."""
     def read(file: BinaryIO, name: str) -> bytes:
-        data = file.read(limits.max_file_bytes + 1)
+        data = file.read(limits.max_frame_bytes + 1)
         _check_file_size(name, len(data), limits)
         try:
             probe_header(data, max_side=limits.max_side, max_pixels=limits.max_pixels)
@@ -118,7 +120,7 @@ def read_frame_file(path: str, limits: ImageLimits, roots: StorageRoots | None =
             raise FrameFileError(f"{name}: {error}") from None
         return data
 
-    return _READERS.run(lambda: _use_file(path, limits, roots, read), limits.read_timeout_s, path)
+    return _READERS.run(lambda: _use_file(path, limits, roots, read), limits.frame_read_timeout_s, path)
 
 
 def check_frame_path(path: str, limits: ImageLimits, roots: StorageRoots) -> str:
@@ -140,7 +142,7 @@ def check_frame_path(path: str, limits: ImageLimits, roots: StorageRoots) -> str
             _use_file(normal, limits, roots, probe)
         return normal
 
-    return _READERS.run(check, limits.read_timeout_s, path)
+    return _READERS.run(check, limits.frame_read_timeout_s, path)
 
 
 def _use_file(path: str, limits: ImageLimits, roots: StorageRoots | None, use: Callable[[BinaryIO, str], T]) -> T:
@@ -170,8 +172,8 @@ def _open(path: str, roots: StorageRoots | None) -> tuple[str, int]:
 
 
 def _check_file_size(name: str, size: int, limits: ImageLimits) -> None:
-    if size > limits.max_file_bytes:
-        raise FrameFileError(f"{cut(name)}: over {limits.max_file_mib} MiB (the frame file size limit)")
+    if size > limits.max_frame_bytes:
+        raise FrameFileError(f"{cut(name)}: over {limits.max_frame_mib} MiB (the frame file size limit)")
 
 
 class _Readers:

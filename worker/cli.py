@@ -112,9 +112,9 @@ def _add_frame_limit_options(worker: argparse.ArgumentParser) -> None:
     worker.add_argument("--max-side", type=int, help="largest frame side, pixels (env MASKFARM_MAX_SIDE; default 16384)")
     worker.add_argument("--max-pixels", type=int,
                         help="largest frame, pixels; also Pillow's bomb guard (env MASKFARM_MAX_PIXELS; default 100000000)")
-    worker.add_argument("--max-frame-mib", dest="max_file_mib", type=int,
+    worker.add_argument("--max-frame-mib", type=int,
                         help="largest frame file read by path, MiB (env MASKFARM_MAX_FRAME_MIB; default 1024)")
-    worker.add_argument("--frame-read-timeout-s", dest="read_timeout_s", type=float,
+    worker.add_argument("--frame-read-timeout-s", type=float,
                         help="seconds a frame file's open and read may take (env MASKFARM_FRAME_READ_TIMEOUT_S; "
                         "default 30)")
 
@@ -127,7 +127,7 @@ def image_limits(args: argparse.Namespace | None = None) -> ImageLimits:
     from maskfarm.server.frame_files import ImageLimits
 
     limits = ImageLimits.from_env()
-    given = {name: getattr(args, name, None) for name in ("max_side", "max_pixels", "max_file_mib", "read_timeout_s")}
+    given = {field.name: getattr(args, field.name, None) for field in dataclasses.fields(limits)}
     return dataclasses.replace(limits, **{name: value for name, value in given.items() if value is not None})
 
 
