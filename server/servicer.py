@@ -147,7 +147,8 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
             return workers
         jobs = self.store.get_jobs(worker.current_job_id for worker in workers)
         return [
-            worker if job is not None and ownership.visible(job, owner) else dataclasses.replace(worker, current_job_id="")
+            worker if job is not None and ownership.visible(job, owner)
+            else dataclasses.replace(worker, current_job_id="")
             for worker, job in zip(workers, jobs)
         ]
 

@@ -57,7 +57,8 @@ def server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     storage = tmp_path_factory.mktemp("storage")
     with maskfarm_server(redis_url, f"mfhostile{uuid.uuid4().hex[:8]}", "--auth-tokens", str(tokens),
                          "--max-watches-per-owner", str(WATCH_CAP),
-                         "--max-watches-per-connection", str(CONNECTION_CAP), "--storage-root", str(storage)) as process:
+                         "--max-watches-per-connection", str(CONNECTION_CAP),
+                         "--storage-root", str(storage)) as process:
         yield process
 
 
@@ -107,20 +108,23 @@ def test_unread_watches_are_capped_per_caller_bounded_in_memory_and_others_are_s
     try:
         stubs = [pb_grpc.SegmentationStub(channel) for channel in channels]
         request = pb.WatchJobRequest(job_id=mallory_job)
-        calls = [stubs[n % CONNECTIONS].WatchJob(request, metadata=bearer(MALLORY), timeout=600) for n in range(UNREAD_WATCHES)]
+        calls = [stubs[n % CONNECTIONS].WatchJob(request, metadata=bearer(MALLORY), timeout=600)
+                 for n in range(UNREAD_WATCHES)]
         wait_for(lambda: sum(call.done() for call in calls) >= UNREAD_WATCHES - WATCH_CAP,
                  "every watch beyond the cap to be refused", timeout=300)
         refused = [call for call in calls if call.done()]
         assert all(call.code() is grpc.StatusCode.RESOURCE_EXHAUSTED for call in refused), {
             (call.code(), call.details()) for call in refused}
         assert all("MASKFARM_MAX_WATCHES_PER_" in call.details() for call in refused)
-        assert any("MASKFARM_MAX_WATCHES_PER_OWNER" in call.details() for call in refused), {call.details() for call in refused}
+        assert any("MASKFARM_MAX_WATCHES_PER_OWNER" in call.details() for call in refused), {
+            call.details() for call in refused}
         assert sum(not call.done() for call in calls) == WATCH_CAP
 
         # Another caller is served at once, watches included (the cap is per caller).
         with server.channel() as channel:
             alice = pb_grpc.SegmentationStub(channel)
-            assert alice.GetJob(pb.GetJobRequest(job_id=alice_job), metadata=bearer(ALICE), timeout=30).job.id == alice_job
+            reply = alice.GetJob(pb.GetJobRequest(job_id=alice_job), metadata=bearer(ALICE), timeout=30)
+            assert reply.job.id == alice_job
             assert first_event(alice, alice_job, ALICE).job.id == alice_job
         grown = rss_mib(server.process.pid) - before
         assert grown < RSS_BOUND_MIB, f"the server grew by {grown:.0f} MiB"
