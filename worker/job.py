@@ -14,8 +14,9 @@ and talks to Redis only through ``JobStore``. Its contract with RQ:
   untouched). The job record then stays running so the retry (``mark_running`` accepts a
   running job) resumes it; out of memory on the last attempt is failed as
   ``out_of_memory`` first, a lost Redis by ``LostJobHandler`` (``worker_lost``);
-- waits while Redis refuses to store a frame (its own maxmemory reached, a read-only
-  replica, loading: ``maskfarm.worker.refusals``) and goes on once it can, inputs kept.
+- waits while Redis refuses a write (its own maxmemory reached, a read-only replica,
+  loading: ``maskfarm.worker.refusals``): a frame's masks, or the job's start or end,
+  and goes on once it can, inputs kept.
 
 A retried job skips the frames already stored, so no frame is computed or announced
 twice. Cancellation is cooperative: the flag is checked between frames. So is being
@@ -72,7 +73,8 @@ def run_job(job_id: str) -> None:
     """Runs job ``job_id`` on the installed runtime (see the module docstring)."""
     runtime = current_runtime()
     continuing = runtime.co_jobs.take_attempt(job_id)
-    job = runtime.store.mark_running(job_id, runtime.provenance, continuing=continuing)
+    job = while_refused(lambda: runtime.store.mark_running(job_id, runtime.provenance, continuing=continuing),
+                        f"job {job_id} start", runtime.heartbeat)
     if job is None:
         log.info("job %s skipped: not runnable (unknown, expired, finished, cancelled or taken over)", job_id)
         return
@@ -103,7 +105,7 @@ def run_job(job_id: str) -> None:
         _fail(runtime, job_id, ErrorCode.INTERNAL, f"{type(error).__name__}: {error}")
     else:
         if outcome == "cancelled":
-            runtime.store.mark_cancelled(job_id)
+            while_refused(lambda: runtime.store.mark_cancelled(job_id), f"job {job_id} cancelled", runtime.heartbeat)
             JOBS_ENDED.labels("cancelled").inc()
             log.info("job %s cancelled", job_id)
         elif outcome == "superseded":
@@ -356,7 +358,7 @@ def skip_frame(runtime: WorkerRuntime, job: JobRecord, index: int, reason: str) 
 
 
 def _fail(runtime: WorkerRuntime, job_id: str, code: ErrorCode, message: str) -> None:
-    runtime.store.mark_failed(job_id, code, message)
+    while_refused(lambda: runtime.store.mark_failed(job_id, code, message), f"job {job_id} failure", runtime.heartbeat)
     JOBS_ENDED.labels("failed").inc()
     log.warning("job %s failed (%s): %s", job_id, code.value, message)
 
