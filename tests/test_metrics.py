@@ -90,7 +90,13 @@ def test_maskfarm_up_gives_server_and_worker_their_own_metrics(tiny_model_dir, t
         with Client(target) as client:
             frames = [encoded_image("PNG", (40, 30), noise=True), encoded_image("PNG", (20, 10))]
             client.segment(frames, ["car", "sky"])
-        server, worker = scrape(f"{host}:{metrics}"), scrape(f"{host}:{metrics + 1}")
+        server = scrape(f"{host}:{metrics}")
+        worker = scrape(f"{host}:{metrics + 1}")
+        # the worker counts a job just after its end is stored, which the client may see first
+        while ("maskfarm_worker_jobs_total", (("outcome", "succeeded"),)) not in worker:
+            assert time.monotonic() < deadline + 60, "the worker never counted the job"
+            time.sleep(0.1)
+            worker = scrape(f"{host}:{metrics + 1}")
     finally:
         process.terminate()
         process.wait(timeout=60)
