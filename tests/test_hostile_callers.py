@@ -8,7 +8,9 @@ generous timeouts, and memory is bounded with a wide margin.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +18,12 @@ from pathlib import Path
 import grpc
 import pytest
 import redis
+import redis.asyncio
 
-from maskfarm.server.jobs import FrameResult, Provenance
+from maskfarm.server.events import JobEvents
+from maskfarm.server.jobs import FrameResult, JobRecord, Provenance
 from maskfarm.server.store import JobStore
+from maskfarm.server.watch import follow_job
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
 from tests.images import encoded_image
@@ -162,6 +167,32 @@ def _watch_opens(stub: pb_grpc.SegmentationStub, job_id: str) -> bool:
     except grpc.RpcError as error:
         assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, error
         return False
+
+
+def test_a_follower_holds_about_one_large_frame_whatever_it_has_to_send(server: ServerProcess, store: JobStore) -> None:
+    """What an unread stream costs beyond its message: the frames its follower read ahead
+    (before: 16 at a time, whatever their size)."""
+    job_id = running_job(server, store, MALLORY, frames=8, mask_bytes=MASK_BYTES)
+
+    async def held_with_the_first_frame() -> int:
+        events = JobEvents(redis.asyncio.Redis.from_url(server.redis_url), server.namespace)
+        events.start()
+        updates = follow_job(store, events, job_id)
+        try:
+            assert isinstance(await anext(updates), JobRecord)
+            tracemalloc.start()
+            try:
+                frame = await anext(updates)
+                assert len(frame.masks[0]) == MASK_BYTES
+                return tracemalloc.get_traced_memory()[0]
+            finally:
+                tracemalloc.stop()
+        finally:
+            await updates.aclose()
+            await events.close()
+
+    held = asyncio.run(held_with_the_first_frame())
+    assert held < 3 * MASK_BYTES, f"{held / MASK_BYTES:.1f} frames held"
 
 
 # -- ListWorkers ------------------------------------------------------------------------
