@@ -22,8 +22,12 @@ from tests.services import ServerProcess, WorkerProcess, maskfarm_server, maskfa
 
 FAST_RECOVERY = ("--heartbeat-s", "0.5", "--job-lease-s", "3", "--maintenance-s", "1", "--max-batch", "1")
 RECOVERY_BOUND_S = 3 + 2 * 1
+SLOW_MACHINE_BOUND_S = 6 * RECOVERY_BOUND_S
+"""What the recovery bound is checked against: the lease and maintenance timers, with room
+for a machine busy enough to slow every process down; a broken lease takes minutes."""
 TERMINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
-DEADLINE_S = 60.0
+PATIENCE_S = 600.0
+"""How long a job of FRAMES frames may take to finish: its speed is the machine's, not tested."""
 FRAMES = 300
 
 
@@ -84,7 +88,7 @@ def test_a_killed_workers_job_runs_again_elsewhere_and_every_frame_is_stored_onc
         (survivor,) = set(workers) - {killed}
         wait_for(lambda: get_job(server, job_id).job.provenance.worker == survivor, "the job to run again")
         recovered_s = time.monotonic() - killed_at
-        wait_for(lambda: get_job(server, job_id).job.state in TERMINAL, "the job to end")
+        wait_for(lambda: get_job(server, job_id).job.state in TERMINAL, "the job to end", timeout=PATIENCE_S)
         print(f"\nrecovery after SIGKILL: running again on {survivor} {recovered_s:.1f} s later "
               f"(bound {RECOVERY_BOUND_S} s + one poll)")
 
@@ -93,7 +97,7 @@ def test_a_killed_workers_job_runs_again_elsewhere_and_every_frame_is_stored_onc
         assert job.progress.done_frames == job.progress.total_frames == FRAMES
         assert all_frames(server, job_id) == list(range(FRAMES))
         assert attempts(server, job_id) == 2, "the job ran more often than once per worker"
-        assert recovered_s < RECOVERY_BOUND_S + 2
+        assert recovered_s < SLOW_MACHINE_BOUND_S
         assert workers[survivor].process.poll() is None
 
 
@@ -102,7 +106,7 @@ def test_a_job_whose_worker_dies_with_no_retries_left_fails_as_worker_lost(redis
             two_workers(server, tiny_model_dir) as workers:
         job_id = submit_long_job(server)
         _, killed_at = kill_the_runner(server, job_id, workers)
-        wait_for(lambda: get_job(server, job_id).job.state in TERMINAL, "the job to end")
+        wait_for(lambda: get_job(server, job_id).job.state in TERMINAL, "the job to end", timeout=PATIENCE_S)
         failed_s = time.monotonic() - killed_at
         print(f"\nfailed as worker lost {failed_s:.1f} s after SIGKILL")
 
@@ -111,7 +115,7 @@ def test_a_job_whose_worker_dies_with_no_retries_left_fails_as_worker_lost(redis
         assert job.error.code == pb.ERROR_CODE_WORKER_LOST
         assert "worker stopped" in job.error.message
         assert 3 <= job.progress.done_frames < FRAMES, "the masks made before the kill are kept"
-        assert failed_s < RECOVERY_BOUND_S + 2
+        assert failed_s < SLOW_MACHINE_BOUND_S
 
 
 def test_a_job_taken_by_a_worker_killed_before_it_started_runs_all_the_same(redis_url, tiny_model_dir):
@@ -124,12 +128,10 @@ def test_a_job_taken_by_a_worker_killed_before_it_started_runs_all_the_same(redi
                                                              prompts=["car"]), timeout=10).id
         with redis.Redis.from_url(redis_url) as connection:
             assert connection.lrem(f"rq:queue:{server.namespace}-normal", 1, job_id) == 1
-        started = time.monotonic()
         with maskfarm_worker(server, tiny_model_dir, f"{server.namespace}-a", *FAST_RECOVERY):
             reply = wait_for(lambda: (r := get_job(server, job_id)).job.state in TERMINAL and r, "the orphan to run",
-                             timeout=DEADLINE_S)
+                             timeout=PATIENCE_S)
         assert reply.job.state == pb.JOB_STATE_SUCCEEDED and reply.job.progress.done_frames == 1
-        assert time.monotonic() - started < DEADLINE_S
 
 
 def test_the_default_settings_rerun_a_lost_job_within_a_minute():
