@@ -8,6 +8,7 @@ asked one bounded question first, and a model is loaded from the hub only when i
 from __future__ import annotations
 
 import os
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 PROBE_TIMEOUT_S = 5.0
+ANSWER_KEPT_S = 60.0
 DEFAULT_MODEL = "CIDAS/clipseg-rd64-refined"
 
 
@@ -28,6 +30,10 @@ class WeightsSource:
     """Why the weights cannot be had here; None when they probably can."""
     local_only: bool
     """Load without asking the hub: a local folder, or a cached copy while the hub does not answer."""
+
+
+_answers: dict[str, tuple[float, str | None]] = {}
+"""The hub's last answer per URL: (when, why it did not answer, or None)."""
 
 
 def find_weights(name: str, timeout: float = PROBE_TIMEOUT_S) -> WeightsSource:
@@ -54,7 +60,7 @@ def find_weights(name: str, timeout: float = PROBE_TIMEOUT_S) -> WeightsSource:
     if os.environ.get("HF_HUB_OFFLINE"):
         problem = None if cached else f"{name} is not in the Hugging Face cache and HF_HUB_OFFLINE is set"
         return WeightsSource(problem, local_only=True)
-    silent = hub_unreachable(f"{constants.ENDPOINT.rstrip('/')}/api/models/{name}", timeout)
+    silent = _recent_hub_answer(f"{constants.ENDPOINT.rstrip('/')}/api/models/{name}", timeout)
     if silent is None:
         return WeightsSource(None, local_only=False)
     return WeightsSource(None if cached else f"{name} is not in the Hugging Face cache and {silent}",
@@ -92,6 +98,16 @@ def hub_unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
     return None
+
+
+def _recent_hub_answer(url: str, timeout: float) -> str | None:
+    """``hub_unreachable(url)``, asked at most once per ``ANSWER_KEPT_S`` in this process: a
+    command asks before it imports torch, and the model load then asks again."""
+    asked_at, answer = _answers.get(url, (-ANSWER_KEPT_S, None))
+    if time.monotonic() - asked_at >= ANSWER_KEPT_S:
+        answer = hub_unreachable(url, timeout)
+        _answers[url] = (time.monotonic(), answer)
+    return answer
 
 
 def _head(url: str, timeout: float) -> None:
