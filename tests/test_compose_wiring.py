@@ -27,7 +27,7 @@ from tests.images import encoded_image
 from tests.services import free_port, redis_server
 
 COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
-DEADLINE_S = 60.0
+DEADLINE_S = 300.0
 
 
 def local_argv(command: list[str]) -> list[str]:

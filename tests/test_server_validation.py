@@ -81,7 +81,7 @@ def test_a_decompression_bomb_is_refused_without_decoding_it(server: ServerProce
         server.stub().SubmitJob(request(frames=[bomb]), timeout=10)
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "frames[0].data: 50000x50000 PNG" in refused.value.details()
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 8, "decoding 2.5 gigapixels takes far longer (or runs out of memory)"
 
 
 def test_bad_reads_are_refused_naming_the_field(server: ServerProcess) -> None:

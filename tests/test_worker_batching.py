@@ -303,10 +303,10 @@ def _waiting(jobs: JobQueue, priority: Priority = Priority.NORMAL) -> list[str]:
 def test_nothing_is_gathered_from_empty_queues_and_nothing_waited_for(jobs: JobQueue) -> None:
     import time
 
-    gatherer = _gatherer(jobs, 8, wait_s=5.0)
+    gatherer = _gatherer(jobs, 8, wait_s=60.0)
     start = time.monotonic()
     assert gatherer.gather(1) == []
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 30.0, "it waited for jobs although none were queued"
 
 
 def test_gathering_takes_at_most_the_frame_budget_in_queue_order(jobs: JobQueue) -> None:

@@ -36,7 +36,7 @@ BROKEN = pb.Frame(name="broken.png", data=png_header_only(64, 48))
 """Passes the server's check (header and chunk checksums) but its pixels do not decode."""
 TERMINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 WORKER_NAME = "e2e-worker"
-DEADLINE_S = 60.0
+DEADLINE_S = 300.0
 
 
 @dataclass

@@ -399,8 +399,17 @@ def run(settings: WorkerSettings) -> int:
         segmenter.observer = PrometheusObserver()
     codec = CodecPool(codec_threads(settings, segmenter))
     backoff = _Backoff()
+    worker = None
     while True:
-        worker = build_worker(settings, segmenter, codec)
+        try:
+            worker = build_worker(settings, segmenter, codec)
+        except RedisError as error:  # gone again, or a failover the Sentinels do not all know of yet
+            if worker is None:
+                raise
+            log.warning("worker %s: Redis unreachable as it starts again: %s", worker.name, error)
+            if not _wait_for_redis(worker, backoff):
+                return 0
+            continue
         p = worker.provenance
         batching = f"batches of up to {worker.gatherer.frames} frames" if worker.gatherer.enabled else "no batching"
         log.info("worker %s ready: %s on %s (%s), queues %s, %s", worker.name, p.model, p.device, p.dtype,
