@@ -9,6 +9,7 @@ connections and never answers.
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import subprocess
@@ -135,6 +136,53 @@ def test_a_cached_copy_is_used_while_the_hub_is_silent(silent_hub: str, tiny_mod
                       "-o", str(tmp_path / "masks"), env=hub_env(silent_hub, hf_home))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "masks" / "car" / "shot.1001.png").is_file()
+
+
+@pytest.fixture
+def busy_hub() -> Iterator[str]:
+    """A loopback HTTP endpoint answering 503 to everything: the hub is there, so the model is
+    loaded as ever, and the hub's client retries with a warning each time."""
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_hubs_warnings_come_once_each_under_the_worker(busy_hub: str, redis_url: str, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "maskfarm.client.cli", "worker", "--redis-url", redis_url, "--namespace", "mfhub",
+               "--model", HUB_MODEL, "--device", "cpu", "--log-level", "WARNING"]
+    worker = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=hub_env(busy_hub, tmp_path / "hf"))
+    lines: list[str] = []
+    second_retry = threading.Event()
+
+    def read() -> None:
+        for line in worker.stderr:
+            lines.append(line.strip())
+            if "[Retry 2/" in line:
+                second_retry.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert second_retry.wait(60), "\n".join(lines[-20:])
+    finally:
+        worker.kill()
+        worker.wait()
+    first_retry = [line for line in lines if "[Retry 1/" in line]
+    assert len(first_retry) == 1, "\n".join(lines)
 
 
 def test_model_check_names_a_mistyped_folder_without_a_traceback(tmp_path: Path) -> None:

@@ -156,8 +156,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def run_worker(args: argparse.Namespace) -> int:
     import logging
 
+    from huggingface_hub.utils import logging as hub_logging
+
     from maskfarm.worker.weights import unloadable_model_message
 
+    hub_logging.disable_propagation()  # the hub prints its warnings itself: through ours too, each came twice
     if problem := unloadable_model_message(args.model):  # before torch's imports, which take seconds
         print(f"maskfarm worker: {problem}", file=sys.stderr)
         return 2
@@ -181,7 +184,7 @@ def run_worker(args: argparse.Namespace) -> int:
     try:
         return run(settings)
     except ModelLoadError as error:
-        print(f"maskfarm worker: cannot load the model: {error}", file=sys.stderr)
+        print(f"maskfarm worker: {error}", file=sys.stderr)
         return 2
 
 
