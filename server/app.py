@@ -42,10 +42,16 @@ HEALTH_CHECK_INTERVAL_S = 5.0
 REDIS_TIMEOUT_S = 30.0
 
 
+class ListenError(RuntimeError):
+    """The server cannot listen on its address: another process holds it, or it is not this host's."""
+
+
 def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
-    """Message limits both ways, and keepalive pings so long WatchJob streams survive
-    idle proxies and dead peers are noticed."""
+    """Message limits both ways, keepalive pings so long WatchJob streams survive idle
+    proxies and dead peers are noticed, and no SO_REUSEPORT: with it (gRPC's default) a
+    second server on a port in use would share the port with the first without a word."""
     return [
+        ("grpc.so_reuseport", 0),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
@@ -98,7 +104,8 @@ async def build_server(
     """The server, bound to ``settings.listen`` but not started, and its health servicer
     (NOT_SERVING until Redis is seen to answer); with ``metrics_listen``, /metrics is
     served from then on. Raises ``TokenFileError`` or
-    ``TlsConfigError`` when the token file or a TLS file cannot be used."""
+    ``TlsConfigError`` when the token file or a TLS file cannot be used, ``ListenError``
+    when the listen address cannot be had."""
     replica_wait = ReplicaWait.of_setting(settings.replicated_submit, settings.redis_url)
     store = JobStore(connection, settings.namespace, replica_wait)
     queue = JobQueue(connection, store, _queue_limits(settings))
@@ -122,11 +129,15 @@ async def build_server(
     pb_grpc.add_SegmentationServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection([SERVICE_NAME, health_service.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    if settings.tls:
-        credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-        server.add_secure_port(settings.listen, credentials)
-    else:
-        server.add_insecure_port(settings.listen)
+    try:
+        if settings.tls:
+            credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            server.add_secure_port(settings.listen, credentials)
+        else:
+            server.add_insecure_port(settings.listen)
+    except RuntimeError as error:  # gRPC's "Failed to bind to address ..."
+        raise ListenError(f"cannot listen on {settings.listen}: the address is in use (another maskfarm server?) "
+                          "or not this machine's") from error
     return server, health
 
 

@@ -23,7 +23,7 @@ def run_server(args: argparse.Namespace) -> int:
     import logging
     import sys
 
-    from maskfarm.server.app import serve
+    from maskfarm.server.app import ListenError, serve
     from maskfarm.server.tls import TlsConfigError
     from maskfarm.server.tokens import TokenFileError
 
@@ -41,4 +41,7 @@ def run_server(args: argparse.Namespace) -> int:
     except (TokenFileError, TlsConfigError) as error:
         print(f"maskfarm server: error: {error}", file=sys.stderr)
         return 2
+    except ListenError as error:
+        print(f"maskfarm server: error: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -77,3 +77,16 @@ def test_sigterm_stops_the_server_cleanly(redis_url: str) -> None:
         started = time.monotonic()
         assert stopping.process.wait(timeout=15) == 0
         assert time.monotonic() - started < 10
+
+
+def test_a_second_server_on_a_port_in_use_refuses_to_start(server: ServerProcess) -> None:
+    command = [sys.executable, "-m", "maskfarm.client.cli", "server", "--listen", server.target,
+               "--redis-url", server.redis_url, "--namespace", "mfsecond"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"a second server started on {server.target}, sharing the port with the first")
+    assert result.returncode == 1
+    assert f"cannot listen on {server.target}: the address is in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert server.health() == health_pb2.HealthCheckResponse.SERVING
