@@ -2,7 +2,7 @@
 processes: a private redis-server, a ``maskfarm server`` and a worker.
 
 SubmitJob answers UNAVAILABLE with a plain message (no Redis key names), which clients
-retry; reads go on. A running job whose masks no longer fit waits, running, its inputs
+retry; reads go on (a read-only replica likewise). A running job whose masks no longer fit waits, running, its inputs
 kept, and finishes once memory is freed. Every wait is for a condition (Redis's own
 count of refused commands, the job's state), never for a time.
 """
@@ -23,7 +23,7 @@ from maskfarm.client.retries import Retries
 from maskfarm.server.store import JobStore
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
-from tests.services import ServerProcess, maskfarm_server, maskfarm_worker, redis_server, wait_for
+from tests.services import ServerProcess, free_port, maskfarm_server, maskfarm_worker, redis_server, wait_for
 
 FRAME = encoded_image("PNG", (256, 256))
 FRAMES = 60
@@ -49,14 +49,20 @@ def server(store_redis: redis.Redis) -> Iterator[ServerProcess]:
         yield process
 
 
-@pytest.fixture
-def full(store_redis: redis.Redis) -> Iterator[None]:
-    """Redis at its maxmemory: every command that would grow it is refused."""
-    store_redis.config_set("maxmemory", 1)
+@pytest.fixture(params=["out of memory", "read-only"])
+def refusing(request: pytest.FixtureRequest, store_redis: redis.Redis) -> Iterator[str]:
+    """Redis refusing writes: at its maxmemory (every command that would grow it is
+    refused), or a read-only replica (of a master that is not there); yields what the
+    refusal's message says."""
+    if request.param == "out of memory":
+        store_redis.config_set("maxmemory", 1)
+    else:
+        store_redis.replicaof("127.0.0.1", free_port())
     try:
-        yield
+        yield request.param
     finally:
         store_redis.config_set("maxmemory", 0)
+        store_redis.replicaof("NO", "ONE")
 
 
 def refused_writes(store_redis: redis.Redis) -> int:
@@ -64,17 +70,17 @@ def refused_writes(store_redis: redis.Redis) -> int:
     return int(store_redis.info("errorstats").get("errorstat_OOM", {}).get("count", 0))
 
 
-def test_submit_is_unavailable_with_a_plain_message_and_reads_go_on(server: ServerProcess, full: None) -> None:
+def test_submit_is_unavailable_with_a_plain_message_and_reads_go_on(server: ServerProcess, refusing: str) -> None:
     stub = server.stub()
     with pytest.raises(grpc.RpcError) as refused:
         stub.SubmitJob(pb.SubmitJobRequest(frames=[pb.Frame(data=FRAME)], prompts=["car"]), timeout=30)
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE, refused.value
-    assert "out of memory" in refused.value.details() and server.namespace not in refused.value.details()
+    assert refusing in refused.value.details() and server.namespace not in refused.value.details()
     with pytest.raises(grpc.RpcError) as unknown:
         stub.GetJob(pb.GetJobRequest(job_id="0" * 32), timeout=30)
     assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
     with Client(server.target, timeout=30, retries=Retries(attempts=2, initial_s=0.05)) as client:
-        with pytest.raises(Unavailable, match="out of memory"):
+        with pytest.raises(Unavailable, match=refusing):
             client.submit([("a.png", FRAME)], ["car"])
 
 
