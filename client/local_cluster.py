@@ -4,8 +4,9 @@ A ``LocalCluster`` uses the Redis at ``redis_url`` (which must answer) or, when 
 given, the default local Redis or, when none answers there (or ``private_redis`` is asked
 for) and ``redis-server`` is installed, a private, memory-only one (its own temporary
 folder and a free port); then one ``maskfarm server`` and ``workers`` ``maskfarm worker``
-processes. It refuses a listen address that something else already holds. It only spawns and supervises processes: it imports neither torch nor the
-server, and needs redis-py only to ask whether a Redis answers.
+processes. It refuses a listen address that something else already holds. It only
+spawns and supervises processes: it imports neither torch nor the server, and needs
+redis-py only to ask whether a Redis answers.
 
 Children run in their own sessions, so a Ctrl-C at the terminal reaches only ``up``,
 which then stops them in order: workers first (SIGTERM: each finishes its current job,
