@@ -9,6 +9,11 @@ the job. What a mask means is defined in DESIGN.md and ``maskfarm.worker.masks``
 ``stream_requests`` is the general form, where every frame brings its own prompts and
 parameters (the worker batches several small jobs that way): one chunk still runs the
 vision tower once for all its frames and the decoder over all its (frame, prompt) pairs.
+
+A prompt may be a ``maskfarm.server.prompts.Prompt``: its negatives are more conditions
+decoded against the same vision features (no second vision pass), each post-processed with
+the prompt's parameters; its mask is the positive's minus the negatives' maximum, clamped
+to [0, 1], at the frame's size.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 import torch
 
 from maskfarm.server.params import MaskParams
+from maskfarm.server.prompts import Prompt, as_prompt
 from maskfarm.worker.frames import Frame, iter_frames, to_rgb_uint8
 from maskfarm.worker.inference import MaskModel
 from maskfarm.worker.masks import mask_from_logits, resize_to
@@ -63,7 +69,7 @@ class FrameRequest:
     """One frame and what to make of it; ``tag`` is the caller's, handed back with the masks."""
 
     frame: Frame
-    prompts: Sequence[str]
+    prompts: Sequence[str | Prompt]
     params: MaskParams = MaskParams()
     tag: object = None
 
@@ -115,13 +121,13 @@ class Segmenter:
             self.segment([np.zeros((8, 8, 3), dtype=np.uint8)] * count, ["warm-up"])
 
     def segment(
-        self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str], params: MaskParams = MaskParams()
+        self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str | Prompt], params: MaskParams = MaskParams()
     ) -> list[FrameMasks]:
         """All masks at once; prefer ``stream`` for long jobs."""
         return list(self.stream(frames, prompts, params))
 
     def stream(
-        self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str], params: MaskParams = MaskParams()
+        self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str | Prompt], params: MaskParams = MaskParams()
     ) -> Iterator[FrameMasks]:
         """Yield each frame's masks, in frame order, as soon as its chunk is done.
 
@@ -161,11 +167,12 @@ class Segmenter:
                     yield chunk
                 raise error
             prompts = _check_prompts(request.prompts)
-            if chunk and pairs + len(prompts) > self.max_batch:
+            rows = sum(1 + len(prompt.negatives) for prompt in prompts)
+            if chunk and pairs + rows > self.max_batch:
                 yield chunk
                 chunk, pairs = [], 0
             chunk.append(FrameRequest(to_rgb_uint8(request.frame), prompts, request.params, request.tag))
-            pairs += len(prompts)
+            pairs += rows
             if pairs >= self.max_batch:
                 yield chunk
                 chunk, pairs = [], 0
@@ -199,7 +206,7 @@ class Segmenter:
         log.warning("out of device memory: batch halved to %d (frame, prompt) pairs", self.max_batch)
 
     def masks_from_pixel_values(
-        self, batch: torch.Tensor, sizes: Sequence[tuple[int, int]], prompts: Sequence[str], params: MaskParams
+        self, batch: torch.Tensor, sizes: Sequence[tuple[int, int]], prompts: Sequence[str | Prompt], params: MaskParams
     ) -> list[np.ndarray]:
         """The pipeline after preprocessing: (F, 3, 352, 352) pixel values to each frame's masks.
 
@@ -207,37 +214,42 @@ class Segmenter:
         (and for the parity tests, which feed the processor's own pixel values).
         """
         count = len(sizes)
-        return self._masks(batch, sizes, [list(prompts)] * count, [params] * count)
+        return self._masks(batch, sizes, [_check_prompts(prompts)] * count, [params] * count)
 
     @torch.inference_mode()
     def _masks(
         self,
         batch: torch.Tensor,
         sizes: Sequence[tuple[int, int]],
-        prompts: Sequence[Sequence[str]],
+        prompts: Sequence[Sequence[Prompt]],
         params: Sequence[MaskParams],
     ) -> list[np.ndarray]:
         """Frame f's masks for its own ``prompts[f]`` and ``params[f]``: one vision pass for
-        the batch, the decoder over every (frame, prompt) pair, post-processing batched per
-        distinct parameters."""
+        the batch, the decoder over every (frame, condition) pair (a prompt's conditions are
+        its positive, then its negatives), post-processing batched per distinct parameters."""
         batch = batch.to(self.loaded.device, self.loaded.dtype)
-        counts = [len(frame_prompts) for frame_prompts in prompts]
+        conditions = [[c for prompt in frame_prompts for c in _conditions(prompt)] for frame_prompts in prompts]
+        counts = [len(frame_conditions) for frame_conditions in conditions]
         with self._stage("model"):
-            if all(frame_prompts == prompts[0] for frame_prompts in prompts):
-                logits = self._model.logits(batch, list(prompts[0]), self.max_batch)
+            if all(frame_conditions == conditions[0] for frame_conditions in conditions):
+                logits = self._model.logits(batch, conditions[0], self.max_batch)
             else:
                 frame_index = [f for f, count in enumerate(counts) for _ in range(count)]
-                pair_prompts = [prompt for frame_prompts in prompts for prompt in frame_prompts]
-                logits = self._model.pair_logits(batch, frame_index, pair_prompts, self.max_batch)
+                pair_conditions = [c for frame_conditions in conditions for c in frame_conditions]
+                logits = self._model.pair_logits(batch, frame_index, pair_conditions, self.max_batch)
         if self.observer is not None:
             self.observer.batch(sum(counts))
         with self._stage("postprocess"):
-            small = _masks_per_params(logits, counts, params)
-            return [self._frame_masks(small[f], size, params[f]) for f, size in enumerate(sizes)]
+            row_params = [prompt.params(params[f]) for f, frame_prompts in enumerate(prompts)
+                          for prompt in frame_prompts for _ in _conditions(prompt)]
+            small = _masks_per_params(logits, row_params).split(counts)
+            return [self._frame_masks(small[f], size, prompts[f], params[f]) for f, size in enumerate(sizes)]
 
     @staticmethod
-    def _frame_masks(small: torch.Tensor, size: tuple[int, int], params: MaskParams) -> np.ndarray:
-        masks = resize_to(small, tuple(size))[:, 0]
+    def _frame_masks(
+        small: torch.Tensor, size: tuple[int, int], prompts: Sequence[Prompt], params: MaskParams
+    ) -> np.ndarray:
+        masks = _subtract_negatives(resize_to(small, tuple(size))[:, 0], prompts)
         if params.union:
             masks = torch.cat([masks, masks.amax(dim=0, keepdim=True)])
         if params.invert:
@@ -257,33 +269,60 @@ class Segmenter:
         self.observer.stage(name, time.perf_counter() - start)
 
 
-def _masks_per_params(
-    logits: torch.Tensor, counts: Sequence[int], params: Sequence[MaskParams]
-) -> list[torch.Tensor]:
-    """Each frame's masks at the model's resolution: frame f owns the next ``counts[f]``
-    rows of ``logits`` and is post-processed with ``params[f]``, all frames that share
-    parameters in one batch."""
-    starts = list(itertools.accumulate(counts, initial=0))
+def _masks_per_params(logits: torch.Tensor, params: Sequence[MaskParams]) -> torch.Tensor:
+    """Masks (N, 1, H, W) at the model's resolution: row n of ``logits`` post-processed
+    with ``params[n]``, all rows that share parameters in one batch."""
     groups: dict[MaskParams, list[int]] = {}
-    for f, frame_params in enumerate(params):
-        groups.setdefault(frame_params, []).append(f)
+    for row, row_params in enumerate(params):
+        groups.setdefault(row_params, []).append(row)
     if len(groups) == 1:
-        small = mask_from_logits(logits, params[0])
-        return [small[starts[f] : starts[f + 1]] for f in range(len(counts))]
-    per_frame: list[torch.Tensor] = [logits[:0]] * len(counts)
-    for group_params, frames in groups.items():
-        rows = torch.cat([torch.arange(starts[f], starts[f + 1]) for f in frames]).to(logits.device)
-        small = mask_from_logits(logits.index_select(0, rows), group_params)
-        for f, masks in zip(frames, small.split([counts[f] for f in frames])):
-            per_frame[f] = masks
-    return per_frame
+        return mask_from_logits(logits, params[0])
+    masks: torch.Tensor | None = None
+    for group_params, rows in groups.items():
+        index = torch.tensor(rows, device=logits.device)
+        small = mask_from_logits(logits.index_select(0, index), group_params)
+        if masks is None:
+            masks = small.new_empty((logits.shape[0], *small.shape[1:]))
+        masks[index] = small
+    return masks
 
 
-def _check_prompts(prompts: str | Sequence[str]) -> list[str]:
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+def _conditions(prompt: Prompt) -> list[str]:
+    """What the decoder is conditioned on for a prompt's masks: its positive, then its negatives."""
+    return [prompt.text, *prompt.negatives]
+
+
+def _subtract_negatives(masks: torch.Tensor, prompts: Sequence[Prompt]) -> torch.Tensor:
+    """One mask per prompt from its conditions' masks (P', H, W): the positive minus the
+    maximum of the negatives, clamped to [0, 1]."""
+    if len(prompts) == masks.shape[0]:
+        return masks
+    starts = list(itertools.accumulate((1 + len(prompt.negatives) for prompt in prompts), initial=0))
+    combined = []
+    for prompt, start in zip(prompts, starts):
+        positive = masks[start]
+        if prompt.negatives:
+            positive = (positive - masks[start + 1 : start + 1 + len(prompt.negatives)].amax(dim=0)).clamp(0, 1)
+        combined.append(positive)
+    return torch.stack(combined)
+
+
+def _check_prompts(prompts: str | Sequence[str | Prompt]) -> list[Prompt]:
+    prompts = [prompts] if isinstance(prompts, (str, Prompt)) else list(prompts)
     if not prompts:
         raise ValueError("prompts: at least one prompt is needed")
+    checked = []
     for position, prompt in enumerate(prompts):
-        if not isinstance(prompt, str) or not prompt.strip():
+        if isinstance(prompt, Prompt) and prompt.image is not None:
+            checked.append(prompt)
+            continue
+        text = prompt.text if isinstance(prompt, Prompt) else prompt
+        if not isinstance(text, str) or not text.strip():
             raise ValueError(f"prompts[{position}]: a prompt must be a non-blank string, got {prompt!r}")
-    return prompts
+        negatives = prompt.negatives if isinstance(prompt, Prompt) else ()
+        for k, negative in enumerate(negatives):
+            if not isinstance(negative, str) or not negative.strip():
+                raise ValueError(f"prompts[{position}].negatives[{k}]: a negative must be a non-blank string, "
+                                 f"got {negative!r}")
+        checked.append(as_prompt(prompt))
+    return checked
