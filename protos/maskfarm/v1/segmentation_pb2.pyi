@@ -93,6 +93,18 @@ class MaskParams(_message.Message):
     union_mask: bool
     def __init__(self, threshold: _Optional[float] = ..., smooth: _Optional[int] = ..., dilate: _Optional[int] = ..., blur: _Optional[int] = ..., soft: bool = ..., invert: bool = ..., union_mask: bool = ...) -> None: ...
 
+class Prompt(_message.Message):
+    __slots__ = ("text", "negatives", "params", "image")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVES_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    negatives: _containers.RepeatedScalarFieldContainer[str]
+    params: MaskParams
+    image: Frame
+    def __init__(self, text: _Optional[str] = ..., negatives: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., image: _Optional[_Union[Frame, _Mapping]] = ...) -> None: ...
+
 class ExrOptions(_message.Message):
     __slots__ = ("layer", "exposure")
     LAYER_FIELD_NUMBER: _ClassVar[int]
@@ -102,7 +114,7 @@ class ExrOptions(_message.Message):
     def __init__(self, layer: _Optional[str] = ..., exposure: _Optional[float] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("frames", "prompts", "params", "format", "priority", "labels", "request_id", "keep_going", "output_dir", "exr")
+    __slots__ = ("frames", "prompts", "params", "format", "priority", "labels", "request_id", "keep_going", "output_dir", "exr", "prompt_specs")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +132,7 @@ class SubmitJobRequest(_message.Message):
     KEEP_GOING_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
     EXR_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_SPECS_FIELD_NUMBER: _ClassVar[int]
     frames: _containers.RepeatedCompositeFieldContainer[Frame]
     prompts: _containers.RepeatedScalarFieldContainer[str]
     params: MaskParams
@@ -130,7 +143,8 @@ class SubmitJobRequest(_message.Message):
     keep_going: bool
     output_dir: str
     exr: ExrOptions
-    def __init__(self, frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., prompts: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., keep_going: bool = ..., output_dir: _Optional[str] = ..., exr: _Optional[_Union[ExrOptions, _Mapping]] = ...) -> None: ...
+    prompt_specs: _containers.RepeatedCompositeFieldContainer[Prompt]
+    def __init__(self, frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., prompts: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., keep_going: bool = ..., output_dir: _Optional[str] = ..., exr: _Optional[_Union[ExrOptions, _Mapping]] = ..., prompt_specs: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("code", "message")

@@ -89,7 +89,9 @@ class SegmentationServicer(object):
     def WatchJob(self, request, context):
         """Streams a job: its current state first, then every frame's masks as soon as the
         frame is done, progress updates, and finally the terminal state, after which the
-        stream ends. Frames finished before the call (from from_frame on) are sent first.
+        stream ends. Frames finished before the call (from from_frame on) are sent first:
+        for a job that had already ended, they come between its terminal state sent first
+        and the same state sent last, so read until the stream ends.
         Each frame is sent once per stream; to resume after a dropped stream, call again
         with from_frame set past the frames already received.
         """
