@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass, field
 
 from maskfarm.server.params import MaskParams
+from maskfarm.server.prompts import Prompt
 from maskfarm.server.storage_access import StorageAccess
 
 JOB_FUNCTION = "maskfarm.worker.job.run_job"
@@ -92,6 +93,8 @@ class JobSpec:
 
     ``frames[i]`` is the encoded file, or ``b""`` when the frame is read by the worker
     from ``frame_paths[i]`` (shared storage; ``frame_paths`` is empty when no frame is).
+    ``prompts`` are the prompts' names; ``prompt_specs`` the prompts themselves when any
+    is more than a text (negatives, its own parameters, an image), else empty.
     """
 
     frames: list[bytes]
@@ -109,6 +112,7 @@ class JobSpec:
     storage_access: StorageAccess | None = None
     """The roots the job's owner may read and write (per-owner rules), None: the storage
     roots, unrestricted."""
+    prompt_specs: list[Prompt] = field(default_factory=list)
 
     @property
     def input_bytes(self) -> int:
@@ -163,10 +167,17 @@ class JobRecord:
     storage_access: StorageAccess | None = None
     """The roots its owner may read frames from and write masks into, checked again by
     the worker; None: no per-owner rules (the storage roots, unrestricted)."""
+    prompt_specs: list[Prompt] = field(default_factory=list)
+    """The prompts when any is more than a text (see ``JobSpec``); empty: ``prompts``."""
 
     @property
     def total_frames(self) -> int:
         return len(self.frame_names)
+
+    @property
+    def specs(self) -> list[Prompt]:
+        """The prompts, in order, each as a ``Prompt`` (a plain one for a text)."""
+        return list(self.prompt_specs) or [Prompt(text) for text in self.prompts]
 
     def frame_path(self, index: int) -> str:
         """The shared-storage path of frame ``index``, or "" when it came as bytes."""

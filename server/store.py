@@ -61,6 +61,7 @@ from maskfarm.server.jobs import (
     WorkerInfo,
 )
 from maskfarm.server.params import MaskParams
+from maskfarm.server.prompts import prompts_from_json, prompts_to_json
 from maskfarm.server.storage_access import StorageAccess
 
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -594,6 +595,7 @@ def _new_record(spec: JobSpec, *, queue_ttl: int, result_ttl: int) -> JobRecord:
     return JobRecord(
         id=new_job_id(),
         state=JobState.QUEUED,
+        prompt_specs=list(spec.prompt_specs),
         prompts=list(spec.prompts),
         frame_names=list(spec.frame_names),
         params=spec.params,
@@ -636,6 +638,7 @@ def _encode_record(job: JobRecord) -> dict[str, str]:
     """The record as Redis hash fields (all text; JSON for structured values)."""
     return {
         "id": job.id,
+        "prompt_specs": prompts_to_json(job.prompt_specs) if job.prompt_specs else "",
         "state": job.state.value,
         "prompts": json.dumps(job.prompts),
         "frame_names": json.dumps(job.frame_names),
@@ -666,6 +669,7 @@ def _encode_record(job: JobRecord) -> dict[str, str]:
 def _decode_record(raw: Mapping[bytes, bytes], done_frames: int, failed_frames: int) -> JobRecord:
     fields = {key.decode(): value.decode() for key, value in raw.items()}
     return JobRecord(
+        prompt_specs=prompts_from_json(fields.get("prompt_specs", "")),
         id=fields["id"],
         state=JobState(fields["state"]),
         prompts=json.loads(fields["prompts"]),

@@ -23,6 +23,7 @@ from maskfarm.client.outputs import prompt_folders
 from maskfarm.server.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Priority
 from maskfarm.server.mask_files import InputFrames, InputOverwrite
 from maskfarm.server.params import MaskParams
+from maskfarm.server.prompts import OVERRIDES, Exemplar, Prompt
 from maskfarm.server.storage import StoragePathError, StorageRoots
 from maskfarm.server.storage_access import StorageAccess, StorageDenied
 from maskfarm.v1 import segmentation_pb2 as pb
@@ -31,6 +32,7 @@ MAX_FRAMES = 10_000
 """Frames per job: a longer shot is several jobs (the client splits by itself)."""
 MAX_PROMPTS = 256
 MAX_PROMPT_CHARS = 1000
+MAX_NEGATIVES = 16
 MAX_LABELS = 64
 MAX_LABEL_KEY_CHARS = 128
 MAX_LABEL_VALUE_CHARS = 1024
@@ -114,12 +116,7 @@ def job_spec(
         raise ValidationError("frames", "at least one frame is required")
     if len(request.frames) > MAX_FRAMES:
         raise ValidationError("frames", f"{len(request.frames)} frames, at most {MAX_FRAMES} per job")
-    if not request.prompts:
-        raise ValidationError("prompts", "at least one prompt is required")
-    if len(request.prompts) > MAX_PROMPTS:
-        raise ValidationError("prompts", f"{len(request.prompts)} prompts, at most {MAX_PROMPTS} per job")
-    for index, prompt in enumerate(request.prompts):
-        _check_prompt(f"prompts[{index}]", prompt)
+    prompts, prompt_specs = _prompts(request, limits, storage, access)
     params = mask_params(request.params)
     output_format = _enum_value("format", request.format, pb.OutputFormat, FORMATS)
     priority = _enum_value("priority", request.priority, pb.Priority, PRIORITIES)
@@ -134,13 +131,14 @@ def job_spec(
     if output_dir:
         _check_mask_file_names([name for _, name, _ in frames])
         _check_inputs_spared(paths, [name for _, name, _ in frames], output_dir,
-                             prompt_folders(request.prompts, params.union), output_format)
+                             prompt_folders(prompts, params.union), output_format)
     return JobSpec(
         frames=[data for data, _, _ in frames],
         frame_names=[name for _, name, _ in frames],
         frame_paths=paths if any(paths) else [],
         output_dir=output_dir,
-        prompts=list(request.prompts),
+        prompts=prompts,
+        prompt_specs=prompt_specs,
         params=params,
         format=output_format,
         priority=priority,
@@ -220,6 +218,64 @@ def job_query(request: pb.ListJobsRequest) -> JobQuery:
         page_size=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
         page_token=request.page_token,
     )
+
+
+def _prompts(
+    request: pb.SubmitJobRequest, limits: ImageLimits, storage: StorageRoots, access: StorageAccess | None
+) -> tuple[list[str], list[Prompt]]:
+    """The prompts' names and, when the request gives ``prompt_specs``, the checked prompts
+    (an image prompt's file as a frame's). Every prompt and negative counts towards
+    ``MAX_PROMPTS``: each is one more decoder pass per frame."""
+    if request.prompts and request.prompt_specs:
+        raise ValidationError("prompt_specs", "give prompts or prompt_specs, not both")
+    if not request.prompt_specs:
+        if not request.prompts:
+            raise ValidationError("prompts", "at least one prompt is required")
+        if len(request.prompts) > MAX_PROMPTS:
+            raise ValidationError("prompts", f"{len(request.prompts)} prompts, at most {MAX_PROMPTS} per job")
+        for index, prompt in enumerate(request.prompts):
+            _check_prompt(f"prompts[{index}]", prompt)
+        return list(request.prompts), []
+    conditions = sum(1 + len(spec.negatives) for spec in request.prompt_specs)
+    if conditions > MAX_PROMPTS:
+        raise ValidationError("prompt_specs", f"{conditions} prompts and negatives, at most {MAX_PROMPTS} per job")
+    specs = [_prompt_spec(f"prompt_specs[{index}]", spec, limits, storage, access)
+             for index, spec in enumerate(request.prompt_specs)]
+    return [spec.name for spec in specs], specs
+
+
+def _prompt_spec(
+    field: str, message: pb.Prompt, limits: ImageLimits, storage: StorageRoots, access: StorageAccess | None
+) -> Prompt:
+    has_image = message.HasField("image")
+    if has_image == bool(message.text):
+        raise ValidationError(field, "give text or image, exactly one")
+    if message.text:
+        _check_prompt(f"{field}.text", message.text)
+    if len(message.negatives) > MAX_NEGATIVES:
+        raise ValidationError(f"{field}.negatives", f"{len(message.negatives)} negatives, at most {MAX_NEGATIVES}")
+    for index, negative in enumerate(message.negatives):
+        _check_prompt(f"{field}.negatives[{index}]", negative)
+    overrides = _prompt_overrides(f"{field}.params", message.params)
+    image = None
+    if has_image:
+        data, name, path = _frame(f"{field}.image", message.image, limits, storage, access)
+        image = Exemplar(data, path, name)
+    return Prompt(message.text, tuple(message.negatives), image=image, **overrides)
+
+
+def _prompt_overrides(field: str, message: pb.MaskParams) -> dict[str, float | int]:
+    """A prompt's own mask parameters, checked; soft, invert and union_mask are the job's."""
+    for flag in ("soft", "invert", "union_mask"):
+        if getattr(message, flag):
+            raise ValidationError(f"{field}.{flag}", "is the job's: set it in the request's params")
+    given = {name: getattr(message, name) for name in OVERRIDES if message.HasField(name)}
+    try:
+        MaskParams(**given)
+    except ValueError as error:
+        name, _, reason = str(error).partition(" ")
+        raise ValidationError(f"{field}.{name}", reason) from None
+    return given
 
 
 def _check_prompt(field: str, prompt: str) -> None:

@@ -6,18 +6,26 @@ pair. Here, exactly the same logits come from:
 - the vision tower once per frame, its features reused for every prompt of the frame;
 - the vision tower stopped after the last layer the decoder reads (extract_layers [3, 6, 9]
   use 10 of 12 blocks; the rest only feeds the pooled output, which the logits ignore);
-- each prompt's text embedding computed once and cached (a shot reuses its prompts);
+- each prompt's text embedding computed once and cached (a shot reuses its prompts), and
+  so each image prompt's (CLIPSeg's visual prompt: the exemplar through the vision tower);
 - the decoder, the only per-pair part (~2% of a pass), in batches of ``max_batch`` pairs.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
+from maskfarm.server.prompts import Exemplar
+from maskfarm.worker.frames import decode_frame, to_rgb_uint8
 from maskfarm.worker.model import LoadedModel
+from maskfarm.worker.preprocess import PixelSpec, pixel_values
+
+Condition = str | Exemplar
+"""What the decoder is conditioned on: a text prompt, or an exemplar image (its bytes)."""
 
 CLIP_MAX_TOKENS = 77
 
@@ -29,9 +37,9 @@ class MaskModel:
         self.loaded = loaded
         self._model = loaded.model
         self._extract_layers = list(self._model.extract_layers)
-        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._text_cache: OrderedDict[Condition, torch.Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size
-        _drop_unread_vision_layers(self._model)
+        self._all_vision_layers = _drop_unread_vision_layers(self._model)
         self._vision = self._model.clip.vision_model
 
     def compile(self) -> None:
@@ -47,25 +55,47 @@ class MaskModel:
         self._vision = torch.compile(self._vision)
 
     @torch.inference_mode()
-    def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
+    def text_embeddings(self, prompts: Sequence[Condition]) -> torch.Tensor:
         """(P, projection_dim) conditional embeddings, one prompt at a time so none is padded.
 
-        Prompts longer than CLIP's 77 tokens are truncated (the plain call would fail).
+        Prompts longer than CLIP's 77 tokens are truncated (the plain call would fail). An
+        ``Exemplar`` (its ``data`` set) is embedded as the model's conditional pixel values:
+        the image as frames are read, through the processor's preprocessing.
         """
         missing = [prompt for prompt in dict.fromkeys(prompts) if prompt not in self._text_cache]
         for prompt in missing:
-            tokens = self.loaded.processor.tokenizer(
-                [prompt], truncation=True, max_length=CLIP_MAX_TOKENS, return_tensors="pt"
-            ).to(self.loaded.device)
-            embedding = self._model.get_conditional_embeddings(
-                batch_size=1, input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
-            )
-            self._text_cache[prompt] = embedding[0]
+            self._text_cache[prompt] = self._embedding(prompt)
             if len(self._text_cache) > self._text_cache_size:
                 self._text_cache.popitem(last=False)
         for prompt in prompts:
             self._text_cache.move_to_end(prompt)
         return torch.stack([self._text_cache[prompt] for prompt in prompts])
+
+    def _embedding(self, condition: Condition) -> torch.Tensor:
+        if isinstance(condition, Exemplar):
+            image = to_rgb_uint8(decode_frame(condition.data))
+            spec = PixelSpec.from_processor(self.loaded.processor)
+            values = pixel_values([image], spec, self.loaded.device, self.loaded.dtype)
+            with self._whole_vision_tower():
+                return self._model.get_conditional_embeddings(batch_size=1, conditional_pixel_values=values)[0]
+        tokens = self.loaded.processor.tokenizer(
+            [condition], truncation=True, max_length=CLIP_MAX_TOKENS, return_tensors="pt"
+        ).to(self.loaded.device)
+        embedding = self._model.get_conditional_embeddings(
+            batch_size=1, input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+        )
+        return embedding[0]
+
+    @contextlib.contextmanager
+    def _whole_vision_tower(self) -> Iterator[None]:
+        """Every vision layer back for a while: an exemplar's embedding is the pooled output,
+        which reads the layers the decoder does not."""
+        encoder = self._model.clip.vision_model.encoder
+        kept, encoder.layers = encoder.layers, self._all_vision_layers
+        try:
+            yield
+        finally:
+            encoder.layers = kept
 
     @torch.inference_mode()
     def vision_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
@@ -74,7 +104,7 @@ class MaskModel:
         return [outputs.hidden_states[layer + 1] for layer in self._extract_layers]
 
     @torch.inference_mode()
-    def logits(self, pixel_values: torch.Tensor, prompts: Sequence[str], max_batch: int) -> torch.Tensor:
+    def logits(self, pixel_values: torch.Tensor, prompts: Sequence[Condition], max_batch: int) -> torch.Tensor:
         """Logits (F * P, H, W) for every frame with every prompt, frame-major."""
         frames, count = pixel_values.shape[0], len(prompts)
         pairs = torch.arange(frames * count, device=pixel_values.device)
@@ -83,7 +113,7 @@ class MaskModel:
 
     @torch.inference_mode()
     def pair_logits(
-        self, pixel_values: torch.Tensor, frame_index: Sequence[int], prompts: Sequence[str], max_batch: int
+        self, pixel_values: torch.Tensor, frame_index: Sequence[int], prompts: Sequence[Condition], max_batch: int
     ) -> torch.Tensor:
         """Logits (N, H, W) for N (frame, prompt) pairs: pair n is frame ``frame_index[n]``
         of ``pixel_values`` with ``prompts[n]``, so frames may each have their own prompts.
@@ -111,8 +141,11 @@ class MaskModel:
             chunks.append(self._model.decoder(chunk_features, conditions.index_select(0, conds)).logits)
         return torch.cat(chunks)
 
-def _drop_unread_vision_layers(model: torch.nn.Module) -> None:
+def _drop_unread_vision_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """Drops the vision layers after the last one the decoder reads; returns them all."""
     encoder = model.clip.vision_model.encoder
+    every = encoder.layers
     keep = max(model.extract_layers) + 1
     if len(encoder.layers) > keep:
         encoder.layers = encoder.layers[:keep]
+    return every

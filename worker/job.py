@@ -37,6 +37,7 @@ the job, or computes what the batch left.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 
@@ -47,6 +48,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.timeouts import JobTimeoutException
 
 from maskfarm.server.jobs import ErrorCode, FrameResult, JobRecord
+from maskfarm.server.prompts import Prompt
 from maskfarm.server.storage import StoragePathError
 from maskfarm.server.store import InputsExpired, JobNotFound, JobStore
 from maskfarm.worker.encoding import frame_result
@@ -58,6 +60,10 @@ from maskfarm.worker.runtime import WorkerRuntime, current_runtime
 from maskfarm.worker.shared_storage import read_job_frame, write_frame_masks
 
 log = logging.getLogger(__name__)
+
+
+class BadPrompt(ValueError):
+    """An image prompt's file could not be read at the worker (the server's check passed)."""
 
 
 class BadFrame(ValueError):
@@ -83,7 +89,7 @@ def run_job(job_id: str) -> None:
              job.total_frames, len(job.prompts))
     try:
         outcome = _segment_with(runtime, job, _start_co_jobs(runtime, job))
-    except BadFrame as error:
+    except (BadFrame, BadPrompt) as error:
         _fail(runtime, job_id, ErrorCode.INVALID_INPUT, str(error))
     except InputsExpired as error:
         _fail(runtime, job_id, ErrorCode.EXPIRED, str(error))
@@ -135,7 +141,8 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
 
     decoded: list[int] = []
     frames = _decoded_frames(runtime, job, pending, chunk_size, should_stop, decoded, fresh=True)
-    made = ((decoded[result.index], result.masks) for result in segmenter.stream(frames, job.prompts, job.params))
+    prompts = job_prompts(runtime, job)
+    made = ((decoded[result.index], result.masks) for result in segmenter.stream(frames, prompts, job.params))
     for (index, _), encoded in runtime.codec.in_order(lambda frame: encode_masks(runtime, job, *frame), made):
         _store_or_skip(runtime, job, index, encoded)
         beat_if_allowed(runtime.heartbeat)
@@ -234,11 +241,12 @@ def _batch_requests(runtime: WorkerRuntime, shares: Sequence[_Share]) -> Iterato
         decoded: list[int] = []
         chunk_size = max(1, runtime.segmenter.max_batch // len(job.prompts))
         try:
+            prompts = job_prompts(runtime, job)
             for frame in _decoded_frames(runtime, job, share.pending, chunk_size, share.should_stop, decoded):
                 if share.stop is not None:
                     break
-                yield FrameRequest(frame, job.prompts, job.params, (share, decoded[-1]))
-        except (BadFrame, InputsExpired, JobNotFound) as error:
+                yield FrameRequest(frame, prompts, job.params, (share, decoded[-1]))
+        except (BadFrame, BadPrompt, InputsExpired, JobNotFound) as error:
             if share.lead:
                 raise
             share.leave(lead_id, error)
@@ -277,6 +285,23 @@ def _decoded_frames(
                 continue
             decoded.append(index)
             yield frame
+
+
+def job_prompts(runtime: WorkerRuntime, job: JobRecord) -> list[Prompt]:
+    """The job's prompts, an image prompt given by path read here from shared storage
+    (as a frame is: the owner's roots, then the storage roots and limits); raises
+    ``BadPrompt``."""
+    prompts = job.specs
+    for index, prompt in enumerate(prompts):
+        if prompt.image is not None and not prompt.image.data:
+            try:
+                if job.storage_access is not None:
+                    job.storage_access.check_read(prompt.image.path)
+                data = runtime.storage.read_frame(prompt.image.path)
+            except ValueError as error:
+                raise BadPrompt(f"prompt_specs[{index}].image ({prompt.image.path}): {error}") from None
+            prompts[index] = dataclasses.replace(prompt, image=dataclasses.replace(prompt.image, data=data))
+    return prompts
 
 
 def _frame_or_error(job: JobRecord, index: int, data: bytes) -> Frame | BadFrame:

@@ -16,6 +16,7 @@ from maskfarm.client.outputs import mask_path, prompt_folders, write_mask
 from maskfarm.server.frame_files import ImageLimits, read_frame_file
 from maskfarm.server.jobs import ExrOptions
 from maskfarm.server.params import MaskParams
+from maskfarm.server.prompts import Prompt
 from maskfarm.worker.frames import Frame, decode_frame
 from maskfarm.worker.pipeline import Segmenter
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 def segment_files(
     segmenter: Segmenter,
     frame_paths: Sequence[str | Path],
-    prompts: Sequence[str],
+    prompts: Sequence[str | Prompt],
     outdir: str | Path,
     params: MaskParams = MaskParams(),
     fmt: str = "png",

@@ -32,7 +32,7 @@ import torch
 from maskfarm.server.params import MaskParams
 from maskfarm.server.prompts import Prompt, as_prompt
 from maskfarm.worker.frames import Frame, iter_frames, to_rgb_uint8
-from maskfarm.worker.inference import MaskModel
+from maskfarm.worker.inference import Condition, MaskModel
 from maskfarm.worker.masks import mask_from_logits, resize_to
 from maskfarm.worker.model import DEFAULT_MODEL, LoadedModel, load_model
 from maskfarm.worker.preprocess import PixelSpec, pixel_values
@@ -287,9 +287,10 @@ def _masks_per_params(logits: torch.Tensor, params: Sequence[MaskParams]) -> tor
     return masks
 
 
-def _conditions(prompt: Prompt) -> list[str]:
-    """What the decoder is conditioned on for a prompt's masks: its positive, then its negatives."""
-    return [prompt.text, *prompt.negatives]
+def _conditions(prompt: Prompt) -> list[Condition]:
+    """What the decoder is conditioned on for a prompt's masks: its positive (text or
+    exemplar), then its negatives."""
+    return [prompt.image if prompt.image is not None else prompt.text, *prompt.negatives]
 
 
 def _subtract_negatives(masks: torch.Tensor, prompts: Sequence[Prompt]) -> torch.Tensor:
@@ -314,6 +315,8 @@ def _check_prompts(prompts: str | Sequence[str | Prompt]) -> list[Prompt]:
     checked = []
     for position, prompt in enumerate(prompts):
         if isinstance(prompt, Prompt) and prompt.image is not None:
+            if not prompt.image.data:
+                raise ValueError(f"prompts[{position}].image: the exemplar's bytes are needed (read its path first)")
             checked.append(prompt)
             continue
         text = prompt.text if isinstance(prompt, Prompt) else prompt
