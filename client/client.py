@@ -38,6 +38,7 @@ from maskfarm.client.errors import (
 from maskfarm.client.frames import EncodedFrame, FrameSource, encode_frame
 from maskfarm.client.jobs import Job, JobState, WorkerInfo
 from maskfarm.client.masks import FrameMasks, FrameResult
+from maskfarm.client.prompts import Prompt, prompt_fields
 from maskfarm.client.retries import Retries
 from maskfarm.client.security import ChannelSecurity, Pem
 from maskfarm.client.splitting import split_frames
@@ -126,7 +127,7 @@ class Client:
     def submit(
         self,
         frames: Frames,
-        prompts: Sequence[str],
+        prompts: Sequence[str | Prompt],
         *,
         threshold: float | None = None,
         smooth: int | None = None,
@@ -170,7 +171,7 @@ class Client:
     def submit_parts(
         self,
         frames: Frames,
-        prompts: Sequence[str],
+        prompts: Sequence[str | Prompt],
         *,
         threshold: float | None = None,
         smooth: int | None = None,
@@ -200,7 +201,9 @@ class Client:
         request = job_request(prompts, **options)
         return self._submit_parts(request, [encode_frame(frame) for frame in frames], request_id or str(uuid.uuid4()))
 
-    def submit_leaving_out_refused(self, frames: Frames, prompts: Sequence[str], **options: Any) -> SubmittedFrames:
+    def submit_leaving_out_refused(
+        self, frames: Frames, prompts: Sequence[str | Prompt], **options: Any
+    ) -> SubmittedFrames:
         """``submit_parts`` (``options`` are its own), except that with ``keep_going=True`` a
         frame the server refuses (one it cannot read, say) is left out, like a frame that
         fails in a worker, and the others are queued: returns the jobs, which of ``frames``
@@ -322,7 +325,7 @@ class Client:
         return [WorkerInfo.from_message(worker) for worker in reply.workers]
 
     def segment(
-        self, frames: Frames, prompts: Sequence[str], *, as_pil: bool = False, timeout: float | None = None,
+        self, frames: Frames, prompts: Sequence[str | Prompt], *, as_pil: bool = False, timeout: float | None = None,
         **options: Any,
     ) -> list[FrameMasks]:
         """Submits the frames (split into several jobs if need be; ``options`` are those of
@@ -413,7 +416,7 @@ class SubmittedFrames:
 
 
 def job_request(
-    prompts: Sequence[str],
+    prompts: Sequence[str | Prompt],
     *,
     threshold: float | None = None,
     smooth: int | None = None,
@@ -430,16 +433,16 @@ def job_request(
     exposure: float = 0.0,
     output_dir: str = "",
 ) -> pb.SubmitJobRequest:
-    """A SubmitJob request without frames or request id. Raises ``InvalidRequest`` for a
-    format or priority it does not know (the server checks everything else)."""
-    if isinstance(prompts, str):
-        raise InvalidRequest("prompts: a list of prompts is required, got one string")
+    """A SubmitJob request without frames or request id. ``prompts`` are strings or
+    ``Prompt`` objects (negatives, per-prompt parameters, images: ``maskfarm.client.prompts``).
+    Raises ``InvalidRequest`` for a format or priority it does not know (the server checks
+    everything else)."""
     params = pb.MaskParams(soft=soft, invert=invert, union_mask=union)
     for name, value in (("threshold", threshold), ("smooth", smooth), ("dilate", dilate), ("blur", blur)):
         if value is not None:
             setattr(params, name, value)
     return pb.SubmitJobRequest(
-        prompts=list(prompts),
+        **prompt_fields(prompts),
         params=params,
         format=pb.OutputFormat.Value(f"OUTPUT_FORMAT_{_choice('format', format, FORMATS)}"),
         priority=pb.Priority.Value(f"PRIORITY_{_choice('priority', priority, PRIORITIES)}"),

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from maskfarm.server.prompts import Prompt, prompt_name
+
 FORMATS = {"png": ".png", "png16": ".png", "npy": ".npy", "exr": ".exr", "tiff16": ".tif"}
 _FLOAT_FORMATS = ("npy", "exr")
 _SIXTEEN_BIT_FORMATS = ("png16", "tiff16")
@@ -37,12 +39,13 @@ def prompt_slug(prompt: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-") or "prompt"
 
 
-def prompt_folders(prompts: Sequence[str], union: bool = False) -> list[str]:
-    """Folder names for the prompts, in order, unique; then ``union`` when asked for."""
+def prompt_folders(prompts: Sequence[str | Prompt], union: bool = False) -> list[str]:
+    """Folder names for the prompts, in order, unique; then ``union`` when asked for. A
+    ``Prompt`` is named by its text or its image's file stem (its negatives get none)."""
     taken: dict[str, int] = {UNION: 1} if union else {}
     folders = []
     for prompt in prompts:
-        slug = prompt_slug(prompt)
+        slug = prompt_slug(prompt_name(prompt))
         taken[slug] = taken.get(slug, 0) + 1
         folders.append(slug if taken[slug] == 1 else f"{slug}-{taken[slug]}")
     return folders + ([UNION] if union else [])

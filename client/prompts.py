@@ -1,0 +1,53 @@
+"""Prompts beyond one phrase, as the client library sends them.
+
+``Prompt`` (``maskfarm.server.prompts``, standard library only) says a prompt's negatives
+and its own threshold/smooth/dilate/blur; ``image_prompt`` makes one of an example image.
+``Client.submit``/``segment`` take them beside plain strings: a request whose prompts are
+all plain strings goes as ``prompts``, one with any ``Prompt`` as ``prompt_specs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from maskfarm.client.errors import InvalidRequest
+from maskfarm.client.frames import FrameSource, encode_frame
+from maskfarm.server.prompts import Exemplar, Prompt, prompt_name
+from maskfarm.v1 import segmentation_pb2 as pb
+
+__all__ = ["Exemplar", "Prompt", "image_prompt", "prompt_fields", "prompt_name"]
+
+
+def image_prompt(image: FrameSource | tuple[str, FrameSource], **options: object) -> Prompt:
+    """A prompt that is an example image of what to find (CLIPSeg's visual prompt), in any
+    form a frame may take (a file, bytes, a PIL image, an array, a ``StoragePath``, a
+    ``(name, image)`` pair); ``options`` are ``Prompt``'s (negatives, threshold, ...).
+    Its masks are named by the image file's stem."""
+    encoded = encode_frame(image)
+    return Prompt(image=Exemplar(encoded.data, encoded.path, encoded.name), **options)
+
+
+def prompt_fields(prompts: Sequence[str | Prompt]) -> dict[str, list]:
+    """The SubmitJobRequest fields that carry ``prompts``: ``prompts`` when every one is a
+    plain text (what any server reads), else ``prompt_specs``."""
+    if isinstance(prompts, (str, Prompt)):
+        raise InvalidRequest("prompts: a list of prompts is required, got one prompt")
+    prompts = list(prompts)
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, (str, Prompt)):
+            raise InvalidRequest(f"prompts[{index}]: a string or a Prompt is required, got {type(prompt).__name__}")
+    if all(isinstance(prompt, str) or prompt.is_plain for prompt in prompts):
+        return {"prompts": [prompt_name(prompt) for prompt in prompts]}
+    return {"prompt_specs": [_prompt_message(prompt) for prompt in prompts]}
+
+
+def _prompt_message(prompt: str | Prompt) -> pb.Prompt:
+    if isinstance(prompt, str):
+        return pb.Prompt(text=prompt)
+    image = prompt.image
+    return pb.Prompt(
+        text=prompt.text,
+        negatives=list(prompt.negatives),
+        params=pb.MaskParams(**prompt.overrides),
+        image=pb.Frame(data=image.data, path=image.path, name=image.name) if image is not None else None,
+    )
