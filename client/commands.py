@@ -20,6 +20,7 @@ JOB_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
+    from maskfarm.client.prompt_args import add_prompt_options
     from maskfarm.worker.cli import add_model_options
 
     segment = subcommands.add_parser(
@@ -40,7 +41,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
                          help=f"frames per job (service only; default {DEFAULT_CHUNK})")
     segment.add_argument("--in-flight", type=_positive, default=DEFAULT_IN_FLIGHT,
                          help=f"chunks queued or running at once (service only; default {DEFAULT_IN_FLIGHT})")
-    segment.add_argument("--prompt", "-p", action="append", required=True, help="text prompt; repeat for several")
+    add_prompt_options(segment)
     segment.add_argument("--output", "-o", default="masks", help="output folder (default: masks)")
     segment.add_argument("--format", choices=("png", "png16", "npy", "exr", "tiff16"), default="png",
                          help="png: 8-bit; png16: 16-bit; npy: float32, exact; exr: float32 OpenEXR (channel Y), "
@@ -200,6 +201,7 @@ def _client(args: argparse.Namespace):
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    from maskfarm.client.prompt_args import PromptArgsError, prompts_from_args
     from maskfarm.client.sequence_run import SequenceReport, plan_frames
     from maskfarm.client.sequences import SequenceError
     from maskfarm.server.params import MaskParams
@@ -209,6 +211,11 @@ def run_segment(args: argparse.Namespace) -> int:
                             soft=args.soft, invert=args.invert, union=args.union)
     except ValueError as error:
         print(f"maskfarm segment: --{error}", file=sys.stderr)
+        return 2
+    try:
+        args.prompt = prompts_from_args(args, params)
+    except PromptArgsError as error:
+        print(f"maskfarm segment: {error}", file=sys.stderr)
         return 2
     try:
         plan = plan_frames(args.frames, args.frame_list, args.prompt, args.output, args.format, union=args.union,
