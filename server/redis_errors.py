@@ -16,10 +16,24 @@ _READ_ONLY = "the job store (Redis) is a read-only replica; try again once a wri
 _LOADING = "the job store (Redis) is loading its data; try again in a moment"
 
 
+class NotReplicated(RedisError):
+    """Writes the primary took that no replica confirmed in time (``WAIT``): they may not
+    survive a failover, so the call that made them is not acknowledged. Repeating it is
+    safe (a repeated SubmitJob request id returns the same job)."""
+
+    def __init__(self, held_by: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"the job store (Redis) kept the job on its primary but {held_by} of {wanted} replica(s) confirmed it "
+            f"within {timeout_ms} ms; try again (the same request id returns the same job)"
+        )
+
+
 def refusal(error: BaseException) -> str | None:
     """Why Redis refused, in plain words (no key names), when the refusal passes by
     itself; None for any other error. A refusal inside a Lua script or a transaction
     reaches redis-py as a ``ResponseError`` that quotes Redis's own OOM message."""
+    if isinstance(error, NotReplicated):
+        return str(error)
     if isinstance(error, BusyLoadingError):
         return _LOADING
     if isinstance(error, ReadOnlyError) or (isinstance(error, ResponseError) and "READONLY" in str(error)):

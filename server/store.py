@@ -61,6 +61,7 @@ from maskfarm.server.jobs import (
     WorkerInfo,
 )
 from maskfarm.server.params import MaskParams
+from maskfarm.server.redis_clients import ReplicaWait, transaction
 from maskfarm.server.prompts import prompts_from_json, prompts_to_json
 from maskfarm.server.storage_access import StorageAccess
 
@@ -156,14 +157,18 @@ none), events channel, event, then the masks' field/value pairs."""
 class JobStore:
     """Jobs, their inputs and their masks in Redis.
 
-    ``redis`` must return bytes (``decode_responses=False``, the default). Methods raise
+    ``redis`` must return bytes (``decode_responses=False``, the default); with
+    ``replica_wait`` a new job counts as stored once replicas hold it. Methods raise
     ``JobNotFound`` for an unknown job where the caller has to know, and redis' own
     ``ConnectionError``/``TimeoutError`` when Redis cannot be reached.
     """
 
-    def __init__(self, redis: Redis, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def __init__(
+        self, redis: Redis, namespace: str = DEFAULT_NAMESPACE, replica_wait: ReplicaWait | None = None
+    ) -> None:
         self.redis = redis
         self.keys = Keys(namespace)
+        self.replica_wait = replica_wait
         self._store_frame = redis.register_script(_STORE_FRAME)
 
     # -- creating (server) -------------------------------------------------------------
@@ -186,16 +191,21 @@ class JobStore:
         refuse the job before anything is written, and ``enqueue(pipe, job)`` adds the
         commands that queue it to the transaction that stores it, so a job is stored and
         queued together or not at all. A job never enqueued fails as expired at its queue
-        deadline.
+        deadline. With ``replica_wait``, the job (new or found) is on the replicas when this
+        returns, else ``NotReplicated`` is raised.
         """
         request_key = self.keys.request(spec.request_id)
-        with self.redis.pipeline() as pipe:
+        with transaction(self.redis, self.replica_wait) as pipe:
             while True:
                 try:
                     if spec.request_id:
                         pipe.watch(request_key)
                         existing = pipe.get(request_key)
                         if existing is not None and (job := self.get_job(existing.decode())):
+                            if self.replica_wait:  # a write of this connection for WAIT to follow
+                                pipe.multi()
+                                pipe.set(request_key, existing, keepttl=True)
+                                pipe.execute()
                             return job, False
                     if admit is not None:
                         admit(spec)

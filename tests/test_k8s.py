@@ -248,3 +248,13 @@ def test_the_lists_keda_reads_hold_the_jobs_a_real_server_queues():
             queued = {key.decode() for key in connection.scan_iter("rq:queue:*") if connection.type(key) == b"list"}
     assert lengths == {"rq:queue:maskfarm-high": 1, "rq:queue:maskfarm-normal": 2, "rq:queue:maskfarm-low": 1}
     assert queued == lists
+
+
+def test_keda_reads_the_sentinels_the_workers_use():
+    from maskfarm.server.redis_clients import SentinelUrl
+
+    url = SentinelUrl.parse(secret_value("sentinel", "MASKFARM_REDIS_URL"))
+    assert secret_value("sentinel", "addresses") == ",".join(f"{host}:{port}" for host, port in url.sentinels)
+    assert secret_value("sentinel", "sentinelMaster") == url.service_name
+    for trigger in find("sentinel", "ScaledObject", "maskfarm-worker")["spec"]["triggers"]:
+        assert trigger["metadata"]["databaseIndex"] == str(url.db)

@@ -1,0 +1,166 @@
+"""Every Redis client of maskfarm, built from its one URL: a plain Redis, or one found
+through Sentinel and followed when Sentinel fails it over.
+
+URLs are redis-py's (``redis://[[user]:password@]host:port/db``, ``rediss://``,
+``unix://``) or, for a Redis that fails over::
+
+    redis+sentinel://[[user]:password@]host1:26379[,host2:26379...]/service_name[/db][?sentinel_password=...]
+
+The hosts are Sentinels; ``service_name`` is the primary they watch (``sentinel monitor
+NAME ...``); the user and password are the Redis servers' (primary and replicas), the
+Sentinels' own password, when they have one, is ``sentinel_password``. Every connection
+asks the Sentinels for the current primary when it opens, so once a connection to a
+failed primary breaks, the next command reaches the promoted replica.
+
+Writes that must survive a failover (the server's SubmitJob) end with ``WAIT``: the
+primary answers once a replica holds them (``ReplicaWait``). Server, workers and ``maskfarm
+up`` build their clients here, and RQ is handed the same client. Imports only redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
+from redis.client import Pipeline
+
+from maskfarm.server.redis_errors import NotReplicated
+
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_TIMEOUT_S = 2.0
+"""How long a question to one Sentinel may take before the next one is asked."""
+REPLICA_WAIT_MS = 2000
+"""How long SubmitJob waits for a replica to hold a new job before it answers UNAVAILABLE."""
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """A ``redis+sentinel://`` URL, taken apart."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service_name: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelUrl:
+        """Raises ``ValueError`` naming what is wrong with ``url`` (never quoting its password)."""
+        parts = urlsplit(url)
+        if parts.scheme != SENTINEL_SCHEME:
+            raise ValueError(f"a Sentinel URL starts with {SENTINEL_SCHEME}://")
+        credentials, _, hosts = parts.netloc.rpartition("@")
+        username, _, password = credentials.partition(":")
+        sentinels = tuple(_host_port(address) for address in hosts.split(","))
+        path = [p for p in parts.path.split("/") if p]
+        if not 1 <= len(path) <= 2:
+            raise ValueError(f"{SENTINEL_SCHEME}:// URL: the path must be /service_name or /service_name/db, "
+                             f"got {parts.path!r}")
+        if len(path) == 2 and not path[1].isdigit():
+            raise ValueError(f"{SENTINEL_SCHEME}:// URL: the database must be a number, got {path[1]!r}")
+        query = parse_qs(parts.query)
+        unknown = set(query) - {"sentinel_password"}
+        if unknown:
+            raise ValueError(f"{SENTINEL_SCHEME}:// URL: unknown option(s) {', '.join(sorted(unknown))} "
+                             "(known: sentinel_password)")
+        return cls(
+            sentinels=sentinels,
+            service_name=unquote(path[0]),
+            db=int(path[1]) if len(path) == 2 else 0,
+            username=unquote(username) or None,
+            password=unquote(password) or None,
+            sentinel_password=query.get("sentinel_password", [None])[0],
+        )
+
+    def sentinel_options(self) -> dict[str, Any]:
+        """How to reach the Sentinels themselves: a dead one costs at most ``SENTINEL_TIMEOUT_S``."""
+        options: dict[str, Any] = {"socket_timeout": SENTINEL_TIMEOUT_S, "socket_connect_timeout": SENTINEL_TIMEOUT_S}
+        if self.sentinel_password:
+            options["password"] = self.sentinel_password
+        return options
+
+    def server_options(self) -> dict[str, Any]:
+        """How to log in to the primary and the replicas."""
+        return {"db": self.db, "username": self.username, "password": self.password}
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{SENTINEL_SCHEME}:// URL: each Sentinel is host:port, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.startswith(SENTINEL_SCHEME + "://")
+
+
+def redis_from_url(url: str, **options: Any) -> redis.Redis:
+    """A client of the Redis at ``url`` (``options``: redis-py connection options such as
+    ``socket_timeout``); through Sentinel for ``redis+sentinel://``."""
+    if not is_sentinel_url(url):
+        return redis.Redis.from_url(url, **options)
+    parsed = SentinelUrl.parse(url)
+    sentinel = redis.sentinel.Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())
+    return sentinel.master_for(parsed.service_name, redis_class=redis.Redis, **parsed.server_options(), **options)
+
+
+def async_redis_from_url(url: str, **options: Any) -> redis.asyncio.Redis:
+    """``redis_from_url`` for asyncio."""
+    if not is_sentinel_url(url):
+        return redis.asyncio.Redis.from_url(url, **options)
+    parsed = SentinelUrl.parse(url)
+    sentinel = redis.asyncio.sentinel.Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())
+    return sentinel.master_for(parsed.service_name, redis_class=redis.asyncio.Redis, **parsed.server_options(),
+                               **options)
+
+
+@dataclass(frozen=True)
+class ReplicaWait:
+    """A transaction counts as done once ``replicas`` replicas hold it (Redis ``WAIT``),
+    waiting at most ``timeout_ms``."""
+
+    replicas: int = 1
+    timeout_ms: int = REPLICA_WAIT_MS
+
+    @classmethod
+    def of_setting(cls, setting: str, url: str) -> ReplicaWait | None:
+        """The wait the ``replicated_submit`` setting asks for: ``auto`` (on for Sentinel
+        URLs, whose primary has a replica to wait for), ``on`` or ``off``."""
+        choice = setting.strip().lower()
+        if choice not in ("auto", "on", "off"):
+            raise ValueError(f"replicated_submit must be auto, on or off, got {setting!r}")
+        if choice == "on" or (choice == "auto" and is_sentinel_url(url)):
+            return cls()
+        return None
+
+
+class _ReplicatedPipeline(Pipeline):
+    """A transaction that, on the connection that ran it, waits for replicas to hold it."""
+
+    def __init__(self, client: redis.Redis, wait: ReplicaWait) -> None:
+        super().__init__(client.connection_pool, client.response_callbacks, transaction=True, shard_hint=None)
+        self.wait = wait
+
+    def _execute_transaction(self, connection, commands, raise_on_error):  # noqa: ANN001, ANN202 (redis-py's)
+        results = super()._execute_transaction(connection, commands, raise_on_error)
+        connection.send_command("WAIT", self.wait.replicas, self.wait.timeout_ms)
+        held_by = int(connection.read_response())
+        if held_by < self.wait.replicas:
+            raise NotReplicated(held_by, self.wait.replicas, self.wait.timeout_ms)
+        return results
+
+
+def transaction(client: redis.Redis, wait: ReplicaWait | None) -> Pipeline:
+    """A MULTI/EXEC pipeline of ``client``; with ``wait``, its ``execute`` returns only once
+    the replicas hold the writes, and raises ``NotReplicated`` when they do not in time
+    (the writes are then on the primary alone: they may or may not survive a failover)."""
+    if wait is None:
+        return client.pipeline()
+    return _ReplicatedPipeline(client, wait)
