@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
 import subprocess
 import sys
 import textwrap
@@ -142,8 +143,14 @@ def test_an_unreachable_service_is_a_plain_node_error(nodes):
 @pytest.mark.parametrize("inputs,message", [
     (dict(prompt="  "), "prompt: empty"),
     (dict(token_file="/nonexistent/maskfarm-token"), "token_file: cannot read /nonexistent/maskfarm-token"),
+    (dict(token_file="{tmp}/fifo"), "token_file: cannot read .*/fifo: not a regular file"),
+    (dict(token_file="{tmp}/blank"), "token_file: .*/blank is empty"),
 ])
-def test_bad_inputs_are_node_errors_naming_the_input(nodes, inputs, message):
+@pytest.mark.timeout(120)  # were the FIFO opened blocking, it would hang: fail well before the suite's 600 s
+def test_bad_inputs_are_node_errors_naming_the_input(nodes, inputs, message, tmp_path):
+    os.mkfifo(tmp_path / "fifo")  # opened for reading, a FIFO without a writer would block
+    (tmp_path / "blank").write_text(" \n")
+    inputs = {name: value.format(tmp=tmp_path) for name, value in inputs.items()}
     with pytest.raises(nodes.apply_clipseg.MaskfarmNodeError, match=message):
         run_node(nodes, image_batch(frames=1), target=f"127.0.0.1:{free_port()}", **inputs)
 
@@ -207,13 +214,21 @@ def test_inside_comfyui_the_progress_bar_follows_the_frames(nodes, service, comf
     assert comfy.utils.updates == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
-def test_comfyuis_cancel_cancels_the_job_on_the_farm(nodes, redis_url, comfy):
+def test_comfyuis_cancel_cancels_the_job_on_the_farm(nodes, redis_url, comfy, tmp_path):
+    """Through a server with auth on, so the token file is seen to reach it too."""
+    token = "comfyui-test-token-0123456789"
+    (tmp_path / "tokens").write_text(f"{token} artist\n")
+    (tmp_path / "token").write_text(f"{token}\n")
+    (tmp_path / "stranger").write_text("a-token-the-server-does-not-know\n")
     # No worker: the job stays queued (and, were it never cancelled, fails as expired
     # within the queue TTL, so a broken cancel fails this test instead of hanging it).
-    with maskfarm_server(redis_url, "mfcomfy-idle", "--queue-ttl", "30") as idle:
+    flags = ("--queue-ttl", "30", "--auth-tokens", str(tmp_path / "tokens"))
+    with maskfarm_server(redis_url, "mfcomfy-idle", *flags) as idle:
+        with pytest.raises(nodes.apply_clipseg.MaskfarmNodeError, match="UNAUTHENTICATED"):
+            run_node(nodes, image_batch(frames=2), target=idle.target, token_file=str(tmp_path / "stranger"))
         comfy.model_management.interrupted = True  # the user pressed Cancel
         with pytest.raises(comfy.model_management.InterruptProcessingException):
-            run_node(nodes, image_batch(frames=2), target=idle.target)
-        with Client(idle.target) as client:
+            run_node(nodes, image_batch(frames=2), target=idle.target, token_file=str(tmp_path / "token"))
+        with Client(idle.target, token=token) as client:
             (job,) = list(client.jobs(labels={"source": "comfyui"}))
             assert job.state.value == "CANCELLED"

@@ -16,6 +16,8 @@ to install); torch is used only to read the IMAGE tensor and make the MASK tenso
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -87,21 +89,31 @@ def image_frames(image: Any) -> list[tuple[str, np.ndarray]]:
 
 def read_token(token_file: str) -> str | None:
     """The token in ``token_file`` (surrounding blanks stripped); None for no file, so the
-    client falls back on ``MASKFARM_TOKEN``."""
+    client falls back on ``MASKFARM_TOKEN``. The file is opened without blocking and must
+    be a small regular file (a FIFO put there never hangs ComfyUI)."""
     if not token_file:
         return None
     path = Path(token_file).expanduser()
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_TOKEN_FILE_BYTES + 1)
+        data = _read_small_file(path, MAX_TOKEN_FILE_BYTES)
     except OSError as error:
         raise MaskfarmNodeError(f"token_file: cannot read {path}: {error.strerror or error}") from None
-    if len(data) > MAX_TOKEN_FILE_BYTES:
-        raise MaskfarmNodeError(f"token_file: {path} is over {MAX_TOKEN_FILE_BYTES // 1024} KiB, not a token file")
     token = data.decode("utf-8", errors="replace").strip()
     if not token:
         raise MaskfarmNodeError(f"token_file: {path} is empty")
     return token
+
+
+def _read_small_file(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them (OSError else)."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(descriptor, "rb") as file:
+        status = os.fstat(file.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError("not a regular file")
+        if status.st_size > limit:
+            raise OSError(f"over {limit // 1024} KiB: not a token file")
+        return file.read(limit)
 
 
 def segment_on_farm(frames: list[tuple[str, np.ndarray]], prompt: str, options: dict[str, Any],
