@@ -125,3 +125,32 @@ def test_bad_negatives_raise_naming_them(segmenter, prompt, field):
 def test_an_override_out_of_range_names_the_parameter():
     with pytest.raises(ValueError, match="threshold"):
         Prompt("sky", threshold=2.0).params(MaskParams())
+
+
+def test_an_image_prompt_equals_the_model_called_with_conditional_pixel_values(segmenter, inputs, plain_model, processor):
+    """CLIPSegForImageSegmentation(pixel_values=frame, conditional_pixel_values=exemplar), then the node's steps."""
+    import io
+
+    from PIL import Image
+
+    from maskfarm.server.prompts import Exemplar
+    from maskfarm.worker.preprocess import PixelSpec, pixel_values
+
+    frames, batch, _ = inputs
+    exemplar = reference_rgb_uint8(make_frame("RGB", (50, 40), seed=7))
+    encoded = io.BytesIO()
+    Image.fromarray(exemplar).save(encoded, format="PNG")
+    conditional = pixel_values([torch.from_numpy(exemplar)], PixelSpec.from_processor(processor), torch.device("cpu"),
+                               torch.float32)
+    with torch.no_grad():
+        logits = plain_model(pixel_values=batch, conditional_pixel_values=conditional.expand(len(frames), -1, -1, -1)).logits
+    threshold = float(torch.sigmoid(logits).median())
+    params = MaskParams(threshold=threshold, smooth=3)
+    sizes = [frame.shape[:2] for frame in frames]
+    prompt = Prompt(image=Exemplar(encoded.getvalue(), name="red-car.png"))
+    assert prompt.name == "red-car"
+    ours = segmenter.masks_from_pixel_values(batch, sizes, [prompt, "sky"], params)
+    for position, size in enumerate(sizes):
+        expected = reference(logits[position], size, params)
+        assert 0 < expected.mean() < 1
+        assert_close(ours[position][0], expected)

@@ -171,3 +171,40 @@ def test_a_client_refuses_one_prompt_given_alone():
         from maskfarm.client.client import job_request
 
         job_request(Prompt("sky"))
+
+
+def test_an_image_prompt_on_shared_storage_is_read_by_the_worker(cluster, model, files):
+    import shutil
+
+    from maskfarm.client.frames import StoragePath
+
+    exemplar = cluster.storage / "refs" / "red-car.png"
+    exemplar.parent.mkdir(exist_ok=True)
+    shutil.copy(files["red-car.png"], exemplar)
+    frame = files["shot.1002.png"]
+    params = MaskParams(threshold=round(median(model, [frame], files["red-car.png"]), 4), smooth=0, blur=4)
+    with Client(cluster.target, timeout=300) as client:
+        job = client.submit([frame], [image_prompt(StoragePath(str(exemplar)))], format="float32",
+                            threshold=params.threshold, smooth=0, blur=4)
+        assert job.prompts == ("red-car",)
+        result = client.segment([frame], [image_prompt(StoragePath(str(exemplar)))], format="float32",
+                                threshold=params.threshold, smooth=0, blur=4)[0]
+        assert_close(result.masks[0], reference(model, frame, files["red-car.png"], params))
+        with pytest.raises(InvalidRequest, match=r"prompt_specs\[0\]\.image\.path"):
+            client.submit([frame], [image_prompt(StoragePath(str(files["red-car.png"])))])
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--not", "shadow", "-p", "person"], "--not belongs to a prompt"),
+    (["-p", "sky", "--prompt-threshold", "2"], "sky: --prompt-threshold must be in [0, 1]"),
+    (["--prompts-file", "{bad}"], "{bad}, line 2: give a text or --image-prompt IMAGE, exactly one"),
+    (["--prompts-file", "{missing}"], "{missing}: No such file or directory"),
+    (["--image-prompt", "{missing}"], "--image-prompt {missing}: No such file or directory"),
+])
+def test_bad_prompt_flags_are_refused_naming_them(files, tmp_path, flags, message):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("sky\n--threshold 0.3\n")
+    names = {"bad": str(bad), "missing": str(tmp_path / "missing.png")}
+    run = maskfarm("segment", str(files["shot.1001.png"]), *(flag.format(**names) for flag in flags), "--local")
+    assert run.returncode == 2, run.stderr
+    assert message.format(**names) in run.stderr, run.stderr
