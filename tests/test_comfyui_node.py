@@ -73,19 +73,21 @@ def image_batch(frames: int = 4, height: int = 45, width: int = 64) -> torch.Ten
 def run_node(nodes: ModuleType, image: torch.Tensor, **inputs) -> torch.Tensor:
     """Calls the node as ComfyUI does: an instance, FUNCTION, keyword arguments."""
     node_class = nodes.NODE_CLASS_MAPPINGS["ApplyCLIPSegMaskfarm"]
-    (masks,) = getattr(node_class(), node_class.FUNCTION)(image=image, **{"prompt": PROMPT, **PARAMS, **inputs})
+    inputs = {"prompt": PROMPT, "negatives": "", **PARAMS, **inputs}
+    (masks,) = getattr(node_class(), node_class.FUNCTION)(image=image, **inputs)
     return masks
 
 
-def node_masks_locally(model_dir: Path, image: torch.Tensor) -> torch.Tensor:
-    """What ApplyCLIPSeg+ gives for ``image`` in this process (tests/reference.py): its
-    8-bit conversion, the processor per frame, the plain model, its post-processing."""
+def node_masks_locally(model_dir: Path, image: torch.Tensor, prompt: str) -> torch.Tensor:
+    """What ApplyCLIPSeg+ gives for ``image`` and ``prompt`` in this process
+    (tests/reference.py): its 8-bit conversion, the processor per frame, the plain model,
+    its post-processing; unclamped."""
     processor = CLIPSegProcessor.from_pretrained(model_dir)
     model = CLIPSegForImageSegmentation.from_pretrained(model_dir).eval()
     logits = []
     for frame in image:
         pixel_values = processor(images=[reference_rgb_uint8(frame)], return_tensors="pt")["pixel_values"]
-        logits.append(reference_logits(model, processor, pixel_values, PROMPT))
+        logits.append(reference_logits(model, processor, pixel_values, prompt))
     return reference_masks(torch.stack(logits), tuple(image.shape[1:3]), **PARAMS)
 
 
@@ -95,6 +97,8 @@ def test_the_node_declares_the_seed_nodes_inputs_and_a_mask_output(nodes):
     required = node_class.INPUT_TYPES()["required"]
     assert required["image"] == ("IMAGE",)
     assert {name: required[name] for name in SEED_INPUTS} == SEED_INPUTS
+    assert required["negatives"] == ("STRING", {"multiline": False, "default": "",
+                                               "tooltip": required["negatives"][1]["tooltip"]})
     assert required["target"][0] == required["token_file"][0] == "STRING"
     assert required["priority"] == (["normal", "high", "low"], {"default": "normal"})
     assert node_class.RETURN_TYPES == ("MASK",)
@@ -127,11 +131,22 @@ def test_a_four_frame_batch_gives_the_nodes_masks(nodes, service, tiny_model_dir
 
     assert masks.shape == (4, 45, 64) and masks.dtype == torch.float32
     assert float(masks.min()) >= 0.0 and float(masks.max()) <= 1.0
-    expected = node_masks_locally(tiny_model_dir, image).clamp(0, 1)  # maskfarm clamps the bicubic overshoot
+    expected = node_masks_locally(tiny_model_dir, image, PROMPT).clamp(0, 1)  # maskfarm clamps the bicubic overshoot
     difference = (masks - expected).abs()
     assert float(difference.max()) <= 1 / 255
     assert float((difference <= 1e-4).float().mean()) >= 0.9999  # float32 masks: no 8-bit rounding on the way
     assert 0.05 < float(masks.mean()) < 0.95 and bool(((masks > 0) & (masks < 1)).any()), "a trivial mask proves little"
+
+
+def test_negatives_are_taken_out_of_the_prompts_mask(nodes, service, tiny_model_dir):
+    image = image_batch()
+    masks = run_node(nodes, image, target=service.target, negatives="a tree, , sky ")  # blanks ignored
+
+    positive, *negatives = (node_masks_locally(tiny_model_dir, image, prompt).clamp(0, 1)
+                            for prompt in (PROMPT, "a tree", "sky"))
+    expected = (positive - torch.stack(negatives).amax(dim=0)).clamp(0, 1)
+    assert float((masks - expected).abs().max()) <= 1 / 255
+    assert float((positive - expected).abs().max()) > 0.5, "the negatives should take something out"
 
 
 def test_an_unreachable_service_is_a_plain_node_error(nodes):

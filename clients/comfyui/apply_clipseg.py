@@ -46,6 +46,9 @@ class ApplyCLIPSegOnFarm:
             "required": {
                 "image": ("IMAGE",),
                 "prompt": ("STRING", {"multiline": False, "default": ""}),
+                "negatives": ("STRING", {"multiline": False, "default": "",
+                                         "tooltip": "what to take out of the prompt's mask, separated by commas "
+                                                    "('shadow, reflection'); empty: nothing"}),
                 "threshold": ("FLOAT", {"default": 0.4, "min": 0.0, "max": 1.0, "step": 0.05}),
                 "smooth": ("INT", {"default": 9, "min": 0, "max": 32, "step": 1}),
                 "dilate": ("INT", {"default": 0, "min": -32, "max": 32, "step": 1}),
@@ -64,16 +67,18 @@ class ApplyCLIPSegOnFarm:
     FUNCTION = "execute"
     CATEGORY = "maskfarm"
 
-    def execute(self, image: Any, prompt: str, threshold: float, smooth: int, dilate: int, blur: int,
-                target: str = "", token_file: str = "", priority: str = "normal") -> tuple[Any]:
+    def execute(self, image: Any, prompt: str, negatives: str, threshold: float, smooth: int, dilate: int,
+                blur: int, target: str = "", token_file: str = "", priority: str = "normal") -> tuple[Any]:
         """The MASK batch (B x H x W float32 in [0, 1]) of ``image`` (B x H x W x C floats
-        in [0, 1]) for ``prompt``. Raises ``MaskfarmNodeError`` when it cannot."""
+        in [0, 1]) for ``prompt`` minus its ``negatives`` (the maximum of their masks).
+        Raises ``MaskfarmNodeError`` when it cannot."""
         if not prompt.strip():
             raise MaskfarmNodeError("prompt: empty; type what to segment (a few words: 'red car')")
         frames = image_frames(image)
         options = dict(threshold=threshold, smooth=smooth, dilate=dilate, blur=blur, format="float32",
                        priority=priority, labels=JOB_LABELS)
-        masks = segment_on_farm(frames, prompt, options, target.strip(), read_token(token_file.strip()))
+        masks = segment_on_farm(frames, prompt, split_negatives(negatives), options, target.strip(),
+                                read_token(token_file.strip()))
         return (mask_batch(masks),)
 
 
@@ -116,14 +121,20 @@ def _read_small_file(path: Path, limit: int) -> bytes:
         return file.read(limit)
 
 
-def segment_on_farm(frames: list[tuple[str, np.ndarray]], prompt: str, options: dict[str, Any],
-                    target: str, token: str | None) -> list[np.ndarray]:
-    """One job of ``frames`` x ``prompt`` on the service at ``target``; its masks in
-    frame order, float32 H x W each."""
-    client_module, errors = _maskfarm_client()
+def split_negatives(negatives: str) -> tuple[str, ...]:
+    """The negatives typed in the node: separated by commas, blanks ignored."""
+    return tuple(part.strip() for part in negatives.split(",") if part.strip())
+
+
+def segment_on_farm(frames: list[tuple[str, np.ndarray]], prompt: str, negatives: tuple[str, ...],
+                    options: dict[str, Any], target: str, token: str | None) -> list[np.ndarray]:
+    """One job of ``frames`` x ``prompt`` (minus ``negatives``) on the service at
+    ``target``; its masks in frame order, float32 H x W each."""
+    client_module, prompts, errors = _maskfarm_client()
     with client_module.Client(target or None, token=token) as client:
         try:
-            return _watch_masks(client, client.submit(frames, [prompt], **options))
+            job = client.submit(frames, [prompts.Prompt(prompt, negatives=negatives)], **options)
+            return _watch_masks(client, job)
         except errors.RequestTooLarge as error:
             raise MaskfarmNodeError(f"image: the batch is too large for one job ({error.details}); "
                                     "send fewer or smaller images at a time") from None
@@ -168,13 +179,13 @@ def mask_batch(masks: list[np.ndarray]) -> Any:
     return torch.from_numpy(np.stack(masks).astype(np.float32, copy=False))
 
 
-def _maskfarm_client() -> tuple[Any, Any]:
+def _maskfarm_client() -> tuple[Any, Any, Any]:
     """maskfarm's client modules, or a node error saying how to install them."""
     try:
-        from maskfarm.client import client, errors
+        from maskfarm.client import client, errors, prompts
     except ImportError as error:
         raise MaskfarmNodeError(
             f"the maskfarm client is not installed in ComfyUI's Python ({error}): "
             "pip install it there (see this node's README.md)"
         ) from None
-    return client, errors
+    return client, prompts, errors
