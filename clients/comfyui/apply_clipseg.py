@@ -1,7 +1,7 @@
-""""ApplyCLIPSeg (maskfarm)": ``ApplyCLIPSeg+``'s masks, computed on a maskfarm service.
+"""The node "ApplyCLIPSeg (maskfarm)": ``ApplyCLIPSeg+``'s masks, computed on a maskfarm service.
 
 The node takes what ``ApplyCLIPSeg+`` (ComfyUI_essentials) takes, less the model, plus
-where the service is, sends the whole IMAGE batch as one job and returns the MASK batch
+negatives and where the service is, sends the whole IMAGE batch as one job and returns the MASK batch
 the local node would give. Precision holds end to end: a frame travels as
 ``trunc(clamp(255 x))`` in 8 bits, the very conversion the local node makes before its
 processor, and masks come back as float32 (no 8-bit rounding on the way back). The one
@@ -152,13 +152,14 @@ def _watch_masks(client: Any, job: Any) -> list[np.ndarray]:
     from maskfarm.client.errors import MaskfarmError
     from maskfarm.client.masks import FrameResult
 
+    job_id, progress = job.id, Progress(job.total)
+
     def cancel() -> None:
         try:
             client.cancel(job_id)
         except MaskfarmError:
             pass  # the job's end, whatever it is, still ends the watch below
 
-    job_id, progress = job.id, Progress(job.total)
     masks: dict[int, np.ndarray] = {}
     with CancelOnInterrupt(cancel) as interrupt:
         for event in client.watch(job_id):
