@@ -1,0 +1,319 @@
+#!/usr/bin/env python
+"""Control-plane benchmark: what one Redis (and one server) spends per frame and per job.
+
+    python bench/control_plane.py                         # shared storage and bytes, jobs of 1, 8, 32 frames
+    python bench/control_plane.py --workers 4 --servers 2 --frames 1024
+    python bench/control_plane.py --modes shared --job-frames 32 --frames 64   # a quick look
+
+Starts a private ``redis-server``, ``--servers`` real ``maskfarm server`` processes and
+``--workers`` stand-in workers: the real worker (``build_worker``: RQ, the job store, frame
+decoding, mask encoding, shared storage, cross-job batching) around a stand-in model that
+takes ``--model-ms`` per frame and returns empty masks instead of running CLIPSeg. (The
+worker's modules import torch, so each stand-in worker still loads it; no model runs.)
+
+Per case (mode x frames per job) ``--frames`` small frames are submitted as jobs through
+the servers by ``--in-flight`` client threads, each submitting a job and watching it to its
+end (as ``maskfarm segment`` does). Redis itself says what it cost: ``INFO cpu``
+(``used_cpu_user`` + ``used_cpu_sys``, the whole process, idle ticks included) and ``INFO
+commandstats`` (calls, reset before each case); the servers' CPU comes from /proc. Printed:
+Redis CPU and commands per frame and per job, server CPU per frame, and how many workers
+of ``--worker-fps`` (500) frames/s one Redis core would feed. The goal: one Redis core feeds
+100 such workers (50,000 frames/s) in shared-storage mode with 32-frame jobs, i.e. at most
+20 us of Redis CPU per frame: PASS or MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import e2e  # noqa: E402  (the benchmarks' process plumbing)
+
+GOAL_US_PER_FRAME = 20.0
+"""Redis CPU per frame that lets one core feed 100 workers of 500 frames/s."""
+GOAL_CASE = ("shared", 32)
+PROMPTS = ["car"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modes", default="shared,bytes", help="shared (frames and masks by path), bytes (through "
+                                                                 "gRPC and Redis), or both (default)")
+    parser.add_argument("--job-frames", default="1,8,32", help="frames per job, comma separated (default 1,8,32)")
+    parser.add_argument("--frames", type=int, default=512, help="frames per case (default 512)")
+    parser.add_argument("--workers", type=int, default=2, help="stand-in workers (default 2)")
+    parser.add_argument("--servers", type=int, default=1, help="maskfarm servers (default 1)")
+    parser.add_argument("--in-flight", type=int, default=8, help="jobs submitted and watched at once (default 8)")
+    parser.add_argument("--model-ms", type=float, default=2.0, help="the stand-in model's time per frame "
+                                                                    "(default 2: a 500 frames/s GPU)")
+    parser.add_argument("--worker-fps", type=float, default=500.0, help="one GPU worker's frames/s (default 500)")
+    parser.add_argument("--size", type=int, default=64, help="frame side, pixels (default 64)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--serve-worker", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# -- the stand-in worker (its own process) -------------------------------------------------
+
+
+def stand_in_segmenter(model_ms: float, max_batch: int = 64):
+    """A ``Segmenter`` whose model takes ``model_ms`` per frame and finds nothing: the
+    worker's own chunking, decoding and encoding around it are the real ones."""
+    import numpy as np
+    import torch
+
+    from maskfarm.worker.pipeline import Segmenter
+
+    class StandInSegmenter(Segmenter):
+        def __init__(self) -> None:  # no model to load
+            self.loaded = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, name="stand-in",
+                                          revision="", dtype_name="fp32", synthetic=False)
+            self.max_batch = max_batch
+            self.compiled = False
+            self.observer = None
+
+        def warm(self) -> None:
+            pass
+
+        def _chunk_masks(self, chunk) -> list:
+            time.sleep(model_ms / 1000 * len(chunk))
+            return [np.zeros((len(r.prompts), r.frame.shape[0], r.frame.shape[1]), np.float32) for r in chunk]
+
+    return StandInSegmenter()
+
+
+def serve_worker(spec: dict) -> int:
+    """Runs one stand-in worker until SIGTERM (``--serve-worker``)."""
+    from maskfarm.worker.codec_pool import CodecPool
+    from maskfarm.worker.runner import WorkerSettings, build_worker
+
+    settings = WorkerSettings(redis_url=spec["redis_url"], namespace=spec["namespace"], name=spec["name"],
+                              storage_roots=tuple(spec["storage_roots"]), codec_threads=1)
+    worker = build_worker(settings, stand_in_segmenter(spec["model_ms"]), CodecPool(1))
+    worker.work(burst=False, with_scheduler=False, logging_level=None)
+    return 0
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+
+@dataclass
+class RedisSnapshot:
+    cpu_s: float
+    calls: dict[str, int]
+    usec: dict[str, int]
+    """Microseconds spent inside each command (the rest of the CPU is I/O and the event loop)."""
+
+    @classmethod
+    def take(cls, client) -> RedisSnapshot:
+        cpu = client.info("cpu")
+        stats = {name.removeprefix("cmdstat_"): value for name, value in client.info("commandstats").items()}
+        return cls(float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+                   {name: int(value["calls"]) for name, value in stats.items()},
+                   {name: int(value["usec"]) for name, value in stats.items()})
+
+
+@dataclass
+class CaseResult:
+    mode: str
+    job_frames: int
+    jobs: int
+    frames: int
+    wall_s: float
+    redis_cpu_s: float
+    redis_calls: int
+    top_commands: list[tuple[str, int]]
+    command_usec: dict[str, int]
+    server_cpu_s: float
+
+    @property
+    def redis_us_per_frame(self) -> float:
+        return 1e6 * self.redis_cpu_s / self.frames
+
+    @property
+    def workers_per_redis_core(self) -> float:
+        return 1e6 / self.redis_us_per_frame / WORKER_FPS[0] if self.redis_cpu_s else float("inf")
+
+    def breakdown(self) -> str:
+        """Each command's calls and in-command CPU per frame, most called first."""
+        return "; ".join(f"{name} {calls / self.frames:.2f} ({self.command_usec.get(name, 0) / self.frames:.1f} us)"
+                         for name, calls in self.top_commands if calls)
+
+    def row(self) -> str:
+        top = ", ".join(f"{name} {calls / self.frames:.1f}" for name, calls in self.top_commands[:5])
+        return (f"{self.mode:>6} {self.job_frames:>3} | {self.frames / self.wall_s:8.0f} | "
+                f"{self.redis_us_per_frame:8.1f} {1e6 * self.redis_cpu_s / self.jobs:9.0f} | "
+                f"{self.redis_calls / self.frames:7.1f} {self.redis_calls / self.jobs:8.1f} | "
+                f"{1e6 * self.server_cpu_s / self.frames:8.0f} | {self.workers_per_redis_core:7.0f} | {top}")
+
+
+WORKER_FPS = [500.0]
+"""The GPU worker speed the workers-per-core figure is for (``--worker-fps``)."""
+
+HEADER = ("  mode fpj | frames/s | Redis CPU us/frame  us/job | cmds/frame cmds/job | server us/frame | "
+          "workers/core | commands per frame (top 5)")
+
+
+class Farm:
+    """The Redis, the servers and the stand-in workers of one run."""
+
+    def __init__(self, args: argparse.Namespace, scratch: Path) -> None:
+        self.args = args
+        self.scratch = scratch
+        self.storage = scratch / "shows"
+        self.storage.mkdir()
+        (scratch / "logs").mkdir()
+        self.services = e2e.Services(scratch / "logs", "cp")
+        self.targets: list[str] = []
+        self.servers: list = []
+
+    def start(self) -> None:
+        self.services.start_redis()
+        for n in range(self.args.servers):
+            target = f"127.0.0.1:{e2e.free_port()}"
+            process = self.services._spawn(e2e.maskfarm_command(
+                "server", "--listen", target, "--redis-url", self.services.redis_url, "--namespace",
+                self.services.namespace, "--storage-root", str(self.storage), "--grace-s", "1",
+                "--max-backlog-jobs", "100000"), f"server-{n}.log")
+            e2e.wait_until(lambda t=target: e2e._serving(t), "maskfarm server", [process], timeout=60)
+            self.targets.append(target)
+            self.servers.append(process)
+        names = [f"standin-{n}" for n in range(self.args.workers)]
+        for name in names:
+            spec = {"redis_url": self.services.redis_url, "namespace": self.services.namespace, "name": name,
+                    "storage_roots": [str(self.storage)], "model_ms": self.args.model_ms}
+            self.services.workers.append(self.services._spawn(
+                [sys.executable, __file__, "--serve-worker", json.dumps(spec)], f"{name}.log"))
+        e2e.wait_until(lambda: set(names) <= e2e.listed_workers(self.targets[0]), "the stand-in workers",
+                       self.services.workers, timeout=300)
+
+    def stop(self) -> None:
+        self.services.stop_all()
+        e2e.stop(self.servers, grace_s=10)
+
+    def run_case(self, mode: str, job_frames: int) -> CaseResult:
+        import redis
+
+        from maskfarm.client.client import Client
+        from maskfarm.client.frames import StoragePath
+
+        jobs = max(1, self.args.frames // job_frames)
+        frames = self._frames(mode, job_frames)
+        output_dir = str(self.storage / "masks" / f"{mode}-{job_frames}") if mode == "shared" else ""
+        clients = [Client(target, timeout=120) for target in self.targets]
+
+        def one_job(n: int) -> None:
+            client = clients[n % len(clients)]
+            chosen = [(f"f{n:05d}.{k:04d}.png", frames[(n + k) % len(frames)]) for k in range(job_frames)]
+            if mode == "shared":
+                chosen = [(name, StoragePath(path)) for name, path in chosen]
+            job = client.submit(chosen, PROMPTS, output_dir=output_dir)
+            for _ in client.watch(job.id, timeout=600):
+                pass
+            ended = client.get(job.id)
+            if ended.state.value != "SUCCEEDED":
+                raise RuntimeError(f"job {job.id} ended {ended.state.value}: {ended.error}")
+
+        with redis.Redis.from_url(self.services.redis_url) as connection:
+            connection.config_resetstat()
+            before = RedisSnapshot.take(connection)
+            server_before = sum(e2e_cpu(p.pid) for p in self.servers)
+            start = time.perf_counter()
+            with ThreadPoolExecutor(self.args.in_flight) as pool:
+                list(pool.map(one_job, range(jobs)))
+            wall = time.perf_counter() - start
+            server_cpu = sum(e2e_cpu(p.pid) for p in self.servers) - server_before
+            after = RedisSnapshot.take(connection)
+        for client in clients:
+            client.close()
+        calls = {name: n - before.calls.get(name, 0) for name, n in after.calls.items()}
+        usec = {name: n - before.usec.get(name, 0) for name, n in after.usec.items()}
+        for own in ("info", "config|resetstat"):  # the snapshots' own
+            calls.pop(own, None)
+        return CaseResult(mode, job_frames, jobs, jobs * job_frames, wall, after.cpu_s - before.cpu_s,
+                          sum(calls.values()), sorted(calls.items(), key=lambda kv: -kv[1]), usec, server_cpu)
+
+    def _frames(self, mode: str, job_frames: int) -> list:
+        """Eight distinct frames: PNG bytes, or (shared storage) their files' paths."""
+        pngs = [e2e.frame_png(seed, self.args.size) for seed in range(8)]
+        if mode == "bytes":
+            return pngs
+        folder = self.storage / "plates" / f"{job_frames}"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for n, data in enumerate(pngs):
+            path = folder / f"plate.{n:04d}.png"
+            path.write_bytes(data)
+            paths.append(str(path))
+        return paths
+
+
+def e2e_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def verdict(results: list[CaseResult]) -> str:
+    goal = [r for r in results if (r.mode, r.job_frames) == GOAL_CASE]
+    if not goal:
+        return "goal not measured (needs --modes shared and --job-frames 32)"
+    us = goal[0].redis_us_per_frame
+    state = "PASS" if us <= GOAL_US_PER_FRAME else "MISS"
+    return (f"50,000 frames/s goal (<= {GOAL_US_PER_FRAME:g} us of Redis CPU per frame, shared storage, 32-frame "
+            f"jobs): {state}: {us:.1f} us/frame, {goal[0].workers_per_redis_core:.0f} workers of "
+            f"{WORKER_FPS[0]:g} frames/s per Redis core ({us / GOAL_US_PER_FRAME:.2f}x the budget)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve_worker:
+        return serve_worker(json.loads(args.serve_worker))
+    WORKER_FPS[0] = args.worker_fps
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    sizes = [int(s) for s in args.job_frames.split(",")]
+    if set(modes) - {"shared", "bytes"}:
+        raise SystemExit(f"--modes: shared and/or bytes, got {args.modes!r}")
+    print(f"{args.workers} stand-in workers ({args.model_ms:g} ms/frame), {args.servers} server(s), "
+          f"{args.frames} frames of {args.size}x{args.size} per case, {args.in_flight} jobs in flight, "
+          f"{len(PROMPTS)} prompt")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="maskfarm-control-plane-") as scratch:
+        farm = Farm(args, Path(scratch))
+        try:
+            farm.start()
+            print(HEADER)
+            for mode in modes:
+                for job_frames in sizes:
+                    result = farm.run_case(mode, job_frames)
+                    results.append(result)
+                    print(result.row(), flush=True)
+        except Exception:
+            print(farm.services.log_tails(), file=sys.stderr)
+            raise
+        finally:
+            farm.stop()
+    for result in results:
+        if (result.mode, result.job_frames) == GOAL_CASE:
+            print(f"per frame, {result.mode} {result.job_frames}-frame jobs: {result.breakdown()}")
+    print(verdict(results))
+    if args.json:
+        args.json.write_text(json.dumps([{**r.__dict__, "redis_us_per_frame": r.redis_us_per_frame,
+                                          "workers_per_redis_core": r.workers_per_redis_core} for r in results],
+                                        indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
