@@ -116,7 +116,8 @@ class JobSpec:
 
     @property
     def input_bytes(self) -> int:
-        return sum(len(frame) for frame in self.frames)
+        exemplars = sum(len(prompt.image.data) for prompt in self.prompt_specs if prompt.image is not None)
+        return sum(len(frame) for frame in self.frames) + exemplars
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,12 @@ class Prompt:
         """A text with nothing else: what a plain string prompt says."""
         return self.image is None and not self.negatives and not self.overrides
 
+    def without_image_data(self) -> Prompt:
+        """The prompt with its exemplar's bytes left out (kept apart from the job record)."""
+        if self.image is None or not self.image.data:
+            return self
+        return dataclasses.replace(self, image=dataclasses.replace(self.image, data=b""))
+
     def params(self, job: MaskParams) -> MaskParams:
         """The parameters of this prompt's masks: ``job``'s, overridden. Raises ``ValueError``
         naming the parameter when an override is out of range."""

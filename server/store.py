@@ -61,8 +61,8 @@ from maskfarm.server.jobs import (
     WorkerInfo,
 )
 from maskfarm.server.params import MaskParams
-from maskfarm.server.redis_clients import ReplicaWait, transaction
 from maskfarm.server.prompts import prompts_from_json, prompts_to_json
+from maskfarm.server.redis_clients import ReplicaWait, transaction
 from maskfarm.server.storage_access import StorageAccess
 
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -225,7 +225,7 @@ class JobStore:
             pipe.set(self.keys.request(job.request_id), job.id, ex=ttl)
         pipe.hset(self.keys.job(job.id), mapping=_encode_record(job))
         pipe.expire(self.keys.job(job.id), ttl)
-        pipe.hset(self.keys.inputs(job.id), mapping={str(i): data for i, data in enumerate(spec.frames)})
+        pipe.hset(self.keys.inputs(job.id), mapping=_input_fields(spec))
         pipe.expire(self.keys.inputs(job.id), inputs_ttl)
         member = _index_member(job)
         for index in [self.keys.index()] + [self.keys.label_index(k, v) for k, v in job.labels.items()]:
@@ -347,6 +347,15 @@ class JobStore:
                 return self.frame_results(job.id, chosen, job), index
             chosen.append(index)
         return self.frame_results(job.id, chosen, job), max(end, first)
+
+    def load_exemplar(self, job_id: str, prompt_index: int) -> bytes:
+        """The image file of the job's image prompt ``prompt_index`` sent as bytes (kept
+        with the frames, not in the job record, which every listing reads); raises
+        ``InputsExpired``."""
+        data = self.redis.hget(self.keys.inputs(job_id), _exemplar_field(prompt_index))
+        if data is None:
+            raise InputsExpired(f"the image prompts of job {job_id} are no longer stored")
+        return data
 
     def load_frames(self, job_id: str, indices: Iterable[int]) -> list[bytes]:
         """The encoded files of the job's frames (worker); raises ``InputsExpired``."""
@@ -605,8 +614,8 @@ def _new_record(spec: JobSpec, *, queue_ttl: int, result_ttl: int) -> JobRecord:
     return JobRecord(
         id=new_job_id(),
         state=JobState.QUEUED,
-        prompt_specs=list(spec.prompt_specs),
         prompts=list(spec.prompts),
+        prompt_specs=[prompt.without_image_data() for prompt in spec.prompt_specs],
         frame_names=list(spec.frame_names),
         params=spec.params,
         format=spec.format,
@@ -648,9 +657,9 @@ def _encode_record(job: JobRecord) -> dict[str, str]:
     """The record as Redis hash fields (all text; JSON for structured values)."""
     return {
         "id": job.id,
-        "prompt_specs": prompts_to_json(job.prompt_specs) if job.prompt_specs else "",
         "state": job.state.value,
         "prompts": json.dumps(job.prompts),
+        "prompt_specs": prompts_to_json(job.prompt_specs) if job.prompt_specs else "",
         "frame_names": json.dumps(job.frame_names),
         "params": json.dumps(dataclasses.asdict(job.params)),
         "format": job.format.value,
@@ -679,10 +688,10 @@ def _encode_record(job: JobRecord) -> dict[str, str]:
 def _decode_record(raw: Mapping[bytes, bytes], done_frames: int, failed_frames: int) -> JobRecord:
     fields = {key.decode(): value.decode() for key, value in raw.items()}
     return JobRecord(
-        prompt_specs=prompts_from_json(fields.get("prompt_specs", "")),
         id=fields["id"],
         state=JobState(fields["state"]),
         prompts=json.loads(fields["prompts"]),
+        prompt_specs=prompts_from_json(fields.get("prompt_specs", "")),
         frame_names=json.loads(fields["frame_names"]),
         params=MaskParams(**json.loads(fields["params"])),
         format=OutputFormat(fields["format"]),
@@ -708,6 +717,19 @@ def _decode_record(raw: Mapping[bytes, bytes], done_frames: int, failed_frames: 
         failed_frames=failed_frames,
         storage_access=StorageAccess.from_json(fields.get("storage_access", "")),
     )
+
+
+def _input_fields(spec: JobSpec) -> dict[str, bytes]:
+    """The inputs hash: frame i's file under "i", image prompt k's under "prompt-k"."""
+    fields = {str(i): data for i, data in enumerate(spec.frames)}
+    for k, prompt in enumerate(spec.prompt_specs):
+        if prompt.image is not None and prompt.image.data:
+            fields[_exemplar_field(k)] = prompt.image.data
+    return fields
+
+
+def _exemplar_field(prompt_index: int) -> str:
+    return f"prompt-{prompt_index}"
 
 
 def _time_text(value: float | None) -> str:

@@ -208,3 +208,27 @@ def test_bad_prompt_flags_are_refused_naming_them(files, tmp_path, flags, messag
     run = maskfarm("segment", str(files["shot.1001.png"]), *(flag.format(**names) for flag in flags), "--local")
     assert run.returncode == 2, run.stderr
     assert message.format(**names) in run.stderr, run.stderr
+
+
+def test_an_image_prompt_s_bytes_are_kept_beside_the_frames_not_in_the_job_record(server, files):
+    """Every GetJob and ListJobs reads job records: an exemplar there would be read each time."""
+    from redis import Redis
+
+    from maskfarm.server.store import JobStore
+
+    exemplar = files["red-car.png"].read_bytes()
+    request = pb.SubmitJobRequest(frames=[pb.Frame(data=files["shot.1001.png"].read_bytes(), name="a.png")],
+                                  prompt_specs=[pb.Prompt(image=pb.Frame(data=exemplar, name="red-car.png"))])
+    from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
+
+    store = JobStore(Redis.from_url(server.redis_url), server.namespace)
+    with server.channel() as channel:
+        job = pb_grpc.SegmentationStub(channel).SubmitJob(request, timeout=60)
+        try:
+            assert list(job.prompts) == ["red-car"]
+            record = store.redis.hgetall(store.keys.job(job.id))
+            assert sum(len(value) for value in record.values()) < len(exemplar) / 2
+            assert store.load_exemplar(job.id, 0) == exemplar
+            assert store.get_job(job.id).prompt_specs[0].image.name == "red-car.png"
+        finally:
+            pb_grpc.SegmentationStub(channel).CancelJob(pb.CancelJobRequest(job_id=job.id), timeout=60)

@@ -288,19 +288,23 @@ def _decoded_frames(
 
 
 def job_prompts(runtime: WorkerRuntime, job: JobRecord) -> list[Prompt]:
-    """The job's prompts, an image prompt given by path read here from shared storage
-    (as a frame is: the owner's roots, then the storage roots and limits); raises
-    ``BadPrompt``."""
+    """The job's prompts, each image prompt's file read: from the store (sent as bytes) or
+    from shared storage (as a frame is: the owner's roots, then the storage roots and
+    limits); raises ``BadPrompt`` or ``InputsExpired``."""
     prompts = job.specs
     for index, prompt in enumerate(prompts):
-        if prompt.image is not None and not prompt.image.data:
+        if prompt.image is not None and not prompt.image.path:
+            data = runtime.store.load_exemplar(job.id, index)
+        elif prompt.image is not None:
             try:
                 if job.storage_access is not None:
                     job.storage_access.check_read(prompt.image.path)
                 data = runtime.storage.read_frame(prompt.image.path)
             except ValueError as error:
                 raise BadPrompt(f"prompt_specs[{index}].image ({prompt.image.path}): {error}") from None
-            prompts[index] = dataclasses.replace(prompt, image=dataclasses.replace(prompt.image, data=data))
+        else:
+            continue
+        prompts[index] = dataclasses.replace(prompt, image=dataclasses.replace(prompt.image, data=data))
     return prompts
 
 
