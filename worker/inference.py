@@ -14,6 +14,7 @@ pair. Here, exactly the same logits come from:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
@@ -37,7 +38,7 @@ class MaskModel:
         self.loaded = loaded
         self._model = loaded.model
         self._extract_layers = list(self._model.extract_layers)
-        self._text_cache: OrderedDict[Condition, torch.Tensor] = OrderedDict()
+        self._text_cache: OrderedDict[str | bytes, torch.Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size
         self._all_vision_layers = _drop_unread_vision_layers(self._model)
         self._vision = self._model.clip.vision_model
@@ -60,16 +61,18 @@ class MaskModel:
 
         Prompts longer than CLIP's 77 tokens are truncated (the plain call would fail). An
         ``Exemplar`` (its ``data`` set) is embedded as the model's conditional pixel values:
-        the image as frames are read, through the processor's preprocessing.
+        the image as frames are read, through the processor's preprocessing; the cache keeps
+        its digest, not its bytes.
         """
-        missing = [prompt for prompt in dict.fromkeys(prompts) if prompt not in self._text_cache]
-        for prompt in missing:
-            self._text_cache[prompt] = self._embedding(prompt)
-            if len(self._text_cache) > self._text_cache_size:
-                self._text_cache.popitem(last=False)
-        for prompt in prompts:
-            self._text_cache.move_to_end(prompt)
-        return torch.stack([self._text_cache[prompt] for prompt in prompts])
+        keys = [_cache_key(prompt) for prompt in prompts]
+        for key, prompt in dict(zip(keys, prompts)).items():
+            if key not in self._text_cache:
+                self._text_cache[key] = self._embedding(prompt)
+                if len(self._text_cache) > self._text_cache_size:
+                    self._text_cache.popitem(last=False)
+        for key in keys:
+            self._text_cache.move_to_end(key)
+        return torch.stack([self._text_cache[key] for key in keys])
 
     def _embedding(self, condition: Condition) -> torch.Tensor:
         if isinstance(condition, Exemplar):
@@ -140,6 +143,11 @@ class MaskModel:
             chunk_features = [feature.index_select(0, frames) for feature in features]
             chunks.append(self._model.decoder(chunk_features, conditions.index_select(0, conds)).logits)
         return torch.cat(chunks)
+
+def _cache_key(condition: Condition) -> str | bytes:
+    """A text is its own key; an exemplar is keyed by its file's SHA-256 (bytes, never a str)."""
+    return hashlib.sha256(condition.data).digest() if isinstance(condition, Exemplar) else condition
+
 
 def _drop_unread_vision_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """Drops the vision layers after the last one the decoder reads; returns them all."""
