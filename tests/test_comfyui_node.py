@@ -42,10 +42,10 @@ PARAMS = dict(threshold=0.5, smooth=9, dilate=2, blur=4)
 PROMPT = "red car"
 
 
-def load_like_comfyui(folder: Path = NODE_FOLDER, name: str = "maskfarm_comfyui_under_test") -> ModuleType:
+def load_like_comfyui(folder: Path = NODE_FOLDER, name: str = "maskfarm-comfyui") -> ModuleType:
     """Imports a custom-node folder as ComfyUI does: its ``__init__.py`` as a package
-    under a module name of ComfyUI's choosing."""
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    named after the folder (here the name README.md gives the link)."""
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py")  # ComfyUI's very call
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -114,7 +114,7 @@ def test_the_node_loads_without_comfyui_torch_or_the_client_imported():
         import importlib.util, sys
         assert importlib.util.find_spec("comfy") is None
         spec = importlib.util.spec_from_file_location(
-            "maskfarm_comfyui", {str(NODE_FOLDER / "__init__.py")!r}, submodule_search_locations=[{str(NODE_FOLDER)!r}])
+            "maskfarm_comfyui", {str(NODE_FOLDER / "__init__.py")!r})
         nodes = sys.modules["maskfarm_comfyui"] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(nodes)
         assert not {{"torch", "maskfarm.client.client"}} & set(sys.modules), "imported at load time"
@@ -123,6 +123,21 @@ def test_the_node_loads_without_comfyui_torch_or_the_client_imported():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['ApplyCLIPSegMaskfarm']"
+
+
+def test_a_folder_named_maskfarm_says_to_rename_it():
+    """ComfyUI would load a folder called ``maskfarm`` as the module ``maskfarm``, hiding the
+    client package: the node refuses to load, saying so, instead of failing when it runs."""
+    script = textwrap.dedent(f"""
+        import importlib.util, sys
+        spec = importlib.util.spec_from_file_location("maskfarm", {str(NODE_FOLDER / "__init__.py")!r})
+        sys.modules["maskfarm"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["maskfarm"])
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "ImportError: this custom-node folder is named 'maskfarm'" in result.stderr
+    assert "rename it (custom_nodes/maskfarm-comfyui, say)" in result.stderr
 
 
 def test_a_four_frame_batch_gives_the_nodes_masks(nodes, service, tiny_model_dir):
