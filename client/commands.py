@@ -370,11 +370,14 @@ def _model_problem(model: str) -> str | None:
 
 def describe_job(job) -> str:
     """A job as ``key  value`` lines, for ``maskfarm status``."""
+    from maskfarm.client.prompts import describe_prompt
+
     state = job.state.value + (" (cancel requested)" if job.cancel_requested and not job.state.terminal else "")
     lines = [("job", job.id), ("state", state), ("progress", f"{job.done}/{job.total} frames")]
     if job.error_code:
         lines.append(("error", f"{job.error_code}: {job.error_message}"))
-    lines += [("prompts", ", ".join(job.prompts)), ("format", job.format), ("priority", job.priority)]
+    prompts = ", ".join(describe_prompt(prompt) for prompt in job.prompt_specs or job.prompts)
+    lines += [("prompts", prompts), ("format", job.format), ("priority", job.priority)]
     if job.labels:
         lines.append(("labels", " ".join(f"{k}={v}" for k, v in sorted(job.labels.items()))))
     lines += [("created", _time(job.created)), ("started", _time(job.started)), ("finished", _time(job.finished))]

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from maskfarm.client.prompts import Prompt, prompt_from_message
 from maskfarm.v1 import segmentation_pb2 as pb
 
 
@@ -74,6 +75,9 @@ class Job:
     keep_going: bool = False
     output_dir: str = ""
     """Shared storage: where the worker writes the masks ("" when they come as bytes)."""
+    prompt_specs: tuple[Prompt, ...] = ()
+    """The prompts with their negatives, own parameters or images (an image without its
+    bytes), for a job submitted with any; empty for plain prompts (see ``prompts``)."""
 
     @classmethod
     def from_message(cls, job: pb.Job) -> Job:
@@ -103,6 +107,7 @@ class Job:
             failed=job.progress.failed_frames,
             keep_going=job.keep_going,
             output_dir=job.output_dir,
+            prompt_specs=tuple(prompt_from_message(prompt) for prompt in job.prompt_specs),
         )
 
 

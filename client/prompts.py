@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 from maskfarm.client.errors import InvalidRequest
 from maskfarm.client.frames import FrameSource, encode_frame
-from maskfarm.server.prompts import Exemplar, Prompt, prompt_name
+from maskfarm.server.prompts import OVERRIDES, Exemplar, Prompt, prompt_name
 from maskfarm.v1 import segmentation_pb2 as pb
 
-__all__ = ["Exemplar", "Prompt", "image_prompt", "prompt_fields", "prompt_name"]
+__all__ = ["Exemplar", "Prompt", "describe_prompt", "image_prompt", "prompt_fields", "prompt_from_message",
+           "prompt_message", "prompt_name"]
 
 
 def image_prompt(image: FrameSource | tuple[str, FrameSource], **options: object) -> Prompt:
@@ -38,10 +39,30 @@ def prompt_fields(prompts: Sequence[str | Prompt]) -> dict[str, list]:
             raise InvalidRequest(f"prompts[{index}]: a string or a Prompt is required, got {type(prompt).__name__}")
     if all(isinstance(prompt, str) or prompt.is_plain for prompt in prompts):
         return {"prompts": [prompt_name(prompt) for prompt in prompts]}
-    return {"prompt_specs": [_prompt_message(prompt) for prompt in prompts]}
+    return {"prompt_specs": [prompt_message(prompt) for prompt in prompts]}
 
 
-def _prompt_message(prompt: str | Prompt) -> pb.Prompt:
+def describe_prompt(prompt: str | Prompt) -> str:
+    """A prompt in a few words: ``person (not shadow; threshold 0.3)``."""
+    if isinstance(prompt, str) or prompt.is_plain:
+        return prompt_name(prompt)
+    notes = [f"not {', '.join(prompt.negatives)}"] if prompt.negatives else []
+    notes += [f"{name} {value:g}" for name, value in prompt.overrides.items()]
+    name = f"image {prompt.image.name or prompt.image.path or prompt.name}" if prompt.image is not None else prompt.text
+    return f"{name} ({'; '.join(notes)})" if notes else name
+
+
+def prompt_from_message(message: pb.Prompt) -> Prompt:
+    """A Prompt message as a ``Prompt`` (unchecked: the server checks what it is sent)."""
+    image = None
+    if message.HasField("image"):
+        image = Exemplar(message.image.data, message.image.path, message.image.name)
+    overrides = {name: getattr(message.params, name) for name in OVERRIDES if message.params.HasField(name)}
+    return Prompt(message.text, tuple(message.negatives), image=image, **overrides)
+
+
+def prompt_message(prompt: str | Prompt) -> pb.Prompt:
+    """A prompt as the API's Prompt message."""
     if isinstance(prompt, str):
         return pb.Prompt(text=prompt)
     image = prompt.image

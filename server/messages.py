@@ -7,6 +7,7 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from maskfarm.client.prompts import prompt_message
 from maskfarm.server.jobs import ErrorCode, FrameResult, JobRecord, JobState, OutputFormat, Priority
 from maskfarm.server.queue import WorkerStatus
 from maskfarm.v1 import segmentation_pb2 as pb
@@ -64,6 +65,7 @@ def job_message(job: JobRecord) -> pb.Job:
         keep_going=job.keep_going,
         output_dir=job.output_dir,
         exr=pb.ExrOptions(layer=job.exr.layer, exposure=job.exr.exposure),
+        prompt_specs=[prompt_message(prompt.without_image_data()) for prompt in job.prompt_specs],
     )
     if job.started_at is not None:
         message.start_time.CopyFrom(_timestamp(job.started_at))

@@ -232,3 +232,19 @@ def test_an_image_prompt_s_bytes_are_kept_beside_the_frames_not_in_the_job_recor
             assert store.get_job(job.id).prompt_specs[0].image.name == "red-car.png"
         finally:
             pb_grpc.SegmentationStub(channel).CancelJob(pb.CancelJobRequest(job_id=job.id), timeout=60)
+
+
+def test_a_job_shows_its_prompts_as_given(cluster, files):
+    prompts = ["car", Prompt("person", negatives=("shadow", "cast shadow"), threshold=0.3, dilate=2),
+               image_prompt(files["red-car.png"], negatives=("road",))]
+    with Client(cluster.target, timeout=300) as client:
+        job = client.submit([files["shot.1001.png"]], prompts)
+        plain = client.submit([files["shot.1001.png"]], ["car", "sky"])
+        fetched = client.get(job.id)
+    assert fetched.prompts == ("car", "person", "red-car")
+    assert fetched.prompt_specs[:2] == (Prompt("car"), prompts[1])
+    assert fetched.prompt_specs[2].image.name == "red-car.png" and not fetched.prompt_specs[2].image.data
+    assert plain.prompt_specs == ()
+    status = maskfarm("status", job.id, target=cluster.target)
+    assert status.returncode == 0, status.stderr
+    assert "car, person (not shadow, cast shadow; threshold 0.3; dilate 2), image red-car.png (not road)" in status.stdout

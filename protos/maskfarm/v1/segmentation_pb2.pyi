@@ -181,7 +181,7 @@ class Provenance(_message.Message):
     def __init__(self, model: _Optional[str] = ..., revision: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., maskfarm_version: _Optional[str] = ..., worker: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "progress", "error", "create_time", "start_time", "finish_time", "labels", "provenance", "prompts", "frame_names", "params", "format", "priority", "request_id", "cancel_requested", "keep_going", "output_dir", "exr")
+    __slots__ = ("id", "state", "progress", "error", "create_time", "start_time", "finish_time", "labels", "provenance", "prompts", "frame_names", "params", "format", "priority", "request_id", "cancel_requested", "keep_going", "output_dir", "exr", "prompt_specs")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +208,7 @@ class Job(_message.Message):
     KEEP_GOING_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
     EXR_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_SPECS_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: JobState
     progress: Progress
@@ -227,7 +228,8 @@ class Job(_message.Message):
     keep_going: bool
     output_dir: str
     exr: ExrOptions
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., prompts: _Optional[_Iterable[str]] = ..., frame_names: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., request_id: _Optional[str] = ..., cancel_requested: bool = ..., keep_going: bool = ..., output_dir: _Optional[str] = ..., exr: _Optional[_Union[ExrOptions, _Mapping]] = ...) -> None: ...
+    prompt_specs: _containers.RepeatedCompositeFieldContainer[Prompt]
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., prompts: _Optional[_Iterable[str]] = ..., frame_names: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., request_id: _Optional[str] = ..., cancel_requested: bool = ..., keep_going: bool = ..., output_dir: _Optional[str] = ..., exr: _Optional[_Union[ExrOptions, _Mapping]] = ..., prompt_specs: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ...) -> None: ...
 
 class Mask(_message.Message):
     __slots__ = ("prompt_index", "prompt", "is_union", "format", "data", "width", "height", "path")
