@@ -9,6 +9,11 @@ with a Sentinel URL that means a replica held it, Redis ``WAIT``) finishes.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -17,12 +22,14 @@ from typing import TypeVar
 
 import grpc
 import pytest
+import redis
+from grpc_health.v1 import health_pb2
 
 from maskfarm.server.redis_clients import SentinelUrl
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
 from tests.sentinels import SERVICE_NAME, sentinel_group
-from tests.services import ServerProcess, maskfarm_server, maskfarm_worker, wait_for
+from tests.services import ServerProcess, free_port, maskfarm_server, maskfarm_worker, wait_for
 
 FAST_RECOVERY = ("--heartbeat-s", "0.5", "--job-lease-s", "3", "--maintenance-s", "1", "--max-batch", "1")
 JOBS = 24
@@ -163,3 +170,40 @@ def test_a_failover_loses_no_acknowledged_job(tiny_model_dir):
         assert group.primary_port() == group.first_replica
         print(f"failover: {acknowledged_before} jobs acknowledged before the kill, {JOBS} in all; "
               f"{len(submitter.refusals)} refusals meanwhile, e.g. {submitter.refusals[:2]}")
+
+
+def test_up_runs_a_farm_on_a_sentinel_url(tiny_model_dir):
+    """``maskfarm up --redis-url redis+sentinel://...``: its server and worker find the
+    primary through the Sentinels, and a job runs."""
+    with sentinel_group() as group:
+        target = f"127.0.0.1:{free_port()}"
+        command = [sys.executable, "-m", "maskfarm.client.cli", "up", "--listen", target, "--redis-url", group.url,
+                   "--model", str(tiny_model_dir), "--device", "cpu", "--stop-timeout", "10"]
+        with tempfile.TemporaryFile() as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            try:
+                server = ServerProcess(target, group.url, "maskfarm", process)
+                wait_for(lambda: process.poll() is not None or _serving(server), "maskfarm up to serve",
+                         timeout=PATIENCE_S)
+                assert process.poll() is None, log.seek(0) or log.read().decode(errors="replace")
+                stub = server.stub()
+                job_id = until_available(lambda: stub.SubmitJob(submit_request(0), timeout=30)).id
+                wait_for(lambda: stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30).job.state
+                         == pb.JOB_STATE_SUCCEEDED, "the job to succeed", timeout=PATIENCE_S)
+                with redis.Redis(port=group.primary_port()) as primary:
+                    assert primary.exists(f"rq:job:{job_id}"), "the job lives on the primary the Sentinels name"
+            finally:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def _serving(server: ServerProcess) -> bool:
+    try:
+        return server.health() == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
