@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2
 from maskfarm.server.redis_clients import SentinelUrl
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
-from tests.sentinels import SERVICE_NAME, sentinel_group
+from tests.sentinels import sentinel_group
 from tests.services import ServerProcess, free_port, maskfarm_server, maskfarm_worker, wait_for
 
 FAST_RECOVERY = ("--heartbeat-s", "0.5", "--job-lease-s", "3", "--maintenance-s", "1", "--max-batch", "1")
