@@ -127,7 +127,8 @@ def test_an_override_out_of_range_names_the_parameter():
         Prompt("sky", threshold=2.0).params(MaskParams())
 
 
-def test_an_image_prompt_equals_the_model_called_with_conditional_pixel_values(segmenter, inputs, plain_model, processor):
+def test_an_image_prompt_equals_the_model_called_with_conditional_pixel_values(segmenter, inputs, plain_model,
+                                                                               processor):
     """CLIPSegForImageSegmentation(pixel_values=frame, conditional_pixel_values=exemplar), then the node's steps."""
     import io
 
@@ -143,7 +144,8 @@ def test_an_image_prompt_equals_the_model_called_with_conditional_pixel_values(s
     conditional = pixel_values([torch.from_numpy(exemplar)], PixelSpec.from_processor(processor), torch.device("cpu"),
                                torch.float32)
     with torch.no_grad():
-        logits = plain_model(pixel_values=batch, conditional_pixel_values=conditional.expand(len(frames), -1, -1, -1)).logits
+        exemplars = conditional.expand(len(frames), -1, -1, -1)
+        logits = plain_model(pixel_values=batch, conditional_pixel_values=exemplars).logits
     threshold = float(torch.sigmoid(logits).median())
     params = MaskParams(threshold=threshold, smooth=3)
     sizes = [frame.shape[:2] for frame in frames]

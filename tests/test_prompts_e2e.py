@@ -160,7 +160,8 @@ def test_bad_prompt_specs_are_refused_naming_the_field(cluster, files, spec, fie
     from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
 
     with pytest.raises(grpc.RpcError) as raised:
-        pb_grpc.SegmentationStub(channel).SubmitJob(pb.SubmitJobRequest(frames=[frame], prompt_specs=[spec]), timeout=60)
+        request = pb.SubmitJobRequest(frames=[frame], prompt_specs=[spec])
+        pb_grpc.SegmentationStub(channel).SubmitJob(request, timeout=60)
     channel.close()
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert raised.value.details().startswith(f"{field}:"), raised.value.details()
@@ -247,4 +248,5 @@ def test_a_job_shows_its_prompts_as_given(cluster, files):
     assert plain.prompt_specs == ()
     status = maskfarm("status", job.id, target=cluster.target)
     assert status.returncode == 0, status.stderr
-    assert "car, person (not shadow, cast shadow; threshold 0.3; dilate 2), image red-car.png (not road)" in status.stdout
+    described = "car, person (not shadow, cast shadow; threshold 0.3; dilate 2), image red-car.png (not road)"
+    assert described in status.stdout, status.stdout

@@ -13,7 +13,8 @@ vision tower once for all its frames and the decoder over all its (frame, prompt
 A prompt may be a ``maskfarm.server.prompts.Prompt``: its negatives are more conditions
 decoded against the same vision features (no second vision pass), each post-processed with
 the prompt's parameters; its mask is the positive's minus the negatives' maximum, clamped
-to [0, 1], at the frame's size.
+to [0, 1], at the frame's size. Its positive may be an exemplar image instead of a text
+(CLIPSeg's visual prompt), embedded once and cached as a text is.
 """
 
 from __future__ import annotations
