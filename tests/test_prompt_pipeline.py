@@ -156,3 +156,29 @@ def test_an_image_prompt_equals_the_model_called_with_conditional_pixel_values(s
         expected = reference(logits[position], size, params)
         assert 0 < expected.mean() < 1
         assert_close(ours[position][0], expected)
+
+
+def test_negatives_and_an_exemplar_cost_no_second_vision_pass_over_the_frames(tiny_model_dir, monkeypatch):
+    """Per chunk one vision pass over its frames, whatever the negatives; the exemplar is embedded once."""
+    import io
+
+    from PIL import Image
+
+    from maskfarm.server.prompts import Exemplar
+    from maskfarm.worker.inference import MaskModel
+
+    encoded = io.BytesIO()
+    Image.fromarray(reference_rgb_uint8(make_frame("RGB", (30, 30), seed=3))).save(encoded, format="PNG")
+    prompts = [Prompt("person", negatives=("shadow", "car")), Prompt(image=Exemplar(encoded.getvalue()),
+                                                                      negatives=("sky",))]
+    passes, embedded = [], []
+    vision_features, embedding = MaskModel.vision_features, MaskModel._embedding
+    monkeypatch.setattr(MaskModel, "vision_features", lambda self, values: passes.append(values.shape[0])
+                        or vision_features(self, values))
+    monkeypatch.setattr(MaskModel, "_embedding", lambda self, condition: embedded.append(condition)
+                        or embedding(self, condition))
+    segmenter = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=10)
+    masks = segmenter.segment([make_frame("RGB", (40, 30), seed) for seed in range(4)], prompts)
+    assert [m.masks.shape for m in masks] == [(2, 30, 40)] * 4
+    assert passes == [2, 2], "one pass over each chunk's frames (5 conditions a frame, 10 a chunk)"
+    assert sum(isinstance(condition, Exemplar) for condition in embedded) == 1
