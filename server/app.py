@@ -24,7 +24,7 @@ from maskfarm.server.events import JobEvents
 from maskfarm.server.memory import return_large_blocks_when_freed
 from maskfarm.server.metrics import serve_metrics
 from maskfarm.server.queue import JobQueue, QueueLimits
-from maskfarm.server.redis_clients import ReplicaWait, async_redis_from_url, redis_from_url
+from maskfarm.server.redis_clients import ReplicaWait, async_redis_from_url, redacted_url, redis_from_url
 from maskfarm.server.servicer import SegmentationServicer
 from maskfarm.server.settings import ServerSettings
 from maskfarm.server.store import JobStore
@@ -78,7 +78,7 @@ async def serve(settings: ServerSettings) -> None:
 
     await server.start()
     log.info("serving %s on %s (%s, %s; Redis %s, namespace %r)", SERVICE_NAME, settings.listen,
-             _transport(settings), _auth(settings), _redacted(settings.redis_url), settings.namespace)
+             _transport(settings), _auth(settings), redacted_url(settings.redis_url), settings.namespace)
     if settings.storage_roots:
         log.info("shared storage under %s", ", ".join(settings.storage_roots))
     monitor = asyncio.create_task(_report_health(health, connection))
@@ -192,10 +192,3 @@ async def _wait_for_stop_signal() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-
-
-def _redacted(url: str) -> str:
-    """The Redis URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}***@{host}" if at else url

@@ -101,6 +101,13 @@ def is_sentinel_url(url: str) -> bool:
     return url.startswith(SENTINEL_SCHEME + "://")
 
 
+def redacted_url(url: str) -> str:
+    """The Redis URL without its password, for logs and messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if at else url
+
+
 def redis_from_url(url: str, **options: Any) -> redis.Redis:
     """A client of the Redis at ``url`` (``options``: redis-py connection options such as
     ``socket_timeout``); through Sentinel for ``redis+sentinel://``."""

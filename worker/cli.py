@@ -165,7 +165,7 @@ def run_worker(args: argparse.Namespace) -> int:
         print(f"maskfarm worker: {problem}", file=sys.stderr)
         return 2
     from maskfarm.worker.model import ModelLoadError
-    from maskfarm.worker.runner import WorkerSettings, run
+    from maskfarm.worker.runner import RedisUnreachable, WorkerSettings, run
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -185,6 +185,10 @@ def run_worker(args: argparse.Namespace) -> int:
         return run(settings)
     except ModelLoadError as error:
         print(f"maskfarm worker: {error}", file=sys.stderr)
+        return 2
+    except RedisUnreachable as error:
+        print(f"maskfarm worker: {error}\nStart Redis (redis-server), or point --redis-url / MASKFARM_REDIS_URL "
+              "at the one the server uses.", file=sys.stderr)
         return 2
 
 

@@ -45,7 +45,7 @@ from rq.serializers import JSONSerializer
 from maskfarm.server.jobs import DEFAULT_NAMESPACE, JOB_FUNCTION, PRIORITIES, Provenance, WorkerInfo, queue_name
 from maskfarm.server.frame_files import ImageLimits, configure_pillow
 from maskfarm.server.storage import StorageRoots
-from maskfarm.server.redis_clients import redis_from_url
+from maskfarm.server.redis_clients import redacted_url, redis_from_url
 from maskfarm.server.store import JobStore
 from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
 from maskfarm.worker import liveness
@@ -385,12 +385,14 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter, codec: CodecPoo
 
 def run(settings: WorkerSettings) -> int:
     """Loads and warms the model, then serves until stopped (or, with ``burst``, until
-    the queues are empty). Returns the exit status; raises ``ModelLoadError``.
+    the queues are empty). Returns the exit status; raises ``RedisUnreachable`` or
+    ``ModelLoadError``.
 
     RQ's work loop quits when Redis goes away outside its dequeue wait (mid-job, say);
     the model stays loaded and a new worker with the same name starts once Redis answers
     again, so a Redis restart never needs the worker restarted.
     """
+    check_redis(settings.redis_url)
     segmenter = Segmenter.load(settings.model, settings.device, settings.dtype, settings.max_batch,
                                settings.compile)
     segmenter.warm()
@@ -423,6 +425,23 @@ def run(settings: WorkerSettings) -> int:
         log.warning("worker %s stopped serving; starting again once Redis answers", worker.name)
         if not _wait_for_redis(worker, backoff):
             return 0
+
+
+class RedisUnreachable(RuntimeError):
+    """The worker's Redis did not answer when the worker started."""
+
+
+def check_redis(url: str, timeout_s: float = 5.0) -> None:
+    """Raises ``RedisUnreachable`` unless the Redis at ``url`` answers a PING within
+    ``timeout_s``: asked before the model loads, so a wrong URL costs seconds, not a load.
+    (Once serving, a worker waits for Redis to come back instead.)"""
+    client = redis_from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client.ping()
+    except RedisError as error:
+        raise RedisUnreachable(f"cannot reach Redis at {redacted_url(url)}: {error}") from None
+    finally:
+        client.close()
 
 
 class _Backoff:
