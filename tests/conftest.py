@@ -22,6 +22,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def processor(tiny_model_dir: Path):
+    """The tiny model's CLIPSegProcessor, as the reference computations use it."""
+    from transformers import CLIPSegProcessor
+
+    return CLIPSegProcessor.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def plain_model(tiny_model_dir: Path):
+    """The tiny model as transformers loads it, untouched by maskfarm (the reference)."""
+    from transformers import CLIPSegForImageSegmentation
+
+    return CLIPSegForImageSegmentation.from_pretrained(tiny_model_dir).eval()
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """The URL of a private redis-server for this test session."""
     with redis_server() as url:

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
 from maskfarm.server.params import MaskParams
 from maskfarm.worker.frames import to_rgb_uint8
@@ -54,16 +53,6 @@ def make_frame(mode: str, size: tuple[int, int], seed: int = 0):
 
 
 MODES = ["RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "I;16", "float", "uint16-rgb", "gray-array", "rgba-array"]
-
-
-@pytest.fixture(scope="module")
-def processor(tiny_model_dir) -> CLIPSegProcessor:
-    return CLIPSegProcessor.from_pretrained(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def plain_model(tiny_model_dir) -> CLIPSegForImageSegmentation:
-    return CLIPSegForImageSegmentation.from_pretrained(tiny_model_dir).eval()
 
 
 @pytest.fixture(scope="module")

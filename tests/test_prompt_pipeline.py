@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
 from maskfarm.server.params import MaskParams
 from maskfarm.server.prompts import Prompt
@@ -16,16 +15,6 @@ from tests.reference import reference_logits, reference_masks, reference_rgb_uin
 from tests.test_pipeline import make_frame
 
 PROMPTS = ["person", "shadow", "sky", "car"]
-
-
-@pytest.fixture(scope="module")
-def processor(tiny_model_dir) -> CLIPSegProcessor:
-    return CLIPSegProcessor.from_pretrained(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def plain_model(tiny_model_dir) -> CLIPSegForImageSegmentation:
-    return CLIPSegForImageSegmentation.from_pretrained(tiny_model_dir).eval()
 
 
 @pytest.fixture(scope="module")
