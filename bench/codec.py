@@ -64,20 +64,31 @@ def main() -> None:
     pngs = [smooth_png(rng, width, height) for _ in range(args.frames)]
     masks = [blob_mask(rng, width, height) for _ in range(args.frames)]
 
-    print(f"codec benchmark: {args.frames} frames of {width}x{height} PNG (mean {np.mean([len(p) for p in pngs]) / 1e6:.2f} MB), "
-          f"PNG8 masks; {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(
+        f"codec benchmark: {args.frames} frames of {width}x{height} PNG (mean {np.mean([len(p) for p in pngs]) / 1e6:.2f} MB), "
+        f"PNG8 masks; {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    )
     print(f"{'threads':>7} {'decode frames/s':>16} {'encode frames/s':>16} {'both, ms/frame':>15}")
     baseline = None
     for threads in map(int, args.threads.split(",")):
         pool = CodecPool(threads)
         decode = min(timed(lambda: list(pool.map(decode_frame, pngs))) for _ in range(args.repeats))
-        encode = min(timed(lambda: [result() for _, result in pool.in_order(
-            lambda m: frame_result(0, m, OutputFormat.PNG8, False), masks)]) for _ in range(args.repeats))
+        encode = min(
+            timed(
+                lambda: [
+                    result()
+                    for _, result in pool.in_order(lambda m: frame_result(0, m, OutputFormat.PNG8, False), masks)
+                ]
+            )
+            for _ in range(args.repeats)
+        )
         pool.close()
         both = 1000 * (decode + encode) / args.frames
         baseline = baseline or both
-        print(f"{threads:>7} {args.frames / decode:>16.1f} {args.frames / encode:>16.1f} {both:>15.1f}"
-              f"   {baseline / both:.2f}x")
+        print(
+            f"{threads:>7} {args.frames / decode:>16.1f} {args.frames / encode:>16.1f} {both:>15.1f}"
+            f"   {baseline / both:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -47,15 +47,22 @@ PROMPTS = ["car"]
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--modes", default="shared,bytes", help="shared (frames and masks by path), bytes (through "
-                                                                 "gRPC and Redis), or both (default)")
+    parser.add_argument(
+        "--modes",
+        default="shared,bytes",
+        help="shared (frames and masks by path), bytes (through gRPC and Redis), or both (default)",
+    )
     parser.add_argument("--job-frames", default="1,8,32", help="frames per job, comma separated (default 1,8,32)")
     parser.add_argument("--frames", type=int, default=512, help="frames per case (default 512)")
     parser.add_argument("--workers", type=int, default=2, help="stand-in workers (default 2)")
     parser.add_argument("--servers", type=int, default=1, help="maskfarm servers (default 1)")
     parser.add_argument("--in-flight", type=int, default=8, help="jobs submitted and watched at once (default 8)")
-    parser.add_argument("--model-ms", type=float, default=2.0, help="the stand-in model's time per frame "
-                                                                    "(default 2: a 500 frames/s GPU)")
+    parser.add_argument(
+        "--model-ms",
+        type=float,
+        default=2.0,
+        help="the stand-in model's time per frame (default 2: a 500 frames/s GPU)",
+    )
     parser.add_argument("--worker-fps", type=float, default=500.0, help="one GPU worker's frames/s (default 500)")
     parser.add_argument("--size", type=int, default=64, help="frame side, pixels (default 64)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -76,8 +83,14 @@ def stand_in_segmenter(model_ms: float, max_batch: int = 64):
 
     class StandInSegmenter(Segmenter):
         def __init__(self) -> None:  # no model to load
-            self.loaded = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, name="stand-in",
-                                          revision="", dtype_name="fp32", synthetic=False)
+            self.loaded = SimpleNamespace(
+                device=torch.device("cpu"),
+                dtype=torch.float32,
+                name="stand-in",
+                revision="",
+                dtype_name="fp32",
+                synthetic=False,
+            )
             self.max_batch = max_batch
             self.compiled = False
             self.observer = None
@@ -97,8 +110,13 @@ def serve_worker(spec: dict) -> int:
     from maskfarm.worker.codec_pool import CodecPool
     from maskfarm.worker.runner import WorkerSettings, build_worker
 
-    settings = WorkerSettings(redis_url=spec["redis_url"], namespace=spec["namespace"], name=spec["name"],
-                              storage_roots=tuple(spec["storage_roots"]), codec_threads=1)
+    settings = WorkerSettings(
+        redis_url=spec["redis_url"],
+        namespace=spec["namespace"],
+        name=spec["name"],
+        storage_roots=tuple(spec["storage_roots"]),
+        codec_threads=1,
+    )
     worker = build_worker(settings, stand_in_segmenter(spec["model_ms"]), CodecPool(1))
     worker.work(burst=False, with_scheduler=False, logging_level=None)
     return 0
@@ -118,9 +136,11 @@ class RedisSnapshot:
     def take(cls, client) -> RedisSnapshot:
         cpu = client.info("cpu")
         stats = {name.removeprefix("cmdstat_"): value for name, value in client.info("commandstats").items()}
-        return cls(float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
-                   {name: int(value["calls"]) for name, value in stats.items()},
-                   {name: int(value["usec"]) for name, value in stats.items()})
+        return cls(
+            float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+            {name: int(value["calls"]) for name, value in stats.items()},
+            {name: int(value["usec"]) for name, value in stats.items()},
+        )
 
 
 @dataclass
@@ -146,22 +166,29 @@ class CaseResult:
 
     def breakdown(self) -> str:
         """Each command's calls and in-command CPU per frame, most called first."""
-        return "; ".join(f"{name} {calls / self.frames:.2f} ({self.command_usec.get(name, 0) / self.frames:.1f} us)"
-                         for name, calls in self.top_commands if calls)
+        return "; ".join(
+            f"{name} {calls / self.frames:.2f} ({self.command_usec.get(name, 0) / self.frames:.1f} us)"
+            for name, calls in self.top_commands
+            if calls
+        )
 
     def row(self) -> str:
         top = ", ".join(f"{name} {calls / self.frames:.1f}" for name, calls in self.top_commands[:5])
-        return (f"{self.mode:>6} {self.job_frames:>3} | {self.frames / self.wall_s:8.0f} | "
-                f"{self.redis_us_per_frame:8.1f} {1e6 * self.redis_cpu_s / self.jobs:9.0f} | "
-                f"{self.redis_calls / self.frames:7.1f} {self.redis_calls / self.jobs:8.1f} | "
-                f"{1e6 * self.server_cpu_s / self.frames:8.0f} | {self.workers_per_redis_core:7.0f} | {top}")
+        return (
+            f"{self.mode:>6} {self.job_frames:>3} | {self.frames / self.wall_s:8.0f} | "
+            f"{self.redis_us_per_frame:8.1f} {1e6 * self.redis_cpu_s / self.jobs:9.0f} | "
+            f"{self.redis_calls / self.frames:7.1f} {self.redis_calls / self.jobs:8.1f} | "
+            f"{1e6 * self.server_cpu_s / self.frames:8.0f} | {self.workers_per_redis_core:7.0f} | {top}"
+        )
 
 
 WORKER_FPS = [500.0]
 """The GPU worker speed the workers-per-core figure is for (``--worker-fps``)."""
 
-HEADER = ("  mode fpj | frames/s | Redis CPU us/frame  us/job | cmds/frame cmds/job | server us/frame | "
-          "workers/core | commands per frame (top 5)")
+HEADER = (
+    "  mode fpj | frames/s | Redis CPU us/frame  us/job | cmds/frame cmds/job | server us/frame | "
+    "workers/core | commands per frame (top 5)"
+)
 
 
 class Farm:
@@ -181,21 +208,45 @@ class Farm:
         self.services.start_redis()
         for n in range(self.args.servers):
             target = f"127.0.0.1:{e2e.free_port()}"
-            process = self.services._spawn(e2e.maskfarm_command(
-                "server", "--listen", target, "--redis-url", self.services.redis_url, "--namespace",
-                self.services.namespace, "--storage-root", str(self.storage), "--grace-s", "1",
-                "--max-backlog-jobs", "100000"), f"server-{n}.log")
+            process = self.services._spawn(
+                e2e.maskfarm_command(
+                    "server",
+                    "--listen",
+                    target,
+                    "--redis-url",
+                    self.services.redis_url,
+                    "--namespace",
+                    self.services.namespace,
+                    "--storage-root",
+                    str(self.storage),
+                    "--grace-s",
+                    "1",
+                    "--max-backlog-jobs",
+                    "100000",
+                ),
+                f"server-{n}.log",
+            )
             e2e.wait_until(lambda t=target: e2e._serving(t), "maskfarm server", [process], timeout=60)
             self.targets.append(target)
             self.servers.append(process)
         names = [f"standin-{n}" for n in range(self.args.workers)]
         for name in names:
-            spec = {"redis_url": self.services.redis_url, "namespace": self.services.namespace, "name": name,
-                    "storage_roots": [str(self.storage)], "model_ms": self.args.model_ms}
-            self.services.workers.append(self.services._spawn(
-                [sys.executable, __file__, "--serve-worker", json.dumps(spec)], f"{name}.log"))
-        e2e.wait_until(lambda: set(names) <= e2e.listed_workers(self.targets[0]), "the stand-in workers",
-                       self.services.workers, timeout=300)
+            spec = {
+                "redis_url": self.services.redis_url,
+                "namespace": self.services.namespace,
+                "name": name,
+                "storage_roots": [str(self.storage)],
+                "model_ms": self.args.model_ms,
+            }
+            self.services.workers.append(
+                self.services._spawn([sys.executable, __file__, "--serve-worker", json.dumps(spec)], f"{name}.log")
+            )
+        e2e.wait_until(
+            lambda: set(names) <= e2e.listed_workers(self.targets[0]),
+            "the stand-in workers",
+            self.services.workers,
+            timeout=300,
+        )
 
     def stop(self) -> None:
         self.services.stop_all()
@@ -240,8 +291,18 @@ class Farm:
         usec = {name: n - before.usec.get(name, 0) for name, n in after.usec.items()}
         for own in ("info", "config|resetstat"):  # the snapshots' own
             calls.pop(own, None)
-        return CaseResult(mode, job_frames, jobs, jobs * job_frames, wall, after.cpu_s - before.cpu_s,
-                          sum(calls.values()), sorted(calls.items(), key=lambda kv: -kv[1]), usec, server_cpu)
+        return CaseResult(
+            mode,
+            job_frames,
+            jobs,
+            jobs * job_frames,
+            wall,
+            after.cpu_s - before.cpu_s,
+            sum(calls.values()),
+            sorted(calls.items(), key=lambda kv: -kv[1]),
+            usec,
+            server_cpu,
+        )
 
     def _frames(self, mode: str, job_frames: int) -> list:
         """Eight distinct frames: PNG bytes, or (shared storage) their files' paths."""
@@ -270,9 +331,11 @@ def verdict(results: list[CaseResult]) -> str:
         return "goal not measured (needs --modes shared and --job-frames 32)"
     us = goal[0].redis_us_per_frame
     state = "PASS" if us <= GOAL_US_PER_FRAME else "MISS"
-    return (f"50,000 frames/s goal (<= {GOAL_US_PER_FRAME:g} us of Redis CPU per frame, shared storage, 32-frame "
-            f"jobs): {state}: {us:.1f} us/frame, {goal[0].workers_per_redis_core:.0f} workers of "
-            f"{WORKER_FPS[0]:g} frames/s per Redis core ({us / GOAL_US_PER_FRAME:.2f}x the budget)")
+    return (
+        f"50,000 frames/s goal (<= {GOAL_US_PER_FRAME:g} us of Redis CPU per frame, shared storage, 32-frame "
+        f"jobs): {state}: {us:.1f} us/frame, {goal[0].workers_per_redis_core:.0f} workers of "
+        f"{WORKER_FPS[0]:g} frames/s per Redis core ({us / GOAL_US_PER_FRAME:.2f}x the budget)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,9 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.job_frames.split(",")]
     if set(modes) - {"shared", "bytes"}:
         raise SystemExit(f"--modes: shared and/or bytes, got {args.modes!r}")
-    print(f"{args.workers} stand-in workers ({args.model_ms:g} ms/frame), {args.servers} server(s), "
-          f"{args.frames} frames of {args.size}x{args.size} per case, {args.in_flight} jobs in flight, "
-          f"{len(PROMPTS)} prompt")
+    print(
+        f"{args.workers} stand-in workers ({args.model_ms:g} ms/frame), {args.servers} server(s), "
+        f"{args.frames} frames of {args.size}x{args.size} per case, {args.in_flight} jobs in flight, "
+        f"{len(PROMPTS)} prompt"
+    )
     results = []
     with tempfile.TemporaryDirectory(prefix="maskfarm-control-plane-") as scratch:
         farm = Farm(args, Path(scratch))
@@ -308,9 +373,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"per frame, {result.mode} {result.job_frames}-frame jobs: {result.breakdown()}")
     print(verdict(results))
     if args.json:
-        args.json.write_text(json.dumps([{**r.__dict__, "redis_us_per_frame": r.redis_us_per_frame,
-                                          "workers_per_redis_core": r.workers_per_redis_core} for r in results],
-                                        indent=2))
+        args.json.write_text(
+            json.dumps(
+                [
+                    {
+                        **r.__dict__,
+                        "redis_us_per_frame": r.redis_us_per_frame,
+                        "workers_per_redis_core": r.workers_per_redis_core,
+                    }
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -118,8 +118,10 @@ class Plan:
 
 
 PLANS = {
-    "default": {"tiny": Plan("tiny", 256, 60, 300, 4, 32, 16, 60, 200),
-                "full": Plan("full", 1024, 6, 16, 3, 32, 8, 6, 0)},
+    "default": {
+        "tiny": Plan("tiny", 256, 60, 300, 4, 32, 16, 60, 200),
+        "full": Plan("full", 1024, 6, 16, 3, 32, 8, 6, 0),
+    },
     "quick": {"tiny": Plan("tiny", 256, 20, 80, 2, 32, 16, 20, 60), "full": Plan("full", 352, 2, 4, 1, 16, 4, 3, 0)},
     "smoke": {"tiny": Plan("tiny", 64, 5, 12, 1, 8, 4, 5, 5), "full": Plan("full", 352, 1, 2, 1, 8, 2, 1, 0)},
 }
@@ -138,43 +140,75 @@ class Variant:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--models", default=None, help="comma-separated presets (default tiny,full; --smoke: tiny)")
     parser.add_argument("--workers", default=None, help="worker counts, comma-separated (default 1,2; --smoke: 1)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true",
-                      help="fewer jobs; full model at 352x352 with 16-frame jobs (~2-3 min)")
+    mode.add_argument(
+        "--quick", action="store_true", help="fewer jobs; full model at 352x352 with 16-frame jobs (~2-3 min)"
+    )
     mode.add_argument("--smoke", action="store_true", help="tiny model, 1 worker, a handful of jobs (< 1 min)")
-    parser.add_argument("--size", default=None,
-                        help="frame side in pixels: N for every model, or tiny=N,full=M (default tiny=256,full=1024)")
+    parser.add_argument(
+        "--size",
+        default=None,
+        help="frame side in pixels: N for every model, or tiny=N,full=M (default tiny=256,full=1024)",
+    )
     parser.add_argument("--jobs", type=int, help="single-frame jobs under load, per configuration")
     parser.add_argument("--isolated", type=int, help="sequential single-frame jobs, per configuration")
     parser.add_argument("--multi-jobs", type=int, help="multi-frame jobs per worker, per configuration")
     parser.add_argument("--frames-per-job", type=int, help="frames of a multi-frame job (default 32)")
     parser.add_argument("--clients", type=int, help="client threads for single-frame load (default 16; full 8)")
-    parser.add_argument("--prompts", type=int, default=1, choices=range(1, len(PROMPT_POOL) + 1),
-                        help="prompts per job (default 1)")
+    parser.add_argument(
+        "--prompts", type=int, default=1, choices=range(1, len(PROMPT_POOL) + 1), help="prompts per job (default 1)"
+    )
     parser.add_argument("--device", default="cpu", help="workers' and the in-process ceiling's device (default cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=("auto", "fp32", "bf16", "fp16"),
-                        help="workers' and the in-process ceiling's dtype (default fp32)")
-    parser.add_argument("--worker-threads", default="auto",
-                        help="torch threads per worker: auto = cores / workers (default), or a number")
-    parser.add_argument("--worker-arg", action="append", default=[], metavar="FLAG",
-                        help="extra flag for every maskfarm worker, repeatable (write --worker-arg=--flag=value)")
-    parser.add_argument("--batching", choices=("auto", "on", "off"), default=None,
-                        help="compare cross-job batching on the single-frame cases: auto = when the worker "
-                             "has --batch-frames (default; --smoke: off)")
+    parser.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="workers' and the in-process ceiling's dtype (default fp32)",
+    )
+    parser.add_argument(
+        "--worker-threads",
+        default="auto",
+        help="torch threads per worker: auto = cores / workers (default), or a number",
+    )
+    parser.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="extra flag for every maskfarm worker, repeatable (write --worker-arg=--flag=value)",
+    )
+    parser.add_argument(
+        "--batching",
+        choices=("auto", "on", "off"),
+        default=None,
+        help="compare cross-job batching on the single-frame cases: auto = when the worker "
+        "has --batch-frames (default; --smoke: off)",
+    )
     parser.add_argument("--batch-frames", type=int, default=16, help="--batch-frames of the batching side (default 16)")
-    parser.add_argument("--batch-wait-ms", type=float, default=None,
-                        help="--batch-wait-ms of the batching side (default: the worker's own)")
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=None,
+        help="--batch-wait-ms of the batching side (default: the worker's own)",
+    )
     parser.add_argument("--rq-isolated", type=int, help="sequential RQ no-op jobs")
     parser.add_argument("--rq-jobs", type=int, help="RQ no-op jobs drained per worker count")
-    parser.add_argument("--model-cache", default="/tmp/maskfarm-bench-models",
-                        help="where synthetic models are written once and reused (default %(default)s)")
+    parser.add_argument(
+        "--model-cache",
+        default="/tmp/maskfarm-bench-models",
+        help="where synthetic models are written once and reused (default %(default)s)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
-    parser.add_argument("--cost-rounds", type=int,
-                        help="rounds of the interleaved cost measurement (tiny, 1 worker; 0: skip)")
+    parser.add_argument(
+        "--cost-rounds", type=int, help="rounds of the interleaved cost measurement (tiny, 1 worker; 0: skip)"
+    )
     parser.add_argument("--in-process-child", help=argparse.SUPPRESS)
     parser.add_argument("--in-process-serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -214,9 +248,15 @@ def plans_for(args: argparse.Namespace) -> list[Plan]:
     plans = []
     for model in args.model_list:
         plan = PLANS[args.mode][model]
-        overrides = dict(size=args.sizes.get(model), isolated=args.isolated, load_jobs=args.jobs,
-                         multi_jobs_per_worker=args.multi_jobs, frames_per_job=args.frames_per_job,
-                         clients=args.clients, cost_rounds=args.cost_rounds)
+        overrides = dict(
+            size=args.sizes.get(model),
+            isolated=args.isolated,
+            load_jobs=args.jobs,
+            multi_jobs_per_worker=args.multi_jobs,
+            frames_per_job=args.frames_per_job,
+            clients=args.clients,
+            cost_rounds=args.cost_rounds,
+        )
         plans.append(replace(plan, **{k: v for k, v in overrides.items() if v is not None}))
     return plans
 
@@ -237,13 +277,17 @@ def batching_variants(args: argparse.Namespace, flags: set[str]) -> list[Variant
         if "--batch-wait-ms" not in flags:
             raise SystemExit("e2e: --batch-wait-ms given, but `maskfarm worker` has no such flag here")
         on += ["--batch-wait-ms", f"{args.batch_wait_ms:g}"]
-    return [Variant("batch off", ("--batch-frames", "0"), True), Variant(f"batch {args.batch_frames}", tuple(on), False)]
+    return [
+        Variant("batch off", ("--batch-frames", "0"), True),
+        Variant(f"batch {args.batch_frames}", tuple(on), False),
+    ]
 
 
 def worker_flags() -> set[str]:
     """The long flags ``maskfarm worker --help`` lists (to see whether batching exists yet)."""
-    help_text = subprocess.run(maskfarm_command("worker", "--help"), capture_output=True, text=True,
-                               env=child_env(1), timeout=60).stdout
+    help_text = subprocess.run(
+        maskfarm_command("worker", "--help"), capture_output=True, text=True, env=child_env(1), timeout=60
+    ).stdout
     return {word.strip("[],") for word in help_text.split() if word.startswith("--")}
 
 
@@ -287,8 +331,9 @@ def child_env(threads: int) -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
-def wait_until(ready: Callable[[], object], what: str, processes: Sequence[subprocess.Popen],
-               timeout: float = STARTUP_TIMEOUT_S) -> None:
+def wait_until(
+    ready: Callable[[], object], what: str, processes: Sequence[subprocess.Popen], timeout: float = STARTUP_TIMEOUT_S
+) -> None:
     """Polls ``ready()``; fails when a process it waits on exits or after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not ready():
@@ -338,28 +383,75 @@ class Services:
         import redis
 
         port = free_port()
-        self.redis = self._spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no", "--daemonize", "no", "--dir", str(self.logs)], "redis.log")
+        self.redis = self._spawn(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.logs),
+            ],
+            "redis.log",
+        )
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         with redis.Redis.from_url(self.redis_url) as client:
             wait_until(lambda: _pings(client), "redis-server", [self.redis], timeout=20)
 
     def start_server(self) -> None:
         self.target = f"127.0.0.1:{free_port()}"
-        self.server = self._spawn(maskfarm_command("server", "--listen", self.target, "--redis-url", self.redis_url,
-                                                   "--namespace", self.namespace, "--grace-s", "1"), "server.log")
+        self.server = self._spawn(
+            maskfarm_command(
+                "server",
+                "--listen",
+                self.target,
+                "--redis-url",
+                self.redis_url,
+                "--namespace",
+                self.namespace,
+                "--grace-s",
+                "1",
+            ),
+            "server.log",
+        )
         wait_until(lambda: _serving(self.target), "maskfarm server", [self.server], timeout=60)
 
     @contextmanager
-    def maskfarm_workers(self, label: str, count: int, model: Path, flags: Sequence[str], threads: int) -> Iterator[None]:
+    def maskfarm_workers(
+        self, label: str, count: int, model: Path, flags: Sequence[str], threads: int
+    ) -> Iterator[None]:
         """``count`` maskfarm workers, listed by the server (model loaded) before this yields.
         ``flags`` come after ``--model``, so they may override it or ``--device``/``--dtype``."""
         names = [f"{self.namespace}-{label}-{n}" for n in range(count)]
         metrics = [f"127.0.0.1:{free_port()}" for _ in names]
-        started = [self._spawn(maskfarm_command("worker", "--redis-url", self.redis_url, "--namespace", self.namespace,
-                                                "--name", name, "--metrics-listen", listen, "--model", str(model),
-                                                *flags), f"{name}.log", child_env(threads))
-                   for name, listen in zip(names, metrics)]
+        started = [
+            self._spawn(
+                maskfarm_command(
+                    "worker",
+                    "--redis-url",
+                    self.redis_url,
+                    "--namespace",
+                    self.namespace,
+                    "--name",
+                    name,
+                    "--metrics-listen",
+                    listen,
+                    "--model",
+                    str(model),
+                    *flags,
+                ),
+                f"{name}.log",
+                child_env(threads),
+            )
+            for name, listen in zip(names, metrics)
+        ]
         self.workers += started
         try:
             wait_until(lambda: set(names) <= listed_workers(self.target), f"{count} maskfarm workers", started)
@@ -376,15 +468,37 @@ class Services:
         from rq import Queue, Worker
 
         names = [f"{queue}-{n}-{uuid.uuid4().hex[:6]}" for n in range(count)]
-        started = [self._spawn([sys.executable, "-m", "rq.cli", "worker", "-w", "rq.worker.SimpleWorker",
-                                "-S", "rq.serializers.JSONSerializer", "-u", self.redis_url, "-n", name, queue],
-                               f"{name}.log") for name in names]
+        started = [
+            self._spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "rq.cli",
+                    "worker",
+                    "-w",
+                    "rq.worker.SimpleWorker",
+                    "-S",
+                    "rq.serializers.JSONSerializer",
+                    "-u",
+                    self.redis_url,
+                    "-n",
+                    name,
+                    queue,
+                ],
+                f"{name}.log",
+            )
+            for name in names
+        ]
         self.workers += started
         try:
             with redis.Redis.from_url(self.redis_url) as connection:
                 rq_queue = Queue(queue, connection=connection)
-                wait_until(lambda: Worker.count(connection=connection, queue=rq_queue) >= count,
-                           f"{count} rq workers", started, timeout=60)
+                wait_until(
+                    lambda: Worker.count(connection=connection, queue=rq_queue) >= count,
+                    f"{count} rq workers",
+                    started,
+                    timeout=60,
+                )
             yield
         finally:
             stop(started)
@@ -440,8 +554,12 @@ def synthetic_model(preset: str, cache: Path) -> Path:
         return path
     cache.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{preset}-", dir=cache))
-    subprocess.run(maskfarm_command("model", "synthetic", "--preset", preset, str(partial)), check=True,
-                   env=child_env(CORES), capture_output=True)
+    subprocess.run(
+        maskfarm_command("model", "synthetic", "--preset", preset, str(partial)),
+        check=True,
+        env=child_env(CORES),
+        capture_output=True,
+    )
     partial.rename(path)
     return path
 
@@ -534,9 +652,17 @@ class Interleaved:
 
 def ceiling_spec(plan: Plan, model: Path, prompts: list[str], threads: int, args: argparse.Namespace) -> dict:
     """What an in-process child runs (JSON on its command line)."""
-    return dict(model=str(model), preset=plan.model, size=plan.size, prompts=prompts, threads=threads,
-                repeats=plan.inproc_repeats, frames_per_job=plan.frames_per_job, device=args.device,
-                dtype=None if args.dtype == "auto" else args.dtype)
+    return dict(
+        model=str(model),
+        preset=plan.model,
+        size=plan.size,
+        prompts=prompts,
+        threads=threads,
+        repeats=plan.inproc_repeats,
+        frames_per_job=plan.frames_per_job,
+        device=args.device,
+        dtype=None if args.dtype == "auto" else args.dtype,
+    )
 
 
 def measure_in_process(plan: Plan, model: Path, prompts: list[str], threads: int, args: argparse.Namespace) -> Ceiling:
@@ -577,10 +703,16 @@ def in_process_child(spec: dict) -> dict:
     job = [frames[k % len(frames)] for k in range(spec["frames_per_job"])]
     segmenter.segment(job[: max(1, segmenter.max_batch // len(prompts))], prompts)  # the chunk's shapes, warm
     multi = min(timed(lambda: segmenter.segment(job, prompts)) for _ in range(2))
-    return dict(model=spec["preset"], size=spec["size"], threads=torch.get_num_threads(), torch=torch.__version__,
-                device=f"{segmenter.loaded.device} {segmenter.loaded.dtype_name}",
-                single_ms=1000 * float(np.median(single)), multi_fps=len(job) / multi,
-                codec_ms=codec_ms(segmenter, pool, prompts))
+    return dict(
+        model=spec["preset"],
+        size=spec["size"],
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        device=f"{segmenter.loaded.device} {segmenter.loaded.dtype_name}",
+        single_ms=1000 * float(np.median(single)),
+        multi_fps=len(job) / multi,
+        codec_ms=codec_ms(segmenter, pool, prompts),
+    )
 
 
 def in_process_serve(spec: dict) -> None:
@@ -598,8 +730,9 @@ class InProcessPipeline:
 
     def __init__(self, spec: dict, threads: int) -> None:
         command = [sys.executable, __file__, "--in-process-serve", json.dumps(spec)]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        env=child_env(threads))
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env(threads)
+        )
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError(f"in-process pipeline child exited with code {self.process.wait()}")
 
@@ -744,8 +877,9 @@ def run_job(client, frames: list[tuple[str, bytes]], prompts: list[str]) -> JobT
     if done_at is not None:
         return JobTiming(start, done_at, len(frames), stages)
     stored = {result.index for result in client.results(job.id) if result.masks}
-    problem = (f"job {job.id}: SUCCEEDED, but WatchJob sent {len(received)} of {len(frames)} frames "
-               f"(GetJob has {len(stored)})")
+    problem = (
+        f"job {job.id}: SUCCEEDED, but WatchJob sent {len(received)} of {len(frames)} frames (GetJob has {len(stored)})"
+    )
     return JobTiming(start, time.perf_counter(), len(frames), stages, problem)
 
 
@@ -761,8 +895,15 @@ INTERLEAVED_PAUSE_S = 0.05
 """Idle time before each step of a round: the step before's threads stop spinning first."""
 
 
-def measure_interleaved(services: Services, plan: Plan, model: Path, prompts: list[str], threads: int,
-                        flags: list[str], args: argparse.Namespace) -> Interleaved:
+def measure_interleaved(
+    services: Services,
+    plan: Plan,
+    model: Path,
+    prompts: list[str],
+    threads: int,
+    flags: list[str],
+    args: argparse.Namespace,
+) -> Interleaved:
     """The system cost's three figures in rounds: an RQ no-op job, an in-process call and a
     single-frame maskfarm job, one after another while the other two sit idle; p50 of each
     over the rounds, so a drift in the machine's speed moves all three alike."""
@@ -775,10 +916,12 @@ def measure_interleaved(services: Services, plan: Plan, model: Path, prompts: li
     pool = frame_pool(plan.size)
     queue_name = f"{services.namespace}-noop-rounds"
     figures: list[tuple[float, float, float]] = []
-    with (services.rq_workers(queue_name, 1),
-          services.maskfarm_workers(f"{plan.model}rounds", 1, model, flags, threads),
-          redis.Redis.from_url(services.redis_url) as connection,
-          Client(services.target, timeout=CALL_TIMEOUT_S) as client):
+    with (
+        services.rq_workers(queue_name, 1),
+        services.maskfarm_workers(f"{plan.model}rounds", 1, model, flags, threads),
+        redis.Redis.from_url(services.redis_url) as connection,
+        Client(services.target, timeout=CALL_TIMEOUT_S) as client,
+    ):
         queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
         pipeline = InProcessPipeline(ceiling_spec(plan, model, prompts, threads, args), threads)
         try:
@@ -810,25 +953,46 @@ def run_jobs(target: str, jobs: list[list[tuple[str, bytes]]], prompts: list[str
 def case_from(timings: list[JobTiming], **labels) -> Case:
     wall = max(t.masks for t in timings) - min(t.submitted for t in timings)
     frames = sum(t.frames for t in timings)
-    return Case(**labels, jobs=len(timings), frames=frames, wall_s=wall, jobs_per_s=len(timings) / wall,
-                frames_per_s=frames / wall, **percentiles([t.latency for t in timings]),
-                stages_p50_ms=stage_split(timings),
-                problems=[f"{labels['model']} {labels['case']} {labels['workers']}w {labels['variant']}: {t.problem}"
-                          for t in timings if t.problem])
+    return Case(
+        **labels,
+        jobs=len(timings),
+        frames=frames,
+        wall_s=wall,
+        jobs_per_s=len(timings) / wall,
+        frames_per_s=frames / wall,
+        **percentiles([t.latency for t in timings]),
+        stages_p50_ms=stage_split(timings),
+        problems=[
+            f"{labels['model']} {labels['case']} {labels['workers']}w {labels['variant']}: {t.problem}"
+            for t in timings
+            if t.problem
+        ],
+    )
 
 
 def stage_split(timings: list[JobTiming]) -> dict[str, float]:
     """p50 of each stage (see ``Case.stages_p50_ms``) over the jobs that report times."""
-    rows = [(created, started - created, finished - started, t.latency - finished)
-            for t in timings if t.stages for created, started, finished in [t.stages]]
+    rows = [
+        (created, started - created, finished - started, t.latency - finished)
+        for t in timings
+        if t.stages
+        for created, started, finished in [t.stages]
+    ]
     if not rows:
         return {}
     names = ("accept", "queued", "run", "deliver")
     return {name: 1000 * float(np.median(column)) for name, column in zip(names, zip(*rows))}
 
 
-def measure_maskfarm(target: str, plan: Plan, workers: int, variant: Variant, threads: int,
-                     prompts: list[str], worker_metrics: Sequence[str] = ()) -> list[Case]:
+def measure_maskfarm(
+    target: str,
+    plan: Plan,
+    workers: int,
+    variant: Variant,
+    threads: int,
+    prompts: list[str],
+    worker_metrics: Sequence[str] = (),
+) -> list[Case]:
     """The cases of one configuration (workers already listed, so models are loaded);
     ``worker_metrics``: the workers' /metrics URLs, read around the isolated jobs."""
     pool = frame_pool(plan.size)
@@ -900,15 +1064,25 @@ class Report:
 def machine_info() -> dict[str, object]:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip()
-    return dict(cpu=cpu, cores=CORES, python=platform.python_version(), torch=package_version("torch"),
-                rq=package_version("rq"), redis_py=package_version("redis"), grpcio=package_version("grpcio"),
-                redis_server=redis_version.split(" v=")[-1].split()[0] if " v=" in redis_version else redis_version,
-                loadavg_start=os.getloadavg()[0])
+    return dict(
+        cpu=cpu,
+        cores=CORES,
+        python=platform.python_version(),
+        torch=package_version("torch"),
+        rq=package_version("rq"),
+        redis_py=package_version("redis"),
+        grpcio=package_version("grpcio"),
+        redis_server=redis_version.split(" v=")[-1].split()[0] if " v=" in redis_version else redis_version,
+        loadavg_start=os.getloadavg()[0],
+    )
 
 
 def package_version(name: str) -> str:
@@ -938,42 +1112,71 @@ def system_cost(report: Report, isolated: Case | None) -> tuple[float, float, st
 
 def evaluate(report: Report, primary: str) -> None:
     """The issue's goals and the scaling figures, from the measured cases."""
+
     def find(model: str, case: str, workers: int, variant: str = primary) -> Case | None:
-        return next((c for c in report.cases if (c.model, c.case, c.workers, c.variant) == (model, case, workers, variant)), None)
+        return next(
+            (c for c in report.cases if (c.model, c.case, c.workers, c.variant) == (model, case, workers, variant)),
+            None,
+        )
 
     if measured := system_cost(report, find("tiny", "single-isolated", 1)):
         cost, rq_p50, basis = measured
-        report.goals.append(dict(goal=f"system cost per single-frame job ({basis})",
-                                 measured_ms=cost, limit_ms=COST_GOAL_FACTOR * rq_p50, ratio_to_rq=cost / rq_p50,
-                                 passed=bool(cost <= COST_GOAL_FACTOR * rq_p50)))
+        report.goals.append(
+            dict(
+                goal=f"system cost per single-frame job ({basis})",
+                measured_ms=cost,
+                limit_ms=COST_GOAL_FACTOR * rq_p50,
+                ratio_to_rq=cost / rq_p50,
+                passed=bool(cost <= COST_GOAL_FACTOR * rq_p50),
+            )
+        )
     multi, full = find("full", "multi", 1), report.ceilings.get("full")
     if multi and full:
         ratio = multi.frames_per_s / full.multi_fps
-        report.goals.append(dict(goal=f"{multi.frames // multi.jobs}-frame jobs, full model, 1 worker: frames/s "
-                                      f"vs in-process", measured_fps=multi.frames_per_s, ceiling_fps=full.multi_fps,
-                                 ratio=ratio, passed=bool(ratio >= FULL_GOAL_RATIO)))
+        report.goals.append(
+            dict(
+                goal=f"{multi.frames // multi.jobs}-frame jobs, full model, 1 worker: frames/s vs in-process",
+                measured_fps=multi.frames_per_s,
+                ceiling_fps=full.multi_fps,
+                ratio=ratio,
+                passed=bool(ratio >= FULL_GOAL_RATIO),
+            )
+        )
     rq = report.rq.drain_jobs_per_s
     for case in report.cases:
         base = find(case.model, case.case, 1, case.variant)
         if case.workers > 1 and base and case.case != "single-isolated":
-            report.scaling.append(dict(model=case.model, case=case.case, variant=case.variant, workers=case.workers,
-                                       maskfarm=case.jobs_per_s / base.jobs_per_s,
-                                       rq_noop=rq[case.workers] / rq[1] if case.workers in rq and 1 in rq else None))
+            report.scaling.append(
+                dict(
+                    model=case.model,
+                    case=case.case,
+                    variant=case.variant,
+                    workers=case.workers,
+                    maskfarm=case.jobs_per_s / base.jobs_per_s,
+                    rq_noop=rq[case.workers] / rq[1] if case.workers in rq and 1 in rq else None,
+                )
+            )
 
 
 def print_report(report: Report) -> None:
     m = report.machine
     print(f"\nmaskfarm end-to-end benchmark\ncommand: {report.command}")
-    print(f"machine: {m['cpu']}, {m['cores']} cores; python {m['python']}, torch {m['torch']}, rq {m['rq']}, "
-          f"redis-server {m['redis_server']}, grpcio {m['grpcio']}; load average {m['loadavg_start']:.2f} at the "
-          f"start, {m['loadavg_end']:.2f} at the end (anything near or above {m['cores']} means other processes "
-          f"shared the cores: noisy figures)")
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores; python {m['python']}, torch {m['torch']}, rq {m['rq']}, "
+        f"redis-server {m['redis_server']}, grpcio {m['grpcio']}; load average {m['loadavg_start']:.2f} at the "
+        f"start, {m['loadavg_end']:.2f} at the end (anything near or above {m['cores']} means other processes "
+        f"shared the cores: noisy figures)"
+    )
     if m["loadavg_start"] >= BUSY_LOADAVG * m["cores"]:
-        print(f"WARNING: the machine was busy when this run started (load average {m['loadavg_start']:.2f} on "
-              f"{m['cores']} cores): these figures measure the contention as much as maskfarm")
+        print(
+            f"WARNING: the machine was busy when this run started (load average {m['loadavg_start']:.2f} on "
+            f"{m['cores']} cores): these figures measure the contention as much as maskfarm"
+        )
     s = report.settings
-    print(f"settings: {s['prompts']} prompt(s), frames smooth random PNGs, {s['device']} {s['dtype']}, worker threads "
-          f"{s['threads']}, worker flags {s['worker_args'] or 'none'}; variants: {s['variants']}")
+    print(
+        f"settings: {s['prompts']} prompt(s), frames smooth random PNGs, {s['device']} {s['dtype']}, worker threads "
+        f"{s['threads']}, worker flags {s['worker_args'] or 'none'}; variants: {s['variants']}"
+    )
     print_rq(report.rq)
     print_ceilings(report.ceilings)
     print_cases(report)
@@ -988,40 +1191,59 @@ def ms(value: float) -> str:
 def print_rq(rq: RqNoop) -> None:
     print("\nceiling 1: RQ no-op job (time.time, JSON serializer, rq.worker.SimpleWorker, same Redis)")
     if rq.isolated:
-        print(f"  isolated, 1 worker: enqueue -> result in the client p50 {ms(rq.isolated['p50_ms'])} ms, "
-              f"p95 {ms(rq.isolated['p95_ms'])}, p99 {ms(rq.isolated['p99_ms'])} "
-              f"(RQ's own enqueued_at -> ended_at p50 {ms(rq.isolated_rq_ms)} ms)")
+        print(
+            f"  isolated, 1 worker: enqueue -> result in the client p50 {ms(rq.isolated['p50_ms'])} ms, "
+            f"p95 {ms(rq.isolated['p95_ms'])}, p99 {ms(rq.isolated['p99_ms'])} "
+            f"(RQ's own enqueued_at -> ended_at p50 {ms(rq.isolated_rq_ms)} ms)"
+        )
     for workers, rate in sorted(rq.drain_jobs_per_s.items()):
         scaling = f", {rate / rq.drain_jobs_per_s[1]:.2f}x 1 worker" if workers > 1 and 1 in rq.drain_jobs_per_s else ""
-        print(f"  drain, {workers} worker(s): {rate:.0f} jobs/s = {1000 / rate:.2f} ms/job "
-              f"({rq.drain_jobs} queued jobs / (last ended_at - first started_at)){scaling}")
+        print(
+            f"  drain, {workers} worker(s): {rate:.0f} jobs/s = {1000 / rate:.2f} ms/job "
+            f"({rq.drain_jobs} queued jobs / (last ended_at - first started_at)){scaling}"
+        )
 
 
 def print_ceilings(ceilings: dict[str, Ceiling]) -> None:
     print("\nceiling 2: the in-process pipeline (Segmenter, same model, frames and prompts; warm; no worker running)")
     for c in ceilings.values():
-        codec = f"; PNG decode + mask encode {c.codec_ms:.1f} ms/frame (the worker's, not in the ceiling)" if c.codec_ms else ""
-        print(f"  {c.model:<5} {c.size}x{c.size}, {c.device}, {c.threads} threads: single frame {c.single_ms:.1f} ms (p50); "
-              f"multi-frame job {c.multi_fps:.2f} frames/s{codec}")
+        codec = (
+            f"; PNG decode + mask encode {c.codec_ms:.1f} ms/frame (the worker's, not in the ceiling)"
+            if c.codec_ms
+            else ""
+        )
+        print(
+            f"  {c.model:<5} {c.size}x{c.size}, {c.device}, {c.threads} threads: single frame {c.single_ms:.1f} ms (p50); "
+            f"multi-frame job {c.multi_fps:.2f} frames/s{codec}"
+        )
 
 
 def print_cases(report: Report) -> None:
     print("\nmaskfarm through server + Redis + workers (latency = submit call -> the job's last masks received)")
-    header = (f"{'model':<6}{'case':<17}{'workers':>7} {'variant':<11}{'thr':>4}{'jobs':>6}{'frames':>7}"
-              f"{'clients':>8}{'jobs/s':>9}{'frames/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  vs ceiling")
+    header = (
+        f"{'model':<6}{'case':<17}{'workers':>7} {'variant':<11}{'thr':>4}{'jobs':>6}{'frames':>7}"
+        f"{'clients':>8}{'jobs/s':>9}{'frames/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  vs ceiling"
+    )
     print(header)
     print("-" * len(header))
     for c in report.cases:
-        print(f"{c.model:<6}{c.case:<17}{c.workers:>7} {c.variant:<11}{c.threads:>4}{c.jobs:>6}{c.frames:>7}"
-              f"{c.clients:>8}{c.jobs_per_s:>9.1f}{c.frames_per_s:>10.2f}{ms(c.p50_ms):>9}{ms(c.p95_ms):>9}"
-              f"{ms(c.p99_ms):>9}  {versus(c, report)}")
+        print(
+            f"{c.model:<6}{c.case:<17}{c.workers:>7} {c.variant:<11}{c.threads:>4}{c.jobs:>6}{c.frames:>7}"
+            f"{c.clients:>8}{c.jobs_per_s:>9.1f}{c.frames_per_s:>10.2f}{ms(c.p50_ms):>9}{ms(c.p95_ms):>9}"
+            f"{ms(c.p99_ms):>9}  {versus(c, report)}"
+        )
         if c.case == "single-isolated" and c.stages_p50_ms:
-            print("      p50 split: " + ", ".join(f"{name} {value:.1f} ms" for name, value in c.stages_p50_ms.items())
-                  + " (submit -> created -> started -> finished -> masks in the client)")
+            print(
+                "      p50 split: "
+                + ", ".join(f"{name} {value:.1f} ms" for name, value in c.stages_p50_ms.items())
+                + " (submit -> created -> started -> finished -> masks in the client)"
+            )
         if c.worker_stages_ms:
-            print("      worker stages, mean per job: "
-                  + ", ".join(f"{name} {value:.1f}" for name, value in c.worker_stages_ms.items())
-                  + " ms (the workers' /metrics; run = these + the job's start, frame reads and bookkeeping)")
+            print(
+                "      worker stages, mean per job: "
+                + ", ".join(f"{name} {value:.1f}" for name, value in c.worker_stages_ms.items())
+                + " ms (the workers' /metrics; run = these + the job's start, frame reads and bookkeeping)"
+            )
     problems = [problem for c in report.cases for problem in c.problems]
     for problem in problems[:10]:
         print(f"PROBLEM: {problem}")
@@ -1048,11 +1270,15 @@ def versus(case: Case, report: Report) -> str:
 def print_interleaved(rounds: Interleaved | None) -> None:
     if rounds is None:
         return
-    print(f"\nsystem cost, interleaved: {rounds.rounds} rounds of one RQ no-op job, one in-process call and one "
-          f"maskfarm job ({rounds.model}, 1 worker), p50 of each")
-    print(f"  RQ no-op {rounds.rq_p50_ms:.1f} ms; in-process {rounds.in_process_p50_ms:.1f} ms; maskfarm job "
-          f"{rounds.job_p50_ms:.1f} ms -> cost {rounds.cost_ms:.1f} ms = {rounds.cost_ms / rounds.rq_p50_ms:.2f}x "
-          f"RQ no-op")
+    print(
+        f"\nsystem cost, interleaved: {rounds.rounds} rounds of one RQ no-op job, one in-process call and one "
+        f"maskfarm job ({rounds.model}, 1 worker), p50 of each"
+    )
+    print(
+        f"  RQ no-op {rounds.rq_p50_ms:.1f} ms; in-process {rounds.in_process_p50_ms:.1f} ms; maskfarm job "
+        f"{rounds.job_p50_ms:.1f} ms -> cost {rounds.cost_ms:.1f} ms = {rounds.cost_ms / rounds.rq_p50_ms:.2f}x "
+        f"RQ no-op"
+    )
 
 
 def print_goals(report: Report) -> None:
@@ -1060,20 +1286,28 @@ def print_goals(report: Report) -> None:
     for goal in report.goals:
         verdict = "PASS" if goal["passed"] else "MISS"
         if "measured_ms" in goal:
-            print(f"  {verdict}  {goal['goal']}: {goal['measured_ms']:.1f} ms = {goal['ratio_to_rq']:.2f}x RQ's "
-                  f"no-op p50 (limit {COST_GOAL_FACTOR:g}x = {goal['limit_ms']:.1f} ms)")
+            print(
+                f"  {verdict}  {goal['goal']}: {goal['measured_ms']:.1f} ms = {goal['ratio_to_rq']:.2f}x RQ's "
+                f"no-op p50 (limit {COST_GOAL_FACTOR:g}x = {goal['limit_ms']:.1f} ms)"
+            )
         else:
-            print(f"  {verdict}  {goal['goal']}: {goal['measured_fps']:.2f} / {goal['ceiling_fps']:.2f} = "
-                  f"{100 * goal['ratio']:.0f}% (goal >= {100 * FULL_GOAL_RATIO:.0f}%)")
+            print(
+                f"  {verdict}  {goal['goal']}: {goal['measured_fps']:.2f} / {goal['ceiling_fps']:.2f} = "
+                f"{100 * goal['ratio']:.0f}% (goal >= {100 * FULL_GOAL_RATIO:.0f}%)"
+            )
     if not report.goals:
         print("  (not measured: the cost goal needs --models tiny with --workers 1, the frames/s goal full with 1)")
     if report.scaling:
-        print(f"\nscaling vs 1 worker (jobs/s; {report.machine['cores']} cores shared by client, server, Redis and "
-              f"workers: a GPU host gives the real figure)")
+        print(
+            f"\nscaling vs 1 worker (jobs/s; {report.machine['cores']} cores shared by client, server, Redis and "
+            f"workers: a GPU host gives the real figure)"
+        )
         for s in report.scaling:
             rq = f"{s['rq_noop']:.2f}x" if s["rq_noop"] else "-"
-            print(f"  {s['model']:<5} {s['case']:<12} {s['variant']:<11} {s['workers']} workers: maskfarm "
-                  f"{s['maskfarm']:.2f}x   RQ no-op drain {rq}")
+            print(
+                f"  {s['model']:<5} {s['case']:<12} {s['variant']:<11} {s['workers']} workers: maskfarm "
+                f"{s['maskfarm']:.2f}x   RQ no-op drain {rq}"
+            )
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -1097,16 +1331,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_on_sigterm()
     started = time.monotonic()
     if os.getloadavg()[0] >= BUSY_LOADAVG * CORES:
-        progress(f"WARNING: load average {os.getloadavg()[0]:.2f} on {CORES} cores: other processes are busy, "
-                 f"figures will be noisy")
+        progress(
+            f"WARNING: load average {os.getloadavg()[0]:.2f} on {CORES} cores: other processes are busy, "
+            f"figures will be noisy"
+        )
     plans, prompts = plans_for(args), list(PROMPT_POOL[: args.prompts])
     variants = batching_variants(args, worker_flags() if args.batching != "off" else set())
     report = Report(
         command=shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else shlex.join(["e2e.py", *argv]),
         machine=machine_info(),
-        settings=dict(mode=args.mode, prompts=len(prompts), device=args.device, dtype=args.dtype, plans=[asdict(p) for p in plans],
-                      threads={n: worker_threads(args, n) for n in args.worker_counts},
-                      worker_args=" ".join(args.worker_arg), variants=[asdict(v) for v in variants]),
+        settings=dict(
+            mode=args.mode,
+            prompts=len(prompts),
+            device=args.device,
+            dtype=args.dtype,
+            plans=[asdict(p) for p in plans],
+            threads={n: worker_threads(args, n) for n in args.worker_counts},
+            worker_args=" ".join(args.worker_arg),
+            variants=[asdict(v) for v in variants],
+        ),
     )
     run_id = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="maskfarm-e2e-") as scratch:
@@ -1128,14 +1371,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if any(case.problems for case in report.cases) else 0
 
 
-def measure_all(args: argparse.Namespace, services: Services, plans: list[Plan], prompts: list[str],
-                variants: list[Variant], report: Report) -> None:
+def measure_all(
+    args: argparse.Namespace,
+    services: Services,
+    plans: list[Plan],
+    prompts: list[str],
+    variants: list[Variant],
+    report: Report,
+) -> None:
     """RQ's ceiling first, then per model: the in-process ceiling (no worker running), and
     every worker count x variant through the real services."""
     services.start_redis()
     rq_isolated_jobs, rq_drain_jobs = RQ_PLANS[args.mode]
-    report.rq = measure_rq(services, args.worker_counts, args.rq_isolated or rq_isolated_jobs,
-                           args.rq_jobs or rq_drain_jobs)
+    report.rq = measure_rq(
+        services, args.worker_counts, args.rq_isolated or rq_isolated_jobs, args.rq_jobs or rq_drain_jobs
+    )
     services.start_server()
     for plan in plans:
         model = synthetic_model(plan.model, Path(args.model_cache))
@@ -1144,14 +1394,17 @@ def measure_all(args: argparse.Namespace, services: Services, plans: list[Plan],
         for workers in args.worker_counts:
             threads = worker_threads(args, workers)
             for n, variant in enumerate(variants):
-                with services.maskfarm_workers(f"{plan.model}{workers}v{n}", workers, model,
-                                               worker_command_flags(args, variant), threads):
-                    report.cases += measure_maskfarm(services.target, plan, workers, variant, threads, prompts,
-                                                     services.worker_metrics)
+                with services.maskfarm_workers(
+                    f"{plan.model}{workers}v{n}", workers, model, worker_command_flags(args, variant), threads
+                ):
+                    report.cases += measure_maskfarm(
+                        services.target, plan, workers, variant, threads, prompts, services.worker_metrics
+                    )
                 progress(f"{plan.model}, {workers} worker(s), {variant.name}: done")
         if plan.model == "tiny" and plan.cost_rounds and 1 in args.worker_counts:
-            report.interleaved = measure_interleaved(services, plan, model, prompts, worker_threads(args, 1),
-                                                     worker_command_flags(args, variants[0]), args)
+            report.interleaved = measure_interleaved(
+                services, plan, model, prompts, worker_threads(args, 1), worker_command_flags(args, variants[0]), args
+            )
             progress(f"{plan.model}: {plan.cost_rounds} interleaved cost rounds done")
 
 

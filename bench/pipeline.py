@@ -57,8 +57,10 @@ def report(args: argparse.Namespace, model_dir: Path) -> None:
     device = torch.device(args.device)
     peaks = {name: matmul_gflops(dtype, device) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPUs"
-    print(f"machine: {where}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
-          f"matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print(
+        f"machine: {where}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
+        f"matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s"
+    )
     results = {}
     for prompts in (1, 4):
         for variant in ("node", "fp32", "bf16", "bf16-compile"):
@@ -68,31 +70,55 @@ def report(args: argparse.Namespace, model_dir: Path) -> None:
     print(f"{'variant':<22}{'prompts':>8}{'frames/s':>10}{'s/frame':>9}{'vs node':>9}{'peak RSS':>10}{gpu}")
     for (variant, prompts), r in results.items():
         speedup = r["fps"] / results["node", prompts]["fps"]
-        label = {"node": "node per-frame loop", "fp32": "maskfarm fp32", "bf16": "maskfarm bf16",
-                 "bf16-compile": "maskfarm bf16 compiled"}[variant]
+        label = {
+            "node": "node per-frame loop",
+            "fp32": "maskfarm fp32",
+            "bf16": "maskfarm bf16",
+            "bf16-compile": "maskfarm bf16 compiled",
+        }[variant]
         gpu = f"{r['gpu_mb']:>8.0f}MB" if device.type == "cuda" else ""
         print(f"{label:<22}{prompts:>8}{r['fps']:>10.2f}{1 / r['fps']:>9.3f}{speedup:>8.2f}x{r['rss_mb']:>8.0f}MB{gpu}")
     if device.type == "cuda":
         fps = results["bf16", 1]["fps"]
-        print(f"\nGPU goal: maskfarm bf16, 1 prompt, {fps:.0f} frames/s (goal >= {GPU_GOAL_FPS:.0f} on one H100): "
-              f"{'PASS' if fps >= GPU_GOAL_FPS else 'MISS'}")
+        print(
+            f"\nGPU goal: maskfarm bf16, 1 prompt, {fps:.0f} frames/s (goal >= {GPU_GOAL_FPS:.0f} on one H100): "
+            f"{'PASS' if fps >= GPU_GOAL_FPS else 'MISS'}"
+        )
     ideal = VIT_GFLOP_PER_FRAME / peaks["bf16"]
     print(f"\nbf16 roofline: {VIT_GFLOP_PER_FRAME:.0f} GFLOP/frame / {peaks['bf16']:.0f} GFLOP/s = {ideal:.3f} s/frame")
     for variant in ("bf16", "bf16-compile"):
         measured = 1 / results[variant, 1]["fps"]
         print(f"  {variant}: {measured:.3f} s/frame = {measured / ideal:.2f}x the roofline")
     agreement = child(args, model_dir, "agreement", 1, min(args.frames, 6))
-    print(f"bf16 vs fp32: logits max |diff| {agreement['max_logit_error']:.4f}, mean |diff| "
-          f"{agreement['mean_logit_error']:.4f} (logit std {agreement['logit_std']:.2f}); "
-          f"masks agree on {100 * agreement['mask_agreement']:.3f}% of pixels")
+    print(
+        f"bf16 vs fp32: logits max |diff| {agreement['max_logit_error']:.4f}, mean |diff| "
+        f"{agreement['mean_logit_error']:.4f} (logit std {agreement['logit_std']:.2f}); "
+        f"masks agree on {100 * agreement['mask_agreement']:.3f}% of pixels"
+    )
     big = child(args, model_dir, "big", 1, args.big_frames)
-    print(f"{args.big_frames}-frame 3840x2160 job (fp32, streamed, masks encoded to PNG as they come): "
-          f"peak RSS {big['rss_mb']:.0f} MB, {big['fps']:.2f} frames/s")
+    print(
+        f"{args.big_frames}-frame 3840x2160 job (fp32, streamed, masks encoded to PNG as they come): "
+        f"peak RSS {big['rss_mb']:.0f} MB, {big['fps']:.2f} frames/s"
+    )
 
 
 def child(args: argparse.Namespace, model_dir: Path, variant: str, prompts: int, frames: int, repeats: int = 1) -> dict:
-    command = [sys.executable, __file__, "--variant", variant, "--prompts", str(prompts), "--device", args.device,
-               "--frames", str(frames), "--model-dir", str(model_dir), "--repeats", str(repeats)]
+    command = [
+        sys.executable,
+        __file__,
+        "--variant",
+        variant,
+        "--prompts",
+        str(prompts),
+        "--device",
+        args.device,
+        "--frames",
+        str(frames),
+        "--model-dir",
+        str(model_dir),
+        "--repeats",
+        str(repeats),
+    ]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 

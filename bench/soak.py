@@ -77,8 +77,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(ready: Callable[[], object], what: str, timeout: float = STARTUP_TIMEOUT_S,
-               process: subprocess.Popen | None = None) -> None:
+def wait_until(
+    ready: Callable[[], object], what: str, timeout: float = STARTUP_TIMEOUT_S, process: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         if process is not None and process.poll() is not None:
@@ -117,9 +118,25 @@ class AofRedis:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-                 "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"],
-                stdout=log, stderr=subprocess.STDOUT,
+                [
+                    "redis-server",
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.directory),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--daemonize",
+                    "no",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         with redis.Redis.from_url(self.url) as client:
             wait_until(lambda: _pings(client), f"redis-server on port {self.port}", process=self.process)
@@ -163,17 +180,44 @@ class Cluster:
 
     def start_server(self) -> None:
         self.target = f"127.0.0.1:{free_port()}"
-        command = maskfarm_command("server", "--listen", self.target, "--redis-url", self.redis.url,
-                                   "--namespace", self.namespace, "--retries", str(SERVER_RETRIES),
-                                   "--grace-s", "1", "--log-level", "WARNING")
+        command = maskfarm_command(
+            "server",
+            "--listen",
+            self.target,
+            "--redis-url",
+            self.redis.url,
+            "--namespace",
+            self.namespace,
+            "--retries",
+            str(SERVER_RETRIES),
+            "--grace-s",
+            "1",
+            "--log-level",
+            "WARNING",
+        )
         with open(self.logs / "server.log", "ab") as log:
             self.server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env())
         wait_until(lambda: health(self.target) == SERVING, "maskfarm server", process=self.server)
 
     def start_worker(self, name: str) -> None:
-        command = maskfarm_command("worker", "--redis-url", self.redis.url, "--namespace", self.namespace,
-                                   "--name", name, "--model", str(self.model), "--device", "cpu",
-                                   "--max-batch", str(MAX_BATCH), "--log-level", "WARNING", *FAST_RECOVERY)
+        command = maskfarm_command(
+            "worker",
+            "--redis-url",
+            self.redis.url,
+            "--namespace",
+            self.namespace,
+            "--name",
+            name,
+            "--model",
+            str(self.model),
+            "--device",
+            "cpu",
+            "--max-batch",
+            str(MAX_BATCH),
+            "--log-level",
+            "WARNING",
+            *FAST_RECOVERY,
+        )
         with open(self.logs / f"{name}.log", "ab") as log:
             self.workers[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env())
 
@@ -283,14 +327,16 @@ class Tally:
 RETRIED = (Unavailable, DeadlineExceeded)
 
 
-def submit_until_accepted(client: Client, outcome: Outcome, frame: bytes, labels: dict[str, str],
-                          tally: Tally, deadline: float) -> Job | None:
+def submit_until_accepted(
+    client: Client, outcome: Outcome, frame: bytes, labels: dict[str, str], tally: Tally, deadline: float
+) -> Job | None:
     """Submits the job, again with the same request id after every UNAVAILABLE or timeout,
     until the server answers or the deadline passes."""
     while time.monotonic() < deadline:
         try:
-            return client.submit([(f"soak.{outcome.frame}.png", frame)], PROMPTS, labels=labels,
-                                 request_id=outcome.request_id)
+            return client.submit(
+                [(f"soak.{outcome.frame}.png", frame)], PROMPTS, labels=labels, request_id=outcome.request_id
+            )
         except RETRIED as error:
             tally.retried(error)
             time.sleep(RETRY_PAUSE_S)
@@ -312,8 +358,15 @@ def wait_until_ended(client: Client, job_id: str, tally: Tally, deadline: float)
     return None
 
 
-def run_client(target: str, mine: list[Outcome], frames: list[bytes], labels: dict[str, str],
-               tally: Tally, deadline: float, stopping: threading.Event) -> None:
+def run_client(
+    target: str,
+    mine: list[Outcome],
+    frames: list[bytes],
+    labels: dict[str, str],
+    tally: Tally,
+    deadline: float,
+    stopping: threading.Event,
+) -> None:
     """One client: submits its requests one after another, waiting for each to end."""
     with Client(target, timeout=CALL_TIMEOUT_S, retries=Retries(attempts=4)) as client:
         for outcome in mine:
@@ -426,8 +479,9 @@ class Verdict:
     rerun_jobs: int = 0
 
 
-def verify(cluster: Cluster, requests: list[Outcome], expected: list[tuple[bytes, ...]],
-           labels: dict[str, str]) -> Verdict:
+def verify(
+    cluster: Cluster, requests: list[Outcome], expected: list[tuple[bytes, ...]], labels: dict[str, str]
+) -> Verdict:
     """Checks every request's job (state, frames, progress, masks) and that the run's
     label lists exactly one job per request id."""
     verdict = Verdict()
@@ -448,7 +502,9 @@ def verify(cluster: Cluster, requests: list[Outcome], expected: list[tuple[bytes
                 "masks differ" if masks != expected[outcome.frame] else "",
             ]
             if any(problems):
-                verdict.wrong.append(f"{outcome.request_id} (job {outcome.job_id}): {', '.join(filter(None, problems))}")
+                verdict.wrong.append(
+                    f"{outcome.request_id} (job {outcome.job_id}): {', '.join(filter(None, problems))}"
+                )
 
         listed = list(client.jobs(labels=labels))
     verdict.listed_jobs = len(listed)
@@ -484,9 +540,11 @@ def diagnose(cluster: Cluster, job_id: str) -> str:
         found.append(f"rq job {rq_job.get_status() if rq_job else 'missing'}")
         for priority in PRIORITIES:
             queue = Queue(queue_name(priority, cluster.namespace), connection=client)
-            for where, ids in (("queue", queue.get_job_ids()),
-                               ("intermediate", queue.intermediate_queue.get_job_ids()),
-                               ("started", queue.started_job_registry.get_job_ids())):
+            for where, ids in (
+                ("queue", queue.get_job_ids()),
+                ("intermediate", queue.intermediate_queue.get_job_ids()),
+                ("started", queue.started_job_registry.get_job_ids()),
+            ):
                 if job_id in ids:
                     found.append(f"in {queue.name} {where}")
     return "; ".join(found)
@@ -542,8 +600,12 @@ def main(argv: list[str] | None = None) -> int:
         model = write_synthetic_model(scratch_dir / "model", preset="tiny")
         frames = make_frames(DISTINCT_FRAMES)
         expected = expected_masks(model, frames)
-        cluster = Cluster(model, scratch_dir / "logs", f"soak{run_id}",
-                          AofRedis(scratch_dir / "redis", scratch_dir / "logs" / "redis.log"))
+        cluster = Cluster(
+            model,
+            scratch_dir / "logs",
+            f"soak{run_id}",
+            AofRedis(scratch_dir / "redis", scratch_dir / "logs" / "redis.log"),
+        )
         try:
             status = soak(args, cluster, frames, expected, labels, run_id, started, deadline, stopping)
             if status:
@@ -557,23 +619,38 @@ def main(argv: list[str] | None = None) -> int:
             cluster.stop_all()
 
 
-def soak(args: argparse.Namespace, cluster: Cluster, frames: list[bytes], expected: list[tuple[bytes, ...]],
-         labels: dict[str, str], run_id: str, started: float, deadline: float, stopping: threading.Event) -> int:
+def soak(
+    args: argparse.Namespace,
+    cluster: Cluster,
+    frames: list[bytes],
+    expected: list[tuple[bytes, ...]],
+    labels: dict[str, str],
+    run_id: str,
+    started: float,
+    deadline: float,
+    stopping: threading.Event,
+) -> int:
     cluster.redis.start()
     cluster.start_server()
     for n in range(args.workers):
         cluster.start_worker(f"soak{run_id}-w{n}")
     wait_until(lambda: set(cluster.workers) <= set(cluster.listed_workers()), "the workers to be listed")
-    print(f"soak {run_id}: redis :{cluster.redis.port} (AOF, appendfsync always), server {cluster.target} "
-          f"(--retries {SERVER_RETRIES}), {args.workers} workers (cpu, {' '.join(FAST_RECOVERY)}); "
-          f"{args.jobs} jobs x 1 frame {FRAME_SIZE[0]}x{FRAME_SIZE[1]} x {len(PROMPTS)} prompts "
-          f"from {args.clients} clients; set-up {time.monotonic() - started:.1f} s", flush=True)
+    print(
+        f"soak {run_id}: redis :{cluster.redis.port} (AOF, appendfsync always), server {cluster.target} "
+        f"(--retries {SERVER_RETRIES}), {args.workers} workers (cpu, {' '.join(FAST_RECOVERY)}); "
+        f"{args.jobs} jobs x 1 frame {FRAME_SIZE[0]}x{FRAME_SIZE[1]} x {len(PROMPTS)} prompts "
+        f"from {args.clients} clients; set-up {time.monotonic() - started:.1f} s",
+        flush=True,
+    )
 
     requests = [Outcome(f"soak-{run_id}-{i:05d}", i % DISTINCT_FRAMES) for i in range(args.jobs)]
     tally = Tally(requests)
     clients = [
-        threading.Thread(target=run_client, daemon=True,
-                         args=(cluster.target, requests[n::args.clients], frames, labels, tally, deadline, stopping))
+        threading.Thread(
+            target=run_client,
+            daemon=True,
+            args=(cluster.target, requests[n :: args.clients], frames, labels, tally, deadline, stopping),
+        )
         for n in range(args.clients)
     ]
     load_started = time.monotonic()
@@ -582,13 +659,18 @@ def soak(args: argparse.Namespace, cluster: Cluster, frames: list[bytes], expect
         thread.start()
 
     recovery = Recovery()
-    faults = [(args.kill_worker_at, lambda: kill_a_busy_worker(cluster, f"soak{run_id}-w{args.workers}", recovery)),
-              (args.restart_redis_at, lambda: restart_redis(cluster, first_succeeded(requests), recovery))]
+    faults = [
+        (args.kill_worker_at, lambda: kill_a_busy_worker(cluster, f"soak{run_id}-w{args.workers}", recovery)),
+        (args.restart_redis_at, lambda: restart_redis(cluster, first_succeeded(requests), recovery)),
+    ]
     while any(thread.is_alive() for thread in clients) and time.monotonic() < deadline:
         if faults and tally.done >= faults[0][0] * args.jobs:
             faults.pop(0)[1]()
-            print(f"  {time.monotonic() - load_started:6.1f} s  {tally.done} jobs done: "
-                  f"{'worker killed' if recovery.redis_killed_at is None else 'redis restarted'}", flush=True)
+            print(
+                f"  {time.monotonic() - load_started:6.1f} s  {tally.done} jobs done: "
+                f"{'worker killed' if recovery.redis_killed_at is None else 'redis restarted'}",
+                flush=True,
+            )
         time.sleep(0.02)
     stopping.set()
     for thread in clients:
@@ -598,8 +680,7 @@ def soak(args: argparse.Namespace, cluster: Cluster, frames: list[bytes], expect
         print(f"  warning: {len(faults)} fault(s) never injected (the run ended first)", flush=True)
 
     verdict = verify(cluster, requests, expected, labels)
-    print_summary(args, requests, tally, verdict, recovery, load_s, load_started_wall,
-                  time.monotonic() - started)
+    print_summary(args, requests, tally, verdict, recovery, load_s, load_started_wall, time.monotonic() - started)
     return 1 if verdict.lost or verdict.duplicates or verdict.wrong or faults else 0
 
 
@@ -608,7 +689,9 @@ def first_succeeded(requests: list[Outcome]) -> str:
 
 
 def next_completion_after(requests: list[Outcome], moment: float | None) -> float | None:
-    times = [o.finished_at for o in requests if o.finished_at is not None and moment is not None and o.finished_at > moment]
+    times = [
+        o.finished_at for o in requests if o.finished_at is not None and moment is not None and o.finished_at > moment
+    ]
     return min(times) - moment if times else None
 
 
@@ -620,38 +703,66 @@ def since(moment: float | None, origin: float | None) -> float | None:
     return None if moment is None or origin is None else moment - origin
 
 
-def print_summary(args: argparse.Namespace, requests: list[Outcome], tally: Tally, verdict: Verdict,
-                  recovery: Recovery, load_s: float, load_started_wall: float, total_s: float) -> None:
+def print_summary(
+    args: argparse.Namespace,
+    requests: list[Outcome],
+    tally: Tally,
+    verdict: Verdict,
+    recovery: Recovery,
+    load_s: float,
+    load_started_wall: float,
+    total_s: float,
+) -> None:
     succeeded = sum(1 for outcome in requests if outcome.state == "SUCCEEDED")
-    killed_job_end = next((o.finished_at for o in requests if o.job_id and o.job_id == recovery.killed_workers_job), None)
+    killed_job_end = next(
+        (o.finished_at for o in requests if o.job_id and o.job_id == recovery.killed_workers_job), None
+    )
     print()
-    print(f"jobs                  {len(requests)} submitted by {args.clients} clients to {args.workers} workers; "
-          f"{succeeded} succeeded")
+    print(
+        f"jobs                  {len(requests)} submitted by {args.clients} clients to {args.workers} workers; "
+        f"{succeeded} succeeded"
+    )
     print(f"throughput            {succeeded / load_s:.1f} jobs/s ({load_s:.1f} s of load; whole run {total_s:.1f} s)")
     unsent = sum(1 for outcome in requests if not outcome.job_id)
-    print(f"jobs lost             {len(verdict.lost)} (not SUCCEEDED by the deadline; {unsent} of them never "
-          f"accepted: their client was still waiting on an earlier job)")
-    print(f"duplicate results     {len(verdict.duplicates)} "
-          f"({verdict.listed_jobs} jobs listed under the run's label for {len(requests)} request ids)")
+    print(
+        f"jobs lost             {len(verdict.lost)} (not SUCCEEDED by the deadline; {unsent} of them never "
+        f"accepted: their client was still waiting on an earlier job)"
+    )
+    print(
+        f"duplicate results     {len(verdict.duplicates)} "
+        f"({verdict.listed_jobs} jobs listed under the run's label for {len(requests)} request ids)"
+    )
     print(f"wrong results         {len(verdict.wrong)} (state, request id, progress 1/1, frames [0], mask bytes)")
     print(f"jobs run again        {verdict.rerun_jobs} (started more than once after a kill or restart)")
     print(f"client-side retries   {dict(tally.retried_errors) or 'none'} (after the client's own UNAVAILABLE retries)")
-    print(f"worker SIGKILL        at {seconds(since(recovery.worker_killed_at, load_started_wall))} into the load: "
-          f"{recovery.killed_worker}, running {recovery.killed_workers_job or 'nothing caught'} "
-          f"({recovery.killed_job_state_after_kill or '-'} right after the kill)")
+    print(
+        f"worker SIGKILL        at {seconds(since(recovery.worker_killed_at, load_started_wall))} into the load: "
+        f"{recovery.killed_worker}, running {recovery.killed_workers_job or 'nothing caught'} "
+        f"({recovery.killed_job_state_after_kill or '-'} right after the kill)"
+    )
     print(f"  next job completed  {seconds(next_completion_after(requests, recovery.worker_killed_at))} after the kill")
     print(f"  its job completed   {seconds(since(killed_job_end, recovery.worker_killed_at))} after the kill")
-    print(f"  replacement listed  {seconds(since(recovery.replacement_listed_at, recovery.worker_killed_at))} "
-          f"after the kill")
-    print(f"redis SIGKILL         at {seconds(since(recovery.redis_killed_at, load_started_wall))} into the load, "
-          f"down {REDIS_DOWN_S:g} s, restarted on the same port "
-          f"(server answered {'UNAVAILABLE' if recovery.unavailable_while_down else 'something else'} while down)")
-    print(f"  first GetJob OK     {seconds(since(recovery.first_get_after_restart_at, recovery.redis_restarted_at))} "
-          f"after the restart")
-    print(f"  health SERVING      {seconds(since(recovery.serving_after_restart_at, recovery.redis_restarted_at))} "
-          f"after the restart")
-    print(f"  next job completed  {seconds(next_completion_after(requests, recovery.redis_restarted_at))} "
-          f"after the restart")
+    print(
+        f"  replacement listed  {seconds(since(recovery.replacement_listed_at, recovery.worker_killed_at))} "
+        f"after the kill"
+    )
+    print(
+        f"redis SIGKILL         at {seconds(since(recovery.redis_killed_at, load_started_wall))} into the load, "
+        f"down {REDIS_DOWN_S:g} s, restarted on the same port "
+        f"(server answered {'UNAVAILABLE' if recovery.unavailable_while_down else 'something else'} while down)"
+    )
+    print(
+        f"  first GetJob OK     {seconds(since(recovery.first_get_after_restart_at, recovery.redis_restarted_at))} "
+        f"after the restart"
+    )
+    print(
+        f"  health SERVING      {seconds(since(recovery.serving_after_restart_at, recovery.redis_restarted_at))} "
+        f"after the restart"
+    )
+    print(
+        f"  next job completed  {seconds(next_completion_after(requests, recovery.redis_restarted_at))} "
+        f"after the restart"
+    )
     for title, problems in (("LOST", verdict.lost), ("DUPLICATE", verdict.duplicates), ("WRONG", verdict.wrong)):
         for problem in problems[:20]:
             print(f"{title}: {problem}")

@@ -35,8 +35,9 @@ MASK_BYTES = 4000
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=1000, help="frames of the job (default 1000)")
-    parser.add_argument("--interval-ms", type=float, default=0.0,
-                        help="pause between two stored frames (default 0: back to back)")
+    parser.add_argument(
+        "--interval-ms", type=float, default=0.0, help="pause between two stored frames (default 0: back to back)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="jobs streamed, one after another (default 3)")
     return parser.parse_args(argv)
 
@@ -47,14 +48,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def stream_round(client, store, server_pid: int, frames: list[tuple[str, bytes]], interval_s: float) -> tuple[float, float]:
+def stream_round(
+    client, store, server_pid: int, frames: list[tuple[str, bytes]], interval_s: float
+) -> tuple[float, float]:
     """One job streamed; (server CPU ms per frame, ms from the first store to the last frame received)."""
     from maskfarm.client.masks import FrameResult as ReceivedFrame
     from maskfarm.server.jobs import FrameResult, Provenance
 
     job = client.submit(frames, ["car"])
-    store.mark_running(job.id, Provenance(model="none", dtype="float32", device="cpu", maskfarm_version="",
-                                          worker="bench/stream.py"))
+    store.mark_running(
+        job.id, Provenance(model="none", dtype="float32", device="cpu", maskfarm_version="", worker="bench/stream.py")
+    )
     received: list[float] = []
 
     def watch() -> None:
@@ -95,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         with Client(services.target, timeout=60) as client:
             for round_ in range(1, args.rounds + 1):
                 cpu_ms, wall_ms = stream_round(client, store, services.server.pid, frames, args.interval_ms / 1000)
-                print(f"round {round_}: server CPU {cpu_ms:.2f} ms/frame; every frame received "
-                      f"{wall_ms:.0f} ms after the first store ({1000 * args.frames / wall_ms:.0f} frames/s)")
+                print(
+                    f"round {round_}: server CPU {cpu_ms:.2f} ms/frame; every frame received "
+                    f"{wall_ms:.0f} ms after the first store ({1000 * args.frames / wall_ms:.0f} frames/s)"
+                )
     finally:
         services.stop_all()
     return 0

@@ -63,8 +63,10 @@ def stored_job(stub, store, frames: list[tuple[str, bytes]], token: str, mask_by
 
     request = pb.SubmitJobRequest(frames=[pb.Frame(name=name, data=data) for name, data in frames], prompts=["car"])
     job_id = stub.SubmitJob(request, metadata=bearer(token), timeout=60).id
-    store.mark_running(job_id, Provenance(model="none", dtype="float32", device="cpu", maskfarm_version="",
-                                          worker="bench/unread_watches.py"))
+    store.mark_running(
+        job_id,
+        Provenance(model="none", dtype="float32", device="cpu", maskfarm_version="", worker="bench/unread_watches.py"),
+    )
     for index in range(len(frames)):
         mask = os.urandom(mask_bytes)
         store.store_frame_result(job_id, FrameResult(index=index, width=8, height=8, masks=[mask]))
@@ -130,23 +132,33 @@ def main(argv: list[str] | None = None) -> int:
             probe_ms(alice, alice_job, 1)  # warm
             before = rss_mib(pid)
             get_ms, watch_ms = probe_ms(alice, alice_job, args.probes)
-            print(f"{args.watches} unread watches over {args.channels} connections of a {args.frames}-frame job, "
-                  f"{args.mask_mib:g} MiB masks; MASKFARM_MAX_WATCHES_PER_OWNER={cap}; {e2e.CORES} cores")
-            print(f"before: server RSS {before:.0f} MiB; alice GetJob {get_ms:.1f} ms, first WatchJob event "
-                  f"{watch_ms:.1f} ms")
+            print(
+                f"{args.watches} unread watches over {args.channels} connections of a {args.frames}-frame job, "
+                f"{args.mask_mib:g} MiB masks; MASKFARM_MAX_WATCHES_PER_OWNER={cap}; {e2e.CORES} cores"
+            )
+            print(
+                f"before: server RSS {before:.0f} MiB; alice GetJob {get_ms:.1f} ms, first WatchJob event "
+                f"{watch_ms:.1f} ms"
+            )
             # a connection each (channels to one target share one unless told not to)
-            channels = [grpc.insecure_channel(services.target, options=[("grpc.use_local_subchannel_pool", 1)])
-                        for _ in range(args.channels)]
+            channels = [
+                grpc.insecure_channel(services.target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(args.channels)
+            ]
             stubs = [pb_grpc.SegmentationStub(channel) for channel in channels]
             request = pb.WatchJobRequest(job_id=mallory_job)
-            calls = [stubs[n % len(stubs)].WatchJob(request, metadata=bearer(MALLORY), timeout=SETTLE_TIMEOUT_S * 2)
-                     for n in range(args.watches)]
+            calls = [
+                stubs[n % len(stubs)].WatchJob(request, metadata=bearer(MALLORY), timeout=SETTLE_TIMEOUT_S * 2)
+                for n in range(args.watches)
+            ]
             refused, held = settled(calls, cap)
             during = rss_mib(pid)
             get_ms, watch_ms = probe_ms(alice, alice_job, args.probes)
-            print(f"with them open: server RSS {during:.0f} MiB (+{during - before:.0f}); {refused} refused "
-                  f"(RESOURCE_EXHAUSTED), {held} held; alice GetJob {get_ms:.1f} ms, first WatchJob event "
-                  f"{watch_ms:.1f} ms")
+            print(
+                f"with them open: server RSS {during:.0f} MiB (+{during - before:.0f}); {refused} refused "
+                f"(RESOURCE_EXHAUSTED), {held} held; alice GetJob {get_ms:.1f} ms, first WatchJob event "
+                f"{watch_ms:.1f} ms"
+            )
             for call in calls:
                 call.cancel()
             time.sleep(3.0)

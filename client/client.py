@@ -121,7 +121,9 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.close()
 
     def submit(
@@ -155,9 +157,22 @@ class Client:
         them) and the results carry their paths (``Mask.path``) instead of bytes. Raises
         ``RequestTooLarge`` when the frames do not fit in one message: ``submit_parts``
         splits them instead."""
-        options = dict(threshold=threshold, smooth=smooth, dilate=dilate, blur=blur, soft=soft, invert=invert,
-                       union=union, format=format, priority=priority, labels=labels, keep_going=keep_going,
-                       exr_layer=exr_layer, exposure=exposure, output_dir=output_dir)
+        options = dict(
+            threshold=threshold,
+            smooth=smooth,
+            dilate=dilate,
+            blur=blur,
+            soft=soft,
+            invert=invert,
+            union=union,
+            format=format,
+            priority=priority,
+            labels=labels,
+            keep_going=keep_going,
+            exr_layer=exr_layer,
+            exposure=exposure,
+            output_dir=output_dir,
+        )
         request = job_request(prompts, **options)
         encoded = [encode_frame(frame) for frame in frames]
         parts = split_frames(encoded, request, self.max_message_bytes)
@@ -195,9 +210,22 @@ class Client:
         ids ``f"{request_id}-{n}"``, n = 1, 2, ..., so repeating the call is safe too.
         A frame the server refuses raises ``FrameRefused`` naming it (and its index among
         ``frames``); the parts already queued are then cancelled."""
-        options = dict(threshold=threshold, smooth=smooth, dilate=dilate, blur=blur, soft=soft, invert=invert,
-                       union=union, format=format, priority=priority, labels=labels, keep_going=keep_going,
-                       exr_layer=exr_layer, exposure=exposure, output_dir=output_dir)
+        options = dict(
+            threshold=threshold,
+            smooth=smooth,
+            dilate=dilate,
+            blur=blur,
+            soft=soft,
+            invert=invert,
+            union=union,
+            format=format,
+            priority=priority,
+            labels=labels,
+            keep_going=keep_going,
+            exr_layer=exr_layer,
+            exposure=exposure,
+            output_dir=output_dir,
+        )
         request = job_request(prompts, **options)
         return self._submit_parts(request, [encode_frame(frame) for frame in frames], request_id or str(uuid.uuid4()))
 
@@ -325,7 +353,12 @@ class Client:
         return [WorkerInfo.from_message(worker) for worker in reply.workers]
 
     def segment(
-        self, frames: Frames, prompts: Sequence[str | Prompt], *, as_pil: bool = False, timeout: float | None = None,
+        self,
+        frames: Frames,
+        prompts: Sequence[str | Prompt],
+        *,
+        as_pil: bool = False,
+        timeout: float | None = None,
         **options: Any,
     ) -> list[FrameMasks]:
         """Submits the frames (split into several jobs if need be; ``options`` are those of
@@ -345,8 +378,10 @@ class Client:
         cancelled), and ``DeadlineExceeded`` after ``timeout`` seconds in all."""
         deadline = None if timeout is None else time.monotonic() + timeout
         submitted = self.submit_leaving_out_refused(frames, prompts, **options)
-        masks = [FrameMasks(refusal.frame_index, refusal.frame_name, (), error=refusal.reason)
-                 for refusal in submitted.refused]
+        masks = [
+            FrameMasks(refusal.frame_index, refusal.frame_name, (), error=refusal.reason)
+            for refusal in submitted.refused
+        ]
         offset = 0
         try:
             for job in submitted.jobs:

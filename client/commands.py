@@ -24,46 +24,83 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     from maskfarm.worker.cli import add_model_options
 
     segment = subcommands.add_parser(
-        "segment", help="write one mask per frame and prompt",
+        "segment",
+        help="write one mask per frame and prompt",
         description="Frames are image files, globs (shots/*.png, in natural order) or frame patterns "
         "(shot.####.exr, shot.%%04d.exr: every frame on disk, or those of --frames). Masks go to "
         "OUTPUT/<prompt>/<frame name>.<ext>; frames whose masks all exist are skipped (resume) "
-        "unless --overwrite. Through the service, each chunk of --chunk frames is one job.")
-    segment.add_argument("frames", nargs="+", metavar="FRAMES",
-                         help="image files (PNG, JPEG, TIFF, WebP, BMP), globs or frame patterns")
-    segment.add_argument("--frames", "-f", dest="frame_list", metavar="LIST",
-                         help="frames of the patterns: 1001-1100, 1001-1100x2 (every 2nd), 1001,1005,1010-1020")
+        "unless --overwrite. Through the service, each chunk of --chunk frames is one job.",
+    )
+    segment.add_argument(
+        "frames", nargs="+", metavar="FRAMES", help="image files (PNG, JPEG, TIFF, WebP, BMP), globs or frame patterns"
+    )
+    segment.add_argument(
+        "--frames",
+        "-f",
+        dest="frame_list",
+        metavar="LIST",
+        help="frames of the patterns: 1001-1100, 1001-1100x2 (every 2nd), 1001,1005,1010-1020",
+    )
     segment.add_argument("--overwrite", action="store_true", help="redo frames whose masks exist (default: skip them)")
-    segment.add_argument("--keep-going", action="store_true",
-                         help="report and skip a frame that fails (or is missing) instead of stopping; "
-                              "exit 3 at the end if any did")
-    segment.add_argument("--chunk", type=_positive, default=DEFAULT_CHUNK,
-                         help=f"frames per job (service only; default {DEFAULT_CHUNK})")
-    segment.add_argument("--in-flight", type=_positive, default=DEFAULT_IN_FLIGHT,
-                         help=f"chunks queued or running at once (service only; default {DEFAULT_IN_FLIGHT})")
+    segment.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="report and skip a frame that fails (or is missing) instead of stopping; exit 3 at the end if any did",
+    )
+    segment.add_argument(
+        "--chunk", type=_positive, default=DEFAULT_CHUNK, help=f"frames per job (service only; default {DEFAULT_CHUNK})"
+    )
+    segment.add_argument(
+        "--in-flight",
+        type=_positive,
+        default=DEFAULT_IN_FLIGHT,
+        help=f"chunks queued or running at once (service only; default {DEFAULT_IN_FLIGHT})",
+    )
     add_prompt_options(segment)
     segment.add_argument("--output", "-o", default="masks", help="output folder (default: masks)")
-    segment.add_argument("--format", choices=("png", "png16", "npy", "exr", "tiff16"), default="png",
-                         help="png: 8-bit; png16: 16-bit; npy: float32, exact; exr: float32 OpenEXR (channel Y), "
-                              "exact; tiff16: 16-bit TIFF (default: png)")
-    segment.add_argument("--threshold", type=float, default=0.4, help="probability above which a pixel is in (default 0.4)")
+    segment.add_argument(
+        "--format",
+        choices=("png", "png16", "npy", "exr", "tiff16"),
+        default="png",
+        help="png: 8-bit; png16: 16-bit; npy: float32, exact; exr: float32 OpenEXR (channel Y), "
+        "exact; tiff16: 16-bit TIFF (default: png)",
+    )
+    segment.add_argument(
+        "--threshold", type=float, default=0.4, help="probability above which a pixel is in (default 0.4)"
+    )
     segment.add_argument("--smooth", type=int, default=9, help="majority-vote smoothing kernel, 0-32 (default 9)")
     segment.add_argument("--dilate", type=int, default=0, help="grow (>0) or shrink (<0) by this many pixels, -32-32")
     segment.add_argument("--blur", type=int, default=0, help="Gaussian blur kernel of the final mask, 0-64")
-    segment.add_argument("--soft", action="store_true", help="the probability map itself: no threshold/smooth/dilate/blur")
+    segment.add_argument(
+        "--soft", action="store_true", help="the probability map itself: no threshold/smooth/dilate/blur"
+    )
     segment.add_argument("--union", action="store_true", help="also write the union of the prompts' masks (union/)")
-    segment.add_argument("--invert", action="store_true",
-                         help="write 1 - mask (applied last, to the union too: with --union, union/ holds the "
-                              "pixels no prompt covers)")
+    segment.add_argument(
+        "--invert",
+        action="store_true",
+        help="write 1 - mask (applied last, to the union too: with --union, union/ holds the pixels no prompt covers)",
+    )
     segment.add_argument("--local", action="store_true", help="run the pipeline in this process (no server, no Redis)")
-    segment.add_argument("--priority", choices=("high", "normal", "low"), default="normal",
-                         help="queue to wait in (service only; default normal)")
-    segment.add_argument("--shared-storage", action="store_true",
-                         help="the workers see these files at the same paths: send the frames by path and have "
-                              "the workers write the masks under --output (service only; the server and workers "
-                              "need a --storage-root holding both)")
-    segment.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                         help="label the job, e.g. shot=sq010 (service only; repeat for several)")
+    segment.add_argument(
+        "--priority",
+        choices=("high", "normal", "low"),
+        default="normal",
+        help="queue to wait in (service only; default normal)",
+    )
+    segment.add_argument(
+        "--shared-storage",
+        action="store_true",
+        help="the workers see these files at the same paths: send the frames by path and have "
+        "the workers write the masks under --output (service only; the server and workers "
+        "need a --storage-root holding both)",
+    )
+    segment.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label the job, e.g. shot=sq010 (service only; repeat for several)",
+    )
     _add_exr_and_preview_options(segment)
     _add_target(segment)
     add_model_options(segment)
@@ -80,10 +117,20 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     cancel.set_defaults(run=run_cancel)
 
     jobs = subcommands.add_parser("jobs", help="list jobs, newest first")
-    jobs.add_argument("--state", action="append", default=[], choices=[s.lower() for s in JOB_STATES],
-                      help="only jobs in this state (repeat for several)")
-    jobs.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                      help="only jobs with this label (repeat: all must match)")
+    jobs.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        choices=[s.lower() for s in JOB_STATES],
+        help="only jobs in this state (repeat for several)",
+    )
+    jobs.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only jobs with this label (repeat: all must match)",
+    )
     jobs.add_argument("--limit", type=int, default=100, help="show at most this many (default 100; 0: all)")
     _add_target(jobs)
     jobs.set_defaults(run=run_jobs)
@@ -98,44 +145,82 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     health.set_defaults(run=run_health)
 
     up = subcommands.add_parser(
-        "up", help="run Redis (if none answers), a server and workers here, until Ctrl-C",
+        "up",
+        help="run Redis (if none answers), a server and workers here, until Ctrl-C",
         description="An all-in-one maskfarm on this machine: uses the Redis at --redis-url (it must answer) "
         "or, when none is given, the local one at 6379 or, if none answers there, a private memory-only "
         "redis-server; starts `maskfarm server` and --workers `maskfarm worker` processes; prints the target "
         "once SERVING. Refuses a --listen address in use and a model whose weights cannot be had. Ctrl-C or "
-        "SIGTERM stops them all, workers first (each finishes its current job); a second Ctrl-C kills them.")
-    up.add_argument("--listen", default=os.environ.get("MASKFARM_LISTEN", "127.0.0.1:50051"),
-                    help="address the server listens on (env MASKFARM_LISTEN; default %(default)s)")
-    up.add_argument("--redis-url", default=os.environ.get("MASKFARM_REDIS_URL", ""),
-                    help="Redis to use; an error when it does not answer (env MASKFARM_REDIS_URL; default: "
-                         "redis://127.0.0.1:6379/0 if it answers, else a private one)")
-    up.add_argument("--private-redis", action="store_true",
-                    help="always start a private, memory-only redis-server (gone when up stops)")
-    up.add_argument("--namespace", default=os.environ.get("MASKFARM_NAMESPACE", "maskfarm"),
-                    help="prefix of maskfarm's Redis keys (env MASKFARM_NAMESPACE; default %(default)s)")
+        "SIGTERM stops them all, workers first (each finishes its current job); a second Ctrl-C kills them.",
+    )
+    up.add_argument(
+        "--listen",
+        default=os.environ.get("MASKFARM_LISTEN", "127.0.0.1:50051"),
+        help="address the server listens on (env MASKFARM_LISTEN; default %(default)s)",
+    )
+    up.add_argument(
+        "--redis-url",
+        default=os.environ.get("MASKFARM_REDIS_URL", ""),
+        help="Redis to use; an error when it does not answer (env MASKFARM_REDIS_URL; default: "
+        "redis://127.0.0.1:6379/0 if it answers, else a private one)",
+    )
+    up.add_argument(
+        "--private-redis",
+        action="store_true",
+        help="always start a private, memory-only redis-server (gone when up stops)",
+    )
+    up.add_argument(
+        "--namespace",
+        default=os.environ.get("MASKFARM_NAMESPACE", "maskfarm"),
+        help="prefix of maskfarm's Redis keys (env MASKFARM_NAMESPACE; default %(default)s)",
+    )
     up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    up.add_argument("--stop-timeout", type=float, default=30.0,
-                    help="seconds a worker gets to finish its job when stopping (default 30)")
-    up.add_argument("--metrics-listen", default=os.environ.get("MASKFARM_METRICS_LISTEN", ""),
-                    help="host:port of the server's Prometheus /metrics; worker N gets port + N "
-                         "(env MASKFARM_METRICS_LISTEN; default: off)")
-    up.add_argument("--storage-root", action="append", default=[], metavar="DIR",
-                    help="shared storage for the server and the workers: a folder under which jobs may name "
-                         "frames and output_dir by path; repeat for several (default: $MASKFARM_STORAGE_ROOTS)")
+    up.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a worker gets to finish its job when stopping (default 30)",
+    )
+    up.add_argument(
+        "--metrics-listen",
+        default=os.environ.get("MASKFARM_METRICS_LISTEN", ""),
+        help="host:port of the server's Prometheus /metrics; worker N gets port + N "
+        "(env MASKFARM_METRICS_LISTEN; default: off)",
+    )
+    up.add_argument(
+        "--storage-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="shared storage for the server and the workers: a folder under which jobs may name "
+        "frames and output_dir by path; repeat for several (default: $MASKFARM_STORAGE_ROOTS)",
+    )
     add_model_options(up)
     up.set_defaults(run=run_up)
 
 
 def _add_exr_and_preview_options(segment: argparse.ArgumentParser) -> None:
     group = segment.add_argument_group("OpenEXR frames and previews")
-    group.add_argument("--exr-layer", default="", metavar="LAYER",
-                       help="layer (AOV) of OpenEXR frames to read, e.g. diffuse for diffuse.R/G/B "
-                            "(default: R, G, B); a layer with only Y or one channel reads as grey")
-    group.add_argument("--exposure", type=float, default=0.0, metavar="STOPS",
-                       help="exposure applied to OpenEXR frames' linear values before the sRGB conversion "
-                            "the model sees (-32 to 32; default 0)")
-    group.add_argument("--preview", action="store_true",
-                       help="also write OUTPUT/preview/<prompt>/<frame>.jpg: each mask tinted red over its frame")
+    group.add_argument(
+        "--exr-layer",
+        default="",
+        metavar="LAYER",
+        help="layer (AOV) of OpenEXR frames to read, e.g. diffuse for diffuse.R/G/B "
+        "(default: R, G, B); a layer with only Y or one channel reads as grey",
+    )
+    group.add_argument(
+        "--exposure",
+        type=float,
+        default=0.0,
+        metavar="STOPS",
+        help="exposure applied to OpenEXR frames' linear values before the sRGB conversion "
+        "the model sees (-32 to 32; default 0)",
+    )
+    group.add_argument(
+        "--preview",
+        action="store_true",
+        help="also write OUTPUT/preview/<prompt>/<frame>.jpg: each mask tinted red over its frame",
+    )
 
 
 def _previews(args: argparse.Namespace, frames, code: int) -> int:
@@ -147,8 +232,15 @@ def _previews(args: argparse.Namespace, frames, code: int) -> int:
     from maskfarm.client.previews import write_previews
 
     try:
-        written = write_previews(frames, args.prompt, args.output, args.format, union=args.union,
-                                 exr_layer=args.exr_layer, exposure=args.exposure)
+        written = write_previews(
+            frames,
+            args.prompt,
+            args.output,
+            args.format,
+            union=args.union,
+            exr_layer=args.exr_layer,
+            exposure=args.exposure,
+        )
     except (OSError, ValueError, ImportError) as error:
         print(f"maskfarm segment: --preview: {error}", file=sys.stderr)
         return 1
@@ -169,8 +261,11 @@ def _positive(text: str) -> int:
 def _add_target(parser: argparse.ArgumentParser) -> None:
     from maskfarm.client.client import DEFAULT_TARGET
 
-    parser.add_argument("--target", default=os.environ.get("MASKFARM_TARGET", DEFAULT_TARGET),
-                        help="server address (env MASKFARM_TARGET, default localhost:50051)")
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("MASKFARM_TARGET", DEFAULT_TARGET),
+        help="server address (env MASKFARM_TARGET, default localhost:50051)",
+    )
     _add_security(parser)
 
 
@@ -178,10 +273,17 @@ def _add_security(parser: argparse.ArgumentParser) -> None:
     """Token and TLS flags; each one left unset falls back to its variable (see
     ``maskfarm.client.security``)."""
     group = parser.add_argument_group("authentication and TLS")
-    group.add_argument("--token", help="bearer token for a server with --auth-tokens (env MASKFARM_TOKEN; "
-                       "prefer the variable: arguments are visible to other users)")
-    group.add_argument("--tls", action="store_true", default=None,
-                       help="use TLS, trusting the system's CAs (env MASKFARM_TLS=1; implied by the files below)")
+    group.add_argument(
+        "--token",
+        help="bearer token for a server with --auth-tokens (env MASKFARM_TOKEN; "
+        "prefer the variable: arguments are visible to other users)",
+    )
+    group.add_argument(
+        "--tls",
+        action="store_true",
+        default=None,
+        help="use TLS, trusting the system's CAs (env MASKFARM_TLS=1; implied by the files below)",
+    )
     group.add_argument("--tls-ca", help="PEM file of the CA that signed the server's certificate (env MASKFARM_TLS_CA)")
     group.add_argument("--tls-cert", help="PEM client certificate, for mutual TLS (env MASKFARM_TLS_CLIENT_CERT)")
     group.add_argument("--tls-key", help="PEM private key of --tls-cert (env MASKFARM_TLS_CLIENT_KEY)")
@@ -189,8 +291,7 @@ def _add_security(parser: argparse.ArgumentParser) -> None:
 
 def _security_options(args: argparse.Namespace) -> dict:
     """The Client's token and TLS arguments, from the flags."""
-    return dict(token=args.token, tls=args.tls, ca_cert=args.tls_ca, client_cert=args.tls_cert,
-                client_key=args.tls_key)
+    return dict(token=args.token, tls=args.tls, ca_cert=args.tls_ca, client_cert=args.tls_cert, client_key=args.tls_key)
 
 
 def _client(args: argparse.Namespace):
@@ -207,8 +308,15 @@ def run_segment(args: argparse.Namespace) -> int:
     from maskfarm.server.params import MaskParams
 
     try:
-        params = MaskParams(threshold=args.threshold, smooth=args.smooth, dilate=args.dilate, blur=args.blur,
-                            soft=args.soft, invert=args.invert, union=args.union)
+        params = MaskParams(
+            threshold=args.threshold,
+            smooth=args.smooth,
+            dilate=args.dilate,
+            blur=args.blur,
+            soft=args.soft,
+            invert=args.invert,
+            union=args.union,
+        )
     except ValueError as error:
         print(f"maskfarm segment: --{error}", file=sys.stderr)
         return 2
@@ -218,8 +326,16 @@ def run_segment(args: argparse.Namespace) -> int:
         print(f"maskfarm segment: {error}", file=sys.stderr)
         return 2
     try:
-        plan = plan_frames(args.frames, args.frame_list, args.prompt, args.output, args.format, union=args.union,
-                           overwrite=args.overwrite, keep_going=args.keep_going)
+        plan = plan_frames(
+            args.frames,
+            args.frame_list,
+            args.prompt,
+            args.output,
+            args.format,
+            union=args.union,
+            overwrite=args.overwrite,
+            keep_going=args.keep_going,
+        )
     except SequenceError as error:
         print(f"maskfarm segment: {error}", file=sys.stderr)
         return 2
@@ -230,8 +346,9 @@ def run_segment(args: argparse.Namespace) -> int:
         from maskfarm.worker.cli import run_local_segment
 
         return _previews(args, plan.frames, run_local_segment(args, params, plan.frames, report))
-    code = _reporting_errors("segment", lambda: _segment_through_service(args, params, plan.frames, report),
-                             args.target)
+    code = _reporting_errors(
+        "segment", lambda: _segment_through_service(args, params, plan.frames, report), args.target
+    )
     return _previews(args, plan.frames, code)
 
 
@@ -242,16 +359,33 @@ def _segment_through_service(args: argparse.Namespace, params, frames, report) -
     with _client(args) as client:
         try:
             written = segment_sequence(
-                client, frames, args.prompt, args.output, args.format, report,
-                chunk=args.chunk, in_flight=args.in_flight,
-                threshold=params.threshold, smooth=params.smooth, dilate=params.dilate, blur=params.blur,
-                soft=params.soft, invert=params.invert, union=params.union,
-                priority=args.priority, labels=labels, keep_going=args.keep_going, **_storage_options(args),
-                exr_layer=args.exr_layer, exposure=args.exposure,
+                client,
+                frames,
+                args.prompt,
+                args.output,
+                args.format,
+                report,
+                chunk=args.chunk,
+                in_flight=args.in_flight,
+                threshold=params.threshold,
+                smooth=params.smooth,
+                dilate=params.dilate,
+                blur=params.blur,
+                soft=params.soft,
+                invert=params.invert,
+                union=params.union,
+                priority=args.priority,
+                labels=labels,
+                keep_going=args.keep_going,
+                **_storage_options(args),
+                exr_layer=args.exr_layer,
+                exposure=args.exposure,
             )
         except KeyboardInterrupt:
-            print("maskfarm segment: interrupted; the jobs in flight were cancelled (run again to resume)",
-                  file=sys.stderr)
+            print(
+                "maskfarm segment: interrupted; the jobs in flight were cancelled (run again to resume)",
+                file=sys.stderr,
+            )
             raise
     return report.finish(written)
 
@@ -277,7 +411,9 @@ def run_cancel(args: argparse.Namespace) -> int:
     def cancel() -> int:
         with _client(args) as client:
             job = client.cancel(args.job)
-        note = " (cancel requested: it stops between batches)" if job.cancel_requested and not job.state.terminal else ""
+        note = (
+            " (cancel requested: it stops between batches)" if job.cancel_requested and not job.state.terminal else ""
+        )
         print(f"{job.id}: {job.state.value}{note}")
         return 0
 
@@ -301,8 +437,10 @@ def run_workers(args: argparse.Namespace) -> int:
     def list_workers() -> int:
         with _client(args) as client:
             workers = client.workers()
-        rows = [(w.name, w.state, w.device, w.model, w.dtype, w.current_job_id or "-", _time(w.last_heartbeat))
-                for w in workers]
+        rows = [
+            (w.name, w.state, w.device, w.model, w.dtype, w.current_job_id or "-", _time(w.last_heartbeat))
+            for w in workers
+        ]
         print(_table(("WORKER", "STATE", "DEVICE", "MODEL", "DTYPE", "JOB", "HEARTBEAT"), rows))
         return 0
 
@@ -324,10 +462,17 @@ def run_up(args: argparse.Namespace) -> int:
     if problem:
         print(f"maskfarm up: {problem}", file=sys.stderr)
         return 2
-    settings = ClusterSettings(listen=args.listen, redis_url=args.redis_url, private_redis=args.private_redis,
-                               namespace=args.namespace, workers=args.workers, worker_flags=tuple(worker_flags),
-                               stop_timeout_s=args.stop_timeout, metrics_listen=args.metrics_listen,
-                               storage_roots=tuple(os.path.abspath(root) for root in args.storage_root))
+    settings = ClusterSettings(
+        listen=args.listen,
+        redis_url=args.redis_url,
+        private_redis=args.private_redis,
+        namespace=args.namespace,
+        workers=args.workers,
+        worker_flags=tuple(worker_flags),
+        stop_timeout_s=args.stop_timeout,
+        metrics_listen=args.metrics_listen,
+        storage_roots=tuple(os.path.abspath(root) for root in args.storage_root),
+    )
     stop = threading.Event()
     cluster = LocalCluster(settings, stop_requested=stop.is_set)
 
@@ -340,8 +485,11 @@ def run_up(args: argparse.Namespace) -> int:
         signal.signal(signum, on_signal)
     try:
         cluster.start()
-        print(f"maskfarm up: serving on {cluster.target} (Redis {cluster.redis_url}); "
-              f"export MASKFARM_TARGET={cluster.target}", flush=True)
+        print(
+            f"maskfarm up: serving on {cluster.target} (Redis {cluster.redis_url}); "
+            f"export MASKFARM_TARGET={cluster.target}",
+            flush=True,
+        )
         cluster.wait_for_workers()
         print(f"maskfarm up: {args.workers} worker(s) ready; Ctrl-C stops everything", flush=True)
         cluster.supervise()
@@ -383,8 +531,13 @@ def describe_job(job) -> str:
     lines += [("created", _time(job.created)), ("started", _time(job.started)), ("finished", _time(job.finished))]
     if job.provenance:
         p = job.provenance
-        lines += [("model", p.model + (f" @ {p.revision}" if p.revision else "")), ("dtype", p.dtype),
-                  ("device", p.device), ("worker", p.worker), ("maskfarm", p.maskfarm_version)]
+        lines += [
+            ("model", p.model + (f" @ {p.revision}" if p.revision else "")),
+            ("dtype", p.dtype),
+            ("device", p.device),
+            ("worker", p.worker),
+            ("maskfarm", p.maskfarm_version),
+        ]
     return "\n".join(f"{key:<9}{value}" for key, value in lines)
 
 
@@ -395,8 +548,9 @@ def _job_row(job) -> tuple[str, ...]:
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
-                     for row in [header, *rows])
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]
+    )
 
 
 def _time(moment) -> str:
@@ -439,8 +593,11 @@ def _reporting_errors(command: str, run, target: str = "") -> int:
     except MaskfarmError as error:
         print(f"maskfarm {command}: {error}", file=sys.stderr)
         if isinstance(error, Unavailable) and target:
-            print(f"maskfarm {command}: is a maskfarm server running at {target}? Start one with `maskfarm up`, "
-                  "or point --target (or MASKFARM_TARGET) at yours", file=sys.stderr)
+            print(
+                f"maskfarm {command}: is a maskfarm server running at {target}? Start one with `maskfarm up`, "
+                "or point --target (or MASKFARM_TARGET) at yours",
+                file=sys.stderr,
+            )
         return 1
 
 
@@ -453,8 +610,7 @@ def run_health(args: argparse.Namespace) -> int:
     def check() -> int:
         with ChannelSecurity.resolve(**_security_options(args)).channel(args.target) as channel:
             try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
-                                                                  timeout=args.timeout)
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
             except grpc.RpcError as error:
                 print(f"maskfarm health: {args.target}: {error.code().name}: {error.details()}", file=sys.stderr)
                 return 1

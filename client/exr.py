@@ -52,8 +52,9 @@ def read_linear(data: bytes, layer: str = "") -> np.ndarray:
         x1, y1 = min(window.x_max, display.x_max), min(window.y_max, display.y_max)
         if x0 > x1 or y0 > y1:
             continue
-        frame[y0 - display.y_min : y1 - display.y_min + 1, x0 - display.x_min : x1 - display.x_min + 1, index] = (
-            pixels[y0 - window.y_min : y1 - window.y_min + 1, x0 - window.x_min : x1 - window.x_min + 1])
+        frame[y0 - display.y_min : y1 - display.y_min + 1, x0 - display.x_min : x1 - display.x_min + 1, index] = pixels[
+            y0 - window.y_min : y1 - window.y_min + 1, x0 - window.x_min : x1 - window.x_min + 1
+        ]
     return frame
 
 
@@ -61,9 +62,12 @@ def srgb8(linear: np.ndarray, exposure: float = 0.0) -> np.ndarray:
     """Linear values (H, W, C), C 1 or 3, as sRGB (H, W, 3) uint8: the conversion of the
     module docstring, in float32."""
     values = np.nan_to_num(np.asarray(linear, dtype=np.float32), nan=0.0, posinf=np.inf, neginf=-np.inf)
-    values = np.clip(values * np.float32(2.0 ** exposure), 0, 1)
-    encoded = np.where(values <= SRGB_LINEAR_LIMIT, values * np.float32(12.92),
-                       np.float32(1.055) * values ** np.float32(1 / 2.4) - np.float32(0.055))
+    values = np.clip(values * np.float32(2.0**exposure), 0, 1)
+    encoded = np.where(
+        values <= SRGB_LINEAR_LIMIT,
+        values * np.float32(12.92),
+        np.float32(1.055) * values ** np.float32(1 / 2.4) - np.float32(0.055),
+    )
     rgb = np.round(np.clip(encoded, 0, 1) * np.float32(255)).astype(np.uint8)
     return np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
 

@@ -83,8 +83,7 @@ def encode_frame(frame: FrameSource | tuple[str, FrameSource]) -> EncodedFrame:
     if isinstance(frame, np.ndarray):
         return EncodedFrame(_array_png(frame))
     raise TypeError(
-        f"a frame must be a path, bytes, a PIL image, a numpy array or a (name, frame) pair; "
-        f"got {type(frame).__name__}"
+        f"a frame must be a path, bytes, a PIL image, a numpy array or a (name, frame) pair; got {type(frame).__name__}"
     )
 
 
@@ -96,7 +95,12 @@ def png16(pixels: np.ndarray) -> bytes:
     rows = np.ascontiguousarray(pixels, dtype=">u2").view(np.uint8).reshape(height, -1)
     scanlines = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1)
     header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 1)) + _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 1))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

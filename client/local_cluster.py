@@ -91,22 +91,42 @@ class LocalCluster:
         """Starts Redis if need be, the server (waiting for SERVING) and the workers
         (waiting until all are registered). Raises ``ClusterError``."""
         if address_taken := _listen_address_taken(self.settings.listen):
-            raise ClusterError(f"cannot listen on {self.settings.listen}: {address_taken} (is another "
-                               "maskfarm up or server running? stop it, or pass another --listen)")
+            raise ClusterError(
+                f"cannot listen on {self.settings.listen}: {address_taken} (is another "
+                "maskfarm up or server running? stop it, or pass another --listen)"
+            )
         self.redis_url = self._redis()
-        self.server = _spawn("server", "--listen", self.settings.listen, "--redis-url", self.redis_url,
-                             "--namespace", self.settings.namespace, *self.settings.metrics_flags(0),
-                             *self.settings.storage_flags)
+        self.server = _spawn(
+            "server",
+            "--listen",
+            self.settings.listen,
+            "--redis-url",
+            self.redis_url,
+            "--namespace",
+            self.settings.namespace,
+            *self.settings.metrics_flags(0),
+            *self.settings.storage_flags,
+        )
         self._wait_until(self._serving, "the server to report SERVING", STARTUP_TIMEOUT_S)
         for number in range(1, self.settings.workers + 1):
-            self.workers.append(_spawn("worker", "--redis-url", self.redis_url, "--namespace", self.settings.namespace,
-                                       *self.settings.worker_flags, *self.settings.metrics_flags(number),
-                                       *self.settings.storage_flags))
+            self.workers.append(
+                _spawn(
+                    "worker",
+                    "--redis-url",
+                    self.redis_url,
+                    "--namespace",
+                    self.settings.namespace,
+                    *self.settings.worker_flags,
+                    *self.settings.metrics_flags(number),
+                    *self.settings.storage_flags,
+                )
+            )
 
     def wait_for_workers(self) -> None:
         """Waits until every worker is registered (has loaded its model)."""
-        self._wait_until(self._workers_ready, f"{self.settings.workers} workers to register",
-                         self.settings.workers_timeout_s)
+        self._wait_until(
+            self._workers_ready, f"{self.settings.workers} workers to register", self.settings.workers_timeout_s
+        )
 
     def supervise(self) -> None:
         """Returns when ``stop_requested()`` is true; raises ``ClusterError`` if a process dies."""
@@ -137,8 +157,10 @@ class LocalCluster:
             return self._start_private_redis(reason="--private-redis was asked for")
         if given:
             if not _redis_answers(given):
-                raise ClusterError(f"no Redis answers at {given} (given by --redis-url or MASKFARM_REDIS_URL): "
-                                   "start it, or set neither to use the local one or a private one")
+                raise ClusterError(
+                    f"no Redis answers at {given} (given by --redis-url or MASKFARM_REDIS_URL): "
+                    "start it, or set neither to use the local one or a private one"
+                )
             return given
         if _redis_answers(DEFAULT_REDIS_URL):
             return DEFAULT_REDIS_URL
@@ -151,9 +173,23 @@ class LocalCluster:
         self._redis_dir = tempfile.TemporaryDirectory(prefix="maskfarm-redis-")
         port = _free_port()
         self.private_redis = subprocess.Popen(
-            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self._redis_dir.name, "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, start_new_session=True,
+            [
+                executable,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._redis_dir.name,
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
         )
         url = f"redis://127.0.0.1:{port}/0"
         self._wait_until(lambda: _redis_answers(url), "the private redis-server to answer", 10.0)

@@ -100,9 +100,16 @@ class FrameResult:
             index=frame.frame_index,
             name=frame.frame_name,
             masks=tuple(
-                Mask(mask.prompt_index, mask.prompt, mask.is_union,
-                     pb.OutputFormat.Name(mask.format).removeprefix("OUTPUT_FORMAT_"),
-                     mask.data, mask.width, mask.height, mask.path)
+                Mask(
+                    mask.prompt_index,
+                    mask.prompt,
+                    mask.is_union,
+                    pb.OutputFormat.Name(mask.format).removeprefix("OUTPUT_FORMAT_"),
+                    mask.data,
+                    mask.width,
+                    mask.height,
+                    mask.path,
+                )
                 for mask in frame.masks
             ),
             error=frame.error,

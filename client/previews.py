@@ -28,13 +28,16 @@ OPACITY = 0.5
 JPEG_QUALITY = 90
 
 
-def overlay(frame_rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = COLOUR,
-            opacity: float = OPACITY) -> Image.Image:
+def overlay(
+    frame_rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = COLOUR, opacity: float = OPACITY
+) -> Image.Image:
     """The (H, W, 3) uint8 frame with the (H, W) mask in [0, 1] tinted over it in ``colour``."""
     frame = np.asarray(frame_rgb, dtype=np.float32)
     weight = opacity * np.clip(np.asarray(mask, dtype=np.float32), 0, 1)[..., None]
     if weight.shape[:2] != frame.shape[:2]:
-        raise ValueError(f"mask {weight.shape[1]}x{weight.shape[0]} does not fit frame {frame.shape[1]}x{frame.shape[0]}")
+        raise ValueError(
+            f"mask {weight.shape[1]}x{weight.shape[0]} does not fit frame {frame.shape[1]}x{frame.shape[0]}"
+        )
     tinted = frame * (1 - weight) + np.asarray(colour, dtype=np.float32) * weight
     return Image.fromarray(np.round(tinted).clip(0, 255).astype(np.uint8), "RGB")
 
@@ -48,8 +51,11 @@ def display_frame(path: str | Path, exr_layer: str = "", exposure: float = 0.0) 
         return exr_to_rgb8(data, exr_layer, exposure)
     with Image.open(path) as image:
         if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-            return np.repeat(np.round(np.asarray(image, dtype=np.float64).clip(0, 65535) / 257)
-                             .astype(np.uint8)[..., None], 3, axis=2)
+            return np.repeat(
+                np.round(np.asarray(image, dtype=np.float64).clip(0, 65535) / 257).astype(np.uint8)[..., None],
+                3,
+                axis=2,
+            )
         if image.mode == "F":
             grey = (np.asarray(image, dtype=np.float32) * 255).clip(0, 255).astype(np.uint8)
             return np.repeat(grey[..., None], 3, axis=2)
@@ -62,8 +68,14 @@ def preview_path(outdir: str | Path, folder: str, frame_name: str) -> Path:
 
 
 def write_previews(
-    frame_paths: Sequence[str | Path], prompts: Sequence[str], outdir: str | Path, fmt: str, *,
-    union: bool = False, exr_layer: str = "", exposure: float = 0.0,
+    frame_paths: Sequence[str | Path],
+    prompts: Sequence[str],
+    outdir: str | Path,
+    fmt: str,
+    *,
+    union: bool = False,
+    exr_layer: str = "",
+    exposure: float = 0.0,
 ) -> list[Path]:
     """A preview for every mask of ``frame_paths`` found under ``outdir`` (as ``maskfarm
     segment`` wrote them in ``fmt``), written whole like the masks; returns their paths.

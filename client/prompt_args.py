@@ -29,20 +29,40 @@ class PromptArgsError(ValueError):
 
 def add_prompt_options(parser: argparse.ArgumentParser) -> None:
     """The prompt flags, collected in order into ``args.prompt_items`` (see ``prompts_from_args``)."""
-    parser.add_argument("--prompt", "-p", action=_NewPrompt, dest="prompt_items", metavar="TEXT",
-                        help="text prompt; repeat for several")
-    parser.add_argument("--image-prompt", action=_NewPrompt, dest="prompt_items", metavar="IMAGE",
-                        help="an example image of what to find (CLIPSeg's visual prompt); its masks go to "
-                             "OUTPUT/<image file stem>/")
-    parser.add_argument("--not", action=_Negative, dest="prompt_items", metavar="TEXT",
-                        help="take this out of the mask of the -p before it (its mask minus this one's); "
-                             "repeat for several")
+    parser.add_argument(
+        "--prompt", "-p", action=_NewPrompt, dest="prompt_items", metavar="TEXT", help="text prompt; repeat for several"
+    )
+    parser.add_argument(
+        "--image-prompt",
+        action=_NewPrompt,
+        dest="prompt_items",
+        metavar="IMAGE",
+        help="an example image of what to find (CLIPSeg's visual prompt); its masks go to OUTPUT/<image file stem>/",
+    )
+    parser.add_argument(
+        "--not",
+        action=_Negative,
+        dest="prompt_items",
+        metavar="TEXT",
+        help="take this out of the mask of the -p before it (its mask minus this one's); repeat for several",
+    )
     for name in OVERRIDES:
-        parser.add_argument(f"--prompt-{name}", action=_Override, dest="prompt_items", type=_TYPES[name],
-                            metavar=name.upper(), help=f"the --{name} of the -p before it")
-    parser.add_argument("--prompts-file", action=_PromptsFile, dest="prompt_items", metavar="FILE",
-                        help="more prompts, one a line: TEXT [--not TEXT] [--prompt-threshold T] ..., or "
-                             "--image-prompt IMAGE; # comments")
+        parser.add_argument(
+            f"--prompt-{name}",
+            action=_Override,
+            dest="prompt_items",
+            type=_TYPES[name],
+            metavar=name.upper(),
+            help=f"the --{name} of the -p before it",
+        )
+    parser.add_argument(
+        "--prompts-file",
+        action=_PromptsFile,
+        dest="prompt_items",
+        metavar="FILE",
+        help="more prompts, one a line: TEXT [--not TEXT] [--prompt-threshold T] ..., or "
+        "--image-prompt IMAGE; # comments",
+    )
 
 
 def prompts_from_args(args: argparse.Namespace, job: MaskParams) -> list[str | Prompt]:

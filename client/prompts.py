@@ -15,8 +15,16 @@ from maskfarm.client.frames import FrameSource, encode_frame
 from maskfarm.server.prompts import OVERRIDES, Exemplar, Prompt, prompt_name
 from maskfarm.v1 import segmentation_pb2 as pb
 
-__all__ = ["Exemplar", "Prompt", "describe_prompt", "image_prompt", "prompt_fields", "prompt_from_message",
-           "prompt_message", "prompt_name"]
+__all__ = [
+    "Exemplar",
+    "Prompt",
+    "describe_prompt",
+    "image_prompt",
+    "prompt_fields",
+    "prompt_from_message",
+    "prompt_message",
+    "prompt_name",
+]
 
 
 def image_prompt(image: FrameSource | tuple[str, FrameSource], **options: object) -> Prompt:

@@ -89,4 +89,3 @@ def _write_frame(frame: FrameResult, folders: Sequence[str], outdir: str | Path,
         path = mask_path(outdir, folder, name, fmt)
         paths.append(write_mask(path, mask.array(), fmt) if fmt == "npy" else write_file(path, mask.data))
     return paths
-

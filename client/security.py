@@ -73,8 +73,9 @@ class ChannelSecurity:
             return cls(token=token)
         if bool(client_cert) != bool(client_key):
             raise InvalidRequest("client_cert and client_key go together: give both or neither")
-        return cls(token=token, tls=True, ca_cert=_pem(ca_cert), client_cert=_pem(client_cert),
-                   client_key=_pem(client_key))
+        return cls(
+            token=token, tls=True, ca_cert=_pem(ca_cert), client_cert=_pem(client_cert), client_key=_pem(client_key)
+        )
 
     def channel(self, target: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
         """A channel to ``target`` that sends the token (if any) with every call."""
@@ -90,8 +91,9 @@ class ChannelSecurity:
 
 
 class _CallDetails(
-    collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
-                                            "compression")),
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
     grpc.ClientCallDetails,
 ):
     pass
@@ -103,18 +105,21 @@ class _BearerMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIn
     def __init__(self, token: str) -> None:
         self.header = ("authorization", f"Bearer {token}")
 
-    def intercept_unary_unary(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails,
-                              request: Any) -> Any:
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
         return continuation(self._with_token(details), request)
 
-    def intercept_unary_stream(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails,
-                               request: Any) -> Any:
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
         return continuation(self._with_token(details), request)
 
     def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         metadata = [*(details.metadata or ()), self.header]
-        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
-                            details.wait_for_ready, details.compression)
+        return _CallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready, details.compression
+        )
 
 
 def _pem(source: Pem | None) -> bytes | None:

@@ -50,8 +50,15 @@ class SequencePlan:
 
 
 def plan_frames(
-    arguments: Sequence[str], frame_list: str | None, prompts: Sequence[str], outdir: str | Path, fmt: str,
-    *, union: bool = False, overwrite: bool = False, keep_going: bool = False,
+    arguments: Sequence[str],
+    frame_list: str | None,
+    prompts: Sequence[str],
+    outdir: str | Path,
+    fmt: str,
+    *,
+    union: bool = False,
+    overwrite: bool = False,
+    keep_going: bool = False,
 ) -> SequencePlan:
     """What ``maskfarm segment`` will do with its FRAMES arguments (see the module
     docstring). Raises ``SequenceError`` for arguments that name nothing, a bad frame
@@ -62,16 +69,18 @@ def plan_frames(
     if expansion.missing and not keep_going:
         raise SequenceError("; ".join(expansion.describe_missing()) + " (--keep-going skips them)")
     folders = prompt_folders(prompts, union)
-    todo = [path for path in expansion.paths
-            if overwrite or not all(mask_path(outdir, folder, path.name, fmt).is_file() for folder in folders)]
+    todo = [
+        path
+        for path in expansion.paths
+        if overwrite or not all(mask_path(outdir, folder, path.name, fmt).is_file() for folder in folders)
+    ]
     return SequencePlan(todo, len(expansion.paths) - len(todo), expansion.describe_missing(), expansion.missing_count)
 
 
 class SequenceReport:
     """The sequence's progress line, failed frames and summary, on ``stream`` (stderr)."""
 
-    def __init__(self, plan: SequencePlan, outdir: str | Path, command: str = "maskfarm segment",
-                 stream=None) -> None:
+    def __init__(self, plan: SequencePlan, outdir: str | Path, command: str = "maskfarm segment", stream=None) -> None:
         from maskfarm.client.progress import SequenceProgress
 
         self.command = command
@@ -79,8 +88,10 @@ class SequenceReport:
         self.failures: list[str] = []
         self.progress = SequenceProgress(plan.total, plan.skipped, stream or sys.stderr)
         if plan.skipped:
-            self.note(f"{plan.skipped} of {plan.total} frames skipped: their masks exist in {outdir} "
-                      "(--overwrite redoes them)")
+            self.note(
+                f"{plan.skipped} of {plan.total} frames skipped: their masks exist in {outdir} "
+                "(--overwrite redoes them)"
+            )
         if plan.missing:
             self.failures += plan.missing
             self.progress.fail("\n".join(f"{command}: {line}; skipped" for line in plan.missing), plan.missing_count)
@@ -103,15 +114,22 @@ class SequenceReport:
             more = f" and {len(self.failures) - SUMMARY_NAMES} more" if len(self.failures) > SUMMARY_NAMES else ""
             count = self.progress.failed
             were = f"{count} frames failed and were" if count > 1 else "1 frame failed and was"
-            print(f"{self.command}: {were} skipped: {shown}{more}",
-                  file=self.progress.stream)
+            print(f"{self.command}: {were} skipped: {shown}{more}", file=self.progress.stream)
             return EXIT_FRAMES_FAILED
         return 0
 
 
 def segment_sequence(
-    client, frames: Sequence[Path], prompts: Sequence[str], outdir: str | Path, fmt: str, report: SequenceReport,
-    *, chunk: int = DEFAULT_CHUNK, in_flight: int = DEFAULT_IN_FLIGHT, **options: Any,
+    client,
+    frames: Sequence[Path],
+    prompts: Sequence[str],
+    outdir: str | Path,
+    fmt: str,
+    report: SequenceReport,
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    in_flight: int = DEFAULT_IN_FLIGHT,
+    **options: Any,
 ) -> int:
     """Segments ``frames`` through the service, one job per ``chunk`` frames, at most
     ``in_flight`` chunks at a time, writing masks as they arrive; returns how many mask
@@ -152,8 +170,17 @@ def segment_sequence(
                 span = f"{first} .. {last}" if job.total > 1 else first
                 report.note(f"job {job.id}: {job.total} frames queued ({span})")
 
-        written = segment_files(client, part, prompts, outdir, fmt, on_submitted=submitted,
-                                on_update=lambda _, job: report.progress.job(job), on_failed=report.failed, **options)
+        written = segment_files(
+            client,
+            part,
+            prompts,
+            outdir,
+            fmt,
+            on_submitted=submitted,
+            on_update=lambda _, job: report.progress.job(job),
+            on_failed=report.failed,
+            **options,
+        )
         with lock:
             in_flight_jobs.difference_update(mine)
         return len(written)

@@ -48,8 +48,10 @@ class Expansion:
 
     def describe_missing(self) -> list[str]:
         """One line per pattern with missing frames: ``"shot.####.exr: 1005-1007 missing"``."""
-        return [f"{argument}: frame{'s' if len(frames) > 1 else ''} {describe_frames(frames)} missing"
-                for argument, frames in self.missing.items()]
+        return [
+            f"{argument}: frame{'s' if len(frames) > 1 else ''} {describe_frames(frames)} missing"
+            for argument, frames in self.missing.items()
+        ]
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,8 @@ def _expand_one(argument: str, frames: Sequence[int] | None) -> tuple[list[Path]
         return matches, [], False
     if Path(argument).is_dir():
         folder = argument.rstrip("/\\") or argument
-        raise SequenceError(f"{argument}: is a folder, not a frame: name its frames, e.g. '{folder}/*.png' "
-                            f"or a pattern such as '{folder}/shot.####.exr'")
+        raise SequenceError(
+            f"{argument}: is a folder, not a frame: name its frames, e.g. '{folder}/*.png' "
+            f"or a pattern such as '{folder}/shot.####.exr'"
+        )
     raise SequenceError(f"{argument}: no such file")

@@ -19,7 +19,9 @@ MAX_FRAMES_PER_JOB = 10_000
 
 
 def split_frames(
-    frames: Sequence[EncodedFrame], request: pb.SubmitJobRequest, max_message_bytes: int,
+    frames: Sequence[EncodedFrame],
+    request: pb.SubmitJobRequest,
+    max_message_bytes: int,
     max_frames: int = MAX_FRAMES_PER_JOB,
 ) -> list[list[EncodedFrame]]:
     """Consecutive runs of ``frames``, at most ``max_frames`` each, such that ``request``

@@ -92,7 +92,9 @@ def running(client: Client, job_id: str):
     while time.monotonic() < deadline:
         job = patiently(lambda: client.get(job_id), "GetJob")
         if job.state.terminal:
-            raise SystemExit(f"job {job_id} ended ({job.state.value}) before it could be interrupted: give it more frames")
+            raise SystemExit(
+                f"job {job_id} ended ({job.state.value}) before it could be interrupted: give it more frames"
+            )
         if job.done > 0 and job.provenance is not None:
             return job
         time.sleep(0.2)
@@ -103,8 +105,10 @@ def completely_done(client: Client, job_id: str) -> int:
     """Waits for the job's end: 0 when it succeeded with every frame's masks."""
     job = patiently(lambda: client.wait(job_id, timeout=PATIENCE_S), "wait")
     stored = sum(1 for _ in patiently(lambda: list(client.results(job_id)), "results"))
-    log(f"job {job_id}: {job.state.value}, {job.done}/{job.total} done, {job.failed} failed, "
-        f"{stored} results, last run on {job.provenance.worker if job.provenance else '?'}")
+    log(
+        f"job {job_id}: {job.state.value}, {job.done}/{job.total} done, {job.failed} failed, "
+        f"{stored} results, last run on {job.provenance.worker if job.provenance else '?'}"
+    )
     return 0 if job.done == job.total == stored and job.failed == 0 else 1
 
 

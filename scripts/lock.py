@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from importlib.metadata import PackageNotFoundError, distribution
+
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 

@@ -109,18 +109,30 @@ def car(c: Canvas, x, ground, body: Color, length=190) -> None:
     s = length / 190
     wheel_r = 22 * s
     c.polygon(
-        [(x + 45 * s, ground - 62 * s), (x + 62 * s, ground - 92 * s), (x + 128 * s, ground - 92 * s),
-         (x + 152 * s, ground - 62 * s)],
+        [
+            (x + 45 * s, ground - 62 * s),
+            (x + 62 * s, ground - 92 * s),
+            (x + 128 * s, ground - 92 * s),
+            (x + 152 * s, ground - 62 * s),
+        ],
         body,
     )
     c.polygon(
-        [(x + 55 * s, ground - 62 * s), (x + 68 * s, ground - 85 * s), (x + 94 * s, ground - 85 * s),
-         (x + 94 * s, ground - 62 * s)],
+        [
+            (x + 55 * s, ground - 62 * s),
+            (x + 68 * s, ground - 85 * s),
+            (x + 94 * s, ground - 85 * s),
+            (x + 94 * s, ground - 62 * s),
+        ],
         (180, 215, 240),
     )
     c.polygon(
-        [(x + 100 * s, ground - 62 * s), (x + 100 * s, ground - 85 * s), (x + 124 * s, ground - 85 * s),
-         (x + 142 * s, ground - 62 * s)],
+        [
+            (x + 100 * s, ground - 62 * s),
+            (x + 100 * s, ground - 85 * s),
+            (x + 124 * s, ground - 85 * s),
+            (x + 142 * s, ground - 62 * s),
+        ],
         (180, 215, 240),
     )
     c.rect(x, ground - 64 * s, x + length, ground - 18 * s, body, radius=12 * s)

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from maskfarm.server.auth import BearerTokenInterceptor
 from maskfarm.server.events import JobEvents
+from maskfarm.server.frame_files import ImageLimits, configure_pillow
 from maskfarm.server.memory import return_large_blocks_when_freed
 from maskfarm.server.metrics import serve_metrics
 from maskfarm.server.queue import JobQueue, QueueLimits
@@ -30,7 +31,6 @@ from maskfarm.server.settings import ServerSettings
 from maskfarm.server.store import JobStore
 from maskfarm.server.tls import server_credentials
 from maskfarm.server.tokens import TokenFile
-from maskfarm.server.frame_files import ImageLimits, configure_pillow
 from maskfarm.server.watch_slots import WatchSlots
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
@@ -77,8 +77,15 @@ async def serve(settings: ServerSettings) -> None:
     server, health = await build_server(settings, connection, events)
 
     await server.start()
-    log.info("serving %s on %s (%s, %s; Redis %s, namespace %r)", SERVICE_NAME, settings.listen,
-             _transport(settings), _auth(settings), redacted_url(settings.redis_url), settings.namespace)
+    log.info(
+        "serving %s on %s (%s, %s; Redis %s, namespace %r)",
+        SERVICE_NAME,
+        settings.listen,
+        _transport(settings),
+        _auth(settings),
+        redacted_url(settings.redis_url),
+        settings.namespace,
+    )
     if settings.storage_roots:
         log.info("shared storage under %s", ", ".join(settings.storage_roots))
     monitor = asyncio.create_task(_report_health(health, connection))
@@ -136,8 +143,10 @@ async def build_server(
         else:
             server.add_insecure_port(settings.listen)
     except RuntimeError as error:  # gRPC's "Failed to bind to address ..."
-        raise ListenError(f"cannot listen on {settings.listen}: the address is in use (another maskfarm server?) "
-                          "or not this machine's") from error
+        raise ListenError(
+            f"cannot listen on {settings.listen}: the address is in use (another maskfarm server?) "
+            "or not this machine's"
+        ) from error
     return server, health
 
 
@@ -173,8 +182,11 @@ async def _report_health(health: health_aio.HealthServicer, connection: redis.Re
             for service in ("", SERVICE_NAME):
                 await health.set(service, status)
             if answered is not None or not answers:
-                log.warning("Redis %s: health is %s", "answers" if answers else "does not answer",
-                            health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+                log.warning(
+                    "Redis %s: health is %s",
+                    "answers" if answers else "does not answer",
+                    health_pb2.HealthCheckResponse.ServingStatus.Name(status),
+                )
             answered = answers
         await asyncio.sleep(HEALTH_CHECK_INTERVAL_S)
 

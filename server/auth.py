@@ -28,11 +28,13 @@ import grpc
 from maskfarm.server.storage_access import StorageAccess
 from maskfarm.server.tokens import TokenFile
 
-OPEN_SERVICES = frozenset({
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1alpha.ServerReflection",
-    "grpc.reflection.v1.ServerReflection",
-})
+OPEN_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
 """Services callable without a token."""
 
 AUTHORIZATION = "authorization"
@@ -122,6 +124,7 @@ def _as_caller(name: str, storage: StorageAccess | None, behavior: Callable[...,
     ``storage``. (grpc.aio runs each call in a task of its own, so setting the variables
     cannot leak into another call.)"""
     if inspect.isasyncgenfunction(behavior):
+
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
             _caller.set(name)
             _storage.set(storage)

@@ -152,8 +152,7 @@ def readable_layers(channel_names: Iterable[str]) -> list[str]:
 
 def _layer_channels(names: list[str], layer: str) -> tuple[str, ...] | None:
     prefix = f"{layer}." if layer else ""
-    own = {name[len(prefix):]: name for name in names
-           if name.startswith(prefix) and "." not in name[len(prefix):]}
+    own = {name[len(prefix) :]: name for name in names if name.startswith(prefix) and "." not in name[len(prefix) :]}
     if all(key in own for key in "RGB"):
         return own["R"], own["G"], own["B"]
     if "Y" in own:

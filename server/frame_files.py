@@ -92,9 +92,12 @@ class ImageLimits:
         return cls(**given)
 
 
-_VARIABLES = (("max_side", "MASKFARM_MAX_SIDE", int), ("max_pixels", "MASKFARM_MAX_PIXELS", int),
-              ("max_frame_mib", "MASKFARM_MAX_FRAME_MIB", int),
-              ("frame_read_timeout_s", "MASKFARM_FRAME_READ_TIMEOUT_S", float))
+_VARIABLES = (
+    ("max_side", "MASKFARM_MAX_SIDE", int),
+    ("max_pixels", "MASKFARM_MAX_PIXELS", int),
+    ("max_frame_mib", "MASKFARM_MAX_FRAME_MIB", int),
+    ("frame_read_timeout_s", "MASKFARM_FRAME_READ_TIMEOUT_S", float),
+)
 
 
 def configure_pillow(limits: ImageLimits) -> None:
@@ -111,6 +114,7 @@ def read_frame_file(path: str, limits: ImageLimits, roots: StorageRoots | None =
     its header's size included; with ``roots``, ``path`` must lie under them (none: any
     path, ``--local``'s own files, symlinks followed). Raises ``FrameFileError`` (or
     ``StoragePathError`` for a path the roots refuse)."""
+
     def read(file: BinaryIO, name: str) -> bytes:
         data = file.read(limits.max_frame_bytes + 1)
         _check_file_size(name, len(data), limits)
@@ -130,6 +134,7 @@ def check_frame_path(path: str, limits: ImageLimits, roots: StorageRoots) -> str
     to the worker's decode). All on a reader thread within the deadline: even a path
     check stats the storage, which may hang. Raises ``FrameFileError`` or
     ``StoragePathError``."""
+
     def probe(file: BinaryIO, name: str) -> ImageInfo:
         try:
             return probe_image_head(file, max_side=limits.max_side, max_pixels=limits.max_pixels)
@@ -199,8 +204,9 @@ class _Readers:
             return future.result(timeout_s)
         except FutureTimeout:
             future.cancel()
-            raise FrameFileError(f"{cut(path)}: not read within {timeout_s:g} s (the frame read deadline); "
-                                 f"is its storage hung?") from None
+            raise FrameFileError(
+                f"{cut(path)}: not read within {timeout_s:g} s (the frame read deadline); is its storage hung?"
+            ) from None
 
     def _start_threads(self) -> None:
         if len(self._threads) == self._count:

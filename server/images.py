@@ -115,8 +115,9 @@ def probe_image_head(file: BinaryIO, *, max_side: int, max_pixels: int) -> Image
     except (UnidentifiedImageError, SyntaxError, ValueError):
         if claimed := _sniff(head):
             raise ImageError(f"truncated or corrupt {claimed} header") from None
-        raise ImageError(f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)}, EXR): "
-                         f"starts with {head[:8]!r}") from None
+        raise ImageError(
+            f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)}, EXR): starts with {head[:8]!r}"
+        ) from None
     return _check_size(image, max_side, max_pixels)
 
 
@@ -166,8 +167,9 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageError(f"truncated or corrupt {_sniff(data) or 'image'} header ({error})") from None
     if found := _any_format(data):
         raise ImageError(f"unsupported format {found} (allowed: {', '.join(ALLOWED_FORMATS)}, EXR)")
-    raise ImageError(f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)}, EXR): "
-                     f"starts with {data[:8]!r}")
+    raise ImageError(
+        f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)}, EXR): starts with {data[:8]!r}"
+    )
 
 
 def _sniff(data: bytes) -> str | None:

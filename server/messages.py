@@ -42,8 +42,9 @@ def job_message(job: JobRecord) -> pb.Job:
     message = pb.Job(
         id=job.id,
         state=JOB_STATES[job.state],
-        progress=pb.Progress(done_frames=job.done_frames, total_frames=job.total_frames,
-                             failed_frames=job.failed_frames),
+        progress=pb.Progress(
+            done_frames=job.done_frames, total_frames=job.total_frames, failed_frames=job.failed_frames
+        ),
         create_time=_timestamp(job.created_at),
         labels=job.labels,
         provenance=pb.Provenance(**asdict(job.provenance)),
@@ -81,16 +82,17 @@ def frame_message(job: JobRecord, result: FrameResult) -> pb.FrameResult:
     wrote (output_dir), or only the error of a frame skipped under keep_going."""
     output_format = OUTPUT_FORMATS[job.format]
     size = dict(format=output_format, width=result.width, height=result.height)
-    masks = [pb.Mask(prompt_index=k, prompt=job.prompts[k], data=data, **size)
-             for k, data in enumerate(result.masks)]
-    masks += [pb.Mask(prompt_index=k, prompt=job.prompts[k], path=path, **size)
-              for k, path in enumerate(result.mask_paths)]
+    masks = [pb.Mask(prompt_index=k, prompt=job.prompts[k], data=data, **size) for k, data in enumerate(result.masks)]
+    masks += [
+        pb.Mask(prompt_index=k, prompt=job.prompts[k], path=path, **size) for k, path in enumerate(result.mask_paths)
+    ]
     if result.union is not None:
         masks.append(pb.Mask(prompt_index=-1, is_union=True, data=result.union, **size))
     if result.union_path:
         masks.append(pb.Mask(prompt_index=-1, is_union=True, path=result.union_path, **size))
-    return pb.FrameResult(frame_index=result.index, frame_name=job.frame_names[result.index], masks=masks,
-                          error=result.error)
+    return pb.FrameResult(
+        frame_index=result.index, frame_name=job.frame_names[result.index], masks=masks, error=result.error
+    )
 
 
 def worker_message(worker: WorkerStatus) -> pb.Worker:

@@ -112,8 +112,11 @@ def prompts_from_json(text: str) -> list[Prompt]:
 def _prompt_dict(prompt: Prompt) -> dict:
     item = dataclasses.asdict(prompt)
     if prompt.image is not None:
-        item["image"] = {"data": base64.b64encode(prompt.image.data).decode("ascii"),
-                         "path": prompt.image.path, "name": prompt.image.name}
+        item["image"] = {
+            "data": base64.b64encode(prompt.image.data).decode("ascii"),
+            "path": prompt.image.path,
+            "name": prompt.image.name,
+        }
     return item
 
 

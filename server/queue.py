@@ -104,7 +104,11 @@ class JobQueue:
         JOBS_SUBMITTED.labels(job.priority.value).inc()
         log.info(
             "job %s queued: %d frame(s) x %d prompt(s), priority %s, labels %s",
-            job.id, job.total_frames, len(job.prompts), job.priority.value, job.labels,
+            job.id,
+            job.total_frames,
+            len(job.prompts),
+            job.priority.value,
+            job.labels,
         )
         return job
 
@@ -143,8 +147,7 @@ class JobQueue:
             raise BacklogFull(f"{waiting} jobs are waiting (limit {self.limits.max_backlog_jobs})", 30)
         if queued + spec.input_bytes > self.limits.max_backlog_bytes:
             raise BacklogFull(
-                f"{queued + spec.input_bytes} bytes of frames would be waiting "
-                f"(limit {self.limits.max_backlog_bytes})",
+                f"{queued + spec.input_bytes} bytes of frames would be waiting (limit {self.limits.max_backlog_bytes})",
                 30,
             )
 

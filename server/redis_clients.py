@@ -60,15 +60,17 @@ class SentinelUrl:
         sentinels = tuple(_host_port(address) for address in hosts.split(","))
         path = [p for p in parts.path.split("/") if p]
         if not 1 <= len(path) <= 2:
-            raise ValueError(f"{SENTINEL_SCHEME}:// URL: the path must be /service_name or /service_name/db, "
-                             f"got {parts.path!r}")
+            raise ValueError(
+                f"{SENTINEL_SCHEME}:// URL: the path must be /service_name or /service_name/db, got {parts.path!r}"
+            )
         if len(path) == 2 and not path[1].isdigit():
             raise ValueError(f"{SENTINEL_SCHEME}:// URL: the database must be a number, got {path[1]!r}")
         query = parse_qs(parts.query)
         unknown = set(query) - {"sentinel_password"}
         if unknown:
-            raise ValueError(f"{SENTINEL_SCHEME}:// URL: unknown option(s) {', '.join(sorted(unknown))} "
-                             "(known: sentinel_password)")
+            raise ValueError(
+                f"{SENTINEL_SCHEME}:// URL: unknown option(s) {', '.join(sorted(unknown))} (known: sentinel_password)"
+            )
         return cls(
             sentinels=sentinels,
             service_name=unquote(path[0]),
@@ -124,8 +126,9 @@ def async_redis_from_url(url: str, **options: Any) -> redis.asyncio.Redis:
         return redis.asyncio.Redis.from_url(url, **options)
     parsed = SentinelUrl.parse(url)
     sentinel = redis.asyncio.sentinel.Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())
-    return sentinel.master_for(parsed.service_name, redis_class=redis.asyncio.Redis, **parsed.server_options(),
-                               **options)
+    return sentinel.master_for(
+        parsed.service_name, redis_class=redis.asyncio.Redis, **parsed.server_options(), **options
+    )
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,7 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
             job = await self._job(request.job_id)
             if not request.include_masks:
                 return pb.GetJobResponse(job=_job_message(job))
-            results, next_frame = await asyncio.to_thread(
-                self.store.frame_page, job, first, limit, self.max_mask_bytes
-            )
+            results, next_frame = await asyncio.to_thread(self.store.frame_page, job, first, limit, self.max_mask_bytes)
             return pb.GetJobResponse(
                 job=_job_message(job),
                 frames=[messages.frame_message(job, result) for result in results],
@@ -102,8 +100,9 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
             job_id, owner = validation.job_id(request.job_id), caller()
             connection = context.peer()
             with self.watch_slots.hold(connection, owner if owner is not None else peer_host(connection)):
-                updates = follow_job(self.store, self.events, job_id, from_frame,
-                                     poll_interval=self.watch_poll_interval)
+                updates = follow_job(
+                    self.store, self.events, job_id, from_frame, poll_interval=self.watch_poll_interval
+                )
                 async for update in updates:
                     if isinstance(update, JobRecord):
                         # The job comes first, so nothing is sent before this check.
@@ -147,7 +146,8 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
             return workers
         jobs = self.store.get_jobs(worker.current_job_id for worker in workers)
         return [
-            worker if job is not None and ownership.visible(job, owner)
+            worker
+            if job is not None and ownership.visible(job, owner)
             else dataclasses.replace(worker, current_job_id="")
             for worker, job in zip(workers, jobs)
         ]
@@ -179,7 +179,8 @@ async def _status_for_errors(context: grpc.aio.ServicerContext) -> AsyncIterator
     except TooManyWatches as error:
         await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
     except BacklogFull as error:
-        await _abort(context, 
+        await _abort(
+            context,
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             str(error),
             trailing_metadata=(("retry-after-s", str(error.retry_after_s)),),

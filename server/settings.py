@@ -46,22 +46,35 @@ class ServerSettings:
     max_backlog_jobs: int = _setting(10_000, "queued jobs beyond which SubmitJob is refused")
     max_backlog_mib: int = _setting(8192, "queued frame data beyond which SubmitJob is refused, MiB")
     grace_s: float = _setting(10.0, "seconds running calls get to finish at shutdown")
-    max_watches_per_connection: int = _setting(16, "WatchJob streams one client connection may hold open at once; "
-                                                   "more are refused")
-    max_watches_per_owner: int = _setting(32, "WatchJob streams one caller may hold open at once (the token's name; "
-                                              "without auth, the client's host); more are refused")
+    max_watches_per_connection: int = _setting(
+        16, "WatchJob streams one client connection may hold open at once; more are refused"
+    )
+    max_watches_per_owner: int = _setting(
+        32,
+        "WatchJob streams one caller may hold open at once (the token's name; "
+        "without auth, the client's host); more are refused",
+    )
     log_level: str = _setting("INFO", "logging level")
     metrics_listen: str = _setting("", "host:port to serve Prometheus /metrics on; empty: no metrics")
-    auth_tokens: str = _setting("", "file of 'TOKEN NAME' lines: every call but health and reflection needs "
-                                    "a bearer token from it (re-read on change); empty: auth off")
+    auth_tokens: str = _setting(
+        "",
+        "file of 'TOKEN NAME' lines: every call but health and reflection needs "
+        "a bearer token from it (re-read on change); empty: auth off",
+    )
     tls_cert: str = _setting("", "PEM certificate chain: serve TLS only (with --tls-key); empty: plaintext")
     tls_key: str = _setting("", "PEM private key of --tls-cert")
-    tls_client_ca: str = _setting("", "PEM CA certificates: require client certificates signed by them "
-                                      "(mutual TLS; needs --tls-cert)")
-    replicated_submit: str = _setting("auto", "SubmitJob answers once a replica holds the job (Redis WAIT): "
-                                              "on, off, or auto (on for redis+sentinel:// URLs)")
-    storage_roots: tuple[str, ...] = _setting((), "shared storage: a folder under which jobs may name frames and "
-                                                  "output_dir by path (repeat for several)", flag="--storage-root")
+    tls_client_ca: str = _setting(
+        "", "PEM CA certificates: require client certificates signed by them (mutual TLS; needs --tls-cert)"
+    )
+    replicated_submit: str = _setting(
+        "auto",
+        "SubmitJob answers once a replica holds the job (Redis WAIT): on, off, or auto (on for redis+sentinel:// URLs)",
+    )
+    storage_roots: tuple[str, ...] = _setting(
+        (),
+        "shared storage: a folder under which jobs may name frames and output_dir by path (repeat for several)",
+        flag="--storage-root",
+    )
 
     def __post_init__(self) -> None:
         for setting in dataclasses.fields(self):
@@ -105,9 +118,14 @@ class ServerSettings:
         for setting in dataclasses.fields(cls):
             variable = env_name(setting.name)
             if isinstance(setting.default, tuple):
-                parser.add_argument(setting.metadata["flag"], dest=setting.name, action="append", metavar="DIR",
-                                    help=f"{setting.metadata['help']} (default: ${variable}, separated by "
-                                         f"{os.pathsep!r} or commas, or none)")
+                parser.add_argument(
+                    setting.metadata["flag"],
+                    dest=setting.name,
+                    action="append",
+                    metavar="DIR",
+                    help=f"{setting.metadata['help']} (default: ${variable}, separated by "
+                    f"{os.pathsep!r} or commas, or none)",
+                )
                 continue
             default = os.environ.get(variable, setting.default)
             shown = "%(default)s" if default != "" else "none"

@@ -85,8 +85,9 @@ class StorageRoots:
             raise OutsideRoots(f"{cut(normal)} is not under a storage root ({', '.join(self.roots)})")
         resolved = os.path.realpath(normal)
         if not any(_under(resolved, os.path.realpath(root)) for root in self.roots):
-            raise OutsideRoots(f"{cut(normal)} leads outside the storage roots through a symlink "
-                                   f"(it resolves to {cut(resolved)})")
+            raise OutsideRoots(
+                f"{cut(normal)} leads outside the storage roots through a symlink (it resolves to {cut(resolved)})"
+            )
         return normal
 
     def frame_file(self, path: str, *, must_exist: bool = True) -> str:

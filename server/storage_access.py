@@ -62,8 +62,7 @@ class StorageAccess:
     @staticmethod
     def _check(path: str, roots: tuple[str, ...], denied: type[StorageDenied], verb: str) -> str:
         if not roots:
-            raise denied(f"{cut(path)}: you may {verb} no storage root (see the token file's "
-                         f"'storage' lines)")
+            raise denied(f"{cut(path)}: you may {verb} no storage root (see the token file's 'storage' lines)")
         try:
             return StorageRoots(roots).check(path)
         except OutsideRoots as error:

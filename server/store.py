@@ -296,7 +296,9 @@ class JobStore:
             replies = pipe.execute()
         return self._frame_results_from(job_id, indices, expected, replies)
 
-    def job_with_frames(self, job_id: str, indices: Iterable[int], job: JobRecord) -> tuple[JobRecord, list[FrameResult]]:
+    def job_with_frames(
+        self, job_id: str, indices: Iterable[int], job: JobRecord
+    ) -> tuple[JobRecord, list[FrameResult]]:
         """The job read again, and its stored results among ``indices`` (``frame_results``
         given the ``job`` as last read), in one round trip: what a watcher needs once
         frames are announced. Raises ``JobNotFound``."""
@@ -319,7 +321,9 @@ class JobStore:
         if expected:
             pipe.hmget(self.keys.masks(job_id), expected)
 
-    def _frame_results_from(self, job_id: str, indices: list[int], expected: list[str], replies: list) -> list[FrameResult]:
+    def _frame_results_from(
+        self, job_id: str, indices: list[int], expected: list[str], replies: list
+    ) -> list[FrameResult]:
         """The results read by ``_read_frames_into``; fields the frames have beyond the
         ``expected`` ones are read now."""
         if not indices:
@@ -331,9 +335,7 @@ class JobStore:
             values.update(zip(unread, self.redis.hmget(self.keys.masks(job_id), unread)))
         return [_frame_result(index, meta, values) for index, meta in found]
 
-    def frame_page(
-        self, job: JobRecord, first: int, max_frames: int, max_bytes: int
-    ) -> tuple[list[FrameResult], int]:
+    def frame_page(self, job: JobRecord, first: int, max_frames: int, max_bytes: int) -> tuple[list[FrameResult], int]:
         """Stored results with index in ``[first, first + max_frames)`` (0: no count limit),
         as many as fit in ``max_bytes`` of mask data (at least one); and where the next
         page starts (``job.total_frames`` when this page reached the end)."""
@@ -465,8 +467,13 @@ class JobStore:
         """Stores one frame's masks (or mask paths, or failure) together and announces
         them (worker), in one round trip. They live as long as the job record. Storing a
         frame again replaces it."""
-        meta = {"width": result.width, "height": result.height, "masks": len(result.masks),
-                "union": result.union is not None, "bytes": result.nbytes}
+        meta = {
+            "width": result.width,
+            "height": result.height,
+            "masks": len(result.masks),
+            "union": result.union is not None,
+            "bytes": result.nbytes,
+        }
         if result.mask_paths:
             meta.update(paths=result.mask_paths, union_path=result.union_path)
         if result.error:
@@ -475,8 +482,14 @@ class JobStore:
         if result.union is not None:
             masks[f"{result.index}:union"] = result.union
         keys = [self.keys.job(job_id), self.keys.masks(job_id), self.keys.failed(job_id), self.keys.done(job_id)]
-        args = [result.index, json.dumps(meta), result.error, self.keys.events(job_id),
-                json.dumps({"frame": result.index}), *(item for field in masks.items() for item in field)]
+        args = [
+            result.index,
+            json.dumps(meta),
+            result.error,
+            self.keys.events(job_id),
+            json.dumps({"frame": result.index}),
+            *(item for field in masks.items() for item in field),
+        ]
         if not self._store_frame(keys=keys, args=args):
             raise JobNotFound(job_id)
 
@@ -502,9 +515,10 @@ class JobStore:
 
     def mark_failed(self, job_id: str, code: ErrorCode, message: str) -> bool:
         """Ends a queued or running job as failed; False if it had already ended."""
-        return self._transition(
-            job_id, {JobState.QUEUED, JobState.RUNNING}, _finished(JobState.FAILED, code, message)
-        ) is not None
+        return (
+            self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, _finished(JobState.FAILED, code, message))
+            is not None
+        )
 
     def mark_cancelled(self, job_id: str) -> bool:
         """Ends a queued or running job as cancelled; False if it had already ended."""
@@ -570,8 +584,7 @@ class JobStore:
 
     def _keep_results(self, pipe: Pipeline, job: JobRecord) -> None:
         pipe.delete(self.keys.inputs(job.id))
-        for key in (self.keys.job(job.id), self.keys.done(job.id), self.keys.masks(job.id),
-                    self.keys.failed(job.id)):
+        for key in (self.keys.job(job.id), self.keys.done(job.id), self.keys.masks(job.id), self.keys.failed(job.id)):
             pipe.expire(key, job.result_ttl)
         if job.request_id:
             pipe.expire(self.keys.request(job.request_id), job.result_ttl)

@@ -68,7 +68,10 @@ class TokenFile:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, check_interval_s: float = 1.0,
+        self,
+        path: str | os.PathLike[str],
+        *,
+        check_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = Path(path)
@@ -116,8 +119,11 @@ class TokenFile:
                 self._load(signature)
         except OSError as error:
             if self._signature is not None or self._tokens:
-                log.error("token file %s cannot be read (%s): no token is accepted until it can",
-                          self.path, error.strerror or error)
+                log.error(
+                    "token file %s cannot be read (%s): no token is accepted until it can",
+                    self.path,
+                    error.strerror or error,
+                )
             self._tokens, self._storage, self._signature = [], {}, None
 
     def _stat(self) -> _Signature:

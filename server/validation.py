@@ -15,11 +15,11 @@ from typing import TypeVar
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
-from maskfarm.server.echo import cut, quoted
+from maskfarm.client.outputs import prompt_folders
+from maskfarm.server.echo import quoted
 from maskfarm.server.exrheader import is_exr, layer_channels, read_header
 from maskfarm.server.frame_files import FrameFileError, ImageLimits, check_frame_path
 from maskfarm.server.images import ImageError, probe_image
-from maskfarm.client.outputs import prompt_folders
 from maskfarm.server.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Priority
 from maskfarm.server.mask_files import InputFrames, InputOverwrite
 from maskfarm.server.params import MaskParams
@@ -100,7 +100,9 @@ class JobQuery:
 
 
 def job_spec(
-    request: pb.SubmitJobRequest, limits: ImageLimits, storage: StorageRoots = StorageRoots(),
+    request: pb.SubmitJobRequest,
+    limits: ImageLimits,
+    storage: StorageRoots = StorageRoots(),
     access: StorageAccess | None = None,
 ) -> JobSpec:
     """The job a SubmitJob request asks for; raises ``ValidationError``.
@@ -130,8 +132,9 @@ def job_spec(
     paths = [path for _, _, path in frames]
     if output_dir:
         _check_mask_file_names([name for _, name, _ in frames])
-        _check_inputs_spared(paths, [name for _, name, _ in frames], output_dir,
-                             prompt_folders(prompts, params.union), output_format)
+        _check_inputs_spared(
+            paths, [name for _, name, _ in frames], output_dir, prompt_folders(prompts, params.union), output_format
+        )
     return JobSpec(
         frames=[data for data, _, _ in frames],
         frame_names=[name for _, name, _ in frames],
@@ -153,9 +156,7 @@ def job_spec(
 def mask_params(message: pb.MaskParams) -> MaskParams:
     """The mask parameters, unset fields taking the defaults; raises ``ValidationError``."""
     given = {
-        name: getattr(message, name)
-        for name in ("threshold", "smooth", "dilate", "blur")
-        if message.HasField(name)
+        name: getattr(message, name) for name in ("threshold", "smooth", "dilate", "blur") if message.HasField(name)
     }
     flags = {"soft": message.soft, "invert": message.invert, "union": message.union_mask}
     try:
@@ -168,8 +169,10 @@ def mask_params(message: pb.MaskParams) -> MaskParams:
 def exr_options(message: pb.ExrOptions) -> ExrOptions:
     """How EXR frames are read; raises ``ValidationError``."""
     if message.layer and (len(message.layer) > MAX_EXR_LAYER_CHARS or not message.layer.isprintable()):
-        raise ValidationError("exr.layer", f"must be a printable layer name of at most {MAX_EXR_LAYER_CHARS} "
-                                           f"characters, got {quoted(message.layer)}")
+        raise ValidationError(
+            "exr.layer",
+            f"must be a printable layer name of at most {MAX_EXR_LAYER_CHARS} characters, got {quoted(message.layer)}",
+        )
     try:
         return ExrOptions(layer=message.layer, exposure=message.exposure)
     except ValueError as error:
@@ -239,8 +242,10 @@ def _prompts(
     conditions = sum(1 + len(spec.negatives) for spec in request.prompt_specs)
     if conditions > MAX_PROMPTS:
         raise ValidationError("prompt_specs", f"{conditions} prompts and negatives, at most {MAX_PROMPTS} per job")
-    specs = [_prompt_spec(f"prompt_specs[{index}]", spec, limits, storage, access)
-             for index, spec in enumerate(request.prompt_specs)]
+    specs = [
+        _prompt_spec(f"prompt_specs[{index}]", spec, limits, storage, access)
+        for index, spec in enumerate(request.prompt_specs)
+    ]
     return [spec.name for spec in specs], specs
 
 
@@ -336,12 +341,15 @@ def _check_mask_file_names(names: list[str]) -> None:
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
         if not name:
-            raise ValidationError(f"frames[{index}].name", "required with output_dir (mask files are named after "
-                                                           "their frame)")
+            raise ValidationError(
+                f"frames[{index}].name", "required with output_dir (mask files are named after their frame)"
+            )
         stem = PurePath(name).stem
         if stem in seen:
-            raise ValidationError(f"frames[{index}].name", f"{quoted(name)} names the same mask files as "
-                                                           f"frames[{seen[stem]}] under output_dir")
+            raise ValidationError(
+                f"frames[{index}].name",
+                f"{quoted(name)} names the same mask files as frames[{seen[stem]}] under output_dir",
+            )
         seen[stem] = index
 
 
@@ -383,5 +391,7 @@ def _labels(field: str, labels: dict[str, str]) -> dict[str, str]:
         if not key or len(key) > MAX_LABEL_KEY_CHARS:
             raise ValidationError(f"{field}[{quoted(key)}]", f"keys must have 1 to {MAX_LABEL_KEY_CHARS} characters")
         if len(value) > MAX_LABEL_VALUE_CHARS:
-            raise ValidationError(f"{field}[{quoted(key)}]", f"{len(value)} characters, at most {MAX_LABEL_VALUE_CHARS}")
+            raise ValidationError(
+                f"{field}[{quoted(key)}]", f"{len(value)} characters, at most {MAX_LABEL_VALUE_CHARS}"
+            )
     return dict(labels)

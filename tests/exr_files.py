@@ -10,8 +10,13 @@ import numpy as np
 OpenEXR = __import__("pytest").importorskip("OpenEXR")
 
 
-def exr_bytes(channels: dict[str, np.ndarray], *, data_origin: tuple[int, int] = (0, 0),
-              display: tuple[int, int, int, int] | None = None, compression=None) -> bytes:
+def exr_bytes(
+    channels: dict[str, np.ndarray],
+    *,
+    data_origin: tuple[int, int] = (0, 0),
+    display: tuple[int, int, int, int] | None = None,
+    compression=None,
+) -> bytes:
     """A single-part scanline EXR holding ``channels`` (each H x W, half, float or uint32)
     as its data window at ``data_origin`` (x, y), in the ``display`` window (x_min, y_min,
     x_max, y_max; default: the data window)."""
@@ -19,8 +24,12 @@ def exr_bytes(channels: dict[str, np.ndarray], *, data_origin: tuple[int, int] =
     x, y = data_origin
     data_window = ((x, y), (x + width - 1, y + height - 1))
     display_window = ((display[0], display[1]), (display[2], display[3])) if display else data_window
-    header = {"compression": OpenEXR.ZIP_COMPRESSION if compression is None else compression,
-              "type": OpenEXR.scanlineimage, "dataWindow": data_window, "displayWindow": display_window}
+    header = {
+        "compression": OpenEXR.ZIP_COMPRESSION if compression is None else compression,
+        "type": OpenEXR.scanlineimage,
+        "dataWindow": data_window,
+        "displayWindow": display_window,
+    }
     buffer = io.BytesIO()
     OpenEXR.File(header, {name: np.ascontiguousarray(values) for name, values in channels.items()}).write(buffer)
     return buffer.getvalue()
@@ -31,7 +40,7 @@ def reference_srgb8(linear: np.ndarray, exposure: float = 0.0) -> np.ndarray:
     2^exposure, clamp [0, 1], sRGB OETF, round to 8 bits."""
     v = np.asarray(linear, dtype=np.float32).copy()
     v[np.isnan(v)] = 0
-    v = np.minimum(np.maximum(v * np.float32(2 ** exposure), np.float32(0)), np.float32(1))
+    v = np.minimum(np.maximum(v * np.float32(2**exposure), np.float32(0)), np.float32(1))
     low = v * np.float32(12.92)
     high = np.float32(1.055) * np.power(v, np.float32(1 / 2.4)) - np.float32(0.055)
     out = np.where(v <= np.float32(0.0031308), low, high)

@@ -10,7 +10,9 @@ import numpy as np
 from PIL import Image
 
 
-def encoded_image(format: str = "PNG", size: tuple[int, int] = (32, 24), mode: str = "RGB", *, noise: bool = False) -> bytes:
+def encoded_image(
+    format: str = "PNG", size: tuple[int, int] = (32, 24), mode: str = "RGB", *, noise: bool = False
+) -> bytes:
     """An image file's bytes: flat grey, or random noise (which does not compress)."""
     if noise:
         pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
@@ -30,4 +32,6 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )

@@ -41,7 +41,9 @@ def reference_logits(model, processor, pixel_values: torch.Tensor, prompt: str) 
     """The plain model call for one frame's pixel values (1, 3, H, W) and one prompt."""
     tokens = processor.tokenizer([prompt], return_tensors="pt")
     with torch.no_grad():
-        return model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=pixel_values).logits[0]
+        return model(
+            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=pixel_values
+        ).logits[0]
 
 
 def expand_mask(mask: torch.Tensor, expand: int) -> torch.Tensor:

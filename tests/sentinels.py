@@ -47,25 +47,44 @@ class SentinelGroup:
             self._start_sentinel(port)
         for port in self.sentinel_ports:
             with redis.Redis(port=port) as sentinel:
-                wait_for(lambda s=sentinel: len(s.sentinel_slaves(SERVICE_NAME)) == 1
-                         and len(s.sentinel_sentinels(SERVICE_NAME)) == SENTINELS - 1,
-                         f"Sentinel {port} to see the replica and the other Sentinels")
+                wait_for(
+                    lambda s=sentinel: (
+                        len(s.sentinel_slaves(SERVICE_NAME)) == 1
+                        and len(s.sentinel_sentinels(SERVICE_NAME)) == SENTINELS - 1
+                    ),
+                    f"Sentinel {port} to see the replica and the other Sentinels",
+                )
 
     def start_redis(self, port: int, replica_of: int | None = None) -> None:
         """A memory-only redis-server on ``port`` (a replica of ``replica_of``, in sync
         when this returns)."""
         folder = self.directory / f"redis-{port}"
         folder.mkdir(exist_ok=True)
-        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
-                   "--appendonly", "no", "--daemonize", "no"]
+        command = [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ]
         if replica_of is not None:
             command += ["--replicaof", "127.0.0.1", str(replica_of)]
         self.processes[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         with redis.Redis(port=port) as client:
             wait_for(lambda: _answers(client), f"redis-server on port {port}")
             if replica_of is not None:
-                wait_for(lambda: client.info("replication").get("master_link_status") == "up",
-                         f"replica {port} in sync with {replica_of}")
+                wait_for(
+                    lambda: client.info("replication").get("master_link_status") == "up",
+                    f"replica {port} in sync with {replica_of}",
+                )
 
     def _start_sentinel(self, port: int) -> None:
         config = self.directory / f"sentinel-{port}.conf"  # Sentinel rewrites it: a file of its own

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, TypeVar
 
 import grpc
@@ -41,8 +42,19 @@ def redis_server() -> Iterator[str]:
     """Runs a private, memory-only redis-server; yields its URL."""
     port = free_port()
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--daemonize", "no"],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ],
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
@@ -81,22 +93,43 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def maskfarm_server(
-    redis_url: str, namespace: str, *flags: str, serving: bool = True,
-    credentials: grpc.ChannelCredentials | None = None, target: str = "",
+    redis_url: str,
+    namespace: str,
+    *flags: str,
+    serving: bool = True,
+    credentials: grpc.ChannelCredentials | None = None,
+    target: str = "",
 ) -> Iterator[ServerProcess]:
     """Runs ``maskfarm server`` on a free port until its health check reports SERVING
     (or, with ``serving=False``, anything); stops it with SIGTERM afterwards (and shows
     its log if it did not start). ``credentials``: how to reach a server started with
     TLS flags. ``target``: where to listen (a restarted server's address), default a free port."""
     target = target or f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "maskfarm.client.cli", "server", "--listen", target,
-               "--redis-url", redis_url, "--namespace", namespace, "--grace-s", "1", *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "maskfarm.client.cli",
+        "server",
+        "--listen",
+        target,
+        "--redis-url",
+        redis_url,
+        "--namespace",
+        namespace,
+        "--grace-s",
+        "1",
+        *flags,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         server = ServerProcess(target, redis_url, namespace, process, credentials)
         try:
-            wanted = {health_pb2.HealthCheckResponse.SERVING} if serving else set(health_pb2.HealthCheckResponse.ServingStatus.values())
+            wanted = (
+                {health_pb2.HealthCheckResponse.SERVING}
+                if serving
+                else set(health_pb2.HealthCheckResponse.ServingStatus.values())
+            )
             _wait_until(lambda: _health(server) in wanted, f"maskfarm server on {target}", process, log)
             yield server
         finally:
@@ -132,6 +165,15 @@ def _wait_until(ready, what: str, process: subprocess.Popen, log=None) -> None:
 
 
 @dataclass
+class Cluster:
+    target: str
+    process: subprocess.Popen
+    output: Path
+    storage: Path
+    """The ``--storage-root`` given to ``maskfarm up``."""
+
+
+@dataclass
 class WorkerProcess:
     """A ``maskfarm worker`` process and its combined output."""
 
@@ -145,13 +187,26 @@ class WorkerProcess:
 
 
 @contextlib.contextmanager
-def maskfarm_worker(
-    server: ServerProcess, model: os.PathLike | str, name: str, *flags: str
-) -> Iterator[WorkerProcess]:
+def maskfarm_worker(server: ServerProcess, model: os.PathLike | str, name: str, *flags: str) -> Iterator[WorkerProcess]:
     """Runs ``maskfarm worker`` named ``name`` on the CPU against ``server``'s Redis and
     namespace; afterwards SIGTERM (then SIGKILL after 30 s) if it still runs."""
-    command = [sys.executable, "-m", "maskfarm.client.cli", "worker", "--redis-url", server.redis_url,
-               "--namespace", server.namespace, "--name", name, "--model", str(model), "--device", "cpu", *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "maskfarm.client.cli",
+        "worker",
+        "--redis-url",
+        server.redis_url,
+        "--namespace",
+        server.namespace,
+        "--name",
+        name,
+        "--model",
+        str(model),
+        "--device",
+        "cpu",
+        *flags,
+    ]
     with tempfile.TemporaryFile() as log:
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -196,8 +251,23 @@ class PersistentRedis:
     def start(self) -> None:
         """Starts it and returns once it answers (with its data loaded)."""
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory,
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.directory,
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--daemonize",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url)

@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from maskfarm.client.cli import main as maskfarm
@@ -60,8 +60,13 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _certificate(
-    name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
-    issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool = False, server: bool = False,
+    name: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool = False,
+    server: bool = False,
 ) -> x509.Certificate:
     now = datetime.datetime.now(datetime.timezone.utc)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -76,19 +81,24 @@ def _certificate(
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
     if not ca:
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def _write(folder: Path, name: str, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
+def _write(
+    folder: Path, name: str, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> tuple[Path, Path]:
     cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -102,8 +112,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     ca_path, _ = _write(folder, "ca", ca, ca_key)
     server = _write(folder, "server", _certificate("127.0.0.1", server_key, ca, ca_key, server=True), server_key)
     client = _write(folder, "client", _certificate("render-node", client_key, ca, ca_key), client_key)
-    stranger = _write(folder, "stranger", _certificate("stranger", stranger_key, stranger_ca, stranger_ca_key),
-                      stranger_key)
+    stranger = _write(
+        folder, "stranger", _certificate("stranger", stranger_key, stranger_ca, stranger_ca_key), stranger_key
+    )
     return Pki(ca_path, *server, *client, *stranger)
 
 
@@ -136,19 +147,37 @@ def auth_server(redis_url: str, tokens: Path) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def tls_server(redis_url: str, tokens: Path, pki: Pki) -> Iterator[ServerProcess]:
     """TLS, with bearer tokens."""
-    with maskfarm_server(redis_url, namespace(), "--auth-tokens", str(tokens),
-                         "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
-                         credentials=grpc.ssl_channel_credentials(pki.ca.read_bytes())) as server:
+    with maskfarm_server(
+        redis_url,
+        namespace(),
+        "--auth-tokens",
+        str(tokens),
+        "--tls-cert",
+        str(pki.server_cert),
+        "--tls-key",
+        str(pki.server_key),
+        credentials=grpc.ssl_channel_credentials(pki.ca.read_bytes()),
+    ) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def mtls_server(redis_url: str, pki: Pki) -> Iterator[ServerProcess]:
     """Mutual TLS, no tokens."""
-    credentials = grpc.ssl_channel_credentials(pki.ca.read_bytes(), pki.client_key.read_bytes(),
-                                               pki.client_cert.read_bytes())
-    with maskfarm_server(redis_url, namespace(), "--tls-cert", str(pki.server_cert), "--tls-key",
-                         str(pki.server_key), "--tls-client-ca", str(pki.ca), credentials=credentials) as server:
+    credentials = grpc.ssl_channel_credentials(
+        pki.ca.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes()
+    )
+    with maskfarm_server(
+        redis_url,
+        namespace(),
+        "--tls-cert",
+        str(pki.server_cert),
+        "--tls-key",
+        str(pki.server_key),
+        "--tls-client-ca",
+        str(pki.ca),
+        credentials=credentials,
+    ) as server:
         yield server
 
 
@@ -173,7 +202,8 @@ def bearer(token: str) -> tuple[tuple[str, str]]:
 
 CALLS: dict[str, Callable[[pb_grpc.SegmentationStub, tuple], object]] = {
     "SubmitJob": lambda stub, md: stub.SubmitJob(
-        pb.SubmitJobRequest(frames=[pb.Frame(data=PNG)], prompts=["car"]), metadata=md, timeout=10),
+        pb.SubmitJobRequest(frames=[pb.Frame(data=PNG)], prompts=["car"]), metadata=md, timeout=10
+    ),
     "GetJob": lambda stub, md: stub.GetJob(pb.GetJobRequest(job_id="0" * 32), metadata=md, timeout=10),
     "WatchJob": lambda stub, md: list(stub.WatchJob(pb.WatchJobRequest(job_id="0" * 32), metadata=md, timeout=10)),
     "CancelJob": lambda stub, md: stub.CancelJob(pb.CancelJobRequest(job_id="0" * 32), metadata=md, timeout=10),
@@ -183,14 +213,19 @@ CALLS: dict[str, Callable[[pb_grpc.SegmentationStub, tuple], object]] = {
 
 
 @pytest.mark.parametrize("method", sorted(CALLS))
-@pytest.mark.parametrize("metadata, reason", [
-    ((), "no credentials"),
-    ((("authorization", "Basic YWxpY2U6c2VjcmV0"),), "malformed credentials"),
-    ((("authorization", "Bearer"),), "malformed credentials"),
-    (bearer("not-a-token-anyone-was-given"), "unknown or revoked token"),
-], ids=["none", "basic", "empty", "unknown"])
-def test_every_call_needs_a_known_bearer_token(auth_server: ServerProcess, method: str, metadata: tuple,
-                                               reason: str) -> None:
+@pytest.mark.parametrize(
+    "metadata, reason",
+    [
+        ((), "no credentials"),
+        ((("authorization", "Basic YWxpY2U6c2VjcmV0"),), "malformed credentials"),
+        ((("authorization", "Bearer"),), "malformed credentials"),
+        (bearer("not-a-token-anyone-was-given"), "unknown or revoked token"),
+    ],
+    ids=["none", "basic", "empty", "unknown"],
+)
+def test_every_call_needs_a_known_bearer_token(
+    auth_server: ServerProcess, method: str, metadata: tuple, reason: str
+) -> None:
     with auth_server.channel() as channel:
         with pytest.raises(grpc.RpcError) as raised:
             CALLS[method](pb_grpc.SegmentationStub(channel), metadata)
@@ -211,8 +246,9 @@ def test_health_and_reflection_need_no_token(auth_server: ServerProcess) -> None
     assert auth_server.health() == health_pb2.HealthCheckResponse.SERVING
     with auth_server.channel() as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        replies = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-                                                 timeout=10))
+        replies = list(
+            stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+        )
     services = {service.name for service in replies[0].list_services_response.service}
     assert "maskfarm.v1.Segmentation" in services and "grpc.health.v1.Health" in services
 
@@ -259,9 +295,11 @@ def test_the_owner_label_cannot_be_set_or_filtered(alice: Client) -> None:
 def test_token_file_edits_apply_while_the_server_runs(redis_url: str, tmp_path: Path) -> None:
     carol = "carol-token-" + uuid.uuid4().hex
     path = token_file(tmp_path, {ALICE: "alice"})
-    with maskfarm_server(redis_url, namespace(), "--auth-tokens", str(path)) as server, \
-            Client(server.target, token=ALICE, timeout=10, retries=0) as alice, \
-            Client(server.target, token=carol, timeout=10, retries=0) as newcomer:
+    with (
+        maskfarm_server(redis_url, namespace(), "--auth-tokens", str(path)) as server,
+        Client(server.target, token=ALICE, timeout=10, retries=0) as alice,
+        Client(server.target, token=carol, timeout=10, retries=0) as newcomer,
+    ):
         job = alice.submit([PNG], ["car"])
         with pytest.raises(MaskfarmError, match="unknown or revoked token"):
             newcomer.workers()
@@ -305,12 +343,15 @@ def test_the_token_file_skips_unusable_lines_and_reloads_on_change(tmp_path: Pat
     assert tokens.name_of(BOB) == "bob" and tokens.name_of(ALICE) is None
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--auth-tokens", "/nonexistent/tokens"], "token file /nonexistent/tokens: No such file"),
-    (["--tls-cert", "/nonexistent/server.crt"], "tls_cert and tls_key go together"),
-    (["--tls-cert", "/nonexistent/server.crt", "--tls-key", "/nonexistent/server.key"], "cannot read"),
-    (["--tls-client-ca", "/nonexistent/ca.crt"], "needs tls_cert"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--auth-tokens", "/nonexistent/tokens"], "token file /nonexistent/tokens: No such file"),
+        (["--tls-cert", "/nonexistent/server.crt"], "tls_cert and tls_key go together"),
+        (["--tls-cert", "/nonexistent/server.crt", "--tls-key", "/nonexistent/server.key"], "cannot read"),
+        (["--tls-client-ca", "/nonexistent/ca.crt"], "needs tls_cert"),
+    ],
+)
 def test_the_server_refuses_to_start_with_unusable_security_files(
     redis_url: str, flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -345,12 +386,14 @@ def test_a_server_certificate_from_an_unknown_ca_is_unavailable(tls_server: Serv
 
 
 def test_mutual_tls_needs_a_client_certificate_from_the_ca(mtls_server: ServerProcess, pki: Pki) -> None:
-    with Client(mtls_server.target, ca_cert=pki.ca, client_cert=pki.client_cert, client_key=pki.client_key,
-                timeout=10) as client:
+    with Client(
+        mtls_server.target, ca_cert=pki.ca, client_cert=pki.client_cert, client_key=pki.client_key, timeout=10
+    ) as client:
         client.cancel(client.submit([PNG], ["car"]).id)
     for cert, key in ((None, None), (pki.stranger_cert, pki.stranger_key)):
-        with Client(mtls_server.target, ca_cert=pki.ca, client_cert=cert, client_key=key, timeout=5,
-                    retries=0) as client:
+        with Client(
+            mtls_server.target, ca_cert=pki.ca, client_cert=cert, client_key=key, timeout=5, retries=0
+        ) as client:
             with pytest.raises(Unavailable):
                 client.workers()
 
@@ -373,7 +416,10 @@ def test_the_client_takes_its_settings_from_the_environment(
 
 
 def test_the_cli_sends_its_token_and_tls_flags(
-    tls_server: ServerProcess, mtls_server: ServerProcess, pki: Pki, capsys: pytest.CaptureFixture[str],
+    tls_server: ServerProcess,
+    mtls_server: ServerProcess,
+    pki: Pki,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     tls = ["--target", tls_server.target, "--tls-ca", str(pki.ca)]

@@ -18,17 +18,40 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "control_plane.py"
 @pytest.mark.slow
 def test_a_tiny_run_measures_redis_per_frame_and_says_pass_or_miss(tmp_path: Path) -> None:
     figures = tmp_path / "figures.json"
-    run = subprocess.run([sys.executable, str(BENCH), "--frames", "32", "--job-frames", "1,32", "--workers", "1",
-                          "--in-flight", "4", "--json", str(figures)],
-                         capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--frames",
+            "32",
+            "--job-frames",
+            "1,32",
+            "--workers",
+            "1",
+            "--in-flight",
+            "4",
+            "--json",
+            str(figures),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     results = json.loads(figures.read_text())
     assert [(r["mode"], r["job_frames"], r["frames"]) for r in results] == [
-        ("shared", 1, 32), ("shared", 32, 32), ("bytes", 1, 32), ("bytes", 32, 32)]
+        ("shared", 1, 32),
+        ("shared", 32, 32),
+        ("bytes", 1, 32),
+        ("bytes", 32, 32),
+    ]
     for result in results:
         assert result["redis_cpu_s"] > 0 and result["server_cpu_s"] > 0
         calls = dict(result["top_commands"])
         assert calls.get("rpush", 0) + calls.get("lpush", 0) >= result["jobs"], "each job was queued through RQ"
     assert re.search(r"workers/core", run.stdout)
-    assert re.search(r"50,000 frames/s goal .*: (PASS|MISS): [\d.]+ us/frame, \d+ workers of 500 frames/s per Redis "
-                     r"core", run.stdout), run.stdout
+    assert re.search(
+        r"50,000 frames/s goal .*: (PASS|MISS): [\d.]+ us/frame, \d+ workers of 500 frames/s per Redis "
+        r"core",
+        run.stdout,
+    ), run.stdout

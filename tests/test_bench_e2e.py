@@ -17,12 +17,22 @@ E2E = Path(__file__).resolve().parent.parent / "bench" / "e2e.py"
 @pytest.mark.slow
 def test_the_smoke_run_measures_every_case_and_prints_the_table(tmp_path: Path):
     results = tmp_path / "e2e.json"
-    run = subprocess.run([sys.executable, str(E2E), "--smoke", "--model-cache", str(tmp_path / "models"),
-                          "--json", str(results)], capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [sys.executable, str(E2E), "--smoke", "--model-cache", str(tmp_path / "models"), "--json", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     print(run.stdout)
     assert run.returncode == 0, run.stdout + run.stderr[-5000:]
-    for heading in ("ceiling 1: RQ no-op job", "ceiling 2: the in-process pipeline", "jobs/s  frames/s",
-                    "system cost, interleaved", "goals", "system cost per single-frame job"):
+    for heading in (
+        "ceiling 1: RQ no-op job",
+        "ceiling 2: the in-process pipeline",
+        "jobs/s  frames/s",
+        "system cost, interleaved",
+        "goals",
+        "system cost per single-frame job",
+    ):
         assert heading in run.stdout
 
     report = json.loads(results.read_text())

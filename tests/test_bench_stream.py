@@ -15,8 +15,9 @@ STREAM = Path(__file__).resolve().parent.parent / "bench" / "stream.py"
 
 @pytest.mark.slow
 def test_every_frame_is_streamed_and_the_server_cost_printed() -> None:
-    run = subprocess.run([sys.executable, str(STREAM), "--frames", "40", "--rounds", "2"],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, str(STREAM), "--frames", "40", "--rounds", "2"], capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stdout + run.stderr[-5000:]
     rounds = re.findall(r"round \d: server CPU ([\d.]+) ms/frame; every frame received (\d+) ms", run.stdout)
     assert len(rounds) == 2 and all(float(cpu) > 0 and int(wall) > 0 for cpu, wall in rounds)

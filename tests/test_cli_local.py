@@ -19,7 +19,9 @@ from maskfarm.worker.pipeline import Segmenter
 
 def maskfarm(*args: str, **env_overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **env_overrides}
-    return subprocess.run([sys.executable, "-m", "maskfarm.client.cli", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "maskfarm.client.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +41,28 @@ def frame_files(tmp_path_factory) -> list[Path]:
 @pytest.mark.parametrize("fmt", ["png", "png16", "npy"])
 def test_local_segment_writes_one_file_per_frame_and_prompt(tiny_model_dir, frame_files, tmp_path, fmt):
     prompts = ["Red car", "red car!", "sky"]
-    result = maskfarm("segment", *map(str, frame_files), "-p", prompts[0], "-p", prompts[1], "-p", prompts[2],
-                      "--union", "--dilate", "2", "--format", fmt, "--local", "--model", str(tiny_model_dir),
-                      "--device", "cpu", "-o", str(tmp_path / "masks"))
+    result = maskfarm(
+        "segment",
+        *map(str, frame_files),
+        "-p",
+        prompts[0],
+        "-p",
+        prompts[1],
+        "-p",
+        prompts[2],
+        "--union",
+        "--dilate",
+        "2",
+        "--format",
+        fmt,
+        "--local",
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "-o",
+        str(tmp_path / "masks"),
+    )
     assert result.returncode == 0, result.stderr
     assert "meaningless" in result.stderr
 
@@ -66,8 +87,19 @@ def test_local_segment_writes_one_file_per_frame_and_prompt(tiny_model_dir, fram
 
 
 def test_bad_parameter_is_refused_with_its_name(tiny_model_dir, frame_files, tmp_path):
-    result = maskfarm("segment", str(frame_files[0]), "-p", "car", "--smooth", "40", "--local",
-                      "--model", str(tiny_model_dir), "-o", str(tmp_path))
+    result = maskfarm(
+        "segment",
+        str(frame_files[0]),
+        "-p",
+        "car",
+        "--smooth",
+        "40",
+        "--local",
+        "--model",
+        str(tiny_model_dir),
+        "-o",
+        str(tmp_path),
+    )
     assert result.returncode == 2
     assert "smooth" in result.stderr and "[0, 32]" in result.stderr
 
@@ -75,13 +107,25 @@ def test_bad_parameter_is_refused_with_its_name(tiny_model_dir, frame_files, tmp
 def test_undecodable_frame_is_reported_with_its_path(tiny_model_dir, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    result = maskfarm("segment", str(broken), "-p", "car", "--local", "--model", str(tiny_model_dir), "-o", str(tmp_path))
+    result = maskfarm(
+        "segment", str(broken), "-p", "car", "--local", "--model", str(tiny_model_dir), "-o", str(tmp_path)
+    )
     assert result.returncode == 2
     assert "broken.png" in result.stderr
 
 
 def test_missing_model_says_how_to_point_at_a_local_copy(tmp_path, frame_files):
-    result = maskfarm("segment", str(frame_files[0]), "-p", "car", "--local", "--model", str(tmp_path / "nowhere"), "-o", str(tmp_path))
+    result = maskfarm(
+        "segment",
+        str(frame_files[0]),
+        "-p",
+        "car",
+        "--local",
+        "--model",
+        str(tmp_path / "nowhere"),
+        "-o",
+        str(tmp_path),
+    )
     assert result.returncode == 2
     assert "MASKFARM_MODEL" in result.stderr
 

@@ -15,8 +15,16 @@ import pytest
 from PIL import Image
 
 from maskfarm.client.client import Client
-from maskfarm.client.errors import (Busy, DeadlineExceeded, FrameRefused, InvalidRequest, JobCancelled, JobNotFound,
-                                    RequestTooLarge, Unavailable)
+from maskfarm.client.errors import (
+    Busy,
+    DeadlineExceeded,
+    FrameRefused,
+    InvalidRequest,
+    JobCancelled,
+    JobNotFound,
+    RequestTooLarge,
+    Unavailable,
+)
 from maskfarm.client.frames import encode_frame
 from maskfarm.client.jobs import JobState
 from tests.images import encoded_image
@@ -36,8 +44,10 @@ def unique_label() -> dict[str, str]:
 
 
 def test_the_client_imports_no_torch_redis_or_rq() -> None:
-    code = ("import sys, maskfarm.client, maskfarm.client.client, maskfarm.client.remote; "
-            "print(sorted(m for m in ('torch', 'redis', 'rq') if m in sys.modules))")
+    code = (
+        "import sys, maskfarm.client, maskfarm.client.client, maskfarm.client.remote; "
+        "print(sorted(m for m in ('torch', 'redis', 'rq') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -65,8 +75,15 @@ def test_an_unreachable_server_is_unavailable_after_the_retries() -> None:
 
 
 def test_a_queued_job_can_be_read_waited_for_and_cancelled(client: Client) -> None:
-    job = client.submit([("shot.1001.png", PNG), ("shot.1002.png", PNG)], ["car", "sky"], dilate=-3, union=True,
-                        format="float32", priority="low", labels={"shot": "sq010"})
+    job = client.submit(
+        [("shot.1001.png", PNG), ("shot.1002.png", PNG)],
+        ["car", "sky"],
+        dilate=-3,
+        union=True,
+        format="float32",
+        priority="low",
+        labels={"shot": "sq010"},
+    )
     assert job.state is JobState.QUEUED and (job.done, job.total) == (0, 2)
     assert job.frame_names == ("shot.1001.png", "shot.1002.png") and job.prompts == ("car", "sky")
     assert (job.format, job.priority, job.labels) == ("FLOAT32", "LOW", {"shot": "sq010"})
@@ -114,21 +131,43 @@ def test_frames_may_be_paths_bytes_pil_images_or_arrays(client: Client, tmp_path
     path = tmp_path / "plate.0001.png"
     path.write_bytes(PNG)
     opened = Image.open(path)
-    frames = [path, str(path), PNG, ("named.png", PNG), opened, Image.new("CMYK", (9, 7)),
-              np.zeros((5, 4), np.uint8), np.zeros((5, 4, 3), np.uint16), np.ones((5, 4), bool),
-              np.full((5, 4, 4), 0.5, np.float32)]
+    frames = [
+        path,
+        str(path),
+        PNG,
+        ("named.png", PNG),
+        opened,
+        Image.new("CMYK", (9, 7)),
+        np.zeros((5, 4), np.uint8),
+        np.zeros((5, 4, 3), np.uint16),
+        np.ones((5, 4), bool),
+        np.full((5, 4, 4), 0.5, np.float32),
+    ]
     job = client.submit(frames, ["car"])
-    assert job.frame_names == ("plate.0001.png", "plate.0001.png", "", "named.png", "plate.0001.png",
-                               "", "", "", "", "")
+    assert job.frame_names == (
+        "plate.0001.png",
+        "plate.0001.png",
+        "",
+        "named.png",
+        "plate.0001.png",
+        "",
+        "",
+        "",
+        "",
+        "",
+    )
     client.cancel(job.id)
 
 
-@pytest.mark.parametrize("pixels", [
-    np.arange(20, dtype=np.uint8).reshape(4, 5),
-    np.arange(60, dtype=np.uint8).reshape(4, 5, 3),
-    np.arange(80, dtype=np.uint8).reshape(4, 5, 4),
-    np.arange(0, 65535, 3277, dtype=np.uint16).reshape(4, 5),
-])
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.arange(20, dtype=np.uint8).reshape(4, 5),
+        np.arange(60, dtype=np.uint8).reshape(4, 5, 3),
+        np.arange(80, dtype=np.uint8).reshape(4, 5, 4),
+        np.arange(0, 65535, 3277, dtype=np.uint16).reshape(4, 5),
+    ],
+)
 def test_arrays_are_encoded_losslessly(pixels: np.ndarray) -> None:
     decoded = np.asarray(Image.open(io.BytesIO(encode_frame(pixels).data)))
     np.testing.assert_array_equal(decoded, pixels)
@@ -181,7 +220,8 @@ def test_frames_over_the_message_limit_are_split_into_several_jobs(server: Serve
 
 
 def test_a_refused_frame_is_named_by_its_place_among_all_frames_and_earlier_parts_are_cancelled(
-        server: ServerProcess) -> None:
+    server: ServerProcess,
+) -> None:
     rng = np.random.default_rng(5)
     frames = [(f"big.{n}.png", rng.integers(0, 256, (370, 370, 3), dtype=np.uint8)) for n in range(4)]
     frames.append(("junk.png", b"not an image at all"))
@@ -202,8 +242,12 @@ def test_a_refused_frame_is_named_by_its_place_among_all_frames_and_earlier_part
 
 
 def test_a_full_backlog_is_busy_with_the_servers_retry_hint(redis_url: str) -> None:
-    with maskfarm_server(redis_url, f"mfbusy{uuid.uuid4().hex[:6]}", "--max-backlog-jobs", "1",
-                         "--max-message-mib", "1") as server, Client(server.target, timeout=10) as client:
+    with (
+        maskfarm_server(
+            redis_url, f"mfbusy{uuid.uuid4().hex[:6]}", "--max-backlog-jobs", "1", "--max-message-mib", "1"
+        ) as server,
+        Client(server.target, timeout=10) as client,
+    ):
         client.submit([PNG], ["car"])
         with pytest.raises(Busy) as raised:
             client.submit([PNG], ["car"])

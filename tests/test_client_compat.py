@@ -49,7 +49,10 @@ SCRIPT = textwrap.dedent(
 
 def find_python310() -> str | None:
     """``python3.10`` on the PATH, or a pyenv-installed 3.10 that pyenv does not activate."""
-    candidates = [shutil.which("python3.10"), *map(str, sorted(Path.home().glob(".pyenv/versions/3.10*/bin/python3.10")))]
+    candidates = [
+        shutil.which("python3.10"),
+        *map(str, sorted(Path.home().glob(".pyenv/versions/3.10*/bin/python3.10"))),
+    ]
     for candidate in filter(None, candidates):
         if subprocess.run([candidate, "--version"], capture_output=True).returncode == 0:
             return candidate

@@ -11,10 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,55 +23,16 @@ from maskfarm.client.frames import StoragePath
 from maskfarm.client.jobs import Job
 from maskfarm.client.masks import FrameResult
 from tests.images import png_header_only
-from tests.services import free_port
+from tests.services import Cluster
 
-STARTUP_TIMEOUT_S = 90.0
 PROMPTS = ["Red car", "sky"]
 
 
 def maskfarm(*args: str, target: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MASKFARM_TARGET": target}
-    return subprocess.run([sys.executable, "-m", "maskfarm.client.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
-
-
-@dataclass
-class Cluster:
-    target: str
-    process: subprocess.Popen
-    output: Path
-    storage: Path
-    """The ``--storage-root`` given to ``maskfarm up``."""
-
-
-@pytest.fixture(scope="module")
-def cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """``maskfarm up --private-redis``: it starts its own Redis."""
-    target = f"127.0.0.1:{free_port()}"
-    output = tmp_path_factory.mktemp("up") / "stdout"
-    storage = tmp_path_factory.mktemp("storage")
-    command = [sys.executable, "-m", "maskfarm.client.cli", "up", "--listen", target,
-               "--private-redis", "--namespace", "mfup",
-               "--model", str(tiny_model_dir), "--device", "cpu", "--stop-timeout", "10",
-               "--storage-root", str(storage)]
-    with tempfile.TemporaryFile() as log, output.open("wb") as stdout:
-        process = subprocess.Popen(command, stdout=stdout, stderr=log, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while "ready" not in output.read_text():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"maskfarm up did not start:\n{log.read().decode(errors='replace')}")
-                time.sleep(0.1)
-            yield Cluster(target, process, output, storage)
-        finally:
-            if process.poll() is None:  # a run that skipped the shutdown test: stop it all
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+    return subprocess.run(
+        [sys.executable, "-m", "maskfarm.client.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +67,9 @@ def test_the_service_writes_the_same_files_as_local(cluster: Cluster, frame_file
 
     flags = ["-p", PROMPTS[0], "-p", PROMPTS[1], "--union", "--dilate", "2", "--format", fmt]
     frames = [str(path) for path in frame_files]
-    service = maskfarm("segment", *frames, *flags, "-o", str(tmp_path / "service"), "--label", "test=e2e",
-                       target=cluster.target)
+    service = maskfarm(
+        "segment", *frames, *flags, "-o", str(tmp_path / "service"), "--label", "test=e2e", target=cluster.target
+    )
     assert service.returncode == 0, service.stderr
     assert "3/3 frames succeeded" in service.stderr
     segment_files(segmenter, frames, PROMPTS, tmp_path / "local", MaskParams(union=True, dilate=2), fmt)
@@ -130,8 +88,9 @@ def test_up_gives_its_storage_root_to_the_server_and_the_workers(cluster: Cluste
     with Client(cluster.target) as client:
         [masks] = client.segment([StoragePath(str(frame))], PROMPTS, output_dir=str(cluster.storage / "masks"))
     assert masks.name == "shot.1001.png" and masks.masks[0].shape == (20, 30)
-    assert sorted(p.relative_to(cluster.storage / "masks").as_posix() for p in (cluster.storage / "masks").rglob("*.png")) \
-        == ["red-car/shot.1001.png", "sky/shot.1001.png"]
+    assert sorted(
+        p.relative_to(cluster.storage / "masks").as_posix() for p in (cluster.storage / "masks").rglob("*.png")
+    ) == ["red-car/shot.1001.png", "sky/shot.1001.png"]
 
 
 def test_watch_delivers_every_frame_once_and_segment_reassembles_split_jobs(cluster: Cluster) -> None:
@@ -195,7 +154,10 @@ def test_status_jobs_and_workers_commands(cluster: Cluster, tiny_model_dir: Path
     assert len(workers.stdout.splitlines()) == 2 and " cpu " in workers.stdout
 
     unknown = maskfarm("status", "no-such-job", target=cluster.target)
-    assert (unknown.returncode, unknown.stderr.strip()) == (2, "maskfarm status: no job 'no-such-job' (unknown or expired)")
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        2,
+        "maskfarm status: no job 'no-such-job' (unknown or expired)",
+    )
 
 
 def test_up_stops_its_processes_on_sigterm(cluster: Cluster) -> None:

@@ -86,15 +86,17 @@ def segmenter(tiny_model_dir: Path) -> Segmenter:
 
 
 @pytest.mark.parametrize("keep_going", [True, False])
-def test_a_job_stores_the_same_results_with_codec_threads(redis_url: str, segmenter: Segmenter,
-                                                          keep_going: bool) -> None:
+def test_a_job_stores_the_same_results_with_codec_threads(
+    redis_url: str, segmenter: Segmenter, keep_going: bool
+) -> None:
     store = JobStore(redis.Redis.from_url(redis_url), namespace="mfcodec")
     frames = [encoded_image("PNG", (20 + i, 16), noise=True) for i in range(7)]
     frames[5] = png_header_only(40, 30)
     outcomes = []
     for threads in (1, 3):
-        spec = JobSpec(frames=frames, frame_names=[f"f{i}.png" for i in range(7)], prompts=PROMPTS,
-                       keep_going=keep_going)
+        spec = JobSpec(
+            frames=frames, frame_names=[f"f{i}.png" for i in range(7)], prompts=PROMPTS, keep_going=keep_going
+        )
         job, _ = store.create(spec, queue_ttl=60, inputs_ttl=120, result_ttl=60)
         install_runtime(WorkerRuntime(segmenter, store, Provenance(worker="w1"), codec=CodecPool(threads)))
         run_job(job.id)

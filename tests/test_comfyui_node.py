@@ -97,8 +97,10 @@ def test_the_node_declares_the_seed_nodes_inputs_and_a_mask_output(nodes):
     required = node_class.INPUT_TYPES()["required"]
     assert required["image"] == ("IMAGE",)
     assert {name: required[name] for name in SEED_INPUTS} == SEED_INPUTS
-    assert required["negatives"] == ("STRING", {"multiline": False, "default": "",
-                                               "tooltip": required["negatives"][1]["tooltip"]})
+    assert required["negatives"] == (
+        "STRING",
+        {"multiline": False, "default": "", "tooltip": required["negatives"][1]["tooltip"]},
+    )
     assert required["target"][0] == required["token_file"][0] == "STRING"
     assert required["priority"] == (["normal", "high", "low"], {"default": "normal"})
     assert node_class.RETURN_TYPES == ("MASK",)
@@ -157,8 +159,9 @@ def test_negatives_are_taken_out_of_the_prompts_mask(nodes, service, tiny_model_
     image = image_batch()
     masks = run_node(nodes, image, target=service.target, negatives="a tree, , sky ")  # blanks ignored
 
-    positive, *negatives = (node_masks_locally(tiny_model_dir, image, prompt).clamp(0, 1)
-                            for prompt in (PROMPT, "a tree", "sky"))
+    positive, *negatives = (
+        node_masks_locally(tiny_model_dir, image, prompt).clamp(0, 1) for prompt in (PROMPT, "a tree", "sky")
+    )
     expected = (positive - torch.stack(negatives).amax(dim=0)).clamp(0, 1)
     assert float((masks - expected).abs().max()) <= 1 / 255
     assert float((positive - expected).abs().max()) > 0.5, "the negatives should take something out"
@@ -170,12 +173,15 @@ def test_an_unreachable_service_is_a_plain_node_error(nodes):
         run_node(nodes, image_batch(frames=1), target=target)
 
 
-@pytest.mark.parametrize("inputs,message", [
-    (dict(prompt="  "), "prompt: empty"),
-    (dict(token_file="/nonexistent/maskfarm-token"), "token_file: cannot read /nonexistent/maskfarm-token"),
-    (dict(token_file="{tmp}/fifo"), "token_file: cannot read .*/fifo: not a regular file"),
-    (dict(token_file="{tmp}/blank"), "token_file: .*/blank is empty"),
-])
+@pytest.mark.parametrize(
+    "inputs,message",
+    [
+        (dict(prompt="  "), "prompt: empty"),
+        (dict(token_file="/nonexistent/maskfarm-token"), "token_file: cannot read /nonexistent/maskfarm-token"),
+        (dict(token_file="{tmp}/fifo"), "token_file: cannot read .*/fifo: not a regular file"),
+        (dict(token_file="{tmp}/blank"), "token_file: .*/blank is empty"),
+    ],
+)
 @pytest.mark.timeout(120)  # were the FIFO opened blocking, it would hang: fail well before the suite's 600 s
 def test_bad_inputs_are_node_errors_naming_the_input(nodes, inputs, message, tmp_path):
     os.mkfifo(tmp_path / "fifo")  # opened for reading, a FIFO without a writer would block

@@ -176,8 +176,8 @@ def test_documented_one_worker_per_gpu_block_is_valid(services):
     for line in lines[start:]:
         if not line.startswith("  #"):
             break
-        block.append("  " + line[len("  # "):])
-    text = "\n".join(lines[:start] + block + lines[start + len(block):])
+        block.append("  " + line[len("  # ") :])
+    text = "\n".join(lines[:start] + block + lines[start + len(block) :])
     with_gpus = yaml.safe_load(text)["services"]
     for index in (0, 1):
         service = with_gpus[f"worker-gpu{index}"]

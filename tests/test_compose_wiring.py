@@ -69,19 +69,30 @@ def test_compose_commands_serve_a_job_as_local_processes(tiny_model_dir, tmp_pat
 
     with redis_server() as redis_url:
         server_env = service_env(server, MASKFARM_REDIS_URL=redis_url, MASKFARM_LISTEN=target)
-        worker_env = service_env(worker, MASKFARM_REDIS_URL=redis_url, MASKFARM_DEVICE="cpu",
-                                 MASKFARM_MODEL=str(tiny_model_dir), HF_HOME=str(tmp_path), HF_HUB_OFFLINE="1")
+        worker_env = service_env(
+            worker,
+            MASKFARM_REDIS_URL=redis_url,
+            MASKFARM_DEVICE="cpu",
+            MASKFARM_MODEL=str(tiny_model_dir),
+            HF_HOME=str(tmp_path),
+            HF_HUB_OFFLINE="1",
+        )
         healthcheck = [part for part in server["healthcheck"]["test"] if part != "CMD"]
         health_env = {**server_env, "MASKFARM_TARGET": target}
 
         with running(local_argv(server["command"]), server_env), running(local_argv(worker["command"]), worker_env):
-            wait_for(lambda: subprocess.run(local_argv(healthcheck), env=health_env, capture_output=True).returncode == 0,
-                     "the server's compose healthcheck passing")
+            wait_for(
+                lambda: subprocess.run(local_argv(healthcheck), env=health_env, capture_output=True).returncode == 0,
+                "the server's compose healthcheck passing",
+            )
             with grpc.insecure_channel(target) as channel:
                 stub = pb_grpc.SegmentationStub(channel)
                 frame = pb.Frame(name="shot.1001.png", data=encoded_image("PNG", (40, 30), noise=True))
                 job = stub.SubmitJob(pb.SubmitJobRequest(frames=[frame], prompts=["car", "sky"]), timeout=10)
-                get = lambda: stub.GetJob(pb.GetJobRequest(job_id=job.id, include_masks=True), timeout=10)
+
+                def get():
+                    return stub.GetJob(pb.GetJobRequest(job_id=job.id, include_masks=True), timeout=10)
+
                 wait_for(lambda: get().job.state == pb.JOB_STATE_SUCCEEDED, "the job succeeding")
                 reply = get()
     assert [mask.prompt for mask in reply.frames[0].masks] == ["car", "sky"]

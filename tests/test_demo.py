@@ -19,7 +19,7 @@ from tests.services import free_port
 from tests.test_up import run_bounded
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_STEP = ('source "$repo_root/scripts/venv.sh"\nensure_venv all\n')
+VENV_STEP = 'source "$repo_root/scripts/venv.sh"\nensure_venv all\n'
 
 
 @pytest.fixture
@@ -35,17 +35,26 @@ def demo_repo(tmp_path: Path) -> Path:
 
 def run_demo(repo: Path, redis_url: str, hf_home: Path, **env: str) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if key != "MASKFARM_MODEL"}
-    environment.update(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", HF_HUB_OFFLINE="1",
-                       HF_HOME=str(hf_home), MASKFARM_REDIS_URL=redis_url, MASKFARM_NAMESPACE="mfdemo",
-                       MASKFARM_LISTEN=f"127.0.0.1:{free_port()}", MASKFARM_DEVICE="cpu", **env)
+    environment.update(
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(hf_home),
+        MASKFARM_REDIS_URL=redis_url,
+        MASKFARM_NAMESPACE="mfdemo",
+        MASKFARM_LISTEN=f"127.0.0.1:{free_port()}",
+        MASKFARM_DEVICE="cpu",
+        **env,
+    )
     return run_bounded(["bash", str(repo / "scripts" / "demo.sh")], environment)
 
 
 def masks_of(repo: Path) -> dict[str, np.ndarray]:
     from PIL import Image
 
-    return {str(path.relative_to(repo / "masks")): np.asarray(Image.open(path))
-            for path in sorted((repo / "masks").rglob("*.png"))}
+    return {
+        str(path.relative_to(repo / "masks")): np.asarray(Image.open(path))
+        for path in sorted((repo / "masks").rglob("*.png"))
+    }
 
 
 def test_a_mistyped_model_stops_the_demo_with_its_name(demo_repo: Path, redis_url: str, tmp_path: Path) -> None:
@@ -58,7 +67,8 @@ def test_a_mistyped_model_stops_the_demo_with_its_name(demo_repo: Path, redis_ur
 
 
 def test_without_weights_the_demo_says_synthetic_and_a_rerun_with_a_model_replaces_its_masks(
-        demo_repo: Path, redis_url: str, tmp_path: Path) -> None:
+    demo_repo: Path, redis_url: str, tmp_path: Path
+) -> None:
     first = run_demo(demo_repo, redis_url, tmp_path / "hf")
     assert first.returncode == 0, first.stderr
     assert "continuing with a SYNTHETIC model" in first.stderr and "meaningless masks" in first.stderr

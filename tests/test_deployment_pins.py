@@ -10,11 +10,11 @@ could not load any model.
 from __future__ import annotations
 
 import re
-import tomllib
 from importlib.metadata import distribution, version
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -59,14 +59,16 @@ def project_requirements() -> dict[str, Requirement]:
 def test_the_worker_base_torch_satisfies_the_pinned_transformers():
     transformers = pinned()["transformers"]
     assert Version(version("transformers")) == transformers, (
-        "the test venv does not hold the pinned transformers: install with -c constraints.txt")
+        "the test venv does not hold the pinned transformers: install with -c constraints.txt"
+    )
     wanted = torch_required_by("transformers")
     assert wanted, "transformers no longer declares its torch requirement: read its release notes and update this test"
     torch = base_image_torch()
     for requirement in wanted:
         assert torch in requirement.specifier, (
             f"{WORKER_DOCKERFILE.name} is based on torch {torch}, but transformers {transformers} needs "
-            f"{requirement}: pick a newer pytorch/pytorch base")
+            f"{requirement}: pick a newer pytorch/pytorch base"
+        )
 
 
 def test_the_worker_base_torch_is_within_the_project_range():
@@ -81,8 +83,11 @@ def test_the_test_venv_holds_the_pinned_versions():
 
 def test_pins_lie_within_the_ranges_pyproject_declares():
     pins = pinned()
-    outside = {name: f"{pins[name]} not in {req.specifier}"
-               for name, req in project_requirements().items() if name in pins and pins[name] not in req.specifier}
+    outside = {
+        name: f"{pins[name]} not in {req.specifier}"
+        for name, req in project_requirements().items()
+        if name in pins and pins[name] not in req.specifier
+    }
     assert not outside, outside
 
 

@@ -70,8 +70,10 @@ def test_a_layer_reads_its_own_channels() -> None:
     top, diffuse = rgb(8, 8), {f"diffuse.{k}": v * 0.5 for k, v in rgb(8, 8).items()}
     data = exr_bytes({**top, **diffuse, "diffuse.A": np.ones((8, 8), np.float32), "A": np.zeros((8, 8), np.float32)})
     np.testing.assert_array_equal(exr_to_rgb8(data), reference_srgb8(stacked(top)))
-    np.testing.assert_array_equal(exr_to_rgb8(data, "diffuse", 1.0),
-                                  reference_srgb8(stacked(diffuse, ["diffuse.R", "diffuse.G", "diffuse.B"]), 1.0))
+    np.testing.assert_array_equal(
+        exr_to_rgb8(data, "diffuse", 1.0),
+        reference_srgb8(stacked(diffuse, ["diffuse.R", "diffuse.G", "diffuse.B"]), 1.0),
+    )
 
 
 @pytest.mark.parametrize("name", ["Y", "depth.Z"])
@@ -92,8 +94,14 @@ def test_nan_is_black_and_infinity_white() -> None:
 
 
 def test_an_unknown_layer_is_refused_naming_the_layers() -> None:
-    data = exr_bytes({**rgb(4, 4), "diffuse.R": np.zeros((4, 4), np.float32), "spec.R": np.zeros((4, 4), np.float32),
-                      "spec.G": np.zeros((4, 4), np.float32)})
+    data = exr_bytes(
+        {
+            **rgb(4, 4),
+            "diffuse.R": np.zeros((4, 4), np.float32),
+            "spec.R": np.zeros((4, 4), np.float32),
+            "spec.G": np.zeros((4, 4), np.float32),
+        }
+    )
     with pytest.raises(ValueError, match=r"no readable layer 'specular' \(layers: '', 'diffuse'\)"):
         exr_to_rgb8(data, "specular")
 
@@ -104,8 +112,9 @@ def test_decode_frame_reads_exr_with_its_options() -> None:
     channels = rgb(5, 7)
     frame = decode_frame(exr_bytes(channels), ExrOptions(exposure=0.5))
     np.testing.assert_array_equal(to_rgb_uint8(frame).numpy(), reference_srgb8(stacked(channels), 0.5))
-    np.testing.assert_array_equal(to_rgb_uint8(decode_frame(exr_bytes(channels))).numpy(),
-                                  reference_srgb8(stacked(channels)))
+    np.testing.assert_array_equal(
+        to_rgb_uint8(decode_frame(exr_bytes(channels))).numpy(), reference_srgb8(stacked(channels))
+    )
 
 
 def test_corrupt_pixel_data_is_a_value_error_at_the_worker() -> None:
@@ -121,10 +130,15 @@ def test_corrupt_pixel_data_is_a_value_error_at_the_worker() -> None:
 
 # The server's check: the header only.
 
+
 @pytest.mark.parametrize("compression", ["NO", "RLE", "ZIPS", "ZIP", "PIZ", "PXR24", "B44", "DWAA", "DWAB"])
 def test_probe_accepts_good_headers(compression) -> None:
-    data = exr_bytes(rgb(40, 50), data_origin=(3, 2), display=(0, 0, 63, 47),
-                     compression=getattr(OpenEXR, f"{compression}_COMPRESSION"))
+    data = exr_bytes(
+        rgb(40, 50),
+        data_origin=(3, 2),
+        display=(0, 0, 63, 47),
+        compression=getattr(OpenEXR, f"{compression}_COMPRESSION"),
+    )
     info = probe_image(data, **LIMITS)
     assert (info.format, info.width, info.height, info.layers) == ("EXR", 64, 48, ("",))
 
@@ -135,17 +149,26 @@ def test_probe_reads_tiled_and_multipart_headers() -> None:
     values = linear_ramp(40, 50)
     tiles = OpenEXR.TileDescription()
     tiles.xSize, tiles.ySize = 16, 8
-    parts = [OpenEXR.Part({"type": OpenEXR.scanlineimage, "compression": OpenEXR.ZIP_COMPRESSION},
-                          {"R": values, "G": values, "B": values}, name="rgb"),
-             OpenEXR.Part({"type": OpenEXR.tiledimage, "compression": OpenEXR.PIZ_COMPRESSION, "tiles": tiles},
-                          {"diffuse.Y": values}, name="diffuse")]
+    parts = [
+        OpenEXR.Part(
+            {"type": OpenEXR.scanlineimage, "compression": OpenEXR.ZIP_COMPRESSION},
+            {"R": values, "G": values, "B": values},
+            name="rgb",
+        ),
+        OpenEXR.Part(
+            {"type": OpenEXR.tiledimage, "compression": OpenEXR.PIZ_COMPRESSION, "tiles": tiles},
+            {"diffuse.Y": values},
+            name="diffuse",
+        ),
+    ]
     buffer = io.BytesIO()
     OpenEXR.File(parts).write(buffer)
     header = read_header(buffer.getvalue())
     assert [part.chunk_count for part in header.parts] == [3, 20]
     assert readable_layers(header.channel_names) == ["", "diffuse"]
-    np.testing.assert_array_equal(exr_to_rgb8(buffer.getvalue(), "diffuse"),
-                                  reference_srgb8(np.repeat(values[..., None], 3, axis=2)))
+    np.testing.assert_array_equal(
+        exr_to_rgb8(buffer.getvalue(), "diffuse"), reference_srgb8(np.repeat(values[..., None], 3, axis=2))
+    )
 
 
 @pytest.mark.parametrize("cut", [1, 40, 400, 3000])
@@ -191,8 +214,11 @@ def test_corrupt_header_values_are_refused() -> None:
 
 
 def request(frame: bytes, layer: str = "") -> pb.SubmitJobRequest:
-    return pb.SubmitJobRequest(frames=[pb.Frame(data=frame, name="shot.1001.exr")], prompts=["car"],
-                               exr=pb.ExrOptions(layer=layer, exposure=1.0))
+    return pb.SubmitJobRequest(
+        frames=[pb.Frame(data=frame, name="shot.1001.exr")],
+        prompts=["car"],
+        exr=pb.ExrOptions(layer=layer, exposure=1.0),
+    )
 
 
 def test_the_server_takes_an_exr_job_with_its_options() -> None:

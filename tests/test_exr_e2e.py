@@ -31,11 +31,26 @@ def service(redis_url: str, tiny_model_dir: Path) -> Iterator[ServerProcess]:
 
 @contextlib.contextmanager
 def _worker(server: ServerProcess, model: Path) -> Iterator[subprocess.Popen]:
-    command = [sys.executable, "-m", "maskfarm.client.cli", "worker", "--redis-url", server.redis_url,
-               "--namespace", server.namespace, "--model", str(model), "--device", "cpu",
-               "--codec-threads", "3"]  # decoding and encoding on threads, as beside a GPU
+    command = [
+        sys.executable,
+        "-m",
+        "maskfarm.client.cli",
+        "worker",
+        "--redis-url",
+        server.redis_url,
+        "--namespace",
+        server.namespace,
+        "--model",
+        str(model),
+        "--device",
+        "cpu",
+        "--codec-threads",
+        "3",
+    ]  # decoding and encoding on threads, as beside a GPU
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
         try:
             yield process
         finally:
@@ -49,9 +64,14 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     half filling it; both with a ``diffuse`` layer."""
     folder = tmp_path_factory.mktemp("exr")
     paths = []
-    for number, (dtype, origin, size) in {1001: (np.float32, (6, 4), (22, 30)), 1002: (np.float16, (0, 0), (30, 40))}.items():
-        channels = {f"{layer}{c}": linear_ramp(*size, seed=number + i).astype(dtype)
-                    for i, (layer, c) in enumerate((l, c) for l in ("", "diffuse.") for c in "RGB")}
+    for number, (dtype, origin, size) in {
+        1001: (np.float32, (6, 4), (22, 30)),
+        1002: (np.float16, (0, 0), (30, 40)),
+    }.items():
+        channels = {
+            f"{layer}{c}": linear_ramp(*size, seed=number + i).astype(dtype)
+            for i, (layer, c) in enumerate((prefix, c) for prefix in ("", "diffuse.") for c in "RGB")
+        }
         path = folder / f"shot.{number}.exr"
         path.write_bytes(exr_bytes(channels, data_origin=origin, display=(0, 0, 39, 29)))
         paths.append(path)
@@ -60,8 +80,9 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def maskfarm(*args: str, target: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MASKFARM_TARGET": target}
-    return subprocess.run([sys.executable, "-m", "maskfarm.client.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "maskfarm.client.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -70,12 +91,26 @@ def files(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("fmt, ext", [("exr", ".exr"), ("tiff16", ".tif")])
 def test_service_writes_the_local_files_and_previews(service, tiny_model_dir, frames, tmp_path, fmt, ext) -> None:
-    flags = [*map(str, frames), "-p", PROMPTS[0], "-p", PROMPTS[1], "--union", "--format", fmt,
-             "--exr-layer", "diffuse", "--exposure", "1.5", "--preview"]
+    flags = [
+        *map(str, frames),
+        "-p",
+        PROMPTS[0],
+        "-p",
+        PROMPTS[1],
+        "--union",
+        "--format",
+        fmt,
+        "--exr-layer",
+        "diffuse",
+        "--exposure",
+        "1.5",
+        "--preview",
+    ]
     remote = maskfarm("segment", *flags, "-o", str(tmp_path / "service"), target=service.target)
     assert remote.returncode == 0, remote.stderr
-    local = maskfarm("segment", *flags, "-o", str(tmp_path / "local"), "--local", "--model", str(tiny_model_dir),
-                     "--device", "cpu")
+    local = maskfarm(
+        "segment", *flags, "-o", str(tmp_path / "local"), "--local", "--model", str(tiny_model_dir), "--device", "cpu"
+    )
     assert local.returncode == 0, local.stderr
 
     service_files, local_files = files(tmp_path / "service"), files(tmp_path / "local")
@@ -105,7 +140,8 @@ def test_exr_masks_of_the_service_read_back_as_float32(service, frames, tmp_path
 
 
 def test_a_layer_the_frames_lack_is_refused_before_queueing(service, frames, tmp_path) -> None:
-    result = maskfarm("segment", str(frames[0]), "-p", "car", "--exr-layer", "specular", "-o", str(tmp_path),
-                      target=service.target)
+    result = maskfarm(
+        "segment", str(frames[0]), "-p", "car", "--exr-layer", "specular", "-o", str(tmp_path), target=service.target
+    )
     assert result.returncode == 2
     assert "exr.layer" in result.stderr and "no readable layer 'specular'" in result.stderr

@@ -65,7 +65,7 @@ def with_window(data: bytes, name: bytes, box: tuple[int, int, int, int]) -> byt
     """``data``, an EXR, with the ``name`` window attribute of its header set to ``box``
     (the pixel data left as it is: a header that lies)."""
     at = data.index(name + b"\0box2i\0") + len(name) + len(b"\0box2i\0") + 4
-    return data[:at] + struct.pack("<4i", *box) + data[at + 16:]
+    return data[:at] + struct.pack("<4i", *box) + data[at + 16 :]
 
 
 def sparse_png(path: Path, size: int) -> Path:
@@ -155,21 +155,26 @@ def refusal(server: ServerProcess, path: Path) -> str:
     return error.value.details()
 
 
-def test_the_server_refuses_bomb_files_by_path_from_their_headers(storage_server: ServerProcess,
-                                                                    visible_root: Path) -> None:
+def test_the_server_refuses_bomb_files_by_path_from_their_headers(
+    storage_server: ServerProcess, visible_root: Path
+) -> None:
     assert refusal(storage_server, visible_root / "display.exr") == (
-        f"frames[0].path: {visible_root}/display.exr: 40000x40000 EXR: a side is over 16384 pixels")
+        f"frames[0].path: {visible_root}/display.exr: 40000x40000 EXR: a side is over 16384 pixels"
+    )
     assert refusal(storage_server, visible_root / "data.exr") == (
-        f"frames[0].path: {visible_root}/data.exr: 40000x40000 EXR data window: a side is over 16384 pixels")
+        f"frames[0].path: {visible_root}/data.exr: 40000x40000 EXR data window: a side is over 16384 pixels"
+    )
     assert refusal(storage_server, visible_root / "tail.png") == (
-        f"frames[0].path: {visible_root}/tail.png: over 1024 MiB (the frame file size limit)")
+        f"frames[0].path: {visible_root}/tail.png: over 1024 MiB (the frame file size limit)"
+    )
     job = submit(storage_server, [pb.Frame(path=str(visible_root / "good.exr"))])
     assert job.state == pb.JOB_STATE_QUEUED
     storage_server.stub().CancelJob(pb.CancelJobRequest(job_id=job.id), timeout=10)
 
 
 def test_a_fifo_swapped_in_gets_a_clear_error_and_the_server_serves_on_and_stops(
-        redis_url: str, tmp_path: Path) -> None:
+    redis_url: str, tmp_path: Path
+) -> None:
     root = tmp_path.resolve()
     flip, regular, fifo = racing_folder(root)
     frames = [pb.Frame(path=str(flip), name=f"f{i}.png") for i in range(RACING_FRAMES)]
@@ -208,8 +213,11 @@ def worker_jobs(storage_server: ServerProcess, hidden_root: Path, tiny_model_dir
         "data": [submit(storage_server, [path("data.exr")]).id],
         "tail": [submit(storage_server, [path("tail.png")]).id],
         "pillow": [submit(storage_server, [pb.Frame(data=encoded_image("PNG", (100, 100)), name="big.png")]).id],
-        "unwritable": [submit(storage_server, [path("a.png"), path("b.png"), path("c.png")], keep_going=True,
-                              output_dir=f"{root}/out").id],
+        "unwritable": [
+            submit(
+                storage_server, [path("a.png"), path("b.png"), path("c.png")], keep_going=True, output_dir=f"{root}/out"
+            ).id
+        ],
         "racing": [submit(storage_server, racing).id],
         "racing_kept": [submit(storage_server, racing * (RACING_KEPT_FRAMES // RACING_FRAMES), keep_going=True).id],
     }
@@ -222,20 +230,27 @@ def worker_jobs(storage_server: ServerProcess, hidden_root: Path, tiny_model_dir
     (root / "out" / "a-red-car" / "b.png").mkdir(parents=True)
     flags = ("--storage-root", str(root), "--max-side", "64", "--max-pixels", "4096", "--max-frame-mib", "16")
     with Flipper(*racing_folder(root)), maskfarm_worker(storage_server, tiny_model_dir, "frame-files", *flags):
-        wait_for(lambda: all(get(storage_server, i).state in TERMINAL for group in ids.values() for i in group),
-                 "the jobs to end", timeout=300)
+        wait_for(
+            lambda: all(get(storage_server, i).state in TERMINAL for group in ids.values() for i in group),
+            "the jobs to end",
+            timeout=300,
+        )
         ids["after"] = [submit(storage_server, [path("a.png")]).id]
         wait_for(lambda: get(storage_server, ids["after"][0]).state in TERMINAL, "the next job", timeout=120)
     return {name: [get(storage_server, i) for i in group] for name, group in ids.items()}
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("display", "display.exr: 200x200 EXR: a side is over 64 pixels"),
-    ("data", "data.exr: 200x200 EXR data window: a side is over 64 pixels"),
-    ("tail", "tail.png: over 16 MiB (the frame file size limit)"),
-])
-def test_the_worker_refuses_bomb_files_before_decoding_them(worker_jobs, hidden_root: Path, name: str,
-                                                            reason: str) -> None:
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("display", "display.exr: 200x200 EXR: a side is over 64 pixels"),
+        ("data", "data.exr: 200x200 EXR data window: a side is over 64 pixels"),
+        ("tail", "tail.png: over 16 MiB (the frame file size limit)"),
+    ],
+)
+def test_the_worker_refuses_bomb_files_before_decoding_them(
+    worker_jobs, hidden_root: Path, name: str, reason: str
+) -> None:
     (job,) = worker_jobs[name]
     assert (job.state, job.error.code) == (pb.JOB_STATE_FAILED, pb.ERROR_CODE_INVALID_INPUT), job.error.message
     assert job.error.message.startswith("frames[0] (") and f"{hidden_root}/{reason}" in job.error.message
@@ -247,12 +262,14 @@ def test_the_workers_pillow_guard_follows_its_max_pixels(worker_jobs) -> None:
     default let a 100x100 frame through and the worker's smaller setting stops it."""
     (job,) = worker_jobs["pillow"]
     assert (job.state, job.error.code) == (pb.JOB_STATE_FAILED, pb.ERROR_CODE_INVALID_INPUT), job.error.message
-    assert job.error.message.startswith("frames[0] (big.png): cannot decode image: Image size (10000 pixels) "
-                                        "exceeds limit of 8192 pixels"), job.error.message
+    assert job.error.message.startswith(
+        "frames[0] (big.png): cannot decode image: Image size (10000 pixels) exceeds limit of 8192 pixels"
+    ), job.error.message
 
 
 def test_a_fifo_swapped_in_fails_the_workers_frame_and_the_worker_serves_on(
-        worker_jobs, storage_server: ServerProcess, hidden_root: Path) -> None:
+    worker_jobs, storage_server: ServerProcess, hidden_root: Path
+) -> None:
     not_regular = f"{hidden_root}/race/flip.png is not a regular file"
     (job,) = worker_jobs["racing"]
     assert (job.state, job.error.code) == (pb.JOB_STATE_FAILED, pb.ERROR_CODE_INVALID_INPUT), job.error.message
@@ -264,13 +281,17 @@ def test_a_fifo_swapped_in_fails_the_workers_frame_and_the_worker_serves_on(
     assert worker_jobs["after"][0].state == pb.JOB_STATE_SUCCEEDED
 
 
-def test_keep_going_skips_a_frame_whose_masks_cannot_be_written(worker_jobs, storage_server: ServerProcess,
-                                                                hidden_root: Path) -> None:
+def test_keep_going_skips_a_frame_whose_masks_cannot_be_written(
+    worker_jobs, storage_server: ServerProcess, hidden_root: Path
+) -> None:
     (job,) = worker_jobs["unwritable"]
     assert (job.state, job.progress.done_frames, job.progress.failed_frames) == (pb.JOB_STATE_SUCCEEDED, 3, 1)
     frames = storage_server.stub().GetJob(pb.GetJobRequest(job_id=job.id, include_masks=True), timeout=10).frames
     assert [frame.error.startswith("frames[1] (b.png): its masks cannot be written") for frame in frames] == [
-        False, True, False]
+        False,
+        True,
+        False,
+    ]
     assert [path.name for path in sorted((hidden_root / "out" / "a-red-car").iterdir())] == ["a.png", "b.png", "c.png"]
     assert (hidden_root / "out" / "a-red-car" / "b.png").is_dir()
 
@@ -285,10 +306,26 @@ def test_local_keep_going_skips_a_frame_whose_masks_cannot_be_written(tiny_model
         frames.append(str(tmp_path / name))
     out = tmp_path / "masks"
     (out / "car" / "b.png").mkdir(parents=True)
-    command = [sys.executable, "-m", "maskfarm.client.cli", "segment", *frames, "-p", "car", "--local",
-               "--keep-going", "--model", str(tiny_model_dir), "--device", "cpu", "-o", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "maskfarm.client.cli",
+        "segment",
+        *frames,
+        "-p",
+        "car",
+        "--local",
+        "--keep-going",
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "-o",
+        str(out),
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert result.returncode == 3, result.stderr
     assert "b.png: failed, skipped: its masks cannot be written" in result.stderr
     assert sorted(path.name for path in (out / "car").iterdir() if path.is_file()) == ["a.png", "c.png"]
@@ -298,7 +335,7 @@ def test_local_keep_going_skips_a_frame_whose_masks_cannot_be_written(tiny_model
 
 
 def test_a_read_that_never_returns_costs_the_caller_only_the_deadline() -> None:
-    from maskfarm.server.frame_files import READER_THREADS, FrameFileError, _READERS
+    from maskfarm.server.frame_files import _READERS, READER_THREADS, FrameFileError
 
     release = threading.Event()
     try:

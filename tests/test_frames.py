@@ -50,7 +50,8 @@ def test_broken_files_raise_value_error_and_do_not_crash(damage):
     good = png_rgb16(np.zeros((64, 64, 3), dtype=np.uint16))
     data = {
         "truncated": good[: len(good) // 2],
-        "short-idat": png_rgb16(np.zeros((64, 64, 3), dtype=np.uint16))[:33] + png_rgb16(np.zeros((2, 64, 3), dtype=np.uint16))[33:],
+        "short-idat": png_rgb16(np.zeros((64, 64, 3), dtype=np.uint16))[:33]
+        + png_rgb16(np.zeros((2, 64, 3), dtype=np.uint16))[33:],
         "no-data": b"",
         "not-an-image": b"GIF89a nope",
     }[damage]

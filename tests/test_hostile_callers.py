@@ -50,8 +50,9 @@ def connection(server: ServerProcess) -> grpc.Channel:
     """A channel with a connection of its own (channels to one target share one unless
     told not to) that keeps HTTP/2's initial 64 KiB windows (no BDP probing), so what an
     unread stream cannot send stays in the server: the worst case for it."""
-    return grpc.insecure_channel(server.target, options=[("grpc.use_local_subchannel_pool", 1),
-                                                         ("grpc.http2.bdp_probe", 0)])
+    return grpc.insecure_channel(
+        server.target, options=[("grpc.use_local_subchannel_pool", 1), ("grpc.http2.bdp_probe", 0)]
+    )
 
 
 def bearer(token: str) -> tuple[tuple[str, str]]:
@@ -63,10 +64,18 @@ def server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     tokens = tmp_path_factory.mktemp("tokens") / "tokens"
     tokens.write_text(f"{MALLORY} mallory\n{ALICE} alice\n")
     storage = tmp_path_factory.mktemp("storage")
-    with maskfarm_server(redis_url, f"mfhostile{uuid.uuid4().hex[:8]}", "--auth-tokens", str(tokens),
-                         "--max-watches-per-owner", str(WATCH_CAP),
-                         "--max-watches-per-connection", str(CONNECTION_CAP),
-                         "--storage-root", str(storage)) as process:
+    with maskfarm_server(
+        redis_url,
+        f"mfhostile{uuid.uuid4().hex[:8]}",
+        "--auth-tokens",
+        str(tokens),
+        "--max-watches-per-owner",
+        str(WATCH_CAP),
+        "--max-watches-per-connection",
+        str(CONNECTION_CAP),
+        "--storage-root",
+        str(storage),
+    ) as process:
         yield process
 
 
@@ -81,8 +90,9 @@ def running_job(server: ServerProcess, store: JobStore, token: str, frames: int,
     with server.channel() as channel:
         request = pb.SubmitJobRequest(frames=[pb.Frame(data=PNG)] * frames, prompts=["car"])
         job_id = pb_grpc.SegmentationStub(channel).SubmitJob(request, metadata=bearer(token), timeout=30).id
-    store.mark_running(job_id, Provenance(model="none", dtype="float32", device="cpu", maskfarm_version="",
-                                          worker="tests"))
+    store.mark_running(
+        job_id, Provenance(model="none", dtype="float32", device="cpu", maskfarm_version="", worker="tests")
+    )
     for index in range(frames):
         store.store_frame_result(job_id, FrameResult(index=index, width=8, height=8, masks=[os.urandom(mask_bytes)]))
     return job_id
@@ -116,16 +126,23 @@ def test_unread_watches_are_capped_per_caller_bounded_in_memory_and_others_are_s
     try:
         stubs = [pb_grpc.SegmentationStub(channel) for channel in channels]
         request = pb.WatchJobRequest(job_id=mallory_job)
-        calls = [stubs[n % CONNECTIONS].WatchJob(request, metadata=bearer(MALLORY), timeout=600)
-                 for n in range(UNREAD_WATCHES)]
-        wait_for(lambda: sum(call.done() for call in calls) >= UNREAD_WATCHES - WATCH_CAP,
-                 "every watch beyond the cap to be refused", timeout=300)
+        calls = [
+            stubs[n % CONNECTIONS].WatchJob(request, metadata=bearer(MALLORY), timeout=600)
+            for n in range(UNREAD_WATCHES)
+        ]
+        wait_for(
+            lambda: sum(call.done() for call in calls) >= UNREAD_WATCHES - WATCH_CAP,
+            "every watch beyond the cap to be refused",
+            timeout=300,
+        )
         refused = [call for call in calls if call.done()]
         assert all(call.code() is grpc.StatusCode.RESOURCE_EXHAUSTED for call in refused), {
-            (call.code(), call.details()) for call in refused}
+            (call.code(), call.details()) for call in refused
+        }
         assert all("MASKFARM_MAX_WATCHES_PER_" in call.details() for call in refused)
         assert any("MASKFARM_MAX_WATCHES_PER_OWNER" in call.details() for call in refused), {
-            call.details() for call in refused}
+            call.details() for call in refused
+        }
         assert sum(not call.done() for call in calls) == WATCH_CAP
 
         # Another caller is served at once, watches included (the cap is per caller).
@@ -140,8 +157,11 @@ def test_unread_watches_are_capped_per_caller_bounded_in_memory_and_others_are_s
         # Once the streams end, their slots are free and their memory goes back to the system.
         for call in calls:
             call.cancel()
-        wait_for(lambda: rss_mib(server.process.pid) - before < RETURNED_BOUND_MIB,
-                 "the server to give the streams' memory back", timeout=120)
+        wait_for(
+            lambda: rss_mib(server.process.pid) - before < RETURNED_BOUND_MIB,
+            "the server to give the streams' memory back",
+            timeout=120,
+        )
         with server.channel() as channel:
             mallory = pb_grpc.SegmentationStub(channel)
             wait_for(lambda: _watch_opens(mallory, mallory_job), "mallory's watches to be released", timeout=60)
@@ -154,8 +174,10 @@ def test_watches_on_one_connection_are_capped(server: ServerProcess, store: JobS
     job_id = running_job(server, store, ALICE, frames=1, mask_bytes=4000)
     with connection(server) as one, connection(server) as another:
         stub = pb_grpc.SegmentationStub(one)
-        held = [stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=bearer(ALICE), timeout=600)
-                for _ in range(CONNECTION_CAP)]
+        held = [
+            stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=bearer(ALICE), timeout=600)
+            for _ in range(CONNECTION_CAP)
+        ]
         assert all(next(call).job.id == job_id for call in held)  # open, and no longer read
         with pytest.raises(grpc.RpcError) as refused:
             first_event(stub, job_id, ALICE)
@@ -231,25 +253,34 @@ def test_list_workers_shows_a_running_job_only_to_its_owner(server: ServerProces
 LONG = "x" * 16384
 
 
-@pytest.mark.parametrize("call", ["GetJob", "WatchJob", "CancelJob", "label key", "label filter", "frame path",
-                                  "output_dir"])
+@pytest.mark.parametrize(
+    "call", ["GetJob", "WatchJob", "CancelJob", "label key", "label filter", "frame path", "output_dir"]
+)
 def test_a_16_kb_input_is_invalid_argument_with_a_short_message(server: ServerProcess, call: str) -> None:
     requests = {
         "GetJob": lambda stub: stub.GetJob(pb.GetJobRequest(job_id=LONG), metadata=bearer(ALICE), timeout=30),
-        "WatchJob": lambda stub: next(stub.WatchJob(pb.WatchJobRequest(job_id=LONG), metadata=bearer(ALICE),
-                                                     timeout=30)),
+        "WatchJob": lambda stub: next(
+            stub.WatchJob(pb.WatchJobRequest(job_id=LONG), metadata=bearer(ALICE), timeout=30)
+        ),
         "CancelJob": lambda stub: stub.CancelJob(pb.CancelJobRequest(job_id=LONG), metadata=bearer(ALICE), timeout=30),
-        "label key": lambda stub: stub.SubmitJob(pb.SubmitJobRequest(frames=[pb.Frame(data=PNG)], prompts=["car"],
-                                                                     labels={LONG: "v"}),
-                                                 metadata=bearer(ALICE), timeout=30),
-        "label filter": lambda stub: stub.ListJobs(pb.ListJobsRequest(labels={LONG: "v"}), metadata=bearer(ALICE),
-                                                   timeout=30),
-        "frame path": lambda stub: stub.SubmitJob(pb.SubmitJobRequest(frames=[pb.Frame(path="/" + LONG)],
-                                                                      prompts=["car"]),
-                                                  metadata=bearer(ALICE), timeout=30),
-        "output_dir": lambda stub: stub.SubmitJob(pb.SubmitJobRequest(frames=[pb.Frame(data=PNG, name="a.png")],
-                                                                      prompts=["car"], output_dir="relative/" + LONG),
-                                                  metadata=bearer(ALICE), timeout=30),
+        "label key": lambda stub: stub.SubmitJob(
+            pb.SubmitJobRequest(frames=[pb.Frame(data=PNG)], prompts=["car"], labels={LONG: "v"}),
+            metadata=bearer(ALICE),
+            timeout=30,
+        ),
+        "label filter": lambda stub: stub.ListJobs(
+            pb.ListJobsRequest(labels={LONG: "v"}), metadata=bearer(ALICE), timeout=30
+        ),
+        "frame path": lambda stub: stub.SubmitJob(
+            pb.SubmitJobRequest(frames=[pb.Frame(path="/" + LONG)], prompts=["car"]), metadata=bearer(ALICE), timeout=30
+        ),
+        "output_dir": lambda stub: stub.SubmitJob(
+            pb.SubmitJobRequest(
+                frames=[pb.Frame(data=PNG, name="a.png")], prompts=["car"], output_dir="relative/" + LONG
+            ),
+            metadata=bearer(ALICE),
+            timeout=30,
+        ),
     }
     with server.channel() as channel:
         with pytest.raises(grpc.RpcError) as raised:

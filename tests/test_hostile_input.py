@@ -33,13 +33,15 @@ BOMB_SIDES = [0, 1, 16384, 16385, 50000, 2**31 - 1]
 def frame_data(draw) -> bytes:
     """Frame bytes: valid, truncated, wrong magic, empty, random, or a bomb's header."""
     valid = draw(st.sampled_from(VALID_FRAMES))
-    return draw(st.one_of(
-        st.just(valid),
-        st.integers(0, len(valid) - 1).map(lambda n: valid[:n]),
-        st.just(b"\x00\x00\x00\x00" + valid[4:]),
-        st.binary(max_size=2000),
-        st.tuples(st.sampled_from(BOMB_SIDES), st.sampled_from(BOMB_SIDES)).map(lambda wh: png_header_only(*wh)),
-    ))
+    return draw(
+        st.one_of(
+            st.just(valid),
+            st.integers(0, len(valid) - 1).map(lambda n: valid[:n]),
+            st.just(b"\x00\x00\x00\x00" + valid[4:]),
+            st.binary(max_size=2000),
+            st.tuples(st.sampled_from(BOMB_SIDES), st.sampled_from(BOMB_SIDES)).map(lambda wh: png_header_only(*wh)),
+        )
+    )
 
 
 odd_text = st.text(max_size=300) | st.sampled_from(["\0", "a\0b", "\u202e\u200b", "🚗" * 100, " ", "../x", "."])
@@ -56,8 +58,9 @@ hostile_params = st.builds(
     invert=st.booleans(),
     union_mask=st.booleans(),
 )
-hostile_labels = st.dictionaries(odd_text | st.text(min_size=120, max_size=140),
-                                 odd_text | st.text(min_size=1000, max_size=1100), max_size=70)
+hostile_labels = st.dictionaries(
+    odd_text | st.text(min_size=120, max_size=140), odd_text | st.text(min_size=1000, max_size=1100), max_size=70
+)
 hostile_request_ids = odd_text | st.text(min_size=120, max_size=140)
 
 
@@ -100,9 +103,12 @@ def used_request_ids() -> set[str]:
     return set()
 
 
-@settings(max_examples=150, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 @given(
     frames=sometimes([pb.Frame(name="f.png", data=VALID_FRAMES[0])], hostile_frames),
     prompts=sometimes(["car"], hostile_prompts),
@@ -115,8 +121,15 @@ def used_request_ids() -> set[str]:
 def test_any_submit_job_gets_a_clear_answer_and_leaves_nothing_stuck(
     server, used_request_ids, frames, prompts, params, format, priority, labels, request_id
 ):
-    request = pb.SubmitJobRequest(frames=frames, prompts=prompts, params=params, format=format, priority=priority,
-                                  labels=labels, request_id=request_id)
+    request = pb.SubmitJobRequest(
+        frames=frames,
+        prompts=prompts,
+        params=params,
+        format=format,
+        priority=priority,
+        labels=labels,
+        request_id=request_id,
+    )
     reused = request_id in used_request_ids
     used_request_ids.add(request_id)
     event(f"answer: {assert_clear_answer(server, request, reused)}")
@@ -135,8 +148,9 @@ def test_any_submit_job_gets_a_clear_answer_and_leaves_nothing_stuck(
     ],
 )
 def test_known_hostile_fields_are_refused_or_accepted_clearly(server, fields):
-    request = pb.SubmitJobRequest(**{"frames": [pb.Frame(name="f.png", data=VALID_FRAMES[0])], "prompts": ["car"],
-                                     **fields})
+    request = pb.SubmitJobRequest(
+        **{"frames": [pb.Frame(name="f.png", data=VALID_FRAMES[0])], "prompts": ["car"], **fields}
+    )
     assert_clear_answer(server, request, reused_request_id=False)
     assert_serving(server)
 
@@ -147,8 +161,9 @@ def test_the_obvious_hostile_values_are_refused(server):
         ({"frames": [pb.Frame(name="bomb.png", data=png_header_only(50000, 50000))]}, "frames[0].data"),
         ({"format": 99}, "format"),
     ):
-        request = pb.SubmitJobRequest(**{"frames": [pb.Frame(name="f.png", data=VALID_FRAMES[0])],
-                                         "prompts": ["car"], **fields})
+        request = pb.SubmitJobRequest(
+            **{"frames": [pb.Frame(name="f.png", data=VALID_FRAMES[0])], "prompts": ["car"], **fields}
+        )
         code, details, _ = submit(server, request)
         assert (code, details.partition(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, field), details
 

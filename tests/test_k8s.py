@@ -36,27 +36,85 @@ KUBERNETES_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
 # is not in kubernetes-validate.
 KEDA_API = "keda.sh/v1alpha1"
 SCALED_OBJECT_SPEC = {
-    "scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod", "idleReplicaCount",
-    "minReplicaCount", "maxReplicaCount", "fallback", "advanced", "triggers",
+    "scaleTargetRef",
+    "pollingInterval",
+    "cooldownPeriod",
+    "initialCooldownPeriod",
+    "idleReplicaCount",
+    "minReplicaCount",
+    "maxReplicaCount",
+    "fallback",
+    "advanced",
+    "triggers",
 }
 SCALE_TARGET_REF = {"apiVersion", "kind", "name", "envSourceContainerName"}
 TRIGGER = {"type", "metadata", "name", "useCachedMetrics", "authenticationRef", "metricType"}
 REDIS_METADATA = {
-    "redis": {"address", "host", "port", "addressFromEnv", "hostFromEnv", "portFromEnv", "usernameFromEnv",
-              "passwordFromEnv", "listName", "listLength", "activationListLength", "enableTLS", "unsafeSsl",
-              "databaseIndex"},
-    "redis-sentinel": {"addresses", "hosts", "ports", "addressesFromEnv", "hostsFromEnv", "portsFromEnv",
-                       "usernameFromEnv", "passwordFromEnv", "sentinelUsernameFromEnv", "sentinelPasswordFromEnv",
-                       "sentinelMaster", "sentinelMasterFromEnv", "listName", "listLength", "activationListLength",
-                       "enableTLS", "unsafeSsl", "databaseIndex"},
+    "redis": {
+        "address",
+        "host",
+        "port",
+        "addressFromEnv",
+        "hostFromEnv",
+        "portFromEnv",
+        "usernameFromEnv",
+        "passwordFromEnv",
+        "listName",
+        "listLength",
+        "activationListLength",
+        "enableTLS",
+        "unsafeSsl",
+        "databaseIndex",
+    },
+    "redis-sentinel": {
+        "addresses",
+        "hosts",
+        "ports",
+        "addressesFromEnv",
+        "hostsFromEnv",
+        "portsFromEnv",
+        "usernameFromEnv",
+        "passwordFromEnv",
+        "sentinelUsernameFromEnv",
+        "sentinelPasswordFromEnv",
+        "sentinelMaster",
+        "sentinelMasterFromEnv",
+        "listName",
+        "listLength",
+        "activationListLength",
+        "enableTLS",
+        "unsafeSsl",
+        "databaseIndex",
+    },
 }
 REDIS_AUTH_PARAMETERS = {
     "redis": {"address", "host", "port", "username", "password", "tls", "ca", "cert", "key"},
-    "redis-sentinel": {"addresses", "hosts", "ports", "username", "password", "sentinelUsername",
-                       "sentinelPassword", "sentinelMaster", "tls", "ca", "cert", "key"},
+    "redis-sentinel": {
+        "addresses",
+        "hosts",
+        "ports",
+        "username",
+        "password",
+        "sentinelUsername",
+        "sentinelPassword",
+        "sentinelMaster",
+        "tls",
+        "ca",
+        "cert",
+        "key",
+    },
 }
-TRIGGER_AUTHENTICATION_SPEC = {"podIdentity", "secretTargetRef", "env", "hashiCorpVault", "azureKeyVault",
-                               "awsSecretManager", "gcpSecretManager", "configMapTargetRef", "boundServiceAccountToken"}
+TRIGGER_AUTHENTICATION_SPEC = {
+    "podIdentity",
+    "secretTargetRef",
+    "env",
+    "hashiCorpVault",
+    "azureKeyVault",
+    "awsSecretManager",
+    "gcpSecretManager",
+    "configMapTargetRef",
+    "boundServiceAccountToken",
+}
 
 
 def documents(path: Path) -> list[dict]:
@@ -151,7 +209,9 @@ def test_the_server_is_probed_with_maskfarm_health_and_served_on_its_port():
     port = int(env["MASKFARM_LISTEN"].rpartition(":")[2])
     assert [p["containerPort"] for p in server["ports"]] == [port]
     service = find("redis", "Service", "maskfarm")
-    assert service["spec"]["selector"] == find("redis", "Deployment", "maskfarm-server")["spec"]["selector"]["matchLabels"]
+    assert (
+        service["spec"]["selector"] == find("redis", "Deployment", "maskfarm-server")["spec"]["selector"]["matchLabels"]
+    )
 
 
 def test_workers_take_one_gpu_and_report_their_liveness_through_the_health_file():
@@ -241,8 +301,10 @@ def test_the_lists_keda_reads_hold_the_jobs_a_real_server_queues():
     png = encoded_image("PNG")
     with redis_server() as url, maskfarm_server(url, DEFAULT_NAMESPACE) as server:
         for priority in (pb.PRIORITY_HIGH, pb.PRIORITY_NORMAL, pb.PRIORITY_NORMAL, pb.PRIORITY_LOW):
-            server.stub().SubmitJob(pb.SubmitJobRequest(frames=[pb.Frame(data=png, name="f.png")], prompts=["car"],
-                                                        priority=priority), timeout=10)
+            server.stub().SubmitJob(
+                pb.SubmitJobRequest(frames=[pb.Frame(data=png, name="f.png")], prompts=["car"], priority=priority),
+                timeout=10,
+            )
         with redis.Redis.from_url(url) as connection:
             lengths = {key: connection.llen(key) for key in lists}
             queued = {key.decode() for key in connection.scan_iter("rq:queue:*") if connection.type(key) == b"list"}

@@ -45,10 +45,15 @@ def submit_long_job(server: ServerProcess) -> str:
 def two_workers(server: ServerProcess, model: Path) -> Iterator[dict[str, WorkerProcess]]:
     """Two fast-recovery workers, both listed (idle, waiting) before this yields. Their
     names start with the namespace: RQ's worker names are global to the Redis."""
-    with maskfarm_worker(server, model, f"{server.namespace}-a", *FAST_RECOVERY) as a, \
-            maskfarm_worker(server, model, f"{server.namespace}-b", *FAST_RECOVERY) as b:
+    with (
+        maskfarm_worker(server, model, f"{server.namespace}-a", *FAST_RECOVERY) as a,
+        maskfarm_worker(server, model, f"{server.namespace}-b", *FAST_RECOVERY) as b,
+    ):
         names = {a.name, b.name}
-        listed = lambda: {w.name for w in server.stub().ListWorkers(pb.ListWorkersRequest(), timeout=10).workers}
+
+        def listed():
+            return {w.name for w in server.stub().ListWorkers(pb.ListWorkersRequest(), timeout=10).workers}
+
         wait_for(lambda: names <= listed(), "both workers to be listed")
         yield {a.name: a, b.name: b}
 
@@ -89,8 +94,10 @@ def test_a_killed_workers_job_runs_again_elsewhere_and_every_frame_is_stored_onc
         wait_for(lambda: get_job(server, job_id).job.provenance.worker == survivor, "the job to run again")
         recovered_s = time.monotonic() - killed_at
         wait_for(lambda: get_job(server, job_id).job.state in TERMINAL, "the job to end", timeout=PATIENCE_S)
-        print(f"\nrecovery after SIGKILL: running again on {survivor} {recovered_s:.1f} s later "
-              f"(bound {RECOVERY_BOUND_S} s + one poll)")
+        print(
+            f"\nrecovery after SIGKILL: running again on {survivor} {recovered_s:.1f} s later "
+            f"(bound {RECOVERY_BOUND_S} s + one poll)"
+        )
 
         job = get_job(server, job_id).job
         assert job.state == pb.JOB_STATE_SUCCEEDED, job.error.message
@@ -102,8 +109,10 @@ def test_a_killed_workers_job_runs_again_elsewhere_and_every_frame_is_stored_onc
 
 
 def test_a_job_whose_worker_dies_with_no_retries_left_fails_as_worker_lost(redis_url, tiny_model_dir):
-    with maskfarm_server(redis_url, "mflost0", "--retries", "0") as server, \
-            two_workers(server, tiny_model_dir) as workers:
+    with (
+        maskfarm_server(redis_url, "mflost0", "--retries", "0") as server,
+        two_workers(server, tiny_model_dir) as workers,
+    ):
         job_id = submit_long_job(server)
         _, killed_at = kill_the_runner(server, job_id, workers)
         wait_for(lambda: get_job(server, job_id).job.state in TERMINAL, "the job to end", timeout=PATIENCE_S)
@@ -124,13 +133,19 @@ def test_a_job_taken_by_a_worker_killed_before_it_started_runs_all_the_same(redi
     with no worker running; a worker started afterwards finds it by its sweep."""
     with maskfarm_server(redis_url, "mforphan") as server:
         frame = encoded_image("PNG", (32, 24), noise=True)
-        job_id = server.stub().SubmitJob(pb.SubmitJobRequest(frames=[pb.Frame(name="f.png", data=frame)],
-                                                             prompts=["car"]), timeout=10).id
+        job_id = (
+            server.stub()
+            .SubmitJob(pb.SubmitJobRequest(frames=[pb.Frame(name="f.png", data=frame)], prompts=["car"]), timeout=10)
+            .id
+        )
         with redis.Redis.from_url(redis_url) as connection:
             assert connection.lrem(f"rq:queue:{server.namespace}-normal", 1, job_id) == 1
         with maskfarm_worker(server, tiny_model_dir, f"{server.namespace}-a", *FAST_RECOVERY):
-            reply = wait_for(lambda: (r := get_job(server, job_id)).job.state in TERMINAL and r, "the orphan to run",
-                             timeout=PATIENCE_S)
+            reply = wait_for(
+                lambda: (r := get_job(server, job_id)).job.state in TERMINAL and r,
+                "the orphan to run",
+                timeout=PATIENCE_S,
+            )
         assert reply.job.state == pb.JOB_STATE_SUCCEEDED and reply.job.progress.done_frames == 1
 
 

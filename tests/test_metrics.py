@@ -35,7 +35,10 @@ def test_the_server_counts_submissions_refusals_cancels_and_queue_depth(redis_ur
     with maskfarm_server(redis_url, "mfmetrics", "--metrics-listen", address) as server:
         stub = server.stub()
         frame = pb.Frame(name="a.png", data=encoded_image("PNG", (16, 16)))
-        submit = lambda **fields: stub.SubmitJob(pb.SubmitJobRequest(frames=[frame], prompts=["car"], **fields), timeout=10)
+
+        def submit(**fields):
+            return stub.SubmitJob(pb.SubmitJobRequest(frames=[frame], prompts=["car"], **fields), timeout=10)
+
         high = submit(priority=pb.PRIORITY_HIGH)
         submit(request_id="same")
         submit(request_id="same")
@@ -76,12 +79,27 @@ def test_maskfarm_up_gives_server_and_worker_their_own_metrics(tiny_model_dir, t
     target, metrics = f"127.0.0.1:{free_port()}", free_port_pair()
     host = "127.0.0.1"
     output = tmp_path / "stdout"
-    command = [sys.executable, "-m", "maskfarm.client.cli", "up", "--listen", target,
-               "--private-redis", "--namespace", "mfupmetrics",
-               "--model", str(tiny_model_dir), "--device", "cpu", "--metrics-listen", f"{host}:{metrics}"]
+    command = [
+        sys.executable,
+        "-m",
+        "maskfarm.client.cli",
+        "up",
+        "--listen",
+        target,
+        "--private-redis",
+        "--namespace",
+        "mfupmetrics",
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--metrics-listen",
+        f"{host}:{metrics}",
+    ]
     with output.open("wb") as stdout:
-        process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.DEVNULL,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        process = subprocess.Popen(
+            command, stdout=stdout, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
     try:
         deadline = time.monotonic() + 120
         while "ready" not in output.read_text():

@@ -33,8 +33,9 @@ def node_modules(tmp_path_factory: pytest.TempPathFactory) -> Path:
     install = tmp_path_factory.mktemp("node-client")
     for name in ("package.json", "package-lock.json"):
         shutil.copy(NODE_CLIENT / name, install / name)
-    result = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=install, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund"], cwd=install, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
     return install / "node_modules"
 
@@ -55,7 +56,9 @@ def write_frames(folder: Path) -> list[Path]:
 
 
 def mask_files(outdir: Path) -> dict[str, bytes]:
-    return {path.relative_to(outdir).as_posix(): path.read_bytes() for path in sorted(outdir.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(outdir).as_posix(): path.read_bytes() for path in sorted(outdir.rglob("*")) if path.is_file()
+    }
 
 
 def run(command: list[str], **env: str) -> None:
@@ -70,13 +73,39 @@ def test_node_client_writes_the_masks_the_python_client_writes(service, tiny_mod
     node_out, python_out = tmp_path / "node", tmp_path / "python"
 
     with maskfarm_worker(service, tiny_model_dir, "node-test-worker"):
-        run(["node", str(NODE_CLIENT / "segment.js"), *map(str, frames), *prompt_flags, "--union",
-             "--target", service.target, "--out", str(node_out)], NODE_PATH=str(node_modules))
-        run([sys.executable, "-m", "maskfarm.client.cli", "segment", *map(str, frames), *prompt_flags, "--union",
-             "--target", service.target, "--output", str(python_out)])
+        run(
+            [
+                "node",
+                str(NODE_CLIENT / "segment.js"),
+                *map(str, frames),
+                *prompt_flags,
+                "--union",
+                "--target",
+                service.target,
+                "--out",
+                str(node_out),
+            ],
+            NODE_PATH=str(node_modules),
+        )
+        run(
+            [
+                sys.executable,
+                "-m",
+                "maskfarm.client.cli",
+                "segment",
+                *map(str, frames),
+                *prompt_flags,
+                "--union",
+                "--target",
+                service.target,
+                "--output",
+                str(python_out),
+            ]
+        )
 
     written = mask_files(node_out)
-    assert set(written) == {f"{folder}/shot.{number}.png" for folder in ("red-car", "red-car-2", "union")
-                            for number in (1001, 1002)}
+    assert set(written) == {
+        f"{folder}/shot.{number}.png" for folder in ("red-car", "red-car-2", "union") for number in (1001, 1002)
+    }
     assert written == mask_files(python_out)
     assert Image.open(node_out / "union" / "shot.1002.png").size == (40, 30)

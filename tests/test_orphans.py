@@ -16,8 +16,15 @@ from maskfarm.server.store import JobStore
 from maskfarm.worker.orphans import OrphanSweeper
 from tests.images import encoded_image
 
-LIMITS = QueueLimits(queue_ttl=60, inputs_ttl=120, result_ttl=300, job_timeout=60, retries=1,
-                     max_backlog_jobs=100, max_backlog_bytes=10**8)
+LIMITS = QueueLimits(
+    queue_ttl=60,
+    inputs_ttl=120,
+    result_ttl=300,
+    job_timeout=60,
+    retries=1,
+    max_backlog_jobs=100,
+    max_backlog_bytes=10**8,
+)
 
 
 @pytest.fixture

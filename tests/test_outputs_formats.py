@@ -16,8 +16,9 @@ from maskfarm.client.previews import overlay, preview_path
 from maskfarm.server.jobs import OutputFormat
 from tests.exr_files import OpenEXR
 
-MASK = np.concatenate([np.random.default_rng(3).random((20, 30), dtype=np.float32) * 1.2 - 0.1,
-                       np.full((2, 30), 0.5, np.float32)])
+MASK = np.concatenate(
+    [np.random.default_rng(3).random((20, 30), dtype=np.float32) * 1.2 - 0.1, np.full((2, 30), 0.5, np.float32)]
+)
 """Soft values, some outside [0, 1] (bicubic overshoot), and exact halves."""
 
 

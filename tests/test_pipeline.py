@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from maskfarm.server.params import MaskParams
+from maskfarm.worker import model as model_module
 from maskfarm.worker.frames import to_rgb_uint8
 from maskfarm.worker.inference import MaskModel
-from maskfarm.worker import model as model_module
 from maskfarm.worker.model import ModelLoadError, cpu_computes_natively, load_model
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.preprocess import PixelSpec, pixel_values
@@ -161,7 +161,9 @@ def test_resizing_to_a_large_frame_matches(segmenter, parity_inputs):
     assert (np.abs(ours[0] - expected) <= 1e-4).mean() >= 0.9999
 
 
-def test_truncated_vision_tower_and_cached_text_give_the_plain_logits(tiny_model_dir, plain_model, processor, parity_inputs):
+def test_truncated_vision_tower_and_cached_text_give_the_plain_logits(
+    tiny_model_dir, plain_model, processor, parity_inputs
+):
     _, batch, logits = parity_inputs
     model = MaskModel(load_model(str(tiny_model_dir), device="cpu", dtype="fp32"))
     vision_layers = model.loaded.model.clip.vision_model.encoder.layers
@@ -175,7 +177,9 @@ def test_truncated_vision_tower_and_cached_text_give_the_plain_logits(tiny_model
     assert list(model._text_cache) == PROMPTS
     for position in range(batch.shape[0]):
         for k, prompt in enumerate(PROMPTS):
-            torch.testing.assert_close(batched[position * len(PROMPTS) + k], logits[prompt][position], atol=1e-4, rtol=0)
+            torch.testing.assert_close(
+                batched[position * len(PROMPTS) + k], logits[prompt][position], atol=1e-4, rtol=0
+            )
 
 
 def test_many_prompts_at_once_equal_one_prompt_at_a_time(segmenter):
@@ -210,8 +214,18 @@ def test_union_and_invert(segmenter):
 
 @pytest.mark.parametrize(
     "field,value",
-    [("threshold", 1.5), ("threshold", -0.1), ("threshold", float("nan")), ("smooth", 33), ("smooth", -1),
-     ("dilate", 33), ("dilate", -33), ("blur", 65), ("blur", 2.5), ("soft", "yes")],
+    [
+        ("threshold", 1.5),
+        ("threshold", -0.1),
+        ("threshold", float("nan")),
+        ("smooth", 33),
+        ("smooth", -1),
+        ("dilate", 33),
+        ("dilate", -33),
+        ("blur", 65),
+        ("blur", 2.5),
+        ("soft", "yes"),
+    ],
 )
 def test_bad_parameters_raise_naming_the_parameter(field, value):
     with pytest.raises(ValueError, match=field):

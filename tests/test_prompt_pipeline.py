@@ -27,14 +27,17 @@ def inputs(processor, plain_model):
     """Two frames, their processor pixel values and the plain model's logits per prompt."""
     frames = [reference_rgb_uint8(make_frame("RGB", size, seed)) for seed, size in enumerate([(61, 37), (160, 270)])]
     batch = processor(images=frames, return_tensors="pt")["pixel_values"]
-    logits = {prompt: [reference_logits(plain_model, processor, batch[i : i + 1], prompt) for i in range(len(frames))]
-              for prompt in PROMPTS}
+    logits = {
+        prompt: [reference_logits(plain_model, processor, batch[i : i + 1], prompt) for i in range(len(frames))]
+        for prompt in PROMPTS
+    }
     return frames, batch, logits
 
 
 def reference(logits, size, params: MaskParams) -> np.ndarray:
-    mask = reference_masks(logits[None], size, params.threshold, params.smooth, params.dilate, params.blur,
-                           soft=params.soft)[0]
+    mask = reference_masks(
+        logits[None], size, params.threshold, params.smooth, params.dilate, params.blur, soft=params.soft
+    )[0]
     return mask.clamp(0, 1).numpy()
 
 
@@ -70,8 +73,9 @@ def test_several_negatives_subtract_their_union(segmenter, inputs):
     sizes = [frame.shape[:2] for frame in frames]
     ours = segmenter.masks_from_pixel_values(batch, sizes, [Prompt("person", negatives=("shadow", "car"))], params)
     for position, size in enumerate(sizes):
-        negatives = np.maximum(reference(logits["shadow"][position], size, params),
-                               reference(logits["car"][position], size, params))
+        negatives = np.maximum(
+            reference(logits["shadow"][position], size, params), reference(logits["car"][position], size, params)
+        )
         assert_close(ours[position][0], np.clip(reference(logits["person"][position], size, params) - negatives, 0, 1))
 
 
@@ -104,8 +108,9 @@ def test_negatives_through_the_whole_pipeline_and_in_chunks(segmenter, tiny_mode
         np.testing.assert_allclose(both.masks[2], np.maximum(person, single.masks[2]), atol=1e-5)
 
 
-@pytest.mark.parametrize("prompt,field", [(Prompt("car", negatives=("",)), r"prompts\[0\]\.negatives\[0\]"),
-                                          (Prompt(" "), r"prompts\[0\]")])
+@pytest.mark.parametrize(
+    "prompt,field", [(Prompt("car", negatives=("",)), r"prompts\[0\]\.negatives\[0\]"), (Prompt(" "), r"prompts\[0\]")]
+)
 def test_bad_negatives_raise_naming_them(segmenter, prompt, field):
     with pytest.raises(ValueError, match=field):
         segmenter.segment([make_frame("RGB", (20, 20))], [prompt])
@@ -116,8 +121,9 @@ def test_an_override_out_of_range_names_the_parameter():
         Prompt("sky", threshold=2.0).params(MaskParams())
 
 
-def test_an_image_prompt_equals_the_model_called_with_conditional_pixel_values(segmenter, inputs, plain_model,
-                                                                               processor):
+def test_an_image_prompt_equals_the_model_called_with_conditional_pixel_values(
+    segmenter, inputs, plain_model, processor
+):
     """CLIPSegForImageSegmentation(pixel_values=frame, conditional_pixel_values=exemplar), then the node's steps."""
     import io
 
@@ -130,8 +136,9 @@ def test_an_image_prompt_equals_the_model_called_with_conditional_pixel_values(s
     exemplar = reference_rgb_uint8(make_frame("RGB", (50, 40), seed=7))
     encoded = io.BytesIO()
     Image.fromarray(exemplar).save(encoded, format="PNG")
-    conditional = pixel_values([torch.from_numpy(exemplar)], PixelSpec.from_processor(processor), torch.device("cpu"),
-                               torch.float32)
+    conditional = pixel_values(
+        [torch.from_numpy(exemplar)], PixelSpec.from_processor(processor), torch.device("cpu"), torch.float32
+    )
     with torch.no_grad():
         exemplars = conditional.expand(len(frames), -1, -1, -1)
         logits = plain_model(pixel_values=batch, conditional_pixel_values=exemplars).logits
@@ -158,14 +165,20 @@ def test_negatives_and_an_exemplar_cost_no_second_vision_pass_over_the_frames(ti
 
     encoded = io.BytesIO()
     Image.fromarray(reference_rgb_uint8(make_frame("RGB", (30, 30), seed=3))).save(encoded, format="PNG")
-    prompts = [Prompt("person", negatives=("shadow", "car")), Prompt(image=Exemplar(encoded.getvalue()),
-                                                                      negatives=("sky",))]
+    prompts = [
+        Prompt("person", negatives=("shadow", "car")),
+        Prompt(image=Exemplar(encoded.getvalue()), negatives=("sky",)),
+    ]
     passes, embedded = [], []
     vision_features, embedding = MaskModel.vision_features, MaskModel._embedding
-    monkeypatch.setattr(MaskModel, "vision_features", lambda self, values: passes.append(values.shape[0])
-                        or vision_features(self, values))
-    monkeypatch.setattr(MaskModel, "_embedding", lambda self, condition: embedded.append(condition)
-                        or embedding(self, condition))
+    monkeypatch.setattr(
+        MaskModel,
+        "vision_features",
+        lambda self, values: passes.append(values.shape[0]) or vision_features(self, values),
+    )
+    monkeypatch.setattr(
+        MaskModel, "_embedding", lambda self, condition: embedded.append(condition) or embedding(self, condition)
+    )
     segmenter = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=10)
     masks = segmenter.segment([make_frame("RGB", (40, 30), seed) for seed in range(4)], prompts)
     assert [m.masks.shape for m in masks] == [(2, 30, 40)] * 4

@@ -27,15 +27,17 @@ from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.worker.frames import decode_frame, to_rgb_uint8
 from maskfarm.worker.preprocess import PixelSpec, pixel_values
 from tests.reference import reference_masks
-from tests.test_client_e2e import cluster, maskfarm  # noqa: F401  (the module's own `maskfarm up`)
+from tests.test_client_e2e import maskfarm
 
 JOB = MaskParams(smooth=0, blur=4)
 
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
-    return (CLIPSegForImageSegmentation.from_pretrained(tiny_model_dir).eval(),
-            CLIPSegProcessor.from_pretrained(tiny_model_dir))
+    return (
+        CLIPSegForImageSegmentation.from_pretrained(tiny_model_dir).eval(),
+        CLIPSegProcessor.from_pretrained(tiny_model_dir),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +52,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 def values(model, path: Path) -> torch.Tensor:
-    return pixel_values([to_rgb_uint8(decode_frame(path.read_bytes()))], PixelSpec.from_processor(model[1]),
-                        torch.device("cpu"), torch.float32)
+    return pixel_values(
+        [to_rgb_uint8(decode_frame(path.read_bytes()))],
+        PixelSpec.from_processor(model[1]),
+        torch.device("cpu"),
+        torch.float32,
+    )
 
 
 def logits(model, frame: Path, condition: str | Path) -> torch.Tensor:
@@ -65,8 +71,15 @@ def logits(model, frame: Path, condition: str | Path) -> torch.Tensor:
 
 def reference(model, frame: Path, condition: str | Path, params: MaskParams = JOB) -> np.ndarray:
     size = np.asarray(Image.open(frame)).shape[:2]
-    mask = reference_masks(logits(model, frame, condition), size, params.threshold, params.smooth, params.dilate,
-                           params.blur, soft=params.soft)[0]
+    mask = reference_masks(
+        logits(model, frame, condition),
+        size,
+        params.threshold,
+        params.smooth,
+        params.dilate,
+        params.blur,
+        soft=params.soft,
+    )[0]
     return mask.clamp(0, 1).numpy()
 
 
@@ -89,8 +102,11 @@ def test_negatives_and_per_prompt_thresholds_through_the_service(cluster, model,
     frames = [files["shot.1001.png"], files["shot.1002.png"]]
     person = MaskParams(threshold=thresholds["person"], smooth=0, blur=4)
     sky, car = (MaskParams(threshold=thresholds[name], smooth=0, blur=4) for name in ("sky", "car"))
-    prompts = [Prompt("person", negatives=("shadow",), threshold=person.threshold),
-               Prompt("sky", threshold=sky.threshold), Prompt("car", threshold=car.threshold)]
+    prompts = [
+        Prompt("person", negatives=("shadow",), threshold=person.threshold),
+        Prompt("sky", threshold=sky.threshold),
+        Prompt("car", threshold=car.threshold),
+    ]
     with Client(cluster.target, timeout=300) as client:
         results = client.segment(frames, prompts, format="float32", smooth=0, blur=4)
     for frame, result in zip(frames, results):
@@ -108,8 +124,9 @@ def test_an_image_prompt_through_the_service(cluster, model, files):
     threshold = round(median(model, frames, files["red-car.png"]), 4)
     params = MaskParams(threshold=threshold, smooth=0, blur=4)
     with Client(cluster.target, timeout=300) as client:
-        results = client.segment(frames, [image_prompt(files["red-car.png"])], format="float32", threshold=threshold,
-                                 smooth=0, blur=4)
+        results = client.segment(
+            frames, [image_prompt(files["red-car.png"])], format="float32", threshold=threshold, smooth=0, blur=4
+        )
     for frame, result in zip(frames, results):
         expected = reference(model, frame, files["red-car.png"], params)
         assert 0 < expected.mean() < 1, "an all-or-nothing mask: a weak test"
@@ -117,18 +134,40 @@ def test_an_image_prompt_through_the_service(cluster, model, files):
 
 
 @pytest.mark.parametrize("where", ["local", "service"])
-def test_the_cli_subtracts_negatives_and_takes_per_prompt_thresholds(cluster, model, files, thresholds, tmp_path,
-                                                                    where, tiny_model_dir):
+def test_the_cli_subtracts_negatives_and_takes_per_prompt_thresholds(
+    cluster, model, files, thresholds, tmp_path, where, tiny_model_dir
+):
     frames = [files["shot.1001.png"], files["shot.1002.png"]]
     prompts_file = tmp_path / "prompts.txt"
-    prompts_file.write_text(f"# one prompt a line\ncar --threshold {thresholds['car']}\n"
-                            f"--image-prompt {files['red-car.png']} --not sky\n")
-    flags = ["-p", "person", "--not", "shadow", "--prompt-threshold", str(thresholds["person"]),
-             "-p", "sky", "--prompt-threshold", str(thresholds["sky"]), "--prompts-file", str(prompts_file),
-             "--smooth", "0", "--blur", "4", "--format", "npy", "-o", str(tmp_path / "out")]
+    prompts_file.write_text(
+        f"# one prompt a line\ncar --threshold {thresholds['car']}\n--image-prompt {files['red-car.png']} --not sky\n"
+    )
+    flags = [
+        "-p",
+        "person",
+        "--not",
+        "shadow",
+        "--prompt-threshold",
+        str(thresholds["person"]),
+        "-p",
+        "sky",
+        "--prompt-threshold",
+        str(thresholds["sky"]),
+        "--prompts-file",
+        str(prompts_file),
+        "--smooth",
+        "0",
+        "--blur",
+        "4",
+        "--format",
+        "npy",
+        "-o",
+        str(tmp_path / "out"),
+    ]
     if where == "local":
-        run = maskfarm("segment", *map(str, frames), *flags, "--local", "--model", str(tiny_model_dir),
-                       "--device", "cpu")
+        run = maskfarm(
+            "segment", *map(str, frames), *flags, "--local", "--model", str(tiny_model_dir), "--device", "cpu"
+        )
     else:
         run = maskfarm("segment", *map(str, frames), *flags, target=cluster.target)
     assert run.returncode == 0, run.stderr
@@ -147,13 +186,16 @@ def test_the_cli_subtracts_negatives_and_takes_per_prompt_thresholds(cluster, mo
         assert_close(read("red-car"), exemplar)
 
 
-@pytest.mark.parametrize("spec,field", [
-    (pb.Prompt(text="person", negatives=[" "]), "prompt_specs[0].negatives[0]"),
-    (pb.Prompt(text="sky", params=pb.MaskParams(threshold=1.5)), "prompt_specs[0].params.threshold"),
-    (pb.Prompt(text="sky", params=pb.MaskParams(soft=True)), "prompt_specs[0].params.soft"),
-    (pb.Prompt(image=pb.Frame(data=b"not an image", name="x.png")), "prompt_specs[0].image.data"),
-    (pb.Prompt(), "prompt_specs[0]"),
-])
+@pytest.mark.parametrize(
+    "spec,field",
+    [
+        (pb.Prompt(text="person", negatives=[" "]), "prompt_specs[0].negatives[0]"),
+        (pb.Prompt(text="sky", params=pb.MaskParams(threshold=1.5)), "prompt_specs[0].params.threshold"),
+        (pb.Prompt(text="sky", params=pb.MaskParams(soft=True)), "prompt_specs[0].params.soft"),
+        (pb.Prompt(image=pb.Frame(data=b"not an image", name="x.png")), "prompt_specs[0].image.data"),
+        (pb.Prompt(), "prompt_specs[0]"),
+    ],
+)
 def test_bad_prompt_specs_are_refused_naming_the_field(cluster, files, spec, field):
     frame = pb.Frame(data=files["shot.1001.png"].read_bytes(), name="shot.1001.png")
     channel = grpc.insecure_channel(cluster.target)
@@ -185,23 +227,38 @@ def test_an_image_prompt_on_shared_storage_is_read_by_the_worker(cluster, model,
     frame = files["shot.1002.png"]
     params = MaskParams(threshold=round(median(model, [frame], files["red-car.png"]), 4), smooth=0, blur=4)
     with Client(cluster.target, timeout=300) as client:
-        job = client.submit([frame], [image_prompt(StoragePath(str(exemplar)))], format="float32",
-                            threshold=params.threshold, smooth=0, blur=4)
+        job = client.submit(
+            [frame],
+            [image_prompt(StoragePath(str(exemplar)))],
+            format="float32",
+            threshold=params.threshold,
+            smooth=0,
+            blur=4,
+        )
         assert job.prompts == ("red-car",)
-        result = client.segment([frame], [image_prompt(StoragePath(str(exemplar)))], format="float32",
-                                threshold=params.threshold, smooth=0, blur=4)[0]
+        result = client.segment(
+            [frame],
+            [image_prompt(StoragePath(str(exemplar)))],
+            format="float32",
+            threshold=params.threshold,
+            smooth=0,
+            blur=4,
+        )[0]
         assert_close(result.masks[0], reference(model, frame, files["red-car.png"], params))
         with pytest.raises(InvalidRequest, match=r"prompt_specs\[0\]\.image\.path"):
             client.submit([frame], [image_prompt(StoragePath(str(files["red-car.png"])))])
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--not", "shadow", "-p", "person"], "--not belongs to a prompt"),
-    (["-p", "sky", "--prompt-threshold", "2"], "sky: --prompt-threshold must be in [0, 1]"),
-    (["--prompts-file", "{bad}"], "{bad}, line 2: give a text or --image-prompt IMAGE, exactly one"),
-    (["--prompts-file", "{missing}"], "{missing}: No such file or directory"),
-    (["--image-prompt", "{missing}"], "--image-prompt {missing}: No such file or directory"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--not", "shadow", "-p", "person"], "--not belongs to a prompt"),
+        (["-p", "sky", "--prompt-threshold", "2"], "sky: --prompt-threshold must be in [0, 1]"),
+        (["--prompts-file", "{bad}"], "{bad}, line 2: give a text or --image-prompt IMAGE, exactly one"),
+        (["--prompts-file", "{missing}"], "{missing}: No such file or directory"),
+        (["--image-prompt", "{missing}"], "--image-prompt {missing}: No such file or directory"),
+    ],
+)
 def test_bad_prompt_flags_are_refused_naming_them(files, tmp_path, flags, message):
     bad = tmp_path / "bad.txt"
     bad.write_text("sky\n--threshold 0.3\n")
@@ -218,8 +275,10 @@ def test_an_image_prompt_s_bytes_are_kept_beside_the_frames_not_in_the_job_recor
     from maskfarm.server.store import JobStore
 
     exemplar = files["red-car.png"].read_bytes()
-    request = pb.SubmitJobRequest(frames=[pb.Frame(data=files["shot.1001.png"].read_bytes(), name="a.png")],
-                                  prompt_specs=[pb.Prompt(image=pb.Frame(data=exemplar, name="red-car.png"))])
+    request = pb.SubmitJobRequest(
+        frames=[pb.Frame(data=files["shot.1001.png"].read_bytes(), name="a.png")],
+        prompt_specs=[pb.Prompt(image=pb.Frame(data=exemplar, name="red-car.png"))],
+    )
     from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
 
     store = JobStore(Redis.from_url(server.redis_url), server.namespace)
@@ -236,8 +295,11 @@ def test_an_image_prompt_s_bytes_are_kept_beside_the_frames_not_in_the_job_recor
 
 
 def test_a_job_shows_its_prompts_as_given(cluster, files):
-    prompts = ["car", Prompt("person", negatives=("shadow", "cast shadow"), threshold=0.3, dilate=2),
-               image_prompt(files["red-car.png"], negatives=("road",))]
+    prompts = [
+        "car",
+        Prompt("person", negatives=("shadow", "cast shadow"), threshold=0.3, dilate=2),
+        image_prompt(files["red-car.png"], negatives=("road",)),
+    ]
     with Client(cluster.target, timeout=300) as client:
         job = client.submit([files["shot.1001.png"]], prompts)
         plain = client.submit([files["shot.1001.png"]], ["car", "sky"])

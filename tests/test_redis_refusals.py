@@ -88,24 +88,34 @@ def test_a_running_job_waits_while_its_masks_do_not_fit_and_finishes_once_memory
     server: ServerProcess, store_redis: redis.Redis, tiny_model_dir: Path
 ) -> None:
     stub = server.stub()
-    request = pb.SubmitJobRequest(frames=[pb.Frame(name=f"f.{i:03d}.png", data=FRAME) for i in range(FRAMES)],
-                                  prompts=["car"], format=pb.OUTPUT_FORMAT_FLOAT32)
-    store_redis.config_set("maxmemory", int(store_redis.info("memory")["used_memory"]) + FRAMES * len(FRAME)
-                           + ROOM_BYTES)
+    request = pb.SubmitJobRequest(
+        frames=[pb.Frame(name=f"f.{i:03d}.png", data=FRAME) for i in range(FRAMES)],
+        prompts=["car"],
+        format=pb.OUTPUT_FORMAT_FLOAT32,
+    )
+    store_redis.config_set(
+        "maxmemory", int(store_redis.info("memory")["used_memory"]) + FRAMES * len(FRAME) + ROOM_BYTES
+    )
     try:
         job_id = stub.SubmitJob(request, timeout=30).id
         refused_before = refused_writes(store_redis)
         with maskfarm_worker(server, tiny_model_dir, f"oom-{uuid.uuid4().hex[:6]}", "--max-batch", "2") as worker:
             # Refused more than once: the worker tried again after its first refusal.
-            wait_for(lambda: refused_writes(store_redis) >= refused_before + 2, "Redis to refuse the job's masks twice",
-                     timeout=300)
+            wait_for(
+                lambda: refused_writes(store_redis) >= refused_before + 2,
+                "Redis to refuse the job's masks twice",
+                timeout=300,
+            )
             job = stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30).job
             assert job.state == pb.JOB_STATE_RUNNING, (job, worker.output()[-3000:])
             assert 0 < job.progress.done_frames < FRAMES
             assert store_redis.exists(f"{server.namespace}:job:{job_id}:inputs")
             store_redis.config_set("maxmemory", 0)
-            wait_for(lambda: stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30).job.state != pb.JOB_STATE_RUNNING,
-                     "the job to end once memory is freed", timeout=600)
+            wait_for(
+                lambda: stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30).job.state != pb.JOB_STATE_RUNNING,
+                "the job to end once memory is freed",
+                timeout=600,
+            )
             job = stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30).job
             assert job.state == pb.JOB_STATE_SUCCEEDED, (job, worker.output()[-3000:])
             assert job.progress.done_frames == FRAMES and job.progress.failed_frames == 0

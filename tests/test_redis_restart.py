@@ -49,8 +49,9 @@ def redis_store() -> Iterator[PersistentRedis]:
 
 def submit(server: ServerProcess, frames: int, **fields) -> str:
     data = encoded_image("PNG", (32, 24), noise=True)
-    request = pb.SubmitJobRequest(frames=[pb.Frame(name=f"f.{i:04d}.png", data=data) for i in range(frames)],
-                                  prompts=["car"], **fields)
+    request = pb.SubmitJobRequest(
+        frames=[pb.Frame(name=f"f.{i:04d}.png", data=data) for i in range(frames)], prompts=["car"], **fields
+    )
     return server.stub().SubmitJob(request, timeout=60).id
 
 
@@ -98,11 +99,14 @@ class Watcher:
 
 
 def test_a_redis_crash_loses_nothing_and_everything_recovers_by_itself(redis_store, tiny_model_dir):
-    with maskfarm_server(redis_store.url, "mfrestart") as server, \
-            maskfarm_worker(server, tiny_model_dir, "mfrestart-a", *FAST_RECOVERY) as worker:
+    with (
+        maskfarm_server(redis_store.url, "mfrestart") as server,
+        maskfarm_worker(server, tiny_model_dir, "mfrestart-a", *FAST_RECOVERY) as worker,
+    ):
         finished = submit(server, 2)
-        wait_for(lambda: job_state(server, finished).state == pb.JOB_STATE_SUCCEEDED, "the first job",
-                 timeout=PATIENCE_S)
+        wait_for(
+            lambda: job_state(server, finished).state == pb.JOB_STATE_SUCCEEDED, "the first job", timeout=PATIENCE_S
+        )
         running = submit(server, LONG_JOB_FRAMES)
         queued = submit(server, 2, priority=pb.PRIORITY_LOW)
         watcher = Watcher(server, running)
@@ -129,8 +133,9 @@ def test_a_redis_crash_loses_nothing_and_everything_recovers_by_itself(redis_sto
         assert resumed.ended_with == grpc.StatusCode.OK
         assert resumed.last_state == pb.JOB_STATE_SUCCEEDED
         assert watcher.frames + resumed.frames == list(range(LONG_JOB_FRAMES))
-        wait_for(lambda: job_state(server, queued).state == pb.JOB_STATE_SUCCEEDED, "the queued job",
-                 timeout=PATIENCE_S)
+        wait_for(
+            lambda: job_state(server, queued).state == pb.JOB_STATE_SUCCEEDED, "the queued job", timeout=PATIENCE_S
+        )
         assert worker.process.poll() is None, worker.output()
 
 
@@ -146,18 +151,24 @@ def test_a_job_runs_on_through_a_server_restart_and_the_client_reconnects(redis_
         server.process.wait(timeout=15)
         with maskfarm_server(redis_store.url, "mfserverrestart", target=server.target):
             request = pb.GetJobRequest(job_id=job_id)
-            job = wait_for(lambda: (j := stub.GetJob(request, timeout=10, wait_for_ready=True).job).state in TERMINAL
-                           and j, "the job, through the client's channel from before the restart", timeout=PATIENCE_S)
+            job = wait_for(
+                lambda: (j := stub.GetJob(request, timeout=10, wait_for_ready=True).job).state in TERMINAL and j,
+                "the job, through the client's channel from before the restart",
+                timeout=PATIENCE_S,
+            )
         assert job.state == pb.JOB_STATE_SUCCEEDED
         assert job.progress.done_frames == LONG_JOB_FRAMES
 
 
 def test_a_worker_stops_cleanly_on_sigterm_while_redis_is_down(redis_store, tiny_model_dir):
-    with maskfarm_server(redis_store.url, "mfredisdown") as server, \
-            maskfarm_worker(server, tiny_model_dir, "mfredisdown-a", *FAST_RECOVERY) as worker:
+    with (
+        maskfarm_server(redis_store.url, "mfredisdown") as server,
+        maskfarm_worker(server, tiny_model_dir, "mfredisdown-a", *FAST_RECOVERY) as worker,
+    ):
         served = submit(server, 1)
-        wait_for(lambda: job_state(server, served).state == pb.JOB_STATE_SUCCEEDED, "the worker to serve",
-                 timeout=PATIENCE_S)
+        wait_for(
+            lambda: job_state(server, served).state == pb.JOB_STATE_SUCCEEDED, "the worker to serve", timeout=PATIENCE_S
+        )
         redis_store.kill()
         try:
             time.sleep(2)

@@ -35,9 +35,11 @@ class ReflectedService:
         request_class = message_factory.GetMessageClass(method.input_type)
         reply_class = message_factory.GetMessageClass(method.output_type)
         generic_call = self.channel.unary_stream if method.server_streaming else self.channel.unary_unary
-        invoke = generic_call(f"/{self.descriptor.full_name}/{method.name}",
-                              request_serializer=request_class.SerializeToString,
-                              response_deserializer=reply_class.FromString)
+        invoke = generic_call(
+            f"/{self.descriptor.full_name}/{method.name}",
+            request_serializer=request_class.SerializeToString,
+            response_deserializer=reply_class.FromString,
+        )
         reply = invoke(json_format.ParseDict(request, request_class()), timeout=10)
         if method.server_streaming:
             return [json_format.MessageToDict(event) for event in reply]
@@ -53,8 +55,10 @@ def test_reflection_lists_the_segmentation_health_and_reflection_services(server
 def test_every_method_and_its_message_types_resolve_from_reflection_alone(server: ServerProcess) -> None:
     with server.channel() as channel:
         service = ReflectedService(channel, SEGMENTATION)
-        methods = {method.name: (method.input_type.full_name, method.output_type.full_name, method.server_streaming)
-                   for method in service.descriptor.methods}
+        methods = {
+            method.name: (method.input_type.full_name, method.output_type.full_name, method.server_streaming)
+            for method in service.descriptor.methods
+        }
         timestamp = service.pool.FindMessageTypeByName("maskfarm.v1.Job").fields_by_name["create_time"].message_type
     assert methods == {
         "SubmitJob": ("maskfarm.v1.SubmitJobRequest", "maskfarm.v1.Job", False),
@@ -71,8 +75,15 @@ def test_a_job_submitted_read_cancelled_and_watched_with_reflected_types_only(se
     frame = base64.b64encode(encoded_image("PNG", (32, 24))).decode()
     with server.channel() as channel:
         service = ReflectedService(channel, SEGMENTATION)
-        job = service.call("SubmitJob", {"frames": [{"name": "shot.1001.png", "data": frame}], "prompts": ["red car"],
-                                         "format": "OUTPUT_FORMAT_PNG16", "labels": {"shot": "sq010"}})
+        job = service.call(
+            "SubmitJob",
+            {
+                "frames": [{"name": "shot.1001.png", "data": frame}],
+                "prompts": ["red car"],
+                "format": "OUTPUT_FORMAT_PNG16",
+                "labels": {"shot": "sq010"},
+            },
+        )
         read = service.call("GetJob", {"job_id": job["id"]})
         cancelled = service.call("CancelJob", {"job_id": job["id"]})  # leave nothing queued in the shared namespace
         watched = service.call("WatchJob", {"job_id": job["id"]})

@@ -99,8 +99,12 @@ def test_url_syntax():
     assert (parsed.service_name, parsed.db, parsed.username, parsed.password) == ("mymaster", 3, "me", "s@cret")
     assert parsed.sentinel_password == "x"
     assert SentinelUrl.parse("redis+sentinel://h:1/m").db == 0
-    for bad, says in [("redis+sentinel://h:1/", "service_name"), ("redis+sentinel://h/m", "host:port"),
-                      ("redis+sentinel://h:1/m/x", "number"), ("redis+sentinel://h:1/m?ssl=1", "unknown option")]:
+    for bad, says in [
+        ("redis+sentinel://h:1/", "service_name"),
+        ("redis+sentinel://h/m", "host:port"),
+        ("redis+sentinel://h:1/m/x", "number"),
+        ("redis+sentinel://h:1/m?ssl=1", "unknown option"),
+    ]:
         with pytest.raises(ValueError, match=says):
             SentinelUrl.parse(bad)
 
@@ -123,24 +127,38 @@ def test_without_a_replica_a_job_is_not_acknowledged_unless_asked(redis_url):
 
 
 def test_a_failover_loses_no_acknowledged_job(tiny_model_dir):
-    with sentinel_group() as group, maskfarm_server(group.url, "mfsentinel") as server, \
-            maskfarm_worker(server, tiny_model_dir, "sentinel-w1", *FAST_RECOVERY) as worker1, \
-            maskfarm_worker(server, tiny_model_dir, "sentinel-w2", *FAST_RECOVERY) as worker2:
+    with (
+        sentinel_group() as group,
+        maskfarm_server(group.url, "mfsentinel") as server,
+        maskfarm_worker(server, tiny_model_dir, "sentinel-w1", *FAST_RECOVERY) as worker1,
+        maskfarm_worker(server, tiny_model_dir, "sentinel-w2", *FAST_RECOVERY) as worker2,
+    ):
         stub = server.stub()
-        wait_for(lambda: len(stub.ListWorkers(pb.ListWorkersRequest(), timeout=30).workers) == 2,
-                 "both workers to serve", timeout=PATIENCE_S)
+        wait_for(
+            lambda: len(stub.ListWorkers(pb.ListWorkersRequest(), timeout=30).workers) == 2,
+            "both workers to serve",
+            timeout=PATIENCE_S,
+        )
         submitter = Submitter(server)
         submitter.start()
-        wait_for(lambda: len(submitter.acknowledged) >= KILL_AFTER or submitter.error, "the first jobs",
-                 timeout=PATIENCE_S)
-        wait_for(lambda: any(stub.GetJob(pb.GetJobRequest(job_id=j), timeout=30).job.state == pb.JOB_STATE_SUCCEEDED
-                             for j in submitter.acknowledged), "a job run before the failover", timeout=PATIENCE_S)
+        wait_for(
+            lambda: len(submitter.acknowledged) >= KILL_AFTER or submitter.error, "the first jobs", timeout=PATIENCE_S
+        )
+        wait_for(
+            lambda: any(
+                stub.GetJob(pb.GetJobRequest(job_id=j), timeout=30).job.state == pb.JOB_STATE_SUCCEEDED
+                for j in submitter.acknowledged
+            ),
+            "a job run before the failover",
+            timeout=PATIENCE_S,
+        )
         acknowledged_before = len(submitter.acknowledged)
 
         submitter.resume.set()  # the rest are submitted as the primary dies and after
         group.kill(group.first_primary)
-        wait_for(lambda: group.primary_port() == group.first_replica, "Sentinel to promote the replica",
-                 timeout=PATIENCE_S)
+        wait_for(
+            lambda: group.primary_port() == group.first_replica, "Sentinel to promote the replica", timeout=PATIENCE_S
+        )
         # The old primary comes back empty, as a replica of the new one: a replica again
         # for SubmitJob's WAIT (until then SubmitJob answers UNAVAILABLE, and is repeated).
         group.start_redis(group.first_primary, replica_of=group.first_replica)
@@ -150,16 +168,20 @@ def test_a_failover_loses_no_acknowledged_job(tiny_model_dir):
         assert (acknowledged_before, len(submitter.acknowledged)) == (KILL_AFTER, JOBS)
 
         def finished() -> bool:
-            states = [until_available(lambda j=j: stub.GetJob(pb.GetJobRequest(job_id=j), timeout=30)).job.state
-                      for j in submitter.acknowledged]
+            states = [
+                until_available(lambda j=j: stub.GetJob(pb.GetJobRequest(job_id=j), timeout=30)).job.state
+                for j in submitter.acknowledged
+            ]
             assert pb.JOB_STATE_FAILED not in states and pb.JOB_STATE_CANCELLED not in states
             return all(state == pb.JOB_STATE_SUCCEEDED for state in states)
 
         try:
             wait_for(finished, "every acknowledged job to succeed", timeout=PATIENCE_S)
         except AssertionError as error:
-            states = {j: pb.JobState.Name(stub.GetJob(pb.GetJobRequest(job_id=j), timeout=30).job.state)
-                      for j in submitter.acknowledged}
+            states = {
+                j: pb.JobState.Name(stub.GetJob(pb.GetJobRequest(job_id=j), timeout=30).job.state)
+                for j in submitter.acknowledged
+            }
             logs = "\n".join(f"--- {w.name}:\n{w.output()[-6000:]}" for w in (worker1, worker2))
             raise AssertionError(f"{error}; states {states}\n{logs}") from None
         for job_id in submitter.acknowledged:
@@ -168,8 +190,10 @@ def test_a_failover_loses_no_acknowledged_job(tiny_model_dir):
         for worker in (worker1, worker2):
             assert worker.process.poll() is None, f"{worker.name} stopped serving:\n{worker.output()[-4000:]}"
         assert group.primary_port() == group.first_replica
-        print(f"failover: {acknowledged_before} jobs acknowledged before the kill, {JOBS} in all; "
-              f"{len(submitter.refusals)} refusals meanwhile, e.g. {submitter.refusals[:2]}")
+        print(
+            f"failover: {acknowledged_before} jobs acknowledged before the kill, {JOBS} in all; "
+            f"{len(submitter.refusals)} refusals meanwhile, e.g. {submitter.refusals[:2]}"
+        )
 
 
 def test_up_runs_a_farm_on_a_sentinel_url(tiny_model_dir):
@@ -177,20 +201,41 @@ def test_up_runs_a_farm_on_a_sentinel_url(tiny_model_dir):
     primary through the Sentinels, and a job runs."""
     with sentinel_group() as group:
         target = f"127.0.0.1:{free_port()}"
-        command = [sys.executable, "-m", "maskfarm.client.cli", "up", "--listen", target, "--redis-url", group.url,
-                   "--model", str(tiny_model_dir), "--device", "cpu", "--stop-timeout", "10"]
+        command = [
+            sys.executable,
+            "-m",
+            "maskfarm.client.cli",
+            "up",
+            "--listen",
+            target,
+            "--redis-url",
+            group.url,
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+            "--stop-timeout",
+            "10",
+        ]
         with tempfile.TemporaryFile() as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+            )
             try:
                 server = ServerProcess(target, group.url, "maskfarm", process)
-                wait_for(lambda: process.poll() is not None or _serving(server), "maskfarm up to serve",
-                         timeout=PATIENCE_S)
+                wait_for(
+                    lambda: process.poll() is not None or _serving(server), "maskfarm up to serve", timeout=PATIENCE_S
+                )
                 assert process.poll() is None, log.seek(0) or log.read().decode(errors="replace")
                 stub = server.stub()
                 job_id = until_available(lambda: stub.SubmitJob(submit_request(0), timeout=30)).id
-                wait_for(lambda: stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30).job.state
-                         == pb.JOB_STATE_SUCCEEDED, "the job to succeed", timeout=PATIENCE_S)
+                wait_for(
+                    lambda: (
+                        stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30).job.state == pb.JOB_STATE_SUCCEEDED
+                    ),
+                    "the job to succeed",
+                    timeout=PATIENCE_S,
+                )
                 with redis.Redis(port=group.primary_port()) as primary:
                     assert primary.exists(f"rq:job:{job_id}"), "the job lives on the primary the Sentinels name"
             finally:

@@ -29,42 +29,51 @@ def names(paths) -> list[str]:
     return [path.name for path in paths]
 
 
-@pytest.mark.parametrize("text, frames", [
-    ("1001", [1001]),
-    ("1001-1004", [1001, 1002, 1003, 1004]),
-    ("1001-1010x3", [1001, 1004, 1007, 1010]),
-    ("1001,1005,1010-1012", [1001, 1005, 1010, 1011, 1012]),
-    ("5, 1-3, 2", [5, 1, 2, 3]),
-    ("0-0", [0]),
-])
+@pytest.mark.parametrize(
+    "text, frames",
+    [
+        ("1001", [1001]),
+        ("1001-1004", [1001, 1002, 1003, 1004]),
+        ("1001-1010x3", [1001, 1004, 1007, 1010]),
+        ("1001,1005,1010-1012", [1001, 1005, 1010, 1011, 1012]),
+        ("5, 1-3, 2", [5, 1, 2, 3]),
+        ("0-0", [0]),
+    ],
+)
 def test_frame_lists(text, frames) -> None:
     assert parse_frames(text) == frames
 
 
-@pytest.mark.parametrize("text, says", [
-    ("1100-1001", "ends before it starts"),
-    ("1-10x0", "step of at least 1"),
-    ("1-10x", "not a frame"),
-    ("a-b", "not a frame"),
-    ("1,,2", "not a frame"),
-    ("-3", "not a frame"),
-    ("", "not a frame"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("1100-1001", "ends before it starts"),
+        ("1-10x0", "step of at least 1"),
+        ("1-10x", "not a frame"),
+        ("a-b", "not a frame"),
+        ("1,,2", "not a frame"),
+        ("-3", "not a frame"),
+        ("", "not a frame"),
+    ],
+)
 def test_bad_frame_lists_say_what_is_wrong(text, says) -> None:
     with pytest.raises(SequenceError, match="--frames") as raised:
         parse_frames(text)
     assert says in str(raised.value)
 
 
-@pytest.mark.parametrize("pattern, padding, frame, name", [
-    ("shot.####.exr", 4, 42, "shot.0042.exr"),
-    ("shot.####.exr", 4, 12345, "shot.12345.exr"),
-    ("shot.#.exr", 1, 7, "shot.7.exr"),
-    ("shot.@@@.exr", 3, 7, "shot.007.exr"),
-    ("shot.%04d.exr", 4, 1001, "shot.1001.exr"),
-    ("shot_%06d.png", 6, 1, "shot_000001.png"),
-    ("shot.%d.png", 1, 10, "shot.10.png"),
-])
+@pytest.mark.parametrize(
+    "pattern, padding, frame, name",
+    [
+        ("shot.####.exr", 4, 42, "shot.0042.exr"),
+        ("shot.####.exr", 4, 12345, "shot.12345.exr"),
+        ("shot.#.exr", 1, 7, "shot.7.exr"),
+        ("shot.@@@.exr", 3, 7, "shot.007.exr"),
+        ("shot.%04d.exr", 4, 1001, "shot.1001.exr"),
+        ("shot_%06d.png", 6, 1, "shot_000001.png"),
+        ("shot.%d.png", 1, 10, "shot.10.png"),
+    ],
+)
 def test_patterns_format_frames_with_their_padding(pattern, padding, frame, name) -> None:
     parsed = FramePattern.parse(f"plates/{pattern}")
     assert parsed.padding == padding
@@ -84,22 +93,40 @@ def test_two_tokens_or_a_token_in_the_folder_are_refused() -> None:
 
 
 def test_a_pattern_without_frames_takes_exactly_the_frames_it_formats(tmp_path: Path) -> None:
-    touch(tmp_path, "shot.1001.exr", "shot.1003.exr", "shot.0999.exr", "shot.12345.exr",
-          "shot.01002.exr", "shot.100.exr", "shot.1004.exr.tmp", "other.1002.exr")
+    touch(
+        tmp_path,
+        "shot.1001.exr",
+        "shot.1003.exr",
+        "shot.0999.exr",
+        "shot.12345.exr",
+        "shot.01002.exr",
+        "shot.100.exr",
+        "shot.1004.exr.tmp",
+        "other.1002.exr",
+    )
     (tmp_path / "shot.1005.exr").mkdir()
     expansion = expand_frames([str(tmp_path / "shot.####.exr")])
     assert names(expansion.paths) == ["shot.0999.exr", "shot.1001.exr", "shot.1003.exr", "shot.12345.exr"]
     assert expansion.missing == {}
     assert names(expand_frames([str(tmp_path / "shot.%05d.exr")]).paths) == ["shot.01002.exr", "shot.12345.exr"]
-    assert names(expand_frames([str(tmp_path / "shot.#.exr")]).paths) == ["shot.100.exr", "shot.1001.exr",
-                                                                          "shot.1003.exr", "shot.12345.exr"]
+    assert names(expand_frames([str(tmp_path / "shot.#.exr")]).paths) == [
+        "shot.100.exr",
+        "shot.1001.exr",
+        "shot.1003.exr",
+        "shot.12345.exr",
+    ]
 
 
 def test_a_frame_list_names_its_frames_and_reports_the_missing_ones(tmp_path: Path) -> None:
     touch(tmp_path, *(f"shot.{n}.exr" for n in (1001, 1002, 1003, 1006, 1010)))
     expansion = expand_frames([str(tmp_path / "shot.%04d.exr")], parse_frames("1001-1007,1010"))
-    assert names(expansion.paths) == ["shot.1001.exr", "shot.1002.exr", "shot.1003.exr", "shot.1006.exr",
-                                      "shot.1010.exr"]
+    assert names(expansion.paths) == [
+        "shot.1001.exr",
+        "shot.1002.exr",
+        "shot.1003.exr",
+        "shot.1006.exr",
+        "shot.1010.exr",
+    ]
     argument = str(tmp_path / "shot.%04d.exr")
     assert expansion.missing == {argument: [1004, 1005, 1007]}
     assert expansion.missing_count == 3
@@ -109,7 +136,11 @@ def test_a_frame_list_names_its_frames_and_reports_the_missing_ones(tmp_path: Pa
 def test_globs_sort_naturally(tmp_path: Path) -> None:
     touch(tmp_path, "shot.10.png", "shot.2.png", "shot.1.png", "shot.100.png", "notes.txt")
     assert names(expand_frames([str(tmp_path / "shot.*.png")]).paths) == [
-        "shot.1.png", "shot.2.png", "shot.10.png", "shot.100.png"]
+        "shot.1.png",
+        "shot.2.png",
+        "shot.10.png",
+        "shot.100.png",
+    ]
     assert sorted(["b10", "b9", "a10"], key=natural_key) == ["a10", "b9", "b10"]
 
 
@@ -124,13 +155,16 @@ def test_an_existing_file_is_itself_even_with_pattern_characters(tmp_path: Path)
     assert names(expand_frames([str(tmp_path / "odd.####.png")]).paths) == ["odd.####.png"]
 
 
-@pytest.mark.parametrize("argument, frames, says", [
-    ("shot.####.exr", None, "no frames match"),
-    ("shot.####.exr", "1-3", "none of frames 1-3 exist"),
-    ("*.exr", None, "no files match"),
-    ("shot.1001.exr", None, "no such file"),
-    ("nowhere/shot.####.exr", None, "no such folder"),
-])
+@pytest.mark.parametrize(
+    "argument, frames, says",
+    [
+        ("shot.####.exr", None, "no frames match"),
+        ("shot.####.exr", "1-3", "none of frames 1-3 exist"),
+        ("*.exr", None, "no files match"),
+        ("shot.1001.exr", None, "no such file"),
+        ("nowhere/shot.####.exr", None, "no such folder"),
+    ],
+)
 def test_arguments_naming_nothing_are_errors(tmp_path: Path, argument, frames, says) -> None:
     touch(tmp_path, "shot.1001.png")
     with pytest.raises(SequenceError, match=says):
@@ -176,8 +210,9 @@ def test_plan_refuses_missing_frames_unless_keep_going(tmp_path: Path) -> None:
 
 def test_report_counts_skipped_and_failed_frames_and_exits_3_for_failures(tmp_path: Path) -> None:
     stream = io.StringIO()
-    plan = SequencePlan([Path("a.png"), Path("b.png")], skipped=1, missing=["s.####.png: frame 4 missing"],
-                        missing_count=1)
+    plan = SequencePlan(
+        [Path("a.png"), Path("b.png")], skipped=1, missing=["s.####.png: frame 4 missing"], missing_count=1
+    )
     report = SequenceReport(plan, "out", stream=stream)
     report.progress.advance()
     report.failed("b.png", "cannot decode")
@@ -187,8 +222,9 @@ def test_report_counts_skipped_and_failed_frames_and_exits_3_for_failures(tmp_pa
     assert "maskfarm segment: s.####.png: frame 4 missing; skipped" in text
     assert "maskfarm segment: b.png: failed, skipped: cannot decode" in text
     assert "4/4 frames done, 2 failed (1 skipped: masks exist)" in text
-    assert text.splitlines()[-1] == ("maskfarm segment: 2 frames failed and were skipped: "
-                                     "s.####.png: frame 4 missing, b.png")
+    assert text.splitlines()[-1] == (
+        "maskfarm segment: 2 frames failed and were skipped: s.####.png: frame 4 missing, b.png"
+    )
 
     clean = io.StringIO()
     ok = SequenceReport(SequencePlan([Path("a.png")]), "out", stream=clean)

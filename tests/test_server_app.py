@@ -30,7 +30,13 @@ def test_reflection_describes_the_service(server: ServerProcess) -> None:
         described = database.FindFileContainingSymbol("maskfarm.v1.Segmentation")
         assert described.name == "maskfarm/v1/segmentation.proto"
         assert [m.name for m in described.service[0].method] == [
-            "SubmitJob", "GetJob", "WatchJob", "CancelJob", "ListJobs", "ListWorkers"]
+            "SubmitJob",
+            "GetJob",
+            "WatchJob",
+            "CancelJob",
+            "ListJobs",
+            "ListWorkers",
+        ]
 
 
 def test_the_server_never_imports_torch() -> None:
@@ -60,8 +66,9 @@ def test_without_redis_calls_are_unavailable_and_health_says_so() -> None:
         stub = outage.stub()
         for call in (
             lambda: stub.GetJob(pb.GetJobRequest(job_id="0" * 32), timeout=10),
-            lambda: stub.SubmitJob(pb.SubmitJobRequest(frames=[pb.Frame(data=encoded_image())], prompts=["car"]),
-                                   timeout=10),
+            lambda: stub.SubmitJob(
+                pb.SubmitJobRequest(frames=[pb.Frame(data=encoded_image())], prompts=["car"]), timeout=10
+            ),
             lambda: next(stub.WatchJob(pb.WatchJobRequest(job_id="0" * 32), timeout=10)),
         ):
             with pytest.raises(grpc.RpcError) as unavailable:
@@ -80,8 +87,18 @@ def test_sigterm_stops_the_server_cleanly(redis_url: str) -> None:
 
 
 def test_a_second_server_on_a_port_in_use_refuses_to_start(server: ServerProcess) -> None:
-    command = [sys.executable, "-m", "maskfarm.client.cli", "server", "--listen", server.target,
-               "--redis-url", server.redis_url, "--namespace", "mfsecond"]
+    command = [
+        sys.executable,
+        "-m",
+        "maskfarm.client.cli",
+        "server",
+        "--listen",
+        server.target,
+        "--redis-url",
+        server.redis_url,
+        "--namespace",
+        "mfsecond",
+    ]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:

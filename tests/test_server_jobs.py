@@ -75,8 +75,10 @@ def test_a_repeated_request_id_returns_the_same_job_and_queues_it_once(
 
 
 def test_get_job_reads_a_queued_job(server: ServerProcess) -> None:
-    job = server.stub().SubmitJob(submit_request(3, params=pb.MaskParams(smooth=0, dilate=-4, union_mask=True),
-                                                 format=pb.OUTPUT_FORMAT_FLOAT32), timeout=10)
+    job = server.stub().SubmitJob(
+        submit_request(3, params=pb.MaskParams(smooth=0, dilate=-4, union_mask=True), format=pb.OUTPUT_FORMAT_FLOAT32),
+        timeout=10,
+    )
     reply = server.stub().GetJob(pb.GetJobRequest(job_id=job.id, include_masks=True), timeout=5)
     assert reply.job == job
     assert list(reply.frames) == [] and reply.next_frame == 3
@@ -148,8 +150,9 @@ def test_every_key_in_the_namespace_expires(server: ServerProcess, connection: r
 
 
 def test_a_full_backlog_is_refused_until_it_drains(redis_url: str) -> None:
-    with maskfarm_server(redis_url, "mfbacklog", "--max-backlog-jobs", "2", "--max-backlog-mib", "1",
-                         "--max-message-mib", "2") as backlog_server:
+    with maskfarm_server(
+        redis_url, "mfbacklog", "--max-backlog-jobs", "2", "--max-backlog-mib", "1", "--max-message-mib", "2"
+    ) as backlog_server:
         stub = backlog_server.stub()
         noise = encoded_image("PNG", (450, 450), noise=True)
         assert 512 * 1024 < len(noise) < 1024 * 1024
@@ -177,18 +180,30 @@ def test_a_full_backlog_is_refused_until_it_drains(redis_url: str) -> None:
 
 
 def test_list_workers_shows_live_workers_with_their_device(server: ServerProcess, connection: redis.Redis) -> None:
-    queues = [Queue(f"mftest-{priority}", connection=connection, serializer=JSONSerializer)
-              for priority in ("high", "normal", "low")]
+    queues = [
+        Queue(f"mftest-{priority}", connection=connection, serializer=JSONSerializer)
+        for priority in ("high", "normal", "low")
+    ]
     worker = SimpleWorker(queues, connection=connection, name="gpu0-test", serializer=JSONSerializer)
     worker.register_birth()
-    info = WorkerInfo(name="gpu0-test", device="cuda:0 (NVIDIA H100)", model="CIDAS/clipseg-rd64-refined",
-                      revision="abc", dtype="bfloat16", maskfarm_version="0.1.0")
+    info = WorkerInfo(
+        name="gpu0-test",
+        device="cuda:0 (NVIDIA H100)",
+        model="CIDAS/clipseg-rd64-refined",
+        revision="abc",
+        dtype="bfloat16",
+        maskfarm_version="0.1.0",
+    )
     JobStore(connection, "mftest").register_worker(info, ttl=60)
     try:
         [listed] = server.stub().ListWorkers(pb.ListWorkersRequest(), timeout=5).workers
     finally:
         worker.register_death()
     assert (listed.name, listed.device, listed.model, listed.dtype) == (
-        "gpu0-test", "cuda:0 (NVIDIA H100)", "CIDAS/clipseg-rd64-refined", "bfloat16")
+        "gpu0-test",
+        "cuda:0 (NVIDIA H100)",
+        "CIDAS/clipseg-rd64-refined",
+        "bfloat16",
+    )
     assert list(listed.queues) == [pb.PRIORITY_HIGH, pb.PRIORITY_NORMAL, pb.PRIORITY_LOW]
     assert listed.pid > 0 and listed.hostname and listed.HasField("start_time")

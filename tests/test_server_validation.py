@@ -40,7 +40,10 @@ BAD_REQUESTS = {
     ),
     "gif": (request(frames=[encoded_image("GIF")]), "frames[0].data: unsupported format GIF"),
     "ico": (request(frames=[encoded_image("ICO")]), "frames[0].data: unsupported format ICO"),
-    "side over the limit": (request(frames=[png_header_only(16385, 8)]), "frames[0].data: 16385x8 PNG: a side is over 16384"),
+    "side over the limit": (
+        request(frames=[png_header_only(16385, 8)]),
+        "frames[0].data: 16385x8 PNG: a side is over 16384",
+    ),
     "too many pixels": (
         request(frames=[png_header_only(12000, 9000)]),
         "frames[0].data: 12000x9000 PNG: 108000000 pixels, over 100000000",
@@ -89,8 +92,11 @@ def test_bad_reads_are_refused_naming_the_field(server: ServerProcess) -> None:
     calls = {
         "job_id: required": lambda: stub.GetJob(pb.GetJobRequest(), timeout=5),
         "first_frame: must be >= 0": lambda: stub.GetJob(
-            pb.GetJobRequest(job_id="0" * 32, include_masks=True, first_frame=-1), timeout=5),
-        "from_frame: must be >= 0": lambda: next(stub.WatchJob(pb.WatchJobRequest(job_id="j", from_frame=-1), timeout=5)),
+            pb.GetJobRequest(job_id="0" * 32, include_masks=True, first_frame=-1), timeout=5
+        ),
+        "from_frame: must be >= 0": lambda: next(
+            stub.WatchJob(pb.WatchJobRequest(job_id="j", from_frame=-1), timeout=5)
+        ),
         "page_size: must be >= 0": lambda: stub.ListJobs(pb.ListJobsRequest(page_size=-1), timeout=5),
         "page_token: not a page token": lambda: stub.ListJobs(pb.ListJobsRequest(page_token="nonsense"), timeout=5),
         "states[0]: unknown value 42": lambda: stub.ListJobs(pb.ListJobsRequest(states=[42]), timeout=5),
@@ -106,8 +112,17 @@ def test_the_server_still_serves_after_bad_requests(server: ServerProcess) -> No
     for bad_request, _ in BAD_REQUESTS.values():
         with pytest.raises(grpc.RpcError):
             server.stub().SubmitJob(bad_request, timeout=10)
-    job = server.stub().SubmitJob(request(frames=[PNG, encoded_image("JPEG"), encoded_image("TIFF", mode="I;16"),
-                                                  encoded_image("WEBP"), encoded_image("BMP")]), timeout=10)
+    job = server.stub().SubmitJob(
+        request(
+            frames=[
+                PNG,
+                encoded_image("JPEG"),
+                encoded_image("TIFF", mode="I;16"),
+                encoded_image("WEBP"),
+                encoded_image("BMP"),
+            ]
+        ),
+        timeout=10,
+    )
     assert job.state == pb.JOB_STATE_QUEUED
     assert job.progress.total_frames == 5
-

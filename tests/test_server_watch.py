@@ -16,8 +16,9 @@ from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
 from tests.services import ServerProcess
 
-PROVENANCE = Provenance(model="tiny", revision="abc123", dtype="float32", device="cpu",
-                        maskfarm_version="0.1.0", worker="w1")
+PROVENANCE = Provenance(
+    model="tiny", revision="abc123", dtype="float32", device="cpu", maskfarm_version="0.1.0", worker="w1"
+)
 
 
 @pytest.fixture
@@ -38,8 +39,9 @@ def submit(server: ServerProcess, frames: int = 3) -> pb.Job:
 
 
 def masks_of(index: int) -> FrameResult:
-    return FrameResult(index=index, width=32, height=24, masks=[b"car%d" % index, b"sky%d" % index],
-                       union=b"union%d" % index)
+    return FrameResult(
+        index=index, width=32, height=24, masks=[b"car%d" % index, b"sky%d" % index], union=b"union%d" % index
+    )
 
 
 def describe(event: pb.WatchJobEvent) -> str:
@@ -62,7 +64,10 @@ def test_watch_replays_stored_frames_then_follows_until_the_end(server: ServerPr
     frame = next(stream)
     assert describe(frame) == "frame 2"
     assert [(m.prompt_index, m.prompt, m.is_union, m.data) for m in frame.frame.masks] == [
-        (0, "car", False, b"car2"), (1, "sky", False, b"sky2"), (-1, "", True, b"union2")]
+        (0, "car", False, b"car2"),
+        (1, "sky", False, b"sky2"),
+        (-1, "", True, b"union2"),
+    ]
     assert frame.frame.frame_name == "f.1003.png"
     assert (frame.frame.masks[0].width, frame.frame.masks[0].height) == (32, 24)
     assert describe(next(stream)) == "JOB_STATE_RUNNING 3"

@@ -34,10 +34,25 @@ def service(redis_url: str) -> Iterator[ServerProcess]:
 
 @contextlib.contextmanager
 def worker(service: ServerProcess, model: Path, *flags: str) -> Iterator[subprocess.Popen]:
-    command = [sys.executable, "-m", "maskfarm.client.cli", "worker", "--redis-url", service.redis_url,
-               "--namespace", service.namespace, "--model", str(model), "--device", "cpu", *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "maskfarm.client.cli",
+        "worker",
+        "--redis-url",
+        service.redis_url,
+        "--namespace",
+        service.namespace,
+        "--model",
+        str(model),
+        "--device",
+        "cpu",
+        *flags,
+    ]
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
         try:
             yield process
         finally:
@@ -68,8 +83,10 @@ def test_higher_priority_jobs_run_first(service, tiny_model_dir):
     high = submit(service, 1, priority=pb.PRIORITY_HIGH)
     with worker(service, tiny_model_dir, "--burst") as process:
         assert process.wait(timeout=DEADLINE_S) == 0
-    started = {name: job(service, i).job.start_time.ToNanoseconds() for name, i in
-               (("low", low), ("normal", normal), ("high", high))}
+    started = {
+        name: job(service, i).job.start_time.ToNanoseconds()
+        for name, i in (("low", low), ("normal", normal), ("high", high))
+    }
     assert started["high"] < started["normal"] < started["low"]
 
 
@@ -106,8 +123,13 @@ def test_watch_streams_every_frame_once_and_a_late_watcher_replays(service, tiny
 def test_list_workers_shows_a_live_worker_with_its_model(service, tiny_model_dir):
     with worker(service, tiny_model_dir, "--name", "listed-worker"):
         deadline = time.monotonic() + DEADLINE_S
-        while not (workers := [w for w in service.stub().ListWorkers(pb.ListWorkersRequest(), timeout=10).workers
-                               if w.name == "listed-worker"]):
+        while not (
+            workers := [
+                w
+                for w in service.stub().ListWorkers(pb.ListWorkersRequest(), timeout=10).workers
+                if w.name == "listed-worker"
+            ]
+        ):
             assert time.monotonic() < deadline, "the worker never showed up"
             time.sleep(0.2)
     (listed,) = workers

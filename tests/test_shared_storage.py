@@ -232,12 +232,18 @@ def test_the_server_refuses_bad_output_dirs_naming_the_field(storage_server: Ser
     assert unnamed.startswith("frames[0].name: required with output_dir")
     twins = [frames[0], pb.Frame(data=PNG, name="shot.1001.jpg")]
     assert refusal(storage_server, twins, output_dir=f"{storage_root}/out").startswith(
-        "frames[1].name: 'shot.1001.jpg' names the same mask files as frames[0]")
+        "frames[1].name: 'shot.1001.jpg' names the same mask files as frames[0]"
+    )
 
 
 def test_a_path_frame_is_named_after_its_file(storage_server: ServerProcess, storage_root: Path) -> None:
-    job = submit(storage_server, [pb.Frame(path=f"{storage_root}/shots/shot.1001.png"),
-                                  pb.Frame(path=f"{storage_root}/shots/shot.1002.png", name="given.png")])
+    job = submit(
+        storage_server,
+        [
+            pb.Frame(path=f"{storage_root}/shots/shot.1001.png"),
+            pb.Frame(path=f"{storage_root}/shots/shot.1002.png", name="given.png"),
+        ],
+    )
     assert list(job.frame_names) == ["shot.1001.png", "given.png"]
     storage_server.stub().CancelJob(pb.CancelJobRequest(job_id=job.id), timeout=10)
 
@@ -289,13 +295,35 @@ def outcome(storage_server: ServerProcess, storage_root: Path, tiny_model_dir: P
     with maskfarm_worker(storage_server, tiny_model_dir, "storage-worker", *flags) as worker:
         wait_for(lambda: all(_get(storage_server, i).job.state in TERMINAL for i in ids.values()), "the jobs")
         with Client(storage_server.target) as client:
-            segmented = client.segment([StoragePath(shots / name) for name in names], PROMPTS, timeout=60,
-                                       union=True, output_dir=str(storage_root / "out" / "client"))
+            segmented = client.segment(
+                [StoragePath(shots / name) for name in names],
+                PROMPTS,
+                timeout=60,
+                union=True,
+                output_dir=str(storage_root / "out" / "client"),
+            )
         cli = subprocess.run(
-            [sys.executable, "-m", "maskfarm.client.cli", "segment", *(str(shots / name) for name in names),
-             "-p", PROMPTS[0], "-p", PROMPTS[1], "-o", str(storage_root / "out" / "cli"), "--shared-storage",
-             "--target", storage_server.target],
-            capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            [
+                sys.executable,
+                "-m",
+                "maskfarm.client.cli",
+                "segment",
+                *(str(shots / name) for name in names),
+                "-p",
+                PROMPTS[0],
+                "-p",
+                PROMPTS[1],
+                "-o",
+                str(storage_root / "out" / "cli"),
+                "--shared-storage",
+                "--target",
+                storage_server.target,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         log = worker.output()
     return Outcome({name: _get(storage_server, job_id) for name, job_id in ids.items()}, segmented, cli, log)
 

@@ -47,13 +47,15 @@ def png(seed: int) -> bytes:
 def test_storage_lines_give_each_owner_its_roots_and_bad_lines_take_access_away(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    text = "\n".join([
-        f"{ALICE} alice",
-        "storage alice read /shows/library /shows/ref  # reference plates",
-        "storage alice write /shows/alice/",
-        "storage bob write shows/bob",  # relative: skipped
-        "storage carol rw /shows",  # neither read nor write: skipped
-    ])
+    text = "\n".join(
+        [
+            f"{ALICE} alice",
+            "storage alice read /shows/library /shows/ref  # reference plates",
+            "storage alice write /shows/alice/",
+            "storage bob write shows/bob",  # relative: skipped
+            "storage carol rw /shows",  # neither read nor write: skipped
+        ]
+    )
     with caplog.at_level(logging.WARNING):
         rules = parse_storage_rules(text, "tokens")
     assert rules == {"alice": StorageAccess(read=("/shows/library", "/shows/ref"), write=("/shows/alice",))}
@@ -121,17 +123,19 @@ def test_a_mask_folder_that_is_the_plates_folder_mounted_elsewhere_is_found(tmp_
     plates.mkdir(parents=True)
     mounted.mkdir(parents=True)
     (plates / "sh010.1001.png").write_bytes(png(0))
-    script = "\n".join([
-        "import subprocess",
-        "from maskfarm.server.jobs import OutputFormat",
-        "from maskfarm.server.mask_files import InputFrames, InputOverwrite",
-        f"subprocess.run(['mount', '--bind', {str(plates)!r}, {str(mounted)!r}], check=True)",
-        "try:",
-        f"    InputFrames([{str(plates / 'sh010.1001.png')!r}]).check({str(mounted.parent)!r}, ['plates'],",
-        "                                                           ['sh010.1001.png'], OutputFormat.PNG8)",
-        "except InputOverwrite as error:",
-        "    print('refused:', error)",
-    ])
+    script = "\n".join(
+        [
+            "import subprocess",
+            "from maskfarm.server.jobs import OutputFormat",
+            "from maskfarm.server.mask_files import InputFrames, InputOverwrite",
+            f"subprocess.run(['mount', '--bind', {str(plates)!r}, {str(mounted)!r}], check=True)",
+            "try:",
+            f"    InputFrames([{str(plates / 'sh010.1001.png')!r}]).check({str(mounted.parent)!r}, ['plates'],",
+            "                                                           ['sh010.1001.png'], OutputFormat.PNG8)",
+            "except InputOverwrite as error:",
+            "    print('refused:', error)",
+        ]
+    )
     run = subprocess.run(["unshare", "-rm", sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert f"refused: the mask file {mounted}/sh010.1001.png would replace the job's input frames[0]" in run.stdout
@@ -158,11 +162,19 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def owned_server(redis_url: str, root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tokens = tmp_path_factory.mktemp("owned-tokens") / "tokens"
-    tokens.write_text("\n".join([
-        f"{ALICE} alice", f"{BOB} bob", f"{CAROL} carol",
-        f"storage alice read {root}/library", f"storage alice write {root}/alice",
-        f"storage bob write {root}/bob",
-    ]) + "\n")
+    tokens.write_text(
+        "\n".join(
+            [
+                f"{ALICE} alice",
+                f"{BOB} bob",
+                f"{CAROL} carol",
+                f"storage alice read {root}/library",
+                f"storage alice write {root}/alice",
+                f"storage bob write {root}/bob",
+            ]
+        )
+        + "\n"
+    )
     namespace = "mfowned" + uuid.uuid4().hex[:6]
     with maskfarm_server(redis_url, namespace, "--auth-tokens", str(tokens), "--storage-root", str(root)) as server:
         yield server
@@ -214,8 +226,10 @@ def test_a_job_writing_over_its_own_plates_is_refused_at_the_server(owned_server
     frames = [f"{shot}/plates/sh010.1001.png", f"{shot}/plates/sh010.1002.png"]
     error = refusal(owned_server, ALICE, frames, ["car", "plates"], output_dir=shot)
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert error.details() == (f"output_dir: the mask file {shot}/plates/sh010.1001.png would replace the job's "
-                               f"input frames[0] ({shot}/plates/sh010.1001.png)")
+    assert error.details() == (
+        f"output_dir: the mask file {shot}/plates/sh010.1001.png would replace the job's "
+        f"input frames[0] ({shot}/plates/sh010.1001.png)"
+    )
     submit(owned_server, ALICE, frames, ["car", "plates"], output_dir=shot, format=pb.OUTPUT_FORMAT_FLOAT32)
 
 
@@ -235,8 +249,9 @@ def test_without_storage_lines_every_caller_has_the_storage_roots_but_never_over
 ) -> None:
     bobs = f"{root}/bob/sh010"
     job = submit(unruled_server, ALICE, [f"{bobs}/plates/sh010.1001.png"], ["car"], output_dir=f"{bobs}/alice")
-    unruled_server.stub().CancelJob(pb.CancelJobRequest(job_id=job.id),
-                                    metadata=(("authorization", f"Bearer {ALICE}"),), timeout=10)
+    unruled_server.stub().CancelJob(
+        pb.CancelJobRequest(job_id=job.id), metadata=(("authorization", f"Bearer {ALICE}"),), timeout=10
+    )
     error = refusal(unruled_server, ALICE, [f"{bobs}/plates/sh010.1001.png"], ["plates"], output_dir=bobs)
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith(f"output_dir: the mask file {bobs}/plates/sh010.1001.png would replace")
@@ -259,14 +274,25 @@ def outcome(owned_server: ServerProcess, root: Path, tiny_model_dir: Path) -> Ou
     (alice / "other").mkdir()
     (alice / "other" / "sh010.1003.png").write_bytes(png(4))
     jobs = {
-        "alice": submit(owned_server, ALICE, [f"{plates}/sh010.1001.png", f"{root}/library/ref.png"],
-                        ["car", "sky"], output_dir=f"{alice}/masks"),
+        "alice": submit(
+            owned_server,
+            ALICE,
+            [f"{plates}/sh010.1001.png", f"{root}/library/ref.png"],
+            ["car", "sky"],
+            output_dir=f"{alice}/masks",
+        ),
         "bob": submit(owned_server, BOB, [f"{bob}/sh010/plates/sh010.1001.png"], ["car"], output_dir=f"{bob}/masks"),
         "write_escape": submit(owned_server, ALICE, [f"{plates}/sh010.1002.png"], ["car"], output_dir=f"{alice}/out"),
         "read_escape": submit(owned_server, ALICE, [f"{alice}/late.png"], ["car"]),
         "over_plates": submit(owned_server, ALICE, [f"{plates}/sh010.1001.png"], ["plates"], output_dir=f"{alice}/v2"),
-        "keep_going": submit(owned_server, ALICE, [f"{plates}/sh010.1002.png", f"{alice}/other/sh010.1003.png"],
-                             ["plates"], output_dir=f"{alice}/v3", keep_going=True),
+        "keep_going": submit(
+            owned_server,
+            ALICE,
+            [f"{plates}/sh010.1002.png", f"{alice}/other/sh010.1003.png"],
+            ["plates"],
+            output_dir=f"{alice}/v3",
+            keep_going=True,
+        ),
     }
     (alice / "out").symlink_to(bob)
     (alice / "late.png").unlink()
@@ -285,8 +311,9 @@ def outcome(owned_server: ServerProcess, root: Path, tiny_model_dir: Path) -> Ou
 
 
 def get(server: ServerProcess, job_id: str, token: str) -> pb.Job:
-    reply = server.stub().GetJob(pb.GetJobRequest(job_id=job_id), metadata=(("authorization", f"Bearer {token}"),),
-                                 timeout=10)
+    reply = server.stub().GetJob(
+        pb.GetJobRequest(job_id=job_id), metadata=(("authorization", f"Bearer {token}"),), timeout=10
+    )
     return reply.job
 
 

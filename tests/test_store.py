@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
-import redis
 
 from maskfarm.server.jobs import ErrorCode, FrameResult, JobSpec, JobState, Provenance, WorkerInfo
 from maskfarm.server.params import MaskParams
@@ -16,14 +13,6 @@ from maskfarm.server.store import InputsExpired, JobNotFound, JobStore
 from tests.images import encoded_image
 
 PROVENANCE = Provenance(model="tiny", dtype="float32", device="cpu", maskfarm_version="0.1.0", worker="w1")
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[JobStore]:
-    """A store in a namespace of its own."""
-    client = redis.Redis.from_url(redis_url)
-    yield JobStore(client, namespace=f"store-{uuid.uuid4().hex[:8]}")
-    client.close()
 
 
 def spec(frames: int = 2, **fields) -> JobSpec:
@@ -42,8 +31,13 @@ def create(store: JobStore, job_spec: JobSpec | None = None, *, queue_ttl: int =
 
 
 def result(index: int, union: bool = False) -> FrameResult:
-    return FrameResult(index=index, width=32, height=24, masks=[b"mask0-%d" % index, b"mask1-%d" % index],
-                       union=b"union-%d" % index if union else None)
+    return FrameResult(
+        index=index,
+        width=32,
+        height=24,
+        masks=[b"mask0-%d" % index, b"mask1-%d" % index],
+        union=b"union-%d" % index if union else None,
+    )
 
 
 def test_a_new_job_is_queued_with_its_frames_stored(store: JobStore) -> None:
@@ -96,8 +90,7 @@ def test_admit_refuses_a_new_job_but_not_a_repeated_request(store: JobStore) -> 
         raise Refused(job_spec.request_id)
 
     first = create(store, spec(request_id="r-3"))
-    again, created = store.create(spec(request_id="r-3"), queue_ttl=60, inputs_ttl=120, result_ttl=300,
-                                  admit=refuse)
+    again, created = store.create(spec(request_id="r-3"), queue_ttl=60, inputs_ttl=120, result_ttl=300, admit=refuse)
     assert not created and again.id == first.id
     with pytest.raises(Refused):
         store.create(spec(request_id="r-4"), queue_ttl=60, inputs_ttl=120, result_ttl=300, admit=refuse)
@@ -125,7 +118,9 @@ def test_a_worker_runs_a_job_frame_by_frame(store: JobStore) -> None:
     with pytest.raises(InputsExpired):
         store.load_frames(job.id, [0])
     assert 0 < store.redis.ttl(store.keys.job(job.id)) <= 300
-    announced = [json.loads(m["data"]) for m in iter(lambda: events.get_message(timeout=1), None) if m["type"] == "message"]
+    announced = [
+        json.loads(m["data"]) for m in iter(lambda: events.get_message(timeout=1), None) if m["type"] == "message"
+    ]
     assert announced == [{"state": "running"}, {"frame": 1}, {"frame": 0}, {"state": "succeeded"}]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from maskfarm.server.store import JobStore
-from tests.test_store import PROVENANCE, create, store  # noqa: F401 - the fixture
+from tests.test_store import PROVENANCE, create
 
 
 def test_a_run_goes_on_until_a_later_run_starts_or_the_job_is_cancelled(store: JobStore) -> None:

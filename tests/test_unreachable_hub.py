@@ -86,44 +86,78 @@ def frame(tmp_path: Path) -> Path:
 
 
 def test_segment_local_fails_fast(hub: str, frame: Path, tmp_path: Path) -> None:
-    result = maskfarm("segment", str(frame), "-p", "car", "--local", "--model", HUB_MODEL, "--device", "cpu",
-                      "-o", str(tmp_path / "masks"), env=hub_env(hub, tmp_path / "hf"))
+    result = maskfarm(
+        "segment",
+        str(frame),
+        "-p",
+        "car",
+        "--local",
+        "--model",
+        HUB_MODEL,
+        "--device",
+        "cpu",
+        "-o",
+        str(tmp_path / "masks"),
+        env=hub_env(hub, tmp_path / "hf"),
+    )
     assert result.returncode == 2
     assert_says_hub_unreachable(result.stderr)
     assert not (tmp_path / "masks").exists()
 
 
 def test_worker_fails_fast(hub: str, redis_url: str, tmp_path: Path) -> None:
-    result = maskfarm("worker", "--redis-url", redis_url, "--namespace", "mfhub", "--model", HUB_MODEL,
-                      "--device", "cpu", env=hub_env(hub, tmp_path / "hf"))
+    result = maskfarm(
+        "worker",
+        "--redis-url",
+        redis_url,
+        "--namespace",
+        "mfhub",
+        "--model",
+        HUB_MODEL,
+        "--device",
+        "cpu",
+        env=hub_env(hub, tmp_path / "hf"),
+    )
     assert result.returncode == 2
     assert_says_hub_unreachable(result.stderr)
 
 
 def test_up_fails_fast_before_starting_anything(hub: str, tmp_path: Path) -> None:
     listen = f"127.0.0.1:{free_port()}"
-    result = maskfarm("up", "--listen", listen, "--private-redis", "--model", HUB_MODEL, "--device", "cpu",
-                      env=hub_env(hub, tmp_path / "hf"))
+    result = maskfarm(
+        "up",
+        "--listen",
+        listen,
+        "--private-redis",
+        "--model",
+        HUB_MODEL,
+        "--device",
+        "cpu",
+        env=hub_env(hub, tmp_path / "hf"),
+    )
     assert result.returncode == 2
     assert_says_hub_unreachable(result.stderr)
     assert "serving on" not in result.stdout
 
 
 def test_segmenter_load_in_python_fails_fast(hub: str, tmp_path: Path) -> None:
-    script = ("from maskfarm.worker.pipeline import Segmenter\n"
-              "from maskfarm.worker.model import ModelLoadError\n"
-              "try:\n"
-              f"    Segmenter.load({HUB_MODEL!r}, device='cpu')\n"
-              "except ModelLoadError as error:\n"
-              "    raise SystemExit(f'ModelLoadError: {error}')\n")
+    script = (
+        "from maskfarm.worker.pipeline import Segmenter\n"
+        "from maskfarm.worker.model import ModelLoadError\n"
+        "try:\n"
+        f"    Segmenter.load({HUB_MODEL!r}, device='cpu')\n"
+        "except ModelLoadError as error:\n"
+        "    raise SystemExit(f'ModelLoadError: {error}')\n"
+    )
     result = run_bounded([sys.executable, "-c", script], hub_env(hub, tmp_path / "hf"))
     assert result.returncode == 1
     assert result.stderr.startswith("ModelLoadError: ")
     assert_says_hub_unreachable(result.stderr)
 
 
-def test_a_cached_copy_is_used_while_the_hub_is_silent(silent_hub: str, tiny_model_dir: Path, frame: Path,
-                                                       tmp_path: Path) -> None:
+def test_a_cached_copy_is_used_while_the_hub_is_silent(
+    silent_hub: str, tiny_model_dir: Path, frame: Path, tmp_path: Path
+) -> None:
     hf_home = tmp_path / "hf"
     snapshot = hf_home / "hub" / f"models--{HUB_MODEL.replace('/', '--')}" / "snapshots" / ("0" * 40)
     snapshot.mkdir(parents=True)
@@ -132,8 +166,20 @@ def test_a_cached_copy_is_used_while_the_hub_is_silent(silent_hub: str, tiny_mod
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
 
-    result = maskfarm("segment", str(frame), "-p", "car", "--local", "--model", HUB_MODEL, "--device", "cpu",
-                      "-o", str(tmp_path / "masks"), env=hub_env(silent_hub, hf_home))
+    result = maskfarm(
+        "segment",
+        str(frame),
+        "-p",
+        "car",
+        "--local",
+        "--model",
+        HUB_MODEL,
+        "--device",
+        "cpu",
+        "-o",
+        str(tmp_path / "masks"),
+        env=hub_env(silent_hub, hf_home),
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "masks" / "car" / "shot.1001.png").is_file()
 
@@ -142,6 +188,7 @@ def test_a_cached_copy_is_used_while_the_hub_is_silent(silent_hub: str, tiny_mod
 def busy_hub() -> Iterator[str]:
     """A loopback HTTP endpoint answering 503 to everything: the hub is there, so the model is
     loaded as ever, and the hub's client retries with a warning each time."""
+
     class Busy(http.server.BaseHTTPRequestHandler):
         def do_HEAD(self) -> None:
             self.send_response(503)
@@ -163,8 +210,22 @@ def busy_hub() -> Iterator[str]:
 
 
 def test_the_hubs_warnings_come_once_each_under_the_worker(busy_hub: str, redis_url: str, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "maskfarm.client.cli", "worker", "--redis-url", redis_url, "--namespace", "mfhub",
-               "--model", HUB_MODEL, "--device", "cpu", "--log-level", "WARNING"]
+    command = [
+        sys.executable,
+        "-m",
+        "maskfarm.client.cli",
+        "worker",
+        "--redis-url",
+        redis_url,
+        "--namespace",
+        "mfhub",
+        "--model",
+        HUB_MODEL,
+        "--device",
+        "cpu",
+        "--log-level",
+        "WARNING",
+    ]
     worker = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=hub_env(busy_hub, tmp_path / "hf"))
     lines: list[str] = []
     second_retry = threading.Event()

@@ -21,8 +21,19 @@ BOUND_S = 60.0
 
 
 def up(*args: str, model: Path) -> list[str]:
-    return [sys.executable, "-m", "maskfarm.client.cli", "up", "--model", str(model), "--device", "cpu",
-            "--stop-timeout", "10", *args]
+    return [
+        sys.executable,
+        "-m",
+        "maskfarm.client.cli",
+        "up",
+        "--model",
+        str(model),
+        "--device",
+        "cpu",
+        "--stop-timeout",
+        "10",
+        *args,
+    ]
 
 
 def run_up(*args: str, model: Path) -> subprocess.CompletedProcess:
@@ -87,9 +98,12 @@ def test_ctrl_c_while_the_workers_load_stops_everything(tiny_model_dir: Path, tm
     """The interrupt arrives as soon as the server answers, while the worker is still loading."""
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
     with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(up("--listen", f"127.0.0.1:{free_port()}", "--private-redis",
-                                      model=tiny_model_dir),
-                                   stdout=out, stderr=err, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        process = subprocess.Popen(
+            up("--listen", f"127.0.0.1:{free_port()}", "--private-redis", model=tiny_model_dir),
+            stdout=out,
+            stderr=err,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
     try:
         deadline = time.monotonic() + BOUND_S
         while "serving on" not in stdout.read_text():

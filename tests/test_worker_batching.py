@@ -63,17 +63,29 @@ def _frame(seed: int) -> bytes:
 REQUESTS = [
     Request("plain", [_frame(0)], ["a red car"], pb.MaskParams(), MaskParams()),
     Request("union", [_frame(1)], ["a red car", "the sky"], pb.MaskParams(union_mask=True), MaskParams(union=True)),
-    Request("soft", [_frame(2)], ["the sky"], pb.MaskParams(soft=True), MaskParams(soft=True),
-            pb.OUTPUT_FORMAT_FLOAT32),
+    Request(
+        "soft", [_frame(2)], ["the sky"], pb.MaskParams(soft=True), MaskParams(soft=True), pb.OUTPUT_FORMAT_FLOAT32
+    ),
     Request("blurred", [_frame(3)], ["a tree"], pb.MaskParams(blur=6, dilate=2), MaskParams(blur=6, dilate=2)),
-    Request("inverted", [_frame(4)], ["a red car", "a tree"], pb.MaskParams(invert=True, union_mask=True),
-            MaskParams(invert=True, union=True)),
+    Request(
+        "inverted",
+        [_frame(4)],
+        ["a red car", "a tree"],
+        pb.MaskParams(invert=True, union_mask=True),
+        MaskParams(invert=True, union=True),
+    ),
     Request("two-frames", [_frame(5), _frame(6)], ["a red car"], pb.MaskParams(), MaskParams()),
-    Request("threshold", [_frame(7)], ["the sky", "a red car"], pb.MaskParams(threshold=0.55, smooth=3),
-            MaskParams(threshold=0.55, smooth=3)),
+    Request(
+        "threshold",
+        [_frame(7)],
+        ["the sky", "a red car"],
+        pb.MaskParams(threshold=0.55, smooth=3),
+        MaskParams(threshold=0.55, smooth=3),
+    ),
     Request("soft-png", [_frame(8)], ["a tree"], pb.MaskParams(soft=True), MaskParams(soft=True)),
-    Request("shrunk", [_frame(9)], ["a red car"], pb.MaskParams(dilate=-2), MaskParams(dilate=-2),
-            pb.OUTPUT_FORMAT_FLOAT32),
+    Request(
+        "shrunk", [_frame(9)], ["a red car"], pb.MaskParams(dilate=-2), MaskParams(dilate=-2), pb.OUTPUT_FORMAT_FLOAT32
+    ),
     Request("again", [_frame(10)], ["a red car"], pb.MaskParams(), MaskParams()),
     Request("sky", [_frame(11)], ["the sky"], pb.MaskParams(smooth=0), MaskParams(smooth=0)),
     Request("last", [_frame(12)], ["a tree", "the sky"], pb.MaskParams(union_mask=True), MaskParams(union=True)),
@@ -99,8 +111,10 @@ def _get(server: ServerProcess, job_id: str) -> pb.GetJobResponse:
 
 def _submit(server: ServerProcess, request: Request) -> str:
     frames = [pb.Frame(name=f"{request.name}.{i}.png", data=data) for i, data in enumerate(request.frames)]
-    reply = server.stub().SubmitJob(pb.SubmitJobRequest(frames=frames, prompts=request.prompts,
-                                                        params=request.params, format=request.format), timeout=10)
+    reply = server.stub().SubmitJob(
+        pb.SubmitJobRequest(frames=frames, prompts=request.prompts, params=request.params, format=request.format),
+        timeout=10,
+    )
     return reply.id
 
 
@@ -129,16 +143,25 @@ def batch_server(redis_url: str) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def batched(batch_server: ServerProcess, tiny_model_dir: Path) -> Run:
     ids = {request.name: _submit(batch_server, request) for request in REQUESTS[:2]}
-    ids["broken"] = _submit(batch_server, Request("broken", [_frame(13), BROKEN], ["a red car"], pb.MaskParams(),
-                                                  MaskParams()))
+    ids["broken"] = _submit(
+        batch_server, Request("broken", [_frame(13), BROKEN], ["a red car"], pb.MaskParams(), MaskParams())
+    )
     ids["cancelled-in-store"] = _submit(batch_server, REQUESTS[0])
     store = JobStore(redis.Redis.from_url(batch_server.redis_url), batch_server.namespace)
     store.cancel(ids["cancelled-in-store"])
     ids["cancelled"] = _submit(batch_server, REQUESTS[0])
     batch_server.stub().CancelJob(pb.CancelJobRequest(job_id=ids["cancelled"]), timeout=10)
     ids.update({request.name: _submit(batch_server, request) for request in REQUESTS[2:]})
-    return _run_burst_worker(batch_server, tiny_model_dir, f"{batch_server.namespace}-on", ids,
-                             "--batch-frames", str(BATCH_FRAMES), "--batch-wait-ms", "20")
+    return _run_burst_worker(
+        batch_server,
+        tiny_model_dir,
+        f"{batch_server.namespace}-on",
+        ids,
+        "--batch-frames",
+        str(BATCH_FRAMES),
+        "--batch-wait-ms",
+        "20",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +172,10 @@ def expected(tiny_model_dir: Path) -> dict[str, list[np.ndarray]]:
 
     segmenter = Segmenter.load(str(tiny_model_dir), "cpu")
     return {
-        request.name: [r.masks for r in segmenter.segment([decode_frame(f) for f in request.frames],
-                                                          request.prompts, request.local)]
+        request.name: [
+            r.masks
+            for r in segmenter.segment([decode_frame(f) for f in request.frames], request.prompts, request.local)
+        ]
         for request in REQUESTS
     }
 
@@ -223,21 +248,24 @@ def test_attempts_are_counted_once_per_run(batched: Run, batch_server: ServerPro
         assert store.require_job(batched.ids[request.name]).attempts == 1, request.name
 
 
-def test_without_batching_every_job_runs_alone_as_before(batch_server: ServerProcess, tiny_model_dir: Path,
-                                                         expected) -> None:
+def test_without_batching_every_job_runs_alone_as_before(
+    batch_server: ServerProcess, tiny_model_dir: Path, expected
+) -> None:
     from maskfarm.client.outputs import encode_mask
 
     chosen = [REQUESTS[0], REQUESTS[1], REQUESTS[2]]
     ids = {request.name: _submit(batch_server, request) for request in chosen}
-    run = _run_burst_worker(batch_server, tiny_model_dir, f"{batch_server.namespace}-off", ids,
-                            "--batch-frames", "1")
+    run = _run_burst_worker(batch_server, tiny_model_dir, f"{batch_server.namespace}-off", ids, "--batch-frames", "1")
     assert run.exit_code == 0, run.log
     assert not _batches(run.log) and "no batching" in run.log
     for request in chosen:
         reply = run.jobs[request.name]
         assert reply.job.state == pb.JOB_STATE_SUCCEEDED
-        encode = (lambda m: np.asarray(m, "<f4").tobytes()) if request.format == pb.OUTPUT_FORMAT_FLOAT32 \
+        encode = (
+            (lambda m: np.asarray(m, "<f4").tobytes())
+            if request.format == pb.OUTPUT_FORMAT_FLOAT32
             else (lambda m: encode_mask(m, "png"))
+        )
         for frame, masks in zip(reply.frames, expected[request.name]):
             assert [m.data for m in frame.masks] == [encode(m) for m in masks], request.name
     assert set(ids.values()) <= run.finished and run.started == []
@@ -246,12 +274,33 @@ def test_without_batching_every_job_runs_alone_as_before(batch_server: ServerPro
 def test_a_killed_workers_batch_runs_again_elsewhere(redis_url: str, tiny_model_dir: Path) -> None:
     """SIGKILL mid-batch: the lead and its co-job were both RQ-started on the dead worker's
     lease, so a live worker's maintenance re-queues both and they finish there."""
-    fast = ("--heartbeat-s", "0.5", "--job-lease-s", "3", "--maintenance-s", "1", "--max-batch", "1",
-            "--batch-frames", "400")
+    fast = (
+        "--heartbeat-s",
+        "0.5",
+        "--job-lease-s",
+        "3",
+        "--maintenance-s",
+        "1",
+        "--max-batch",
+        "1",
+        "--batch-frames",
+        "400",
+    )
     frame = _frame(1)
     with maskfarm_server(redis_url, f"mfbatchlost{uuid.uuid4().hex[:6]}") as server:
-        submit = lambda: server.stub().SubmitJob(pb.SubmitJobRequest(  # noqa: E731
-            frames=[pb.Frame(name=f"f.{i}.png", data=frame) for i in range(100)], prompts=["car"]), timeout=10).id
+
+        def submit():
+            return (
+                server.stub()
+                .SubmitJob(
+                    pb.SubmitJobRequest(  # noqa: E731
+                        frames=[pb.Frame(name=f"f.{i}.png", data=frame) for i in range(100)], prompts=["car"]
+                    ),
+                    timeout=10,
+                )
+                .id
+            )
+
         lead, co_job = submit(), submit()
         with maskfarm_worker(server, tiny_model_dir, f"{server.namespace}-a", *fast) as doomed:
             wait_for(lambda: _get(server, lead).job.progress.done_frames >= 3, "the batch to start", timeout=60)
@@ -272,8 +321,15 @@ def test_a_killed_workers_batch_runs_again_elsewhere(redis_url: str, tiny_model_
 
 # -- the gathering, against a real Redis ------------------------------------------------
 
-LIMITS = QueueLimits(queue_ttl=60, inputs_ttl=120, result_ttl=300, job_timeout=60, retries=1,
-                     max_backlog_jobs=1000, max_backlog_bytes=1 << 30)
+LIMITS = QueueLimits(
+    queue_ttl=60,
+    inputs_ttl=120,
+    result_ttl=300,
+    job_timeout=60,
+    retries=1,
+    max_backlog_jobs=1000,
+    max_backlog_bytes=1 << 30,
+)
 PROVENANCE = Provenance(model="tiny", dtype="float32", device="cpu", worker="w1")
 
 
@@ -285,8 +341,12 @@ def jobs(redis_url: str) -> Iterator[JobQueue]:
 
 
 def _queue(jobs: JobQueue, frames: int = 1, priority: Priority = Priority.NORMAL) -> str:
-    spec = JobSpec(frames=[encoded_image() for _ in range(frames)], frame_names=[f"f{i}.png" for i in range(frames)],
-                   prompts=["car"], priority=priority)
+    spec = JobSpec(
+        frames=[encoded_image() for _ in range(frames)],
+        frame_names=[f"f{i}.png" for i in range(frames)],
+        prompts=["car"],
+        priority=priority,
+    )
     return jobs.submit(spec).id
 
 
@@ -367,10 +427,14 @@ def test_one_stream_carries_frames_with_their_own_prompts_and_params(tiny_model_
 
     segmenter = Segmenter.load(str(tiny_model_dir), "cpu", max_batch=5)
     frames = {request.name: [decode_frame(f) for f in request.frames] for request in REQUESTS}
-    alone = {request.name: segmenter.segment(frames[request.name], request.prompts, request.local)
-             for request in REQUESTS}
-    requests = [FrameRequest(frame, request.prompts, request.local, (request.name, i))
-                for request in REQUESTS for i, frame in enumerate(frames[request.name])]
+    alone = {
+        request.name: segmenter.segment(frames[request.name], request.prompts, request.local) for request in REQUESTS
+    }
+    requests = [
+        FrameRequest(frame, request.prompts, request.local, (request.name, i))
+        for request in REQUESTS
+        for i, frame in enumerate(frames[request.name])
+    ]
     together = list(segmenter.stream_requests(requests))
     assert [r.index for r in together] == list(range(len(requests)))
     for result in together:

@@ -55,7 +55,10 @@ def _get(server: ServerProcess, job_id: str, masks: bool = False) -> pb.GetJobRe
 @pytest.fixture(scope="module")
 def outcome(server: ServerProcess, tiny_model_dir: Path) -> Outcome:
     stub = server.stub()
-    submit = lambda frames, **kw: stub.SubmitJob(pb.SubmitJobRequest(frames=frames, prompts=PROMPTS, **kw), timeout=10)
+
+    def submit(frames, **kw):
+        return stub.SubmitJob(pb.SubmitJobRequest(frames=frames, prompts=PROMPTS, **kw), timeout=10)
+
     ids = {"cancelled": submit(FRAMES).id}
     stub.CancelJob(pb.CancelJobRequest(job_id=ids["cancelled"]), timeout=10)
     ids["broken"] = submit([FRAMES[0], BROKEN, FRAMES[2]])
@@ -63,14 +66,28 @@ def outcome(server: ServerProcess, tiny_model_dir: Path) -> Outcome:
     ids["png8"] = submit(FRAMES, params=pb.MaskParams(union_mask=True)).id
     ids["float32"] = submit(FRAMES, format=pb.OUTPUT_FORMAT_FLOAT32, params=pb.MaskParams(soft=True)).id
 
-    command = [sys.executable, "-m", "maskfarm.client.cli", "worker", "--redis-url", server.redis_url,
-               "--namespace", server.namespace, "--name", WORKER_NAME, "--model", str(tiny_model_dir),
-               "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "maskfarm.client.cli",
+        "worker",
+        "--redis-url",
+        server.redis_url,
+        "--namespace",
+        server.namespace,
+        "--name",
+        WORKER_NAME,
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+    ]
     client = redis.Redis.from_url(server.redis_url)
     worker_key = f"{server.namespace}:worker:{WORKER_NAME}"
     with tempfile.TemporaryFile() as log:
-        worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        worker = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
         try:
             deadline = time.monotonic() + DEADLINE_S
             while not all(_get(server, i).job.state in TERMINAL for i in ids.values()):

@@ -33,8 +33,7 @@ def store(redis_url: str) -> JobStore:
 def _job(store: JobStore, keep_going: bool) -> str:
     frames = [encoded_image("PNG", (20 + i, 16), noise=True) for i in range(4)]
     frames[1] = png_header_only(40, 30)
-    spec = JobSpec(frames=frames, frame_names=[f"f{i}.png" for i in range(4)], prompts=PROMPTS,
-                   keep_going=keep_going)
+    spec = JobSpec(frames=frames, frame_names=[f"f{i}.png" for i in range(4)], prompts=PROMPTS, keep_going=keep_going)
     job, _ = store.create(spec, queue_ttl=60, inputs_ttl=120, result_ttl=60)
     return job.id
 

@@ -22,14 +22,17 @@ def get_job(server: ServerProcess, job_id: str) -> pb.GetJobResponse:
 
 def submit(server: ServerProcess, frames: int) -> str:
     data = encoded_image("PNG", (32, 24), noise=True)
-    request = pb.SubmitJobRequest(frames=[pb.Frame(name=f"f.{i:04d}.png", data=data) for i in range(frames)],
-                                  prompts=["car"])
+    request = pb.SubmitJobRequest(
+        frames=[pb.Frame(name=f"f.{i:04d}.png", data=data) for i in range(frames)], prompts=["car"]
+    )
     return server.stub().SubmitJob(request, timeout=10).id
 
 
 def test_sigterm_lets_a_busy_worker_finish_its_job_then_exit(redis_url, tiny_model_dir):
-    with maskfarm_server(redis_url, "mfshutdown") as server, \
-            maskfarm_worker(server, tiny_model_dir, "mfshutdown-a", "--max-batch", "1") as worker:
+    with (
+        maskfarm_server(redis_url, "mfshutdown") as server,
+        maskfarm_worker(server, tiny_model_dir, "mfshutdown-a", "--max-batch", "1") as worker,
+    ):
         running = submit(server, FRAMES)
         waiting = submit(server, 1)
         wait_for(lambda: get_job(server, running).job.progress.done_frames >= 1, "the first frame")

@@ -24,11 +24,17 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "synthetic", help="write a random-weight model directory (for tests and benchmarks; masks are meaningless)"
     )
     synthetic.add_argument("directory", help="where to write the model")
-    synthetic.add_argument("--preset", choices=("full", "tiny"), default="tiny",
-                           help="full: the exact CIDAS/clipseg-rd64-refined architecture (~150M parameters); tiny: for fast tests")
+    synthetic.add_argument(
+        "--preset",
+        choices=("full", "tiny"),
+        default="tiny",
+        help="full: the exact CIDAS/clipseg-rd64-refined architecture (~150M parameters); tiny: for fast tests",
+    )
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.set_defaults(run=run_synthetic)
-    check = model_commands.add_parser("check", help="exit 0 when the model's weights can be had here (answers in seconds)")
+    check = model_commands.add_parser(
+        "check", help="exit 0 when the model's weights can be had here (answers in seconds)"
+    )
     check.add_argument("model", nargs="?", default=os.environ.get("MASKFARM_MODEL", "CIDAS/clipseg-rd64-refined"))
     check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the hub (default 5)")
     check.set_defaults(run=run_check)
@@ -41,40 +47,85 @@ def _add_worker_command(subcommands: argparse._SubParsersAction) -> None:
         description="Serve maskfarm's RQ queues (high, normal, low) in this process with one loaded model. "
         "SIGTERM finishes the current job, then exits. Every flag falls back to its MASKFARM_* variable.",
     )
-    worker.add_argument("--redis-url", default=os.environ.get("MASKFARM_REDIS_URL", "redis://127.0.0.1:6379/0"),
-                        help="Redis holding the queues, jobs and masks (env MASKFARM_REDIS_URL; default %(default)s)")
-    worker.add_argument("--namespace", default=os.environ.get("MASKFARM_NAMESPACE", "maskfarm"),
-                        help="prefix of maskfarm's Redis keys and RQ queues; must match the server's "
-                        "(env MASKFARM_NAMESPACE; default %(default)s)")
-    worker.add_argument("--name", default=os.environ.get("MASKFARM_WORKER_NAME", ""),
-                        help="worker name, unique among live workers (env MASKFARM_WORKER_NAME; default host.pid)")
-    worker.add_argument("--burst", action="store_true", default=os.environ.get("MASKFARM_BURST", "") == "1",
-                        help="exit once the queues are empty (env MASKFARM_BURST=1)")
-    worker.add_argument("--log-level", default=os.environ.get("MASKFARM_LOG_LEVEL", "INFO"),
-                        help="logging level (env MASKFARM_LOG_LEVEL; default %(default)s)")
-    worker.add_argument("--heartbeat-s", type=float, default=_number_env("MASKFARM_HEARTBEAT_S", 10.0),
-                        help="how often a busy worker renews its job's lease "
-                        "(env MASKFARM_HEARTBEAT_S; default %(default)s)")
-    worker.add_argument("--job-lease-s", type=int, default=int(_number_env("MASKFARM_JOB_LEASE_S", 30)),
-                        help="a running job not heard from for this long is taken as lost and run again "
-                        "(env MASKFARM_JOB_LEASE_S; default %(default)s)")
-    worker.add_argument("--maintenance-s", type=int, default=int(_number_env("MASKFARM_MAINTENANCE_S", 15)),
-                        help="how often the worker looks for lost jobs, idle or not "
-                        "(env MASKFARM_MAINTENANCE_S; default %(default)s)")
-    worker.add_argument("--batch-frames", type=int, default=_int_env("MASKFARM_BATCH_FRAMES"),
-                        help="run small jobs waiting together as one batch of up to this many frames; 0 or 1: "
-                        "never (env MASKFARM_BATCH_FRAMES; default: the model batch, --max-batch)")
-    worker.add_argument("--batch-wait-ms", type=float, default=_number_env("MASKFARM_BATCH_WAIT_MS", 5.0),
-                        help="how long a batch that found jobs waiting waits for more; with an empty queue a "
-                        "job starts at once (env MASKFARM_BATCH_WAIT_MS; default %(default)s)")
-    worker.add_argument("--codec-threads", type=int, default=_int_env("MASKFARM_CODEC_THREADS"),
-                        help="threads decoding frames and encoding masks beside the model (env "
-                        "MASKFARM_CODEC_THREADS; default: 1 on a CPU, up to 8 with a GPU)")
-    worker.add_argument("--metrics-listen", default=os.environ.get("MASKFARM_METRICS_LISTEN", ""),
-                        help="host:port to serve Prometheus /metrics on (env MASKFARM_METRICS_LISTEN; default: off)")
-    worker.add_argument("--health-file", default=os.environ.get("MASKFARM_HEALTH_FILE", ""), metavar="FILE",
-                        help="touch FILE with every heartbeat that reaches Redis, for `maskfarm worker-health` "
-                        "(env MASKFARM_HEALTH_FILE; default: none)")
+    worker.add_argument(
+        "--redis-url",
+        default=os.environ.get("MASKFARM_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis holding the queues, jobs and masks (env MASKFARM_REDIS_URL; default %(default)s)",
+    )
+    worker.add_argument(
+        "--namespace",
+        default=os.environ.get("MASKFARM_NAMESPACE", "maskfarm"),
+        help="prefix of maskfarm's Redis keys and RQ queues; must match the server's "
+        "(env MASKFARM_NAMESPACE; default %(default)s)",
+    )
+    worker.add_argument(
+        "--name",
+        default=os.environ.get("MASKFARM_WORKER_NAME", ""),
+        help="worker name, unique among live workers (env MASKFARM_WORKER_NAME; default host.pid)",
+    )
+    worker.add_argument(
+        "--burst",
+        action="store_true",
+        default=os.environ.get("MASKFARM_BURST", "") == "1",
+        help="exit once the queues are empty (env MASKFARM_BURST=1)",
+    )
+    worker.add_argument(
+        "--log-level",
+        default=os.environ.get("MASKFARM_LOG_LEVEL", "INFO"),
+        help="logging level (env MASKFARM_LOG_LEVEL; default %(default)s)",
+    )
+    worker.add_argument(
+        "--heartbeat-s",
+        type=float,
+        default=_number_env("MASKFARM_HEARTBEAT_S", 10.0),
+        help="how often a busy worker renews its job's lease (env MASKFARM_HEARTBEAT_S; default %(default)s)",
+    )
+    worker.add_argument(
+        "--job-lease-s",
+        type=int,
+        default=int(_number_env("MASKFARM_JOB_LEASE_S", 30)),
+        help="a running job not heard from for this long is taken as lost and run again "
+        "(env MASKFARM_JOB_LEASE_S; default %(default)s)",
+    )
+    worker.add_argument(
+        "--maintenance-s",
+        type=int,
+        default=int(_number_env("MASKFARM_MAINTENANCE_S", 15)),
+        help="how often the worker looks for lost jobs, idle or not (env MASKFARM_MAINTENANCE_S; default %(default)s)",
+    )
+    worker.add_argument(
+        "--batch-frames",
+        type=int,
+        default=_int_env("MASKFARM_BATCH_FRAMES"),
+        help="run small jobs waiting together as one batch of up to this many frames; 0 or 1: "
+        "never (env MASKFARM_BATCH_FRAMES; default: the model batch, --max-batch)",
+    )
+    worker.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=_number_env("MASKFARM_BATCH_WAIT_MS", 5.0),
+        help="how long a batch that found jobs waiting waits for more; with an empty queue a "
+        "job starts at once (env MASKFARM_BATCH_WAIT_MS; default %(default)s)",
+    )
+    worker.add_argument(
+        "--codec-threads",
+        type=int,
+        default=_int_env("MASKFARM_CODEC_THREADS"),
+        help="threads decoding frames and encoding masks beside the model (env "
+        "MASKFARM_CODEC_THREADS; default: 1 on a CPU, up to 8 with a GPU)",
+    )
+    worker.add_argument(
+        "--metrics-listen",
+        default=os.environ.get("MASKFARM_METRICS_LISTEN", ""),
+        help="host:port to serve Prometheus /metrics on (env MASKFARM_METRICS_LISTEN; default: off)",
+    )
+    worker.add_argument(
+        "--health-file",
+        default=os.environ.get("MASKFARM_HEALTH_FILE", ""),
+        metavar="FILE",
+        help="touch FILE with every heartbeat that reaches Redis, for `maskfarm worker-health` "
+        "(env MASKFARM_HEALTH_FILE; default: none)",
+    )
     _add_storage_options(worker)
     _add_frame_limit_options(worker)
     add_model_options(worker)
@@ -88,35 +139,61 @@ def _add_worker_health_command(subcommands: argparse._SubParsersAction) -> None:
         description="Reads the age of a worker's health file (maskfarm worker --health-file): exit 0 when the "
         "worker's last heartbeat reached Redis within --within seconds, 1 otherwise. Needs neither Redis nor torch.",
     )
-    check.add_argument("--file", default=os.environ.get("MASKFARM_HEALTH_FILE", ""),
-                       help="the worker's health file (env MASKFARM_HEALTH_FILE)")
-    check.add_argument("--within", type=float, default=60.0,
-                       help="seconds since the last heartbeat that still count as alive (default %(default)s: "
-                       "twice the default job lease)")
+    check.add_argument(
+        "--file",
+        default=os.environ.get("MASKFARM_HEALTH_FILE", ""),
+        help="the worker's health file (env MASKFARM_HEALTH_FILE)",
+    )
+    check.add_argument(
+        "--within",
+        type=float,
+        default=60.0,
+        help="seconds since the last heartbeat that still count as alive (default %(default)s: "
+        "twice the default job lease)",
+    )
     check.set_defaults(run=run_worker_health)
 
 
 def _add_storage_options(worker: argparse.ArgumentParser) -> None:
     """Shared storage: where jobs may read frames and write masks by path."""
-    worker.add_argument("--storage-root", action="append", metavar="DIR",
-                        help="shared storage: a folder under which jobs may name frames and output_dir by path; "
-                        "repeat for several (env MASKFARM_STORAGE_ROOTS, separated by ':' or commas; default: none)")
-    worker.add_argument("--output-mode", type=_octal, metavar="MODE", default=os.environ.get("MASKFARM_OUTPUT_MODE", "0644"),
-                        help="octal mode of the mask files written under a job's output_dir "
-                        "(env MASKFARM_OUTPUT_MODE; default %(default)s)")
+    worker.add_argument(
+        "--storage-root",
+        action="append",
+        metavar="DIR",
+        help="shared storage: a folder under which jobs may name frames and output_dir by path; "
+        "repeat for several (env MASKFARM_STORAGE_ROOTS, separated by ':' or commas; default: none)",
+    )
+    worker.add_argument(
+        "--output-mode",
+        type=_octal,
+        metavar="MODE",
+        default=os.environ.get("MASKFARM_OUTPUT_MODE", "0644"),
+        help="octal mode of the mask files written under a job's output_dir "
+        "(env MASKFARM_OUTPUT_MODE; default %(default)s)",
+    )
 
 
 def _add_frame_limit_options(worker: argparse.ArgumentParser) -> None:
     """The frame limits, the server's flags and variables (``maskfarm.server.frame_files``):
     give both the same values. Unset: the variable, else the default."""
-    worker.add_argument("--max-side", type=int, help="largest frame side, pixels (env MASKFARM_MAX_SIDE; default 16384)")
-    worker.add_argument("--max-pixels", type=int,
-                        help="largest frame, pixels; also Pillow's bomb guard (env MASKFARM_MAX_PIXELS; default 100000000)")
-    worker.add_argument("--max-frame-mib", type=int,
-                        help="largest frame file read by path, MiB (env MASKFARM_MAX_FRAME_MIB; default 1024)")
-    worker.add_argument("--frame-read-timeout-s", type=float,
-                        help="seconds a frame file's open and read may take (env MASKFARM_FRAME_READ_TIMEOUT_S; "
-                        "default 30)")
+    worker.add_argument(
+        "--max-side", type=int, help="largest frame side, pixels (env MASKFARM_MAX_SIDE; default 16384)"
+    )
+    worker.add_argument(
+        "--max-pixels",
+        type=int,
+        help="largest frame, pixels; also Pillow's bomb guard (env MASKFARM_MAX_PIXELS; default 100000000)",
+    )
+    worker.add_argument(
+        "--max-frame-mib",
+        type=int,
+        help="largest frame file read by path, MiB (env MASKFARM_MAX_FRAME_MIB; default 1024)",
+    )
+    worker.add_argument(
+        "--frame-read-timeout-s",
+        type=float,
+        help="seconds a frame file's open and read may take (env MASKFARM_FRAME_READ_TIMEOUT_S; default 30)",
+    )
 
 
 def image_limits(args: argparse.Namespace | None = None) -> ImageLimits:
@@ -140,17 +217,34 @@ def _octal(text: str) -> int:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model --device --dtype --max-batch`` with their MASKFARM_* fallbacks."""
-    parser.add_argument("--model", default=os.environ.get("MASKFARM_MODEL", "CIDAS/clipseg-rd64-refined"),
-                        help="Hugging Face id or local directory (env MASKFARM_MODEL)")
-    parser.add_argument("--device", default=os.environ.get("MASKFARM_DEVICE", "auto"),
-                        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ... (env MASKFARM_DEVICE)")
-    parser.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default=os.environ.get("MASKFARM_DTYPE", "auto"),
-                        help="auto = bf16 on CUDA, fp32 (exact) on CPU (env MASKFARM_DTYPE)")
-    parser.add_argument("--compile", action="store_true", default=os.environ.get("MASKFARM_COMPILE", "") == "1",
-                        help="torch.compile the vision tower: faster once warm, ~1 min of compiling at start "
-                             "(env MASKFARM_COMPILE=1)")
-    parser.add_argument("--max-batch", type=int, default=_int_env("MASKFARM_MAX_BATCH"),
-                        help="(frame, prompt) pairs per model batch; bounds memory (env MASKFARM_MAX_BATCH; default 64 on CUDA, 8 on CPU)")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("MASKFARM_MODEL", "CIDAS/clipseg-rd64-refined"),
+        help="Hugging Face id or local directory (env MASKFARM_MODEL)",
+    )
+    parser.add_argument(
+        "--device",
+        default=os.environ.get("MASKFARM_DEVICE", "auto"),
+        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ... (env MASKFARM_DEVICE)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default=os.environ.get("MASKFARM_DTYPE", "auto"),
+        help="auto = bf16 on CUDA, fp32 (exact) on CPU (env MASKFARM_DTYPE)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        default=os.environ.get("MASKFARM_COMPILE", "") == "1",
+        help="torch.compile the vision tower: faster once warm, ~1 min of compiling at start (env MASKFARM_COMPILE=1)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=_int_env("MASKFARM_MAX_BATCH"),
+        help="(frame, prompt) pairs per model batch; bounds memory (env MASKFARM_MAX_BATCH; default 64 on CUDA, 8 on CPU)",
+    )
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -169,15 +263,28 @@ def run_worker(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = WorkerSettings(redis_url=args.redis_url, namespace=args.namespace, model=args.model,
-                                  device=args.device, dtype=args.dtype, max_batch=args.max_batch,
-                                  compile=args.compile, name=args.name, burst=args.burst, heartbeat_s=args.heartbeat_s,
-                                  job_lease_s=args.job_lease_s, maintenance_s=args.maintenance_s,
-                                  metrics_listen=args.metrics_listen, batch_frames=args.batch_frames,
-                                  batch_wait_ms=args.batch_wait_ms, codec_threads=args.codec_threads,
-                                  storage_roots=args.storage_root or os.environ.get("MASKFARM_STORAGE_ROOTS", ""),
-                                  output_mode=args.output_mode, health_file=args.health_file,
-                                  image_limits=image_limits(args))
+        settings = WorkerSettings(
+            redis_url=args.redis_url,
+            namespace=args.namespace,
+            model=args.model,
+            device=args.device,
+            dtype=args.dtype,
+            max_batch=args.max_batch,
+            compile=args.compile,
+            name=args.name,
+            burst=args.burst,
+            heartbeat_s=args.heartbeat_s,
+            job_lease_s=args.job_lease_s,
+            maintenance_s=args.maintenance_s,
+            metrics_listen=args.metrics_listen,
+            batch_frames=args.batch_frames,
+            batch_wait_ms=args.batch_wait_ms,
+            codec_threads=args.codec_threads,
+            storage_roots=args.storage_root or os.environ.get("MASKFARM_STORAGE_ROOTS", ""),
+            output_mode=args.output_mode,
+            health_file=args.health_file,
+            image_limits=image_limits(args),
+        )
     except ValueError as error:
         print(f"maskfarm worker: {error}", file=sys.stderr)
         return 2
@@ -187,8 +294,11 @@ def run_worker(args: argparse.Namespace) -> int:
         print(f"maskfarm worker: {error}", file=sys.stderr)
         return 2
     except RedisUnreachable as error:
-        print(f"maskfarm worker: {error}\nStart Redis (redis-server), or point --redis-url / MASKFARM_REDIS_URL "
-              "at the one the server uses.", file=sys.stderr)
+        print(
+            f"maskfarm worker: {error}\nStart Redis (redis-server), or point --redis-url / MASKFARM_REDIS_URL "
+            "at the one the server uses.",
+            file=sys.stderr,
+        )
         return 2
 
 
@@ -200,8 +310,9 @@ def run_worker_health(args: argparse.Namespace) -> int:
         return 2
     age = age_s(args.file)
     if age is None:
-        print(f"maskfarm worker-health: {args.file} does not exist: the worker has not reached Redis yet",
-              file=sys.stderr)
+        print(
+            f"maskfarm worker-health: {args.file} does not exist: the worker has not reached Redis yet", file=sys.stderr
+        )
         return 1
     if age > args.within:
         print(f"maskfarm worker-health: last heartbeat {age:.0f} s ago (more than {args.within:g} s)", file=sys.stderr)
@@ -256,10 +367,19 @@ def run_local_segment(args: argparse.Namespace, params, frames, report) -> int:
     try:
         limits = image_limits()
         configure_pillow(limits)
-        written = segment_files(segmenter, frames, args.prompt, args.output, params, args.format,
-                                keep_going=args.keep_going, on_failed=report.failed,
-                                on_done=lambda name: report.progress.advance(),
-                                exr=ExrOptions(args.exr_layer, args.exposure), limits=limits)
+        written = segment_files(
+            segmenter,
+            frames,
+            args.prompt,
+            args.output,
+            params,
+            args.format,
+            keep_going=args.keep_going,
+            on_failed=report.failed,
+            on_done=lambda name: report.progress.advance(),
+            exr=ExrOptions(args.exr_layer, args.exposure),
+            limits=limits,
+        )
     except ValueError as error:
         report.progress.interrupt()
         print(f"maskfarm: {error}", file=sys.stderr)

@@ -12,8 +12,12 @@ import numpy as np
 from maskfarm.client.outputs import encode_mask
 from maskfarm.server.jobs import FrameResult, OutputFormat
 
-_FILE_FORMATS = {OutputFormat.PNG8: "png", OutputFormat.PNG16: "png16", OutputFormat.EXR: "exr",
-                 OutputFormat.TIFF16: "tiff16"}
+_FILE_FORMATS = {
+    OutputFormat.PNG8: "png",
+    OutputFormat.PNG16: "png16",
+    OutputFormat.EXR: "exr",
+    OutputFormat.TIFF16: "tiff16",
+}
 
 
 def encode_output(mask: np.ndarray, fmt: OutputFormat) -> bytes:

@@ -111,8 +111,9 @@ class MaskModel:
         """Logits (F * P, H, W) for every frame with every prompt, frame-major."""
         frames, count = pixel_values.shape[0], len(prompts)
         pairs = torch.arange(frames * count, device=pixel_values.device)
-        return self._decode(self.vision_features(pixel_values), self.text_embeddings(prompts),
-                            pairs // count, pairs % count, max_batch)
+        return self._decode(
+            self.vision_features(pixel_values), self.text_embeddings(prompts), pairs // count, pairs % count, max_batch
+        )
 
     @torch.inference_mode()
     def pair_logits(
@@ -133,8 +134,12 @@ class MaskModel:
         )
 
     def _decode(
-        self, features: list[torch.Tensor], conditions: torch.Tensor, frame_index: torch.Tensor,
-        condition_index: torch.Tensor, max_batch: int,
+        self,
+        features: list[torch.Tensor],
+        conditions: torch.Tensor,
+        frame_index: torch.Tensor,
+        condition_index: torch.Tensor,
+        max_batch: int,
     ) -> torch.Tensor:
         """The decoder over the pairs (frame_index[n], condition_index[n]), ``max_batch`` at a time."""
         chunks = []
@@ -143,6 +148,7 @@ class MaskModel:
             chunk_features = [feature.index_select(0, frames) for feature in features]
             chunks.append(self._model.decoder(chunk_features, conditions.index_select(0, conds)).logits)
         return torch.cat(chunks)
+
 
 def _cache_key(condition: Condition) -> str | bytes:
     """A text is its own key; an exemplar is keyed by its file's SHA-256 (bytes, never a str)."""

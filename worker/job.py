@@ -79,14 +79,22 @@ def run_job(job_id: str) -> None:
     """Runs job ``job_id`` on the installed runtime (see the module docstring)."""
     runtime = current_runtime()
     continuing = runtime.co_jobs.take_attempt(job_id)
-    job = while_refused(lambda: runtime.store.mark_running(job_id, runtime.provenance, continuing=continuing),
-                        f"job {job_id} start", runtime.heartbeat)
+    job = while_refused(
+        lambda: runtime.store.mark_running(job_id, runtime.provenance, continuing=continuing),
+        f"job {job_id} start",
+        runtime.heartbeat,
+    )
     if job is None:
         log.info("job %s skipped: not runnable (unknown, expired, finished, cancelled or taken over)", job_id)
         return
-    log.info("job %s %s: attempt %d, %d frames x %d prompts", job_id,
-             "running" if continuing is None else "finishing its run from a batch", job.attempts,
-             job.total_frames, len(job.prompts))
+    log.info(
+        "job %s %s: attempt %d, %d frames x %d prompts",
+        job_id,
+        "running" if continuing is None else "finishing its run from a batch",
+        job.attempts,
+        job.total_frames,
+        len(job.prompts),
+    )
     try:
         outcome = _segment_with(runtime, job, _start_co_jobs(runtime, job))
     except (BadFrame, BadPrompt) as error:
@@ -101,8 +109,12 @@ def run_job(job_id: str) -> None:
         log.warning("job %s interrupted: Redis unreachable (%s); it will run again", job_id, error)
         raise
     except MemoryError as error:  # the host's memory; torch.cuda.OutOfMemoryError is a RuntimeError, see below
-        _fail(runtime, job_id, ErrorCode.OUT_OF_MEMORY,
-              f"the worker's host ran out of memory (not retried): {error or 'MemoryError'}")
+        _fail(
+            runtime,
+            job_id,
+            ErrorCode.OUT_OF_MEMORY,
+            f"the worker's host ran out of memory (not retried): {error or 'MemoryError'}",
+        )
     except Exception as error:
         if _is_out_of_memory(error):
             _out_of_memory(runtime, job_id, error)
@@ -129,8 +141,9 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
     store, segmenter = runtime.store, runtime.segmenter
     pending = _pending(store, job)
     if len(pending) < job.total_frames:
-        log.info("job %s resuming: %d of %d frames already stored", job.id, job.total_frames - len(pending),
-                 job.total_frames)
+        log.info(
+            "job %s resuming: %d of %d frames already stored", job.id, job.total_frames - len(pending), job.total_frames
+        )
     chunk_size = max(1, segmenter.max_batch // len(job.prompts))
     stop: str | None = None
 
@@ -158,8 +171,15 @@ def _pending(store: JobStore, job: JobRecord) -> list[int]:
     return [i for i in range(job.total_frames) if i not in done]
 
 
-_OWN_ENDS = (BadFrame, InputsExpired, JobNotFound, JobTimeoutException, RedisConnectionError, RedisTimeoutError,
-             MemoryError)
+_OWN_ENDS = (
+    BadFrame,
+    InputsExpired,
+    JobNotFound,
+    JobTimeoutException,
+    RedisConnectionError,
+    RedisTimeoutError,
+    MemoryError,
+)
 """What ends a lead's run in a batch exactly as it would end it alone."""
 
 
@@ -263,8 +283,13 @@ def _store_co_job_masks(runtime: WorkerRuntime, share: _Share, lead_id: str, ind
 
 
 def _decoded_frames(
-    runtime: WorkerRuntime, job: JobRecord, indices: Sequence[int], chunk_size: int, should_stop,
-    decoded: list[int], fresh: bool = False,
+    runtime: WorkerRuntime,
+    job: JobRecord,
+    indices: Sequence[int],
+    chunk_size: int,
+    should_stop,
+    decoded: list[int],
+    fresh: bool = False,
 ) -> Iterator[Frame]:
     """The job's frames at ``indices``, loaded from the store one chunk at a time (so a
     long job never holds all its inputs) and decoded; stops early when ``should_stop()``.
@@ -375,8 +400,11 @@ def _write_mask_files(runtime: WorkerRuntime, job: JobRecord, index: int, masks:
 def store_frame(runtime: WorkerRuntime, job_id: str, result: FrameResult) -> None:
     """Stores one frame's result, waiting while Redis refuses the write (out of memory,
     say: ``maskfarm.worker.refusals``), so the job goes on once it can, inputs kept."""
-    while_refused(lambda: runtime.store.store_frame_result(job_id, result), f"job {job_id} frame {result.index}",
-                  runtime.heartbeat)
+    while_refused(
+        lambda: runtime.store.store_frame_result(job_id, result),
+        f"job {job_id} frame {result.index}",
+        runtime.heartbeat,
+    )
 
 
 def skip_frame(runtime: WorkerRuntime, job: JobRecord, index: int, reason: str) -> None:

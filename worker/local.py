@@ -50,8 +50,10 @@ def segment_files(
     for result in segmenter.stream(frames, prompts, params):
         path = decoded[result.index]
         try:
-            written += [write_mask(mask_path(outdir, folder, path.name, fmt), mask, fmt)
-                        for folder, mask in zip(folders, result.masks)]
+            written += [
+                write_mask(mask_path(outdir, folder, path.name, fmt), mask, fmt)
+                for folder, mask in zip(folders, result.masks)
+            ]
         except OSError as error:
             reason = f"its masks cannot be written: {error.strerror or error}: {error.filename or outdir}"
             if not keep_going:
@@ -64,8 +66,12 @@ def segment_files(
 
 
 def _read_frames(
-    paths: Sequence[str | Path], decoded: list[Path], keep_going: bool, on_failed: Callable[[str, str], None],
-    exr: ExrOptions, limits: ImageLimits,
+    paths: Sequence[str | Path],
+    decoded: list[Path],
+    keep_going: bool,
+    on_failed: Callable[[str, str], None],
+    exr: ExrOptions,
+    limits: ImageLimits,
 ) -> Iterator[Frame]:
     """The frames, decoded; appends each yielded frame's path to ``decoded`` (with
     ``keep_going`` a bad frame is reported and skipped, so positions differ)."""

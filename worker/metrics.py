@@ -55,8 +55,9 @@ class DeviceMemory(Collector):
     def collect(self) -> Iterator[Metric]:
         if self.device.type != "cuda":
             return
-        gauge = GaugeMetricFamily("maskfarm_worker_device_memory_bytes", "CUDA memory of the model's device",
-                                  labels=["kind"])
+        gauge = GaugeMetricFamily(
+            "maskfarm_worker_device_memory_bytes", "CUDA memory of the model's device", labels=["kind"]
+        )
         gauge.add_metric(["allocated"], torch.cuda.memory_allocated(self.device))
         gauge.add_metric(["reserved"], torch.cuda.memory_reserved(self.device))
         yield gauge

@@ -88,8 +88,12 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | Non
         raise ModelLoadError(load_failure_message(name, error)) from error
     model = model.to(torch_device).eval()
     if torch_device.type == "cpu" and cpu_computes_natively(torch_dtype) is False:
-        log.warning("this CPU has no %s instructions, so torch emulates them: expect %s to run many times "
-                    "slower than fp32, which is also exact (--dtype fp32)", torch_dtype, torch_dtype)
+        log.warning(
+            "this CPU has no %s instructions, so torch emulates them: expect %s to run many times "
+            "slower than fp32, which is also exact (--dtype fp32)",
+            torch_dtype,
+            torch_dtype,
+        )
     revision = getattr(model.config, "_commit_hash", None)
     synthetic = Path(name).is_dir() and is_synthetic(name)
     return LoadedModel(model, processor, name, revision, torch_device, torch_dtype, synthetic)

@@ -241,8 +241,12 @@ class Segmenter:
         if self.observer is not None:
             self.observer.batch(sum(counts))
         with self._stage("postprocess"):
-            row_params = [prompt.params(params[f]) for f, frame_prompts in enumerate(prompts)
-                          for prompt in frame_prompts for _ in _conditions(prompt)]
+            row_params = [
+                prompt.params(params[f])
+                for f, frame_prompts in enumerate(prompts)
+                for prompt in frame_prompts
+                for _ in _conditions(prompt)
+            ]
             small = _masks_per_params(logits, row_params).split(counts)
             return [self._frame_masks(small[f], size, prompts[f], params[f]) for f, size in enumerate(sizes)]
 
@@ -326,7 +330,8 @@ def _check_prompts(prompts: str | Sequence[str | Prompt]) -> list[Prompt]:
         negatives = prompt.negatives if isinstance(prompt, Prompt) else ()
         for k, negative in enumerate(negatives):
             if not isinstance(negative, str) or not negative.strip():
-                raise ValueError(f"prompts[{position}].negatives[{k}]: a negative must be a non-blank string, "
-                                 f"got {negative!r}")
+                raise ValueError(
+                    f"prompts[{position}].negatives[{k}]: a negative must be a non-blank string, got {negative!r}"
+                )
         checked.append(as_prompt(prompt))
     return checked

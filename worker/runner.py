@@ -42,13 +42,13 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
-from maskfarm.server.jobs import DEFAULT_NAMESPACE, JOB_FUNCTION, PRIORITIES, Provenance, WorkerInfo, queue_name
 from maskfarm.server.frame_files import ImageLimits, configure_pillow
-from maskfarm.server.storage import StorageRoots
+from maskfarm.server.jobs import DEFAULT_NAMESPACE, JOB_FUNCTION, PRIORITIES, Provenance, WorkerInfo, queue_name
 from maskfarm.server.redis_clients import redacted_url, redis_from_url
+from maskfarm.server.storage import StorageRoots
 from maskfarm.server.store import JobStore
-from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
 from maskfarm.worker import liveness
+from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
 from maskfarm.worker.codec_pool import CodecPool
 from maskfarm.worker.lost_jobs import LostJobHandler
 from maskfarm.worker.metrics import BATCHED_JOBS, PrometheusObserver, serve_metrics
@@ -115,8 +115,10 @@ class WorkerSettings:
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat_s < self.job_lease_s:
-            raise ValueError(f"the heartbeat ({self.heartbeat_s} s) must be positive and shorter than "
-                             f"the job lease ({self.job_lease_s} s)")
+            raise ValueError(
+                f"the heartbeat ({self.heartbeat_s} s) must be positive and shorter than "
+                f"the job lease ({self.job_lease_s} s)"
+            )
         if self.maintenance_s < 1:
             raise ValueError(f"the maintenance interval must be at least 1 s, got {self.maintenance_s}")
         if self.batch_frames is not None and self.batch_frames < 0:
@@ -181,9 +183,19 @@ class MaskfarmWorker(SimpleWorker):
     without it means RQ's loop gave up (Redis went away) and the worker should start again.
     """
 
-    def __init__(self, *args, store: JobStore, provenance: Provenance, heartbeat_s: float, job_lease_s: int,
-                 gatherer: Gatherer | None = None, co_jobs: CoJobs | None = None,
-                 sweeper: OrphanSweeper | None = None, health_file: str = "", **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        store: JobStore,
+        provenance: Provenance,
+        heartbeat_s: float,
+        job_lease_s: int,
+        gatherer: Gatherer | None = None,
+        co_jobs: CoJobs | None = None,
+        sweeper: OrphanSweeper | None = None,
+        health_file: str = "",
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.store = store
         self.provenance = provenance
@@ -203,8 +215,15 @@ class MaskfarmWorker(SimpleWorker):
         executions (RQ's ``get_current_job_id`` asks Redis when idle)."""
         p = self.provenance
         current = next(iter(self.executions.values())).job_id if self.executions else ""
-        return WorkerInfo(name=self.name, device=p.device, model=p.model, revision=p.revision, dtype=p.dtype,
-                          maskfarm_version=p.maskfarm_version, current_job=current)
+        return WorkerInfo(
+            name=self.name,
+            device=p.device,
+            model=p.model,
+            revision=p.revision,
+            dtype=p.dtype,
+            maskfarm_version=p.maskfarm_version,
+            current_job=current,
+        )
 
     def register_birth(self) -> None:
         # maskfarm's info first: ListWorkers never shows this worker without its model.
@@ -286,8 +305,13 @@ class MaskfarmWorker(SimpleWorker):
             return []
         BATCHED_JOBS.observe(1 + len(batch))
         if batch:
-            log.info("worker %s: batch of %d jobs: %s with %s", self.name, 1 + len(batch), lead.id,
-                     ", ".join(co_job.id for co_job, _, _ in batch))
+            log.info(
+                "worker %s: batch of %d jobs: %s with %s",
+                self.name,
+                1 + len(batch),
+                lead.id,
+                ", ".join(co_job.id for co_job, _, _ in batch),
+            )
         return batch
 
     def _claim_batch(self, lead: Job) -> list[tuple[Job, Queue, Execution]]:
@@ -378,8 +402,17 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter, codec: CodecPoo
     )
     worker.push_exc_handler(LostJobHandler(store))
     configure_pillow(settings.image_limits)
-    install_runtime(WorkerRuntime(segmenter, store, provenance, heartbeat=worker.beat_running_job, co_jobs=co_jobs,
-                                  storage=settings.storage, codec=codec))
+    install_runtime(
+        WorkerRuntime(
+            segmenter,
+            store,
+            provenance,
+            heartbeat=worker.beat_running_job,
+            co_jobs=co_jobs,
+            storage=settings.storage,
+            codec=codec,
+        )
+    )
     return worker
 
 
@@ -393,8 +426,7 @@ def run(settings: WorkerSettings) -> int:
     again, so a Redis restart never needs the worker restarted.
     """
     check_redis(settings.redis_url)
-    segmenter = Segmenter.load(settings.model, settings.device, settings.dtype, settings.max_batch,
-                               settings.compile)
+    segmenter = Segmenter.load(settings.model, settings.device, settings.dtype, settings.max_batch, settings.compile)
     segmenter.warm()
     if settings.metrics_listen:
         serve_metrics(settings.metrics_listen, segmenter.loaded.device)
@@ -414,8 +446,15 @@ def run(settings: WorkerSettings) -> int:
             continue
         p = worker.provenance
         batching = f"batches of up to {worker.gatherer.frames} frames" if worker.gatherer.enabled else "no batching"
-        log.info("worker %s ready: %s on %s (%s), queues %s, %s", worker.name, p.model, p.device, p.dtype,
-                 ", ".join(settings.queue_names), batching)
+        log.info(
+            "worker %s ready: %s on %s (%s), queues %s, %s",
+            worker.name,
+            p.model,
+            p.device,
+            p.dtype,
+            ", ".join(settings.queue_names),
+            batching,
+        )
         try:
             worker.work(burst=settings.burst, with_scheduler=False, logging_level=None)
         except RedisError as error:

@@ -27,10 +27,7 @@ from transformers import (
 )
 
 PRESETS = ("full", "tiny")
-NOTICE = (
-    "synthetic model with RANDOM weights: its masks are meaningless; "
-    "use it only to test wiring, parity and speed"
-)
+NOTICE = "synthetic model with RANDOM weights: its masks are meaningless; use it only to test wiring, parity and speed"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 CLIPSEG_SIZE = 352
@@ -49,7 +46,13 @@ def synthetic_config(preset: str) -> CLIPSegConfig:
     else:
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     vocab_size = len(_byte_level_vocab())
-    text.update(vocab_size=vocab_size, max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
+    text.update(
+        vocab_size=vocab_size,
+        max_position_embeddings=77,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
     vision.update(patch_size=16, image_size=224)
     extract_layers = [3, 6, 9] if preset == "full" else [1, 3, 4]
     return CLIPSegConfig(
@@ -73,7 +76,9 @@ def write_synthetic_model(directory: str | Path, preset: str = "tiny", seed: int
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
-    (directory / "SYNTHETIC.json").write_text(json.dumps({"preset": preset, "seed": seed, "notice": NOTICE}, indent=2) + "\n")
+    (directory / "SYNTHETIC.json").write_text(
+        json.dumps({"preset": preset, "seed": seed, "notice": NOTICE}, indent=2) + "\n"
+    )
     for path in directory.iterdir():
         # safetensors writes the weights owner-only; a worker running as another user (the
         # worker image's) must be able to read a model mounted into it.

@@ -54,8 +54,9 @@ def find_weights(name: str, timeout: float = PROBE_TIMEOUT_S) -> WeightsSource:
     try:
         validate_repo_id(name)
     except HFValidationError:
-        return WeightsSource(f"no such folder: {name} (and it is not a Hugging Face id such as owner/model)",
-                             local_only=True)
+        return WeightsSource(
+            f"no such folder: {name} (and it is not a Hugging Face id such as owner/model)", local_only=True
+        )
     cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
     if os.environ.get("HF_HUB_OFFLINE"):
         problem = None if cached else f"{name} is not in the Hugging Face cache and HF_HUB_OFFLINE is set"
@@ -63,8 +64,7 @@ def find_weights(name: str, timeout: float = PROBE_TIMEOUT_S) -> WeightsSource:
     silent = _recent_hub_answer(f"{constants.ENDPOINT.rstrip('/')}/api/models/{name}", timeout)
     if silent is None:
         return WeightsSource(None, local_only=False)
-    return WeightsSource(None if cached else f"{name} is not in the Hugging Face cache and {silent}",
-                         local_only=True)
+    return WeightsSource(None if cached else f"{name} is not in the Hugging Face cache and {silent}", local_only=True)
 
 
 def weights_unavailable(name: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:

@@ -46,19 +46,36 @@ class ApplyCLIPSegOnFarm:
             "required": {
                 "image": ("IMAGE",),
                 "prompt": ("STRING", {"multiline": False, "default": ""}),
-                "negatives": ("STRING", {"multiline": False, "default": "",
-                                         "tooltip": "what to take out of the prompt's mask, separated by commas "
-                                                    "('shadow, reflection'); empty: nothing"}),
+                "negatives": (
+                    "STRING",
+                    {
+                        "multiline": False,
+                        "default": "",
+                        "tooltip": "what to take out of the prompt's mask, separated by commas "
+                        "('shadow, reflection'); empty: nothing",
+                    },
+                ),
                 "threshold": ("FLOAT", {"default": 0.4, "min": 0.0, "max": 1.0, "step": 0.05}),
                 "smooth": ("INT", {"default": 9, "min": 0, "max": 32, "step": 1}),
                 "dilate": ("INT", {"default": 0, "min": -32, "max": 32, "step": 1}),
                 "blur": ("INT", {"default": 0, "min": 0, "max": 64, "step": 1}),
-                "target": ("STRING", {"multiline": False, "default": "",
-                                      "tooltip": "host:port of the maskfarm server; empty: $MASKFARM_TARGET, "
-                                                 "else localhost:50051"}),
-                "token_file": ("STRING", {"multiline": False, "default": "",
-                                          "tooltip": "file holding the bearer token, for servers with auth on; "
-                                                     "empty: $MASKFARM_TOKEN, else none"}),
+                "target": (
+                    "STRING",
+                    {
+                        "multiline": False,
+                        "default": "",
+                        "tooltip": "host:port of the maskfarm server; empty: $MASKFARM_TARGET, else localhost:50051",
+                    },
+                ),
+                "token_file": (
+                    "STRING",
+                    {
+                        "multiline": False,
+                        "default": "",
+                        "tooltip": "file holding the bearer token, for servers with auth on; "
+                        "empty: $MASKFARM_TOKEN, else none",
+                    },
+                ),
                 "priority": (PRIORITIES, {"default": "normal"}),
             },
         }
@@ -67,18 +84,37 @@ class ApplyCLIPSegOnFarm:
     FUNCTION = "execute"
     CATEGORY = "maskfarm"
 
-    def execute(self, image: Any, prompt: str, negatives: str, threshold: float, smooth: int, dilate: int,
-                blur: int, target: str = "", token_file: str = "", priority: str = "normal") -> tuple[Any]:
+    def execute(
+        self,
+        image: Any,
+        prompt: str,
+        negatives: str,
+        threshold: float,
+        smooth: int,
+        dilate: int,
+        blur: int,
+        target: str = "",
+        token_file: str = "",
+        priority: str = "normal",
+    ) -> tuple[Any]:
         """The MASK batch (B x H x W float32 in [0, 1]) of ``image`` (B x H x W x C floats
         in [0, 1]) for ``prompt`` minus its ``negatives`` (the maximum of their masks).
         Raises ``MaskfarmNodeError`` when it cannot."""
         if not prompt.strip():
             raise MaskfarmNodeError("prompt: empty; type what to segment (a few words: 'red car')")
         frames = image_frames(image)
-        options = dict(threshold=threshold, smooth=smooth, dilate=dilate, blur=blur, format="float32",
-                       priority=priority, labels=JOB_LABELS)
-        masks = segment_on_farm(frames, prompt, split_negatives(negatives), options, target.strip(),
-                                read_token(token_file.strip()))
+        options = dict(
+            threshold=threshold,
+            smooth=smooth,
+            dilate=dilate,
+            blur=blur,
+            format="float32",
+            priority=priority,
+            labels=JOB_LABELS,
+        )
+        masks = segment_on_farm(
+            frames, prompt, split_negatives(negatives), options, target.strip(), read_token(token_file.strip())
+        )
         return (mask_batch(masks),)
 
 
@@ -126,8 +162,14 @@ def split_negatives(negatives: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in negatives.split(",") if part.strip())
 
 
-def segment_on_farm(frames: list[tuple[str, np.ndarray]], prompt: str, negatives: tuple[str, ...],
-                    options: dict[str, Any], target: str, token: str | None) -> list[np.ndarray]:
+def segment_on_farm(
+    frames: list[tuple[str, np.ndarray]],
+    prompt: str,
+    negatives: tuple[str, ...],
+    options: dict[str, Any],
+    target: str,
+    token: str | None,
+) -> list[np.ndarray]:
     """One job of ``frames`` x ``prompt`` (minus ``negatives``) on the service at
     ``target``; its masks in frame order, float32 H x W each."""
     client_module, prompts, errors = _maskfarm_client()
@@ -136,11 +178,13 @@ def segment_on_farm(frames: list[tuple[str, np.ndarray]], prompt: str, negatives
             job = client.submit(frames, [prompts.Prompt(prompt, negatives=negatives)], **options)
             return _watch_masks(client, job)
         except errors.RequestTooLarge as error:
-            raise MaskfarmNodeError(f"image: the batch is too large for one job ({error.details}); "
-                                    "send fewer or smaller images at a time") from None
+            raise MaskfarmNodeError(
+                f"image: the batch is too large for one job ({error.details}); send fewer or smaller images at a time"
+            ) from None
         except errors.Unavailable as error:
-            raise MaskfarmNodeError(f"cannot reach the maskfarm service at {client.target}: "
-                                    f"is a server running there? ({error.details})") from None
+            raise MaskfarmNodeError(
+                f"cannot reach the maskfarm service at {client.target}: is a server running there? ({error.details})"
+            ) from None
         except errors.MaskfarmError as error:
             raise MaskfarmNodeError(f"maskfarm: {error}") from None
 
