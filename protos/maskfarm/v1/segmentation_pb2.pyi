@@ -1,14 +1,9 @@
-from typing import ClassVar as _ClassVar
-from typing import Iterable as _Iterable
-from typing import Mapping as _Mapping
-from typing import Optional as _Optional
-from typing import Union as _Union
-
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -46,7 +41,6 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_WORKER_LOST: _ClassVar[ErrorCode]
     ERROR_CODE_OUT_OF_MEMORY: _ClassVar[ErrorCode]
     ERROR_CODE_INTERNAL: _ClassVar[ErrorCode]
-
 OUTPUT_FORMAT_UNSPECIFIED: OutputFormat
 OUTPUT_FORMAT_PNG8: OutputFormat
 OUTPUT_FORMAT_PNG16: OutputFormat
@@ -79,9 +73,7 @@ class Frame(_message.Message):
     data: bytes
     name: str
     path: str
-    def __init__(
-        self, data: _Optional[bytes] = ..., name: _Optional[str] = ..., path: _Optional[str] = ...
-    ) -> None: ...
+    def __init__(self, data: _Optional[bytes] = ..., name: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class MaskParams(_message.Message):
     __slots__ = ("threshold", "smooth", "dilate", "blur", "soft", "invert", "union_mask")
@@ -99,16 +91,7 @@ class MaskParams(_message.Message):
     soft: bool
     invert: bool
     union_mask: bool
-    def __init__(
-        self,
-        threshold: _Optional[float] = ...,
-        smooth: _Optional[int] = ...,
-        dilate: _Optional[int] = ...,
-        blur: _Optional[int] = ...,
-        soft: bool = ...,
-        invert: bool = ...,
-        union_mask: bool = ...,
-    ) -> None: ...
+    def __init__(self, threshold: _Optional[float] = ..., smooth: _Optional[int] = ..., dilate: _Optional[int] = ..., blur: _Optional[int] = ..., soft: bool = ..., invert: bool = ..., union_mask: bool = ...) -> None: ...
 
 class Prompt(_message.Message):
     __slots__ = ("text", "negatives", "params", "image")
@@ -120,13 +103,7 @@ class Prompt(_message.Message):
     negatives: _containers.RepeatedScalarFieldContainer[str]
     params: MaskParams
     image: Frame
-    def __init__(
-        self,
-        text: _Optional[str] = ...,
-        negatives: _Optional[_Iterable[str]] = ...,
-        params: _Optional[_Union[MaskParams, _Mapping]] = ...,
-        image: _Optional[_Union[Frame, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, text: _Optional[str] = ..., negatives: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., image: _Optional[_Union[Frame, _Mapping]] = ...) -> None: ...
 
 class ExrOptions(_message.Message):
     __slots__ = ("layer", "exposure")
@@ -137,19 +114,7 @@ class ExrOptions(_message.Message):
     def __init__(self, layer: _Optional[str] = ..., exposure: _Optional[float] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = (
-        "frames",
-        "prompts",
-        "params",
-        "format",
-        "priority",
-        "labels",
-        "request_id",
-        "keep_going",
-        "output_dir",
-        "exr",
-        "prompt_specs",
-    )
+    __slots__ = ("frames", "prompts", "params", "format", "priority", "labels", "request_id", "keep_going", "output_dir", "exr", "prompt_specs")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -157,7 +122,6 @@ class SubmitJobRequest(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
@@ -180,20 +144,7 @@ class SubmitJobRequest(_message.Message):
     output_dir: str
     exr: ExrOptions
     prompt_specs: _containers.RepeatedCompositeFieldContainer[Prompt]
-    def __init__(
-        self,
-        frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ...,
-        prompts: _Optional[_Iterable[str]] = ...,
-        params: _Optional[_Union[MaskParams, _Mapping]] = ...,
-        format: _Optional[_Union[OutputFormat, str]] = ...,
-        priority: _Optional[_Union[Priority, str]] = ...,
-        labels: _Optional[_Mapping[str, str]] = ...,
-        request_id: _Optional[str] = ...,
-        keep_going: bool = ...,
-        output_dir: _Optional[str] = ...,
-        exr: _Optional[_Union[ExrOptions, _Mapping]] = ...,
-        prompt_specs: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ...,
-    ) -> None: ...
+    def __init__(self, frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., prompts: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., keep_going: bool = ..., output_dir: _Optional[str] = ..., exr: _Optional[_Union[ExrOptions, _Mapping]] = ..., prompt_specs: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("code", "message")
@@ -211,9 +162,7 @@ class Progress(_message.Message):
     done_frames: int
     total_frames: int
     failed_frames: int
-    def __init__(
-        self, done_frames: _Optional[int] = ..., total_frames: _Optional[int] = ..., failed_frames: _Optional[int] = ...
-    ) -> None: ...
+    def __init__(self, done_frames: _Optional[int] = ..., total_frames: _Optional[int] = ..., failed_frames: _Optional[int] = ...) -> None: ...
 
 class Provenance(_message.Message):
     __slots__ = ("model", "revision", "dtype", "device", "maskfarm_version", "worker")
@@ -229,39 +178,10 @@ class Provenance(_message.Message):
     device: str
     maskfarm_version: str
     worker: str
-    def __init__(
-        self,
-        model: _Optional[str] = ...,
-        revision: _Optional[str] = ...,
-        dtype: _Optional[str] = ...,
-        device: _Optional[str] = ...,
-        maskfarm_version: _Optional[str] = ...,
-        worker: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., revision: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., maskfarm_version: _Optional[str] = ..., worker: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = (
-        "id",
-        "state",
-        "progress",
-        "error",
-        "create_time",
-        "start_time",
-        "finish_time",
-        "labels",
-        "provenance",
-        "prompts",
-        "frame_names",
-        "params",
-        "format",
-        "priority",
-        "request_id",
-        "cancel_requested",
-        "keep_going",
-        "output_dir",
-        "exr",
-        "prompt_specs",
-    )
+    __slots__ = ("id", "state", "progress", "error", "create_time", "start_time", "finish_time", "labels", "provenance", "prompts", "frame_names", "params", "format", "priority", "request_id", "cancel_requested", "keep_going", "output_dir", "exr", "prompt_specs")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -269,7 +189,6 @@ class Job(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
@@ -310,29 +229,7 @@ class Job(_message.Message):
     output_dir: str
     exr: ExrOptions
     prompt_specs: _containers.RepeatedCompositeFieldContainer[Prompt]
-    def __init__(
-        self,
-        id: _Optional[str] = ...,
-        state: _Optional[_Union[JobState, str]] = ...,
-        progress: _Optional[_Union[Progress, _Mapping]] = ...,
-        error: _Optional[_Union[JobError, _Mapping]] = ...,
-        create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...,
-        start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...,
-        finish_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...,
-        labels: _Optional[_Mapping[str, str]] = ...,
-        provenance: _Optional[_Union[Provenance, _Mapping]] = ...,
-        prompts: _Optional[_Iterable[str]] = ...,
-        frame_names: _Optional[_Iterable[str]] = ...,
-        params: _Optional[_Union[MaskParams, _Mapping]] = ...,
-        format: _Optional[_Union[OutputFormat, str]] = ...,
-        priority: _Optional[_Union[Priority, str]] = ...,
-        request_id: _Optional[str] = ...,
-        cancel_requested: bool = ...,
-        keep_going: bool = ...,
-        output_dir: _Optional[str] = ...,
-        exr: _Optional[_Union[ExrOptions, _Mapping]] = ...,
-        prompt_specs: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ...,
-    ) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., prompts: _Optional[_Iterable[str]] = ..., frame_names: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[MaskParams, _Mapping]] = ..., format: _Optional[_Union[OutputFormat, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., request_id: _Optional[str] = ..., cancel_requested: bool = ..., keep_going: bool = ..., output_dir: _Optional[str] = ..., exr: _Optional[_Union[ExrOptions, _Mapping]] = ..., prompt_specs: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ...) -> None: ...
 
 class Mask(_message.Message):
     __slots__ = ("prompt_index", "prompt", "is_union", "format", "data", "width", "height", "path")
@@ -352,17 +249,7 @@ class Mask(_message.Message):
     width: int
     height: int
     path: str
-    def __init__(
-        self,
-        prompt_index: _Optional[int] = ...,
-        prompt: _Optional[str] = ...,
-        is_union: bool = ...,
-        format: _Optional[_Union[OutputFormat, str]] = ...,
-        data: _Optional[bytes] = ...,
-        width: _Optional[int] = ...,
-        height: _Optional[int] = ...,
-        path: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, prompt_index: _Optional[int] = ..., prompt: _Optional[str] = ..., is_union: bool = ..., format: _Optional[_Union[OutputFormat, str]] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
 
 class FrameResult(_message.Message):
     __slots__ = ("frame_index", "frame_name", "masks", "error")
@@ -374,13 +261,7 @@ class FrameResult(_message.Message):
     frame_name: str
     masks: _containers.RepeatedCompositeFieldContainer[Mask]
     error: str
-    def __init__(
-        self,
-        frame_index: _Optional[int] = ...,
-        frame_name: _Optional[str] = ...,
-        masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ...,
-        error: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, frame_index: _Optional[int] = ..., frame_name: _Optional[str] = ..., masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id", "include_masks", "first_frame", "max_frames")
@@ -392,13 +273,7 @@ class GetJobRequest(_message.Message):
     include_masks: bool
     first_frame: int
     max_frames: int
-    def __init__(
-        self,
-        job_id: _Optional[str] = ...,
-        include_masks: bool = ...,
-        first_frame: _Optional[int] = ...,
-        max_frames: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., include_masks: bool = ..., first_frame: _Optional[int] = ..., max_frames: _Optional[int] = ...) -> None: ...
 
 class GetJobResponse(_message.Message):
     __slots__ = ("job", "frames", "next_frame")
@@ -408,12 +283,7 @@ class GetJobResponse(_message.Message):
     job: Job
     frames: _containers.RepeatedCompositeFieldContainer[FrameResult]
     next_frame: int
-    def __init__(
-        self,
-        job: _Optional[_Union[Job, _Mapping]] = ...,
-        frames: _Optional[_Iterable[_Union[FrameResult, _Mapping]]] = ...,
-        next_frame: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., frames: _Optional[_Iterable[_Union[FrameResult, _Mapping]]] = ..., next_frame: _Optional[int] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id", "from_frame")
@@ -429,9 +299,7 @@ class WatchJobEvent(_message.Message):
     FRAME_FIELD_NUMBER: _ClassVar[int]
     job: Job
     frame: FrameResult
-    def __init__(
-        self, job: _Optional[_Union[Job, _Mapping]] = ..., frame: _Optional[_Union[FrameResult, _Mapping]] = ...
-    ) -> None: ...
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., frame: _Optional[_Union[FrameResult, _Mapping]] = ...) -> None: ...
 
 class CancelJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -448,7 +316,6 @@ class ListJobsRequest(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-
     STATES_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -457,13 +324,7 @@ class ListJobsRequest(_message.Message):
     labels: _containers.ScalarMap[str, str]
     page_size: int
     page_token: str
-    def __init__(
-        self,
-        states: _Optional[_Iterable[_Union[JobState, str]]] = ...,
-        labels: _Optional[_Mapping[str, str]] = ...,
-        page_size: _Optional[int] = ...,
-        page_token: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token")
@@ -471,30 +332,14 @@ class ListJobsResponse(_message.Message):
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
     next_page_token: str
-    def __init__(
-        self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...
-    ) -> None: ...
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListWorkersRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = (
-        "name",
-        "hostname",
-        "pid",
-        "state",
-        "device",
-        "model",
-        "revision",
-        "dtype",
-        "queues",
-        "current_job_id",
-        "start_time",
-        "last_heartbeat",
-        "maskfarm_version",
-    )
+    __slots__ = ("name", "hostname", "pid", "state", "device", "model", "revision", "dtype", "queues", "current_job_id", "start_time", "last_heartbeat", "maskfarm_version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -521,22 +366,7 @@ class Worker(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     last_heartbeat: _timestamp_pb2.Timestamp
     maskfarm_version: str
-    def __init__(
-        self,
-        name: _Optional[str] = ...,
-        hostname: _Optional[str] = ...,
-        pid: _Optional[int] = ...,
-        state: _Optional[str] = ...,
-        device: _Optional[str] = ...,
-        model: _Optional[str] = ...,
-        revision: _Optional[str] = ...,
-        dtype: _Optional[str] = ...,
-        queues: _Optional[_Iterable[_Union[Priority, str]]] = ...,
-        current_job_id: _Optional[str] = ...,
-        start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...,
-        last_heartbeat: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...,
-        maskfarm_version: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., device: _Optional[str] = ..., model: _Optional[str] = ..., revision: _Optional[str] = ..., dtype: _Optional[str] = ..., queues: _Optional[_Iterable[_Union[Priority, str]]] = ..., current_job_id: _Optional[str] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., maskfarm_version: _Optional[str] = ...) -> None: ...
 
 class ListWorkersResponse(_message.Message):
     __slots__ = ("workers",)
