@@ -575,7 +575,14 @@ def _reporting_errors(command: str, run, target: str = "") -> int:
     """``run()``, with maskfarm's errors as one line on stderr and an exit code: 2 for
     what the user can fix in the command, 1 for the rest. A server that cannot be reached
     gets a second line: how to start one, or point at another (``target``)."""
-    from maskfarm.client.errors import FrameRefused, InvalidRequest, JobNotFound, MaskfarmError, Unavailable
+    from maskfarm.client.errors import (
+        FrameRefused,
+        InvalidRequest,
+        JobNotFound,
+        MaskfarmError,
+        StorageDenied,
+        Unavailable,
+    )
 
     try:
         return run()
@@ -587,7 +594,7 @@ def _reporting_errors(command: str, run, target: str = "") -> int:
     except FrameRefused as error:
         print(f"maskfarm {command}: {error.details} (--keep-going skips such frames)", file=sys.stderr)
         return 2
-    except (InvalidRequest, JobNotFound) as error:
+    except (InvalidRequest, JobNotFound, StorageDenied) as error:
         print(f"maskfarm {command}: {error.details}", file=sys.stderr)
         return 2
     except MaskfarmError as error:

@@ -78,6 +78,13 @@ class JobNotFound(MaskfarmError):
     code = "NOT_FOUND"
 
 
+class StorageDenied(MaskfarmError):
+    """A shared-storage path this caller may not use, named with its field in ``details``:
+    a frame (or image prompt) outside the caller's read roots answers NOT_FOUND (the answer
+    does not confirm that the file exists), an ``output_dir`` outside its write roots
+    PERMISSION_DENIED. Retrying the same request cannot help."""
+
+
 class Busy(MaskfarmError):
     """The server refused the work for now (RESOURCE_EXHAUSTED): its backlog is full, or
     a message was over its size limit. ``retry_after_s`` is the server's hint, if any."""
@@ -147,12 +154,20 @@ _BY_STATUS: dict[grpc.StatusCode, type[MaskfarmError]] = {
 }
 
 
+_NAMES_A_FIELD = re.compile(r"[a-z_]+(\[\d+\])?(\.[a-z_]+|\[\d+\])*: ")
+"""A request field opening the details (``frames[1].path: ...``): a refused path, not a job."""
+
+
 def from_rpc_error(error: grpc.RpcError) -> MaskfarmError:
     """The ``MaskfarmError`` that a failed call's status stands for."""
     status: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
     details: str = error.details() or status.name  # type: ignore[attr-defined]
     if status is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return Busy(details, retry_after_s=_retry_after_s(error))
+    if status is grpc.StatusCode.PERMISSION_DENIED or (
+        status is grpc.StatusCode.NOT_FOUND and _NAMES_A_FIELD.match(details)
+    ):
+        return StorageDenied(details, code=status.name)
     kind = _BY_STATUS.get(status)
     if kind is None:
         return MaskfarmError(details, code=status.name)

@@ -353,3 +353,23 @@ def test_under_keep_going_the_colliding_frame_is_skipped_and_the_rest_written(ou
     plates = root / "alice" / "sh010" / "plates"
     assert (plates / "sh010.1002.png").read_bytes() == png(2)
     assert (plates / "sh010.1003.png").is_file()  # frame 1's mask, beside the plates it spares
+
+
+def test_the_client_library_names_a_refused_path_as_such_not_as_a_missing_job(
+    owned_server: ServerProcess, root: Path
+) -> None:
+    from maskfarm.client.client import Client
+    from maskfarm.client.errors import JobNotFound, StorageDenied
+    from maskfarm.client.frames import StoragePath
+
+    with Client(owned_server.target, token=ALICE) as client:
+        mine = StoragePath(f"{root}/alice/sh010/plates/sh010.1001.png")
+        with pytest.raises(StorageDenied) as reading:
+            client.submit([mine, StoragePath(f"{root}/bob/sh010/plates/sh010.1001.png")], ["car"])
+        assert reading.value.code == "NOT_FOUND" and not isinstance(reading.value, JobNotFound)
+        assert "frames[1].path: you may not read there" in reading.value.details
+        with pytest.raises(StorageDenied) as writing:
+            client.submit([mine], ["car"], output_dir=f"{root}/bob/masks")
+        assert writing.value.code == "PERMISSION_DENIED"
+        with pytest.raises(JobNotFound):
+            client.get("0" * 32)
