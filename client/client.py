@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import grpc
 
@@ -47,12 +47,12 @@ from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
 
 DEFAULT_TARGET = "localhost:50051"
 DEFAULT_MAX_MESSAGE_MIB = 64
-FORMATS = ("png8", "png16", "float32", "exr", "tiff16")
 PRIORITIES = ("high", "normal", "low")
 WAIT_POLL_S = (0.05, 2.0)
 """``wait`` polls GetJob from every 50 ms, slowing by half each time, to every 2 s."""
 
-Format = Literal["png8", "png16", "float32"]
+Format = Literal["png8", "png16", "float32", "exr", "tiff16"]
+FORMATS: tuple[str, ...] = get_args(Format)
 Priority = Literal["high", "normal", "low"]
 Frames = Iterable[FrameSource | tuple[str, FrameSource]]
 T = TypeVar("T")

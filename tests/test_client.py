@@ -255,3 +255,13 @@ def test_a_full_backlog_is_busy_with_the_servers_retry_hint(redis_url: str) -> N
         with pytest.raises(Busy) as too_big:
             client.submit([np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)], ["car"])
         assert too_big.value.retry_after_s is None
+
+
+def test_the_client_offers_every_output_format_the_proto_has() -> None:
+    from typing import get_args
+
+    from maskfarm.client.client import FORMATS, Format
+    from maskfarm.v1 import segmentation_pb2 as pb
+
+    in_proto = {name.removeprefix("OUTPUT_FORMAT_").lower() for name in pb.OutputFormat.keys()} - {"unspecified"}
+    assert set(get_args(Format)) == set(FORMATS) == in_proto
