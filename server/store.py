@@ -501,13 +501,16 @@ class JobStore:
 
     def stop_reason(self, job_id: str, attempt: int) -> str | None:
         """Why run number ``attempt`` of a job should stop now (worker, between batches):
-        ``"cancelled"`` when cancelling was requested or the job is gone or no longer
-        running, ``"superseded"`` when a later run started (this run's worker was taken
-        for dead), None to go on."""
+        ``"not_running"`` when the job is gone or no longer running (it ended, e.g. failed
+        as lost while this run was taken for dead: nothing for this run to record),
+        ``"superseded"`` when a later run started, ``"cancelled"`` when cancelling was
+        requested of this run (which then records the cancellation), None to go on."""
         state, flag, attempts = self.redis.hmget(self.keys.job(job_id), ["state", "cancel_requested", "attempts"])
-        if state != JobState.RUNNING.value.encode() or flag == b"1":
-            return "cancelled"
-        return "superseded" if int(attempts or 0) != attempt else None
+        if state != JobState.RUNNING.value.encode():
+            return "not_running"
+        if int(attempts or 0) != attempt:
+            return "superseded"
+        return "cancelled" if flag == b"1" else None
 
     def mark_succeeded(self, job_id: str) -> bool:
         """Ends a running job as succeeded; False if it was not running."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from maskfarm.server.jobs import ErrorCode
 from maskfarm.server.store import JobStore
 from tests.test_store import PROVENANCE, create
 
@@ -17,3 +18,13 @@ def test_a_run_goes_on_until_a_later_run_starts_or_the_job_is_cancelled(store: J
 
     store.cancel(job.id)
     assert store.stop_reason(job.id, second.attempts) == "cancelled"
+
+
+def test_a_run_whose_job_ended_or_vanished_stops_without_being_told_it_was_cancelled(store: JobStore) -> None:
+    job = create(store)
+    run = store.mark_running(job.id, PROVENANCE)
+    store.cancel(job.id)  # asked, then the job ended otherwise before this run looked
+    store.mark_failed(job.id, ErrorCode.WORKER_LOST, "taken for dead")
+    assert store.stop_reason(job.id, run.attempts) == "not_running"
+    store.redis.delete(store.keys.job(job.id))
+    assert store.stop_reason(job.id, run.attempts) == "not_running"

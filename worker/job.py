@@ -128,6 +128,8 @@ def run_job(job_id: str) -> None:
             log.info("job %s cancelled", job_id)
         elif outcome == "superseded":
             log.warning("job %s stopped: a later run took it over (this worker was taken for dead)", job_id)
+        elif outcome == "not_running":
+            log.warning("job %s stopped: it is no longer running (it ended while this worker was busy)", job_id)
         elif while_refused(lambda: runtime.store.mark_succeeded(job_id), f"job {job_id} success", runtime.heartbeat):
             JOBS_ENDED.labels("succeeded").inc()
             log.info("job %s succeeded", job_id)
@@ -137,7 +139,7 @@ def run_job(job_id: str) -> None:
 
 def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
     """Computes and stores every frame not stored yet; ``"done"``, or why it stopped
-    early: ``"cancelled"``, or ``"superseded"`` (a later run of the job took over)."""
+    early (``JobStore.stop_reason``): ``"cancelled"``, ``"superseded"`` or ``"not_running"``."""
     store, segmenter = runtime.store, runtime.segmenter
     pending = _pending(store, job)
     if len(pending) < job.total_frames:
