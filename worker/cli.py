@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -76,41 +77,41 @@ def _add_worker_command(subcommands: argparse._SubParsersAction) -> None:
     )
     worker.add_argument(
         "--heartbeat-s",
-        type=float,
-        default=_number_env("MASKFARM_HEARTBEAT_S", 10.0),
+        type=_number(float, "MASKFARM_HEARTBEAT_S"),
+        default=os.environ.get("MASKFARM_HEARTBEAT_S") or "10.0",
         help="how often a busy worker renews its job's lease (env MASKFARM_HEARTBEAT_S; default %(default)s)",
     )
     worker.add_argument(
         "--job-lease-s",
-        type=int,
-        default=int(_number_env("MASKFARM_JOB_LEASE_S", 30)),
+        type=_number(int, "MASKFARM_JOB_LEASE_S"),
+        default=os.environ.get("MASKFARM_JOB_LEASE_S") or "30",
         help="a running job not heard from for this long is taken as lost and run again "
         "(env MASKFARM_JOB_LEASE_S; default %(default)s)",
     )
     worker.add_argument(
         "--maintenance-s",
-        type=int,
-        default=int(_number_env("MASKFARM_MAINTENANCE_S", 15)),
+        type=_number(int, "MASKFARM_MAINTENANCE_S"),
+        default=os.environ.get("MASKFARM_MAINTENANCE_S") or "15",
         help="how often the worker looks for lost jobs, idle or not (env MASKFARM_MAINTENANCE_S; default %(default)s)",
     )
     worker.add_argument(
         "--batch-frames",
-        type=int,
-        default=_int_env("MASKFARM_BATCH_FRAMES"),
+        type=_number(int, "MASKFARM_BATCH_FRAMES"),
+        default=os.environ.get("MASKFARM_BATCH_FRAMES") or None,
         help="run small jobs waiting together as one batch of up to this many frames; 0 or 1: "
         "never (env MASKFARM_BATCH_FRAMES; default: the model batch, --max-batch)",
     )
     worker.add_argument(
         "--batch-wait-ms",
-        type=float,
-        default=_number_env("MASKFARM_BATCH_WAIT_MS", 5.0),
+        type=_number(float, "MASKFARM_BATCH_WAIT_MS"),
+        default=os.environ.get("MASKFARM_BATCH_WAIT_MS") or "5.0",
         help="how long a batch that found jobs waiting waits for more; with an empty queue a "
         "job starts at once (env MASKFARM_BATCH_WAIT_MS; default %(default)s)",
     )
     worker.add_argument(
         "--codec-threads",
-        type=int,
-        default=_int_env("MASKFARM_CODEC_THREADS"),
+        type=_number(int, "MASKFARM_CODEC_THREADS"),
+        default=os.environ.get("MASKFARM_CODEC_THREADS") or None,
         help="threads decoding frames and encoding masks beside the model (env "
         "MASKFARM_CODEC_THREADS; default: 1 on a CPU, up to 8 with a GPU)",
     )
@@ -241,8 +242,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-batch",
-        type=int,
-        default=_int_env("MASKFARM_MAX_BATCH"),
+        type=_number(int, "MASKFARM_MAX_BATCH"),
+        default=os.environ.get("MASKFARM_MAX_BATCH") or None,
         help="(frame, prompt) pairs per model batch; bounds memory (env MASKFARM_MAX_BATCH; default 64 on CUDA, 8 on CPU)",
     )
 
@@ -387,11 +388,16 @@ def run_local_segment(args: argparse.Namespace, params, frames, report) -> int:
     return report.finish(len(written))
 
 
-def _number_env(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
+def _number(kind: type[int] | type[float], variable: str) -> Callable[[str], int | float]:
+    """An argparse ``type`` for a flag that falls back to ``variable``. The defaults are the
+    variables' raw text, which argparse converts only when the flag's command runs: a bad
+    value is that command's usage error, never another command's crash."""
 
+    def convert(text: str) -> int | float:
+        try:
+            return kind(text)
+        except ValueError:
+            wanted = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r} (the flag, or {variable})") from None
 
-def _int_env(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value else None
+    return convert
