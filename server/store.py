@@ -18,6 +18,8 @@ Layout, for a namespace ``ns`` (default ``maskfarm``) and a job id ``J``::
     ns:jobs             zset     "created-µs:J" members, newest last (ListJobs)
     ns:jobs:label:K=V   zset     the same, for the jobs labelled K=V
     ns:backlog:bytes    string   encoded bytes of the frames of queued jobs
+    ns:backlog:jobs     hash     queued job id -> its share of those bytes
+    ns:queued           zset     queued job ids by creation time (orphan sweeps)
     ns:worker:W         hash     a live worker's WorkerInfo
 
 Every key expires. While a job may still wait or run, its record and results live for
@@ -121,6 +123,10 @@ class Keys:
     def backlog_bytes(self) -> str:
         return f"{self.namespace}:backlog:bytes"
 
+    def backlog_jobs(self) -> str:
+        """Hash of each queued job's input bytes: what to release if its record vanishes."""
+        return f"{self.namespace}:backlog:jobs"
+
     def queued(self) -> str:
         """Sorted set of the QUEUED jobs' ids, scored by creation time (orphan sweeps)."""
         return f"{self.namespace}:queued"
@@ -128,6 +134,19 @@ class Keys:
     def worker(self, name: str) -> str:
         return f"{self.namespace}:worker:{name}"
 
+
+_FORGET_QUEUED = """
+for _, id in ipairs(ARGV) do
+    local bytes = redis.call('HGET', KEYS[1], id)
+    if bytes then
+        redis.call('HDEL', KEYS[1], id)
+        redis.call('DECRBY', KEYS[2], bytes)
+    end
+    redis.call('ZREM', KEYS[3], id)
+end
+return 0
+"""
+"""forget_queued, atomically: KEYS backlog jobs, backlog bytes, queued; ARGV the job ids."""
 
 _STORE_FRAME = """
 local ttl = redis.call('PTTL', KEYS[1])
@@ -170,6 +189,7 @@ class JobStore:
         self.keys = Keys(namespace)
         self.replica_wait = replica_wait
         self._store_frame = redis.register_script(_STORE_FRAME)
+        self._forget_queued = redis.register_script(_FORGET_QUEUED)
 
     # -- creating (server) -------------------------------------------------------------
 
@@ -233,6 +253,8 @@ class JobStore:
             _extend_ttl(pipe, index, ttl)
         pipe.incrby(self.keys.backlog_bytes(), job.input_bytes)
         _extend_ttl(pipe, self.keys.backlog_bytes(), ttl)
+        pipe.hset(self.keys.backlog_jobs(), job.id, job.input_bytes)
+        _extend_ttl(pipe, self.keys.backlog_jobs(), ttl)
         pipe.zadd(self.keys.queued(), {job.id: job.created_at})
         _extend_ttl(pipe, self.keys.queued(), ttl)
 
@@ -417,8 +439,11 @@ class JobStore:
         return [job_id.decode() for job_id in ids]
 
     def forget_queued(self, job_ids: Iterable[str]) -> None:
+        """Drops queued jobs whose record is gone (expired during a long outage, say) from
+        the queued index, releasing their share of the backlog bytes."""
         if job_ids := list(job_ids):
-            self.redis.zrem(self.keys.queued(), *job_ids)
+            keys = [self.keys.backlog_jobs(), self.keys.backlog_bytes(), self.keys.queued()]
+            self._forget_queued(keys=keys, args=job_ids)
 
     def queued_bytes(self) -> int:
         """Encoded bytes of the frames of all queued jobs (the backlog's weight)."""
@@ -561,6 +586,7 @@ class JobStore:
                     pipe.hset(key, mapping=update)
                     if before.state is JobState.QUEUED and after is not JobState.QUEUED:
                         pipe.decrby(self.keys.backlog_bytes(), before.input_bytes)
+                        pipe.hdel(self.keys.backlog_jobs(), job_id)
                         pipe.zrem(self.keys.queued(), job_id)
                     if after.is_terminal:
                         self._keep_results(pipe, before)

@@ -54,6 +54,20 @@ def test_a_new_job_is_queued_with_its_frames_stored(store: JobStore) -> None:
     assert len(job.id) == 32
 
 
+def test_a_queued_job_whose_record_vanished_releases_its_backlog_bytes_when_forgotten(store: JobStore) -> None:
+    kept, lost = create(store, spec(2)), create(store, spec(3))
+    assert store.queued_bytes() == kept.input_bytes + lost.input_bytes
+    store.redis.delete(store.keys.job(lost.id))  # expired during a long outage, say
+    store.forget_queued([lost.id])
+    assert store.queued_bytes() == kept.input_bytes, "a phantom backlog is left"
+    assert store.queued_before(float("inf"), 10) == [kept.id]
+    store.forget_queued([lost.id])  # twice: nothing more released
+    assert store.queued_bytes() == kept.input_bytes
+    store.cancel(kept.id)  # leaving the queue the usual way releases it too, once
+    store.forget_queued([kept.id])
+    assert store.queued_bytes() == 0
+
+
 def test_the_same_request_id_gives_the_same_job(store: JobStore) -> None:
     first, created = store.create(spec(request_id="r-1"), queue_ttl=60, inputs_ttl=120, result_ttl=300)
     again, created_again = store.create(spec(request_id="r-1"), queue_ttl=60, inputs_ttl=120, result_ttl=300)
