@@ -14,7 +14,9 @@ Formats: ``png`` (8-bit grey), ``png16`` (16-bit grey), ``npy`` (float32, exact)
 from __future__ import annotations
 
 import io
+import os
 import re
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,13 +94,17 @@ def write_mask(path: str | Path, mask: np.ndarray, fmt: str = "png") -> Path:
 
 
 def write_file(path: str | Path, data: bytes) -> Path:
-    """Write an already encoded mask file as ``write_mask`` does (whole, then renamed)."""
+    """Write an already encoded mask file as ``write_mask`` does (whole, then renamed).
+    The partial file has a name of its own and is created new (``O_EXCL|O_NOFOLLOW``), so
+    nothing found in the folder (a FIFO, a symlink) is opened, and a failure leaves no part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     try:
-        partial.write_bytes(data)
-        partial.replace(path)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

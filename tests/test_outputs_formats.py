@@ -90,3 +90,32 @@ def test_overlay_tints_in_proportion_to_the_mask() -> None:
 
 def test_preview_files_sit_next_to_the_masks() -> None:
     assert preview_path("out", "red-car", "shot.1001.exr").as_posix() == "out/preview/red-car/shot.1001.jpg"
+
+
+def test_a_fifo_or_symlink_in_the_output_folder_is_never_opened(tmp_path) -> None:
+    """The mask file is written to a partial file created new, then renamed over whatever
+    stood at its name: a FIFO planted where a partial file used to go (``.name.partial``)
+    or at the mask's own name blocks nothing, and a symlink there is replaced, not followed."""
+    import os
+    import threading
+
+    target = tmp_path / "outside.txt"
+    target.write_text("keep")
+    os.mkfifo(tmp_path / ".a.png.partial")
+    os.mkfifo(tmp_path / "b.png")
+    (tmp_path / "c.png").symlink_to(target)
+    mask = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    done = []
+    writer = threading.Thread(
+        target=lambda: done.extend(write_mask(tmp_path / name, mask) for name in ("a.png", "b.png", "c.png")),
+        daemon=True,
+    )
+    writer.start()
+    writer.join(timeout=60)
+    if writer.is_alive():  # unblock the writer stuck on the FIFO before failing
+        os.close(os.open(tmp_path / ".a.png.partial", os.O_RDONLY | os.O_NONBLOCK))
+        pytest.fail("writing a mask opened a FIFO found in the output folder")
+    for name in ("a.png", "b.png", "c.png"):
+        assert (tmp_path / name).is_file() and not (tmp_path / name).is_symlink()
+        assert np.array_equal(np.round(read_mask(tmp_path / name) * 255).astype(np.uint8), quantise(mask, "png"))
+    assert target.read_text() == "keep"
