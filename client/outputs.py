@@ -13,6 +13,7 @@ Formats: ``png`` (8-bit grey), ``png16`` (16-bit grey), ``npy`` (float32, exact)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -93,20 +94,26 @@ def write_mask(path: str | Path, mask: np.ndarray, fmt: str = "png") -> Path:
     return write_file(path, encode_mask(mask, fmt))
 
 
-def write_file(path: str | Path, data: bytes) -> Path:
-    """Write an already encoded mask file as ``write_mask`` does (whole, then renamed).
-    The partial file has a name of its own and is created new (``O_EXCL|O_NOFOLLOW``), so
-    nothing found in the folder (a FIFO, a symlink) is opened, and a failure leaves no part."""
+def write_file(path: str | Path, data: bytes, mode: int | None = None) -> Path:
+    """Write an already encoded mask file as ``write_mask`` does (whole, then renamed),
+    with ``mode`` (None: the umask's). The partial file has a name of its own and is
+    created new (``O_EXCL|O_NOFOLLOW``, owner-only until ``mode`` is set), so nothing found
+    in the folder (a FIFO, a symlink) is opened, and a failure leaves no part. Not
+    fsynced: readers never see part of a file, but a host crash may lose the newest."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(partial, flags, 0o666 if mode is None else 0o600)
     try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
+            if mode is not None:
+                os.fchmod(file.fileno(), mode)
         os.replace(partial, path)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink()
         raise
     return path
 

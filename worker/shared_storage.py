@@ -8,22 +8,21 @@ storage may have changed since. Frames are read as ``maskfarm.server.frame_files
 replace one of the job's own frames (``maskfarm.server.mask_files``).
 
 Mask files are named as ``maskfarm segment`` names them (``maskfarm.client.outputs``:
-``<output_dir>/<prompt-slug>/<frame-stem>.<ext>``, ``union/`` for the union) and hold the same bytes, and each appears whole: it is written to a
-temporary file in its folder, given its mode, then renamed over its name (not fsynced:
-readers never see part of a file, but a host crash may lose the newest ones).
+``<output_dir>/<prompt-slug>/<frame-stem>.<ext>``, ``union/`` for the union), hold the same
+bytes and are written the same way, whole (``maskfarm.client.outputs.write_file``), with
+the worker's file mode.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from maskfarm.client.outputs import encode_mask, prompt_folders
+from maskfarm.client.outputs import encode_mask, prompt_folders, write_file
 from maskfarm.server.frame_files import ImageLimits, read_frame_file
 from maskfarm.server.jobs import FrameResult, JobRecord, OutputFormat
 from maskfarm.server.mask_files import FILE_FORMATS, InputFrames, mask_files
@@ -71,19 +70,10 @@ class SharedStorage:
         """Writes ``data`` to ``path`` whole, with this storage's mode, creating its
         folder; returns ``path``. Raises ``StoragePathError``."""
         folder = self.roots.output_dir(os.path.dirname(path))
-        partial = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.partial")
         try:
             os.makedirs(folder, exist_ok=True)
             self.roots.output_dir(folder)
-            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                with os.fdopen(descriptor, "wb") as file:
-                    file.write(data)
-                    os.fchmod(file.fileno(), self.mode)
-                os.replace(partial, path)
-            except BaseException:
-                _remove_quietly(partial)
-                raise
+            write_file(os.path.join(folder, os.path.basename(path)), data, self.mode)
         except OSError as error:
             raise StoragePathError(f"{path}: cannot write: {error.strerror or error}") from None
         return path
@@ -122,10 +112,3 @@ def _input_frames(frame_paths: tuple[str, ...]) -> InputFrames:
     """A job's input frames as files, looked up once per job rather than once per frame
     written (a frame moved while its job runs is the storage racing it: out of scope)."""
     return InputFrames(frame_paths)
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
