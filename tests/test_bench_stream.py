@@ -20,4 +20,6 @@ def test_every_frame_is_streamed_and_the_server_cost_printed() -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr[-5000:]
     rounds = re.findall(r"round \d: server CPU ([\d.]+) ms/frame; every frame received (\d+) ms", run.stdout)
-    assert len(rounds) == 2 and all(float(cpu) > 0 and int(wall) > 0 for cpu, wall in rounds)
+    # The server's CPU comes from /proc in clock ticks (10 ms): 40 frames may cost less than
+    # one on a fast machine, so 0.00 is a valid reading; that every frame arrived is the check.
+    assert len(rounds) == 2 and all(float(cpu) >= 0 and int(wall) > 0 for cpu, wall in rounds)
