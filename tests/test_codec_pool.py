@@ -12,7 +12,7 @@ import redis
 
 from maskfarm.server.jobs import JobSpec, JobState, Provenance
 from maskfarm.server.store import JobStore
-from maskfarm.worker.codec_pool import CodecPool
+from maskfarm.worker.codec_pool import CodecPool, read_ahead
 from maskfarm.worker.job import run_job
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.runtime import WorkerRuntime, install_runtime
@@ -78,6 +78,65 @@ def test_an_error_of_one_item_is_raised_for_that_item() -> None:
 def test_threads_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         CodecPool(0)
+
+
+def wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_read_ahead_keeps_order_and_raises_where_the_item_comes() -> None:
+    def source():
+        yield from range(5)
+        raise ValueError("frame 5 is broken")
+
+    seen = []
+    with pytest.raises(ValueError, match="frame 5"):
+        for item in read_ahead(source(), 2):
+            seen.append(item)
+    assert seen == list(range(5))
+    assert list(read_ahead(iter(range(4)), 0)) == list(range(4))
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_read_ahead_holds_at_most_its_depth(depth: int) -> None:
+    pulled, consumed, most_ahead = [0], [0], [0]
+
+    def source():
+        for n in range(40):
+            pulled[0] += 1
+            most_ahead[0] = max(most_ahead[0], pulled[0] - consumed[0])
+            yield n
+
+    items = read_ahead(source(), depth)
+    for n in range(40):
+        assert next(items) == n
+        consumed[0] += 1
+        if n == 0:  # it does go ahead, as far as its queue lets it
+            wait_for(lambda: pulled[0] >= depth + 2, "the reader to fill its queue")
+        time.sleep(0.002)
+    # the queue's depth, the item the thread holds, and one the reader took but has not counted yet
+    assert depth + 1 <= most_ahead[0] <= depth + 2
+
+
+def test_closing_read_ahead_stops_its_thread() -> None:
+    pulled = [0]
+
+    def endless():
+        while True:
+            pulled[0] += 1
+            yield pulled[0]
+
+    items = read_ahead(endless(), 2)
+    assert next(items) == 1
+    wait_for(lambda: pulled[0] >= 4, "the reader to fill its queue")
+    items.close()
+    assert not any(thread.name == "maskfarm-read-ahead" for thread in threading.enumerate())
+    stopped_at = pulled[0]
+    time.sleep(0.05)
+    assert pulled[0] == stopped_at <= 4
 
 
 @pytest.fixture(scope="module")

@@ -155,7 +155,10 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
         return stop is not None
 
     decoded: list[int] = []
-    frames = _decoded_frames(runtime, job, pending, chunk_size, should_stop, decoded, fresh=True)
+    # The next chunk's frames decode (on the codec threads) while the model runs this one.
+    frames = runtime.codec.ahead(
+        _decoded_frames(runtime, job, pending, chunk_size, should_stop, decoded, True), chunk_size
+    )
     prompts = job_prompts(runtime, job)
     made = ((decoded[result.index], result.masks) for result in segmenter.stream(frames, prompts, job.params))
     for (index, _), encoded in runtime.codec.in_order(lambda frame: encode_masks(runtime, job, *frame), made):
