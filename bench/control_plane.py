@@ -7,8 +7,8 @@
 
 Starts a private ``redis-server``, ``--servers`` real ``maskfarm server`` processes and
 ``--workers`` stand-in workers: the real worker (``build_worker``: RQ, the job store, frame
-decoding, mask encoding, shared storage, cross-job batching) around a stand-in model that
-takes ``--model-ms`` per frame and returns empty masks instead of running CLIPSeg. (The
+decoding, mask encoding, shared storage, cross-job batching) around bench/stand_in.py's
+model, which takes ``--model-ms`` per frame and returns a fixed mask instead of CLIPSeg's. (The
 worker's modules import torch, so each stand-in worker still loads it; no model runs.)
 
 Per case (mode x frames per job) ``--frames`` small frames are submitted as jobs through
@@ -33,11 +33,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import e2e  # noqa: E402  (the benchmarks' process plumbing)
+from stand_in import stand_in_segmenter  # noqa: E402
 
 GOAL_US_PER_FRAME = 20.0
 """Redis CPU per frame that lets one core feed 100 workers of 500 frames/s."""
@@ -71,38 +71,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # -- the stand-in worker (its own process) -------------------------------------------------
-
-
-def stand_in_segmenter(model_ms: float, max_batch: int = 64):
-    """A ``Segmenter`` whose model takes ``model_ms`` per frame and finds nothing: the
-    worker's own chunking, decoding and encoding around it are the real ones."""
-    import numpy as np
-    import torch
-
-    from maskfarm.worker.pipeline import Segmenter
-
-    class StandInSegmenter(Segmenter):
-        def __init__(self) -> None:  # no model to load
-            self.loaded = SimpleNamespace(
-                device=torch.device("cpu"),
-                dtype=torch.float32,
-                name="stand-in",
-                revision="",
-                dtype_name="fp32",
-                synthetic=False,
-            )
-            self.max_batch = max_batch
-            self.compiled = False
-            self.observer = None
-
-        def warm(self) -> None:
-            pass
-
-        def _chunk_masks(self, chunk) -> list:
-            time.sleep(model_ms / 1000 * len(chunk))
-            return [np.zeros((len(r.prompts), r.frame.shape[0], r.frame.shape[1]), np.float32) for r in chunk]
-
-    return StandInSegmenter()
 
 
 def serve_worker(spec: dict) -> int:

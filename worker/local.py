@@ -20,7 +20,7 @@ from maskfarm.server.params import MaskParams
 from maskfarm.server.prompts import Prompt
 from maskfarm.worker import codec_pool
 from maskfarm.worker.frames import Frame, decode_frame, to_rgb_uint8
-from maskfarm.worker.pipeline import FrameMasks, Segmenter
+from maskfarm.worker.pipeline import PendingMasks, Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ def segment_files(
     follows each frame whose masks are written. ``exr``: how OpenEXR frames are read.
 
     The model's work overlaps the rest: up to ``read_ahead`` frames are read and decoded
-    ahead on a thread (0: none), and up to ``write_threads`` frames' masks are encoded and
-    written behind on threads (1: none). The files, their order and every callback (in
+    ahead on a thread (0: none), and up to ``write_threads`` frames' masks are resized to
+    the frame, encoded and written behind on threads (1: none). The files, their order and every callback (in
     the caller's thread, in frame order) are the same either way; at most ``read_ahead``
     + 1 + a model chunk + ``write_threads`` frames are held at once."""
     folders = prompt_folders(prompts, params.union)
@@ -64,13 +64,13 @@ def segment_files(
     decoded: list[Path] = []
     unread: deque[tuple[int, str, str]] = deque()
     loaded = codec_pool.read_ahead(_loaded(frame_paths, exr, limits), read_ahead)
-    results = segmenter.stream(_good_frames(loaded, decoded, unread, keep_going), prompts, params)
+    results = segmenter.stream_pending(_good_frames(loaded, decoded, unread, keep_going), prompts, params)
 
-    def write(result: FrameMasks) -> list[Path]:
+    def write(result: PendingMasks) -> list[Path]:
         path = decoded[result.index]
+        masks = result.finish()
         return [
-            write_mask(mask_path(outdir, folder, path.name, fmt), mask, fmt)
-            for folder, mask in zip(folders, result.masks)
+            write_mask(mask_path(outdir, folder, path.name, fmt), mask, fmt) for folder, mask in zip(folders, masks)
         ]
 
     codec = codec_pool.CodecPool(write_threads)

@@ -20,10 +20,11 @@ to [0, 1], at the frame's size. Its positive may be an exemplar image instead of
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,6 +64,20 @@ class FrameMasks:
     masks: np.ndarray
     tag: object = None
     """The ``FrameRequest``'s tag (``stream_requests``); None from ``stream``."""
+
+
+@dataclass(frozen=True)
+class PendingMasks:
+    """One frame's masks made at the model's resolution; ``finish()`` returns what
+    ``FrameMasks.masks`` holds (resized to the frame, negatives subtracted, union, invert).
+
+    ``finish`` may run on another thread (torch releases the GIL), so a caller can overlap
+    the full-size work with the model's next chunk (``segment --local`` does it on its
+    writer threads); the result is the same wherever it runs."""
+
+    index: int
+    finish: Callable[[], np.ndarray]
+    tag: object = None
 
 
 @dataclass(frozen=True)
@@ -145,11 +160,27 @@ class Segmenter:
         chunk holds as many requests as fit in ``max_batch`` pairs (at least one). Raises
         ``ValueError`` for a request with no prompts or a blank prompt.
         """
+        for pending in self._pending_chunks(requests):
+            with self._stage("postprocess"):
+                masks = [frame.finish() for frame in pending]
+            for frame, frame_masks in zip(pending, masks):
+                yield FrameMasks(frame.index, frame_masks, frame.tag)
+
+    def stream_pending(
+        self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str | Prompt], params: MaskParams = MaskParams()
+    ) -> Iterator[PendingMasks]:
+        """``stream``, each frame's full-size work left to its ``PendingMasks.finish``."""
+        prompts = _check_prompts(prompts)
+        requests = (FrameRequest(frame, prompts, params) for frame in iter_frames(frames))
+        for pending in self._pending_chunks(requests):
+            yield from pending
+
+    def _pending_chunks(self, requests: Iterable[FrameRequest]) -> Iterator[list[PendingMasks]]:
         index = 0
         for chunk in self._chunks(requests):
-            for request, masks in zip(chunk, self._chunk_masks(chunk)):
-                yield FrameMasks(index, masks, request.tag)
-                index += 1
+            finishers = self._chunk_masks(chunk)
+            yield [PendingMasks(index + k, finish, r.tag) for k, (r, finish) in enumerate(zip(chunk, finishers))]
+            index += len(chunk)
 
     def _chunks(self, requests: Iterable[FrameRequest]) -> Iterator[list[FrameRequest]]:
         """Requests (frames made RGB uint8 tensors) in chunks of at most ``max_batch``
@@ -180,8 +211,9 @@ class Segmenter:
         if chunk:
             yield chunk
 
-    def _chunk_masks(self, chunk: list[FrameRequest]) -> list[np.ndarray]:
-        """One chunk's masks (its frames already RGB uint8 tensors). Out of device memory,
+    def _chunk_masks(self, chunk: list[FrameRequest]) -> list[Callable[[], np.ndarray]]:
+        """One chunk's masks, each frame's to be finished at its size (its frames already
+        RGB uint8 tensors). Out of device memory,
         the batch is halved and the chunk tried again in halves, down to one pair at a
         time; the smaller batch stays for later chunks, so a worker settles on what its
         device holds."""
@@ -215,7 +247,7 @@ class Segmenter:
         (and for the parity tests, which feed the processor's own pixel values).
         """
         count = len(sizes)
-        return self._masks(batch, sizes, [_check_prompts(prompts)] * count, [params] * count)
+        return [finish() for finish in self._masks(batch, sizes, [_check_prompts(prompts)] * count, [params] * count)]
 
     @torch.inference_mode()
     def _masks(
@@ -224,10 +256,11 @@ class Segmenter:
         sizes: Sequence[tuple[int, int]],
         prompts: Sequence[Sequence[Prompt]],
         params: Sequence[MaskParams],
-    ) -> list[np.ndarray]:
+    ) -> list[Callable[[], np.ndarray]]:
         """Frame f's masks for its own ``prompts[f]`` and ``params[f]``: one vision pass for
         the batch, the decoder over every (frame, condition) pair (a prompt's conditions are
-        its positive, then its negatives), post-processing batched per distinct parameters."""
+        its positive, then its negatives), post-processing at the model's resolution batched
+        per distinct parameters; each frame's full-size work is left to its finisher."""
         batch = batch.to(self.loaded.device, self.loaded.dtype)
         conditions = [[c for prompt in frame_prompts for c in _conditions(prompt)] for frame_prompts in prompts]
         counts = [len(frame_conditions) for frame_conditions in conditions]
@@ -248,9 +281,13 @@ class Segmenter:
                 for _ in _conditions(prompt)
             ]
             small = _masks_per_params(logits, row_params).split(counts)
-            return [self._frame_masks(small[f], size, prompts[f], params[f]) for f, size in enumerate(sizes)]
+        return [
+            functools.partial(self._frame_masks, small[f], tuple(size), prompts[f], params[f])
+            for f, size in enumerate(sizes)
+        ]
 
     @staticmethod
+    @torch.inference_mode()
     def _frame_masks(
         small: torch.Tensor, size: tuple[int, int], prompts: Sequence[Prompt], params: MaskParams
     ) -> np.ndarray:
