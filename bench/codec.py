@@ -38,6 +38,18 @@ def smooth_png(rng: np.random.Generator, width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
+def exr_bytes(linear: np.ndarray, compression: str) -> bytes:
+    """A scanline RGB half-float EXR, as a renderer would write it."""
+    from maskfarm.client.exr import openexr
+
+    exr = openexr()
+    header = {"compression": getattr(exr, f"{compression.upper()}_COMPRESSION"), "type": exr.scanlineimage}
+    channels = {name: np.ascontiguousarray(linear[..., c]) for c, name in enumerate("RGB")}
+    buffer = io.BytesIO()
+    exr.File(header, channels).write(buffer)
+    return buffer.getvalue()
+
+
 def blob_mask(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """A mask like a real one: a soft-edged ellipse."""
     y, x = np.mgrid[0:height, 0:width]

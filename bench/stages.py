@@ -42,11 +42,10 @@ import cv2  # noqa: E402
 import e2e  # noqa: E402  (the private redis-server)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from codec import smooth_png  # noqa: E402  (a photo-like frame)
+from codec import exr_bytes, smooth_png  # noqa: E402  (a photo-like frame, an EXR file)
 from PIL import Image  # noqa: E402
 from pipeline import matmul_gflops  # noqa: E402
 
-from maskfarm.client.exr import openexr  # noqa: E402
 from maskfarm.client.outputs import encode_mask  # noqa: E402
 from maskfarm.server.jobs import JobSpec, OutputFormat, Provenance  # noqa: E402
 from maskfarm.server.params import MaskParams  # noqa: E402
@@ -143,16 +142,6 @@ def encoded_frames(frame: np.ndarray) -> dict[str, bytes]:
 def png_bytes(frame: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def exr_bytes(linear: np.ndarray, compression: str) -> bytes:
-    """A scanline RGB half-float EXR, as a renderer would write it."""
-    exr = openexr()
-    header = {"compression": getattr(exr, f"{compression.upper()}_COMPRESSION"), "type": exr.scanlineimage}
-    channels = {name: np.ascontiguousarray(linear[..., c]) for c, name in enumerate("RGB")}
-    buffer = io.BytesIO()
-    exr.File(header, channels).write(buffer)
     return buffer.getvalue()
 
 

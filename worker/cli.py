@@ -113,7 +113,7 @@ def _add_worker_command(subcommands: argparse._SubParsersAction) -> None:
         type=_number(int, "MASKFARM_CODEC_THREADS"),
         default=os.environ.get("MASKFARM_CODEC_THREADS") or None,
         help="threads decoding frames and encoding masks beside the model (env "
-        "MASKFARM_CODEC_THREADS; default: 1 on a CPU, up to 8 with a GPU)",
+        "MASKFARM_CODEC_THREADS; default: 1 on a CPU; with GPUs, this process's cores shared among them)",
     )
     worker.add_argument(
         "--metrics-listen",

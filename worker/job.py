@@ -52,7 +52,7 @@ from maskfarm.server.prompts import Prompt
 from maskfarm.server.storage import StoragePathError
 from maskfarm.server.store import InputsExpired, JobNotFound, JobStore
 from maskfarm.worker.encoding import frame_result
-from maskfarm.worker.frames import Frame, decode_frame
+from maskfarm.worker.frames import Frame, decode_frame, to_rgb_uint8
 from maskfarm.worker.metrics import FRAMES, JOBS_ENDED, STAGE_SECONDS
 from maskfarm.worker.pipeline import FrameRequest
 from maskfarm.worker.refusals import beat_if_allowed, while_refused
@@ -353,7 +353,7 @@ def load_frame(job: JobRecord, index: int, data: bytes) -> Frame:
         if job.frame_path(index):
             data = read_job_frame(current_runtime().storage, job, index)
         with STAGE_SECONDS.labels("decode").time():
-            return decode_frame(data, job.exr)
+            return to_rgb_uint8(decode_frame(data, job.exr))  # on the codec threads, not the job's
     except ValueError as error:
         raise BadFrame(index, job.frame_names[index], str(error)) from None
 

@@ -366,10 +366,18 @@ class MaskfarmWorker(SimpleWorker):
 
 
 def codec_threads(settings: WorkerSettings, segmenter: Segmenter) -> int:
-    """``settings.codec_threads``, or its default for the model's device."""
+    """``settings.codec_threads``, or its default for the model's device: 1 on a CPU (the
+    model uses its cores); with GPUs, this process's cores shared among the GPUs it sees,
+    since bench/gpu_feed.py measured 6-27 cores per GPU at 500 frames/s (README, Scaling)."""
     if settings.codec_threads is not None:
         return settings.codec_threads
-    return 1 if segmenter.loaded.device.type == "cpu" else min(8, os.cpu_count() or 1)
+    if segmenter.loaded.device.type == "cpu":
+        return 1
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    gpus = torch.cuda.device_count() if segmenter.loaded.device.type == "cuda" else 1
+    return max(1, cores // max(1, gpus))
 
 
 def build_worker(settings: WorkerSettings, segmenter: Segmenter, codec: CodecPool) -> MaskfarmWorker:
