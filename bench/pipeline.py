@@ -10,6 +10,7 @@ RSS of a 64-frame 3840x2160 job.
     python bench/pipeline.py                 # everything (a few minutes on 2 cores)
     python bench/pipeline.py --frames 4 --big-frames 8   # quicker
     python bench/pipeline.py --device cuda   # the same on a GPU: 256 frames per variant, GPU memory too
+    python bench/pipeline.py --whole-process # files to files, whole processes: bench/whole_process.py
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ PROMPTS = ["red car", "a tree", "the sky", "a person"]
 
 
 def main() -> None:
+    if "--whole-process" in sys.argv[1:]:
+        import whole_process
+
+        sys.exit(whole_process.main([arg for arg in sys.argv[1:] if arg != "--whole-process"]))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default=".models/full", help="synthetic full model (written if missing)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where every variant runs")
@@ -151,8 +156,9 @@ def timed(run, frames, prompts, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def node_loop(model_dir: str, device: torch.device):
-    """What ApplyCLIPSeg+ does, once per prompt: processor + full model call per frame."""
+def node_loop(model_dir: str, device: torch.device, keep: bool = False):
+    """What ApplyCLIPSeg+ does, once per prompt: processor + full model call per frame.
+    ``keep``: the run returns each prompt's (F, H, W) masks (bench/whole_process.py writes them)."""
     from torchvision.transforms import v2 as T
     from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
@@ -160,6 +166,7 @@ def node_loop(model_dir: str, device: torch.device):
     model = CLIPSegForImageSegmentation.from_pretrained(model_dir).eval().to(device)
 
     def run(frames, prompts):
+        kept = []
         for prompt in prompts:
             outputs = []
             for frame in frames:
@@ -167,7 +174,10 @@ def node_loop(model_dir: str, device: torch.device):
                 with torch.no_grad():
                     outputs.append(torch.sigmoid(model(**inputs).logits[0]) > 0.4)
             masks = T.functional.gaussian_blur(torch.stack(outputs), 9).float()
-            torch.nn.functional.interpolate(masks.unsqueeze(1), size=frames[0].shape[:2], mode="bicubic")
+            masks = torch.nn.functional.interpolate(masks.unsqueeze(1), size=frames[0].shape[:2], mode="bicubic")
+            if keep:
+                kept.append(masks[:, 0])
+        return kept
 
     return run
 

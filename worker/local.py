@@ -56,9 +56,9 @@ def segment_files(
 
     The model's work overlaps the rest: up to ``read_ahead`` frames are read and decoded
     ahead on a thread (0: none), and up to ``write_threads`` frames' masks are resized to
-    the frame, encoded and written behind on threads (1: none). The files, their order and every callback (in
-    the caller's thread, in frame order) are the same either way; at most ``read_ahead``
-    + 1 + a model chunk + ``write_threads`` frames are held at once."""
+    the frame, encoded and written behind on threads (1: none). The files, their order
+    and every callback (in the caller's thread, in frame order) are the same either way;
+    at most ``read_ahead`` + 1 + a model chunk + ``write_threads`` frames are held at once."""
     folders = prompt_folders(prompts, params.union)
     written = []
     decoded: list[Path] = []

@@ -1,0 +1,215 @@
+#!/usr/bin/env python
+"""Whole processes, files to files: the node's per-frame loop vs ``maskfarm segment --local``.
+
+    python bench/whole_process.py                  # 1 and 4 prompts, 6 marginal frames, 3 rounds
+    python bench/whole_process.py --rounds 1 --frames 2 --size 64 --model-dir .models/tiny   # smoke
+
+Each variant is a fresh process given PNG files (photo-like, ``--size`` square) and writing
+PNG masks, as a user runs it: Python start, imports, model load, reading, decoding, the
+model, post-processing, encoding and writing. Each runs on 1 frame and on 1 + ``--frames``
+frames; the difference over ``--frames`` is the marginal time per frame (start-up and model
+load cancel out). Rounds interleave the variants (each round runs every one), and each
+cell's fastest round counts, so load from elsewhere hits all alike.
+
+- node: what ``ApplyCLIPSeg+`` does, in a loop over the files (bench/pipeline.py's
+  ``node_loop``, reading each file with Pillow and saving each mask as ComfyUI's SaveImage
+  does: PNG, compress level 4).
+- local: ``python -m maskfarm.client.cli segment FILES -p ... --local --dtype fp32``.
+- local sequential: ``maskfarm.worker.local.segment_files`` with nothing overlapped
+  (``read_ahead=0, write_threads=1``), the same code otherwise: what the overlap buys.
+
+Printed: seconds per frame, the ratio to the node, the fp32 roofline (``VIT_GFLOP_PER_FRAME``
+over the fp32 matmul peak, the best of 5 measurements in this process, torch's default
+threads) and the goals: 1 prompt >= 1.15x the node and within 1.3x of the roofline; 4
+prompts >= 4x the node: PASS or MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from codec import smooth_png  # noqa: E402
+from pipeline import PROMPTS, VIT_GFLOP_PER_FRAME, matmul_gflops  # noqa: E402
+
+VARIANTS = ("node", "local", "local sequential")
+GOAL_VS_NODE_1 = 1.15
+GOAL_VS_ROOFLINE_1 = 1.3
+GOAL_VS_NODE_4 = 4.0
+COMFY_PNG_LEVEL = 4  # ComfyUI SaveImage's compress_level
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", default=".models/full", help="synthetic model (full written if missing)")
+    parser.add_argument("--frames", type=int, default=6, help="marginal frames (default 6)")
+    parser.add_argument("--size", type=int, default=1024, help="frame side in pixels (default 1024)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the fastest counts (default 3)")
+    parser.add_argument("--prompts", default="1,4", help="prompt counts, comma separated (default 1,4)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# -- the children: one process per run ---------------------------------------------------------
+
+
+def node_child(model_dir: str, files: list[str], prompts: list[str], outdir: str) -> None:
+    """The node's loop over files: per prompt, per frame, processor + full model, then the
+    node's post-processing and one PNG per mask."""
+    from PIL import Image
+    from pipeline import node_loop
+
+    run = node_loop(model_dir, torch.device("cpu"), keep=True)
+    frames = [np.asarray(Image.open(path).convert("RGB")) for path in files]
+    for prompt, masks in zip(prompts, run(frames, prompts)):
+        folder = Path(outdir) / prompt.replace(" ", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, mask in zip(files, masks):
+            values = (mask.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            Image.fromarray(values).save(folder / Path(path).name, compress_level=COMFY_PNG_LEVEL)
+
+
+def sequential_child(model_dir: str, files: list[str], prompts: list[str], outdir: str) -> None:
+    from maskfarm.worker.local import segment_files
+    from maskfarm.worker.pipeline import Segmenter
+
+    segmenter = Segmenter.load(model_dir, device="cpu", dtype="fp32")
+    segment_files(segmenter, files, prompts, outdir, read_ahead=0, write_threads=1)
+
+
+def run_child(spec: dict) -> None:
+    {"node": node_child, "local sequential": sequential_child}[spec["variant"]](
+        spec["model_dir"], spec["files"], spec["prompts"], spec["outdir"]
+    )
+
+
+# -- the parent -------------------------------------------------------------------------------
+
+
+def command(variant: str, model_dir: str, files: list[str], prompts: list[str], outdir: str) -> list[str]:
+    if variant == "local":
+        flags = [arg for prompt in prompts for arg in ("-p", prompt)]
+        return [sys.executable, "-m", "maskfarm.client.cli", "segment", *files, *flags, "--local", "-o", outdir]
+    spec = {"variant": variant, "model_dir": model_dir, "files": files, "prompts": prompts, "outdir": outdir}
+    return [sys.executable, __file__, "--child", json.dumps(spec)]
+
+
+def timed_run(argv: list[str], model_dir: str) -> float:
+    if "--local" in argv:
+        argv = [*argv, "--model", model_dir, "--device", "cpu", "--dtype", "fp32", "--overwrite"]
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:6])} ... failed ({done.returncode}): {done.stderr[-3000:]}")
+    return elapsed
+
+
+def write_frames(folder: Path, count: int, size: int) -> list[str]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for n in range(count):
+        path = folder / f"shot.{1001 + n:04d}.png"
+        path.write_bytes(smooth_png(rng, size, size))
+        paths.append(str(path))
+    return paths
+
+
+def measure(args: argparse.Namespace, scratch: Path) -> dict:
+    files = write_frames(scratch / "frames", 1 + args.frames, args.size)
+    counts = [int(n) for n in args.prompts.split(",")]
+    best: dict[tuple[str, int, int], float] = {}
+    for round_ in range(args.rounds):
+        for prompts in counts:
+            for variant in VARIANTS:
+                for frames in (1, 1 + args.frames):
+                    outdir = str(scratch / f"out-{round_}-{prompts}-{variant.replace(' ', '-')}-{frames}")
+                    argv = command(variant, args.model_dir, files[:frames], PROMPTS[:prompts], outdir)
+                    seconds = timed_run(argv, args.model_dir)
+                    key = (variant, prompts, frames)
+                    best[key] = min(best.get(key, float("inf")), seconds)
+                    print(f"  round {round_ + 1}: {variant}, {prompts} prompt(s), {frames} frame(s): {seconds:.2f} s")
+    marginal = {
+        f"{variant}|{prompts}": (best[variant, prompts, 1 + args.frames] - best[variant, prompts, 1]) / args.frames
+        for variant in VARIANTS
+        for prompts in counts
+    }
+    return {"counts": counts, "marginal_s": marginal, "whole_s": {"|".join(map(str, k)): v for k, v in best.items()}}
+
+
+def report(args: argparse.Namespace, figures: dict) -> None:
+    peak, marginal = figures["matmul_fp32_gflops"], figures["marginal_s"]
+    roofline = VIT_GFLOP_PER_FRAME / peak
+    print(
+        f"\n{args.size}x{args.size} PNG files, {args.frames} marginal frames, fastest of {args.rounds} rounds; "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__}"
+    )
+    print(f"{'variant':<18}{'prompts':>8}{'s/frame':>9}{'vs node':>9}{'vs roofline':>13}")
+    for prompts in figures["counts"]:
+        node = marginal[f"node|{prompts}"]
+        for variant in VARIANTS:
+            s = marginal[f"{variant}|{prompts}"]
+            print(f"{variant:<18}{prompts:>8}{s:>9.3f}{node / s:>8.2f}x{s / roofline:>12.2f}x")
+    print(f"fp32 roofline: {VIT_GFLOP_PER_FRAME:.0f} GFLOP/frame / {peak:.0f} GFLOP/s = {roofline:.3f} s/frame")
+    for line in goals(figures, roofline):
+        print(line)
+
+
+def goals(figures: dict, roofline: float) -> list[str]:
+    marginal, lines = figures["marginal_s"], []
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "MISS"
+
+    if 1 in figures["counts"]:
+        local, node = marginal["local|1"], marginal["node|1"]
+        lines.append(
+            f"goal: 1 prompt, local >= {GOAL_VS_NODE_1}x the node: {node / local:.2f}x {verdict(node / local >= GOAL_VS_NODE_1)}"
+        )
+        lines.append(
+            f"goal: 1 prompt, local within {GOAL_VS_ROOFLINE_1}x the fp32 roofline: {local / roofline:.2f}x "
+            f"{verdict(local / roofline <= GOAL_VS_ROOFLINE_1)}"
+        )
+    if 4 in figures["counts"]:
+        local, node = marginal["local|4"], marginal["node|4"]
+        lines.append(
+            f"goal: 4 prompts, local >= {GOAL_VS_NODE_4}x the node: {node / local:.2f}x {verdict(node / local >= GOAL_VS_NODE_4)}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        run_child(json.loads(args.child))
+        return 0
+    if not (Path(args.model_dir) / "config.json").exists():
+        from maskfarm.worker.synthetic import write_synthetic_model
+
+        write_synthetic_model(args.model_dir, preset="full")
+    peak = max(matmul_gflops(torch.float32, torch.device("cpu")) for _ in range(5))
+    with tempfile.TemporaryDirectory(prefix="maskfarm-whole-") as scratch:
+        for folder in ("frames",):
+            (Path(scratch) / folder).mkdir()
+        figures = measure(args, Path(scratch))
+    figures["matmul_fp32_gflops"] = peak
+    report(args, figures)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
