@@ -22,7 +22,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from maskfarm.server.jobs import OutputFormat
+from maskfarm.core.jobs import OutputFormat
 from maskfarm.worker.codec_pool import CodecPool
 from maskfarm.worker.encoding import frame_result
 from maskfarm.worker.frames import decode_frame

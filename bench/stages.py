@@ -46,13 +46,13 @@ from codec import smooth_png  # noqa: E402  (a photo-like frame)
 from PIL import Image  # noqa: E402
 from pipeline import matmul_gflops  # noqa: E402
 
-from maskfarm.client.exr import openexr  # noqa: E402
-from maskfarm.client.outputs import encode_mask  # noqa: E402
-from maskfarm.server.jobs import JobSpec, OutputFormat, Provenance  # noqa: E402
-from maskfarm.server.params import MaskParams  # noqa: E402
-from maskfarm.server.prompts import as_prompt  # noqa: E402
-from maskfarm.server.storage import StorageRoots  # noqa: E402
-from maskfarm.server.store import JobStore  # noqa: E402
+from maskfarm.core.exr import openexr  # noqa: E402
+from maskfarm.core.jobs import JobSpec, OutputFormat, Provenance  # noqa: E402
+from maskfarm.core.outputs import encode_mask  # noqa: E402
+from maskfarm.core.params import MaskParams  # noqa: E402
+from maskfarm.core.prompts import as_prompt  # noqa: E402
+from maskfarm.core.storage import StorageRoots  # noqa: E402
+from maskfarm.jobqueue.store import JobStore  # noqa: E402
 from maskfarm.worker.encoding import frame_result  # noqa: E402
 from maskfarm.worker.frames import decode_frame, to_rgb_uint8  # noqa: E402
 from maskfarm.worker.masks import mask_from_logits, resize_to  # noqa: E402

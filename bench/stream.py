@@ -53,7 +53,7 @@ def stream_round(
 ) -> tuple[float, float]:
     """One job streamed; (server CPU ms per frame, ms from the first store to the last frame received)."""
     from maskfarm.client.masks import FrameResult as ReceivedFrame
-    from maskfarm.server.jobs import FrameResult, Provenance
+    from maskfarm.core.jobs import FrameResult, Provenance
 
     job = client.submit(frames, ["car"])
     store.mark_running(
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     import redis
 
     from maskfarm.client.client import Client
-    from maskfarm.server.store import JobStore
+    from maskfarm.jobqueue.store import JobStore
 
     args = parse_args(argv)
     services = e2e.Services(Path(tempfile.mkdtemp(prefix="maskfarm-stream-")), f"st{os.getpid()}")

@@ -58,7 +58,7 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 def stored_job(stub, store, frames: list[tuple[str, bytes]], token: str, mask_bytes: int) -> str:
     """A job submitted with ``token``, running, with every frame's masks stored."""
-    from maskfarm.server.jobs import FrameResult, Provenance
+    from maskfarm.core.jobs import FrameResult, Provenance
     from maskfarm.v1 import segmentation_pb2 as pb
 
     request = pb.SubmitJobRequest(frames=[pb.Frame(name=name, data=data) for name, data in frames], prompts=["car"])
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     import grpc
     import redis
 
+    from maskfarm.jobqueue.store import JobStore
     from maskfarm.server.settings import ServerSettings
-    from maskfarm.server.store import JobStore
     from maskfarm.v1 import segmentation_pb2 as pb
     from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
 

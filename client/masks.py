@@ -16,7 +16,7 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
-from maskfarm.client.outputs import read_mask
+from maskfarm.core.outputs import read_mask
 from maskfarm.v1 import segmentation_pb2 as pb
 
 MaskImage = Union[np.ndarray, Image.Image]
@@ -46,7 +46,7 @@ class Mask:
         if self.format == "FLOAT32":
             return np.frombuffer(self.data, dtype="<f4").reshape(self.height, self.width).astype(np.float32)
         if self.format == "EXR":
-            from maskfarm.client.exr import decode_exr_mask  # needs OpenEXR: says so when missing
+            from maskfarm.core.exr import decode_exr_mask  # needs OpenEXR: says so when missing
 
             return decode_exr_mask(self.data)
         values = np.asarray(Image.open(io.BytesIO(self.data)))

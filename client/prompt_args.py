@@ -16,8 +16,8 @@ import argparse
 import shlex
 from pathlib import Path
 
-from maskfarm.server.params import MaskParams
-from maskfarm.server.prompts import OVERRIDES, Prompt
+from maskfarm.core.params import MaskParams
+from maskfarm.core.prompts import OVERRIDES, Prompt
 
 MAX_PROMPTS_FILE_BYTES = 1024 * 1024
 _TYPES = {"threshold": float, "smooth": int, "dilate": int, "blur": int}

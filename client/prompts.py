@@ -1,6 +1,6 @@
 """Prompts beyond one phrase, as the client library sends them.
 
-``Prompt`` (``maskfarm.server.prompts``, standard library only) says a prompt's negatives
+``Prompt`` (``maskfarm.core.prompts``, standard library only) says a prompt's negatives
 and its own threshold/smooth/dilate/blur; ``image_prompt`` makes one of an example image.
 ``Client.submit``/``segment`` take them beside plain strings: a request whose prompts are
 all plain strings goes as ``prompts``, one with any ``Prompt`` as ``prompt_specs``.
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from maskfarm.client.errors import InvalidRequest
 from maskfarm.client.frames import FrameSource, encode_frame
-from maskfarm.server.prompts import OVERRIDES, Exemplar, Prompt, prompt_name
-from maskfarm.v1 import segmentation_pb2 as pb
+from maskfarm.core.prompts import Exemplar, Prompt, prompt_name
+from maskfarm.v1.prompt_messages import prompt_from_message, prompt_message
 
 __all__ = [
     "Exemplar",
@@ -58,25 +58,3 @@ def describe_prompt(prompt: str | Prompt) -> str:
     notes += [f"{name} {value:g}" for name, value in prompt.overrides.items()]
     name = f"image {prompt.image.name or prompt.image.path or prompt.name}" if prompt.image is not None else prompt.text
     return f"{name} ({'; '.join(notes)})" if notes else name
-
-
-def prompt_from_message(message: pb.Prompt) -> Prompt:
-    """A Prompt message as a ``Prompt`` (unchecked: the server checks what it is sent)."""
-    image = None
-    if message.HasField("image"):
-        image = Exemplar(message.image.data, message.image.path, message.image.name)
-    overrides = {name: getattr(message.params, name) for name in OVERRIDES if message.params.HasField(name)}
-    return Prompt(message.text, tuple(message.negatives), image=image, **overrides)
-
-
-def prompt_message(prompt: str | Prompt) -> pb.Prompt:
-    """A prompt as the API's Prompt message."""
-    if isinstance(prompt, str):
-        return pb.Prompt(text=prompt)
-    image = prompt.image
-    return pb.Prompt(
-        text=prompt.text,
-        negatives=list(prompt.negatives),
-        params=pb.MaskParams(**prompt.overrides),
-        image=pb.Frame(data=image.data, path=image.path, name=image.name) if image is not None else None,
-    )

@@ -1,7 +1,7 @@
 """``maskfarm segment`` through the service: from image files to mask files.
 
 The counterpart of ``maskfarm.worker.local.segment_files`` (``--local``), writing the same
-files: names from ``maskfarm.client.outputs``, and the same bytes, since workers encode
+files: names from ``maskfarm.core.outputs``, and the same bytes, since workers encode
 PNG, EXR and TIFF16 masks with ``outputs.encode_mask`` (written as received) and FLOAT32 masks
 are the float32 values that ``npy`` files hold. On shared storage (an ``output_dir``
 option), frames are sent by path and the workers write the files themselves.
@@ -18,7 +18,7 @@ from maskfarm.client.client import Client, succeeded
 from maskfarm.client.frames import StoragePath
 from maskfarm.client.jobs import Job
 from maskfarm.client.masks import FrameResult
-from maskfarm.client.outputs import mask_path, prompt_folders, write_file, write_mask
+from maskfarm.core.outputs import mask_path, prompt_folders, write_file, write_mask
 
 SERVICE_FORMATS = {"png": "png8", "png16": "png16", "npy": "float32", "exr": "exr", "tiff16": "tiff16"}
 """The service's output format for each file format."""

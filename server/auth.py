@@ -25,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from maskfarm.server.storage_access import StorageAccess
+from maskfarm.core.storage_access import StorageAccess
 from maskfarm.server.tokens import TokenFile
 
 OPEN_SERVICES = frozenset(

@@ -26,8 +26,8 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from maskfarm.server.jobs import DEFAULT_NAMESPACE
-from maskfarm.server.store import Keys
+from maskfarm.core.jobs import DEFAULT_NAMESPACE
+from maskfarm.jobqueue.store import Keys
 
 log = logging.getLogger(__name__)
 

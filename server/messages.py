@@ -7,10 +7,10 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from maskfarm.client.prompts import prompt_message
-from maskfarm.server.jobs import ErrorCode, FrameResult, JobRecord, JobState, OutputFormat, Priority
+from maskfarm.core.jobs import ErrorCode, FrameResult, JobRecord, JobState, OutputFormat, Priority
 from maskfarm.server.queue import WorkerStatus
 from maskfarm.v1 import segmentation_pb2 as pb
+from maskfarm.v1.prompt_messages import prompt_message
 
 JOB_STATES = {
     JobState.QUEUED: pb.JOB_STATE_QUEUED,

@@ -20,7 +20,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
-from maskfarm.server.jobs import (
+from maskfarm.core.jobs import (
     JOB_FUNCTION,
     PRIORITIES,
     JobRecord,
@@ -30,8 +30,8 @@ from maskfarm.server.jobs import (
     WorkerInfo,
     queue_name,
 )
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.metrics import CANCEL_REQUESTS, JOBS_SUBMITTED
-from maskfarm.server.store import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -18,17 +18,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from maskfarm.core.echo import cut, quoted
+from maskfarm.core.jobs import JobRecord
+from maskfarm.core.storage import StorageRoots
+from maskfarm.core.storage_access import StorageAccess
+from maskfarm.jobqueue.redis_errors import refusal
+from maskfarm.jobqueue.store import JobNotFound, JobStore
 from maskfarm.server import messages, ownership, validation
 from maskfarm.server.auth import caller, caller_storage
-from maskfarm.server.echo import cut, quoted
 from maskfarm.server.events import JobEvents
-from maskfarm.server.jobs import JobRecord
 from maskfarm.server.metrics import CALLS_REFUSED
 from maskfarm.server.queue import BacklogFull, JobQueue, WorkerStatus
-from maskfarm.server.redis_errors import refusal
-from maskfarm.server.storage import StorageRoots
-from maskfarm.server.storage_access import StorageAccess
-from maskfarm.server.store import JobNotFound, JobStore
 from maskfarm.server.validation import ImageLimits, ValidationError
 from maskfarm.server.watch import follow_job
 from maskfarm.server.watch_slots import TooManyWatches, WatchSlots, peer_host
@@ -41,7 +41,7 @@ MESSAGE_OVERHEAD = 1024 * 1024
 """Room left in a message for everything but mask data."""
 MAX_DETAILS_CHARS = 2000
 """The longest status message: it travels as metadata, whose size gRPC limits (input
-echoed in a message is cut shorter still, see ``maskfarm.server.echo``)."""
+echoed in a message is cut shorter still, see ``maskfarm.core.echo``)."""
 
 
 class SegmentationServicer(pb_grpc.SegmentationServicer):

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from maskfarm.server.storage import StorageRoots
+from maskfarm.core.storage import StorageRoots
 
 _RETRY_SLACK_S = 120
 """Time allowed per attempt, beyond the job timeout, for RQ to notice a lost worker."""

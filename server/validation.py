@@ -15,17 +15,17 @@ from typing import TypeVar
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
-from maskfarm.client.outputs import prompt_folders
-from maskfarm.server.echo import quoted
-from maskfarm.server.exrheader import is_exr, layer_channels, read_header
-from maskfarm.server.frame_files import FrameFileError, ImageLimits, check_frame_path
-from maskfarm.server.images import ImageError, probe_image
-from maskfarm.server.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Priority
-from maskfarm.server.mask_files import InputFrames, InputOverwrite
-from maskfarm.server.params import MaskParams
-from maskfarm.server.prompts import OVERRIDES, Exemplar, Prompt
-from maskfarm.server.storage import StoragePathError, StorageRoots
-from maskfarm.server.storage_access import StorageAccess, StorageDenied
+from maskfarm.core.echo import quoted
+from maskfarm.core.exrheader import is_exr, layer_channels, read_header
+from maskfarm.core.frame_files import FrameFileError, ImageLimits, check_frame_path
+from maskfarm.core.images import ImageError, probe_image
+from maskfarm.core.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Priority
+from maskfarm.core.mask_files import InputFrames, InputOverwrite
+from maskfarm.core.outputs import prompt_folders
+from maskfarm.core.params import MaskParams
+from maskfarm.core.prompts import OVERRIDES, Exemplar, Prompt
+from maskfarm.core.storage import StoragePathError, StorageRoots
+from maskfarm.core.storage_access import StorageAccess, StorageDenied
 from maskfarm.v1 import segmentation_pb2 as pb
 
 MAX_FRAMES = 10_000
@@ -108,7 +108,7 @@ def job_spec(
     """The job a SubmitJob request asks for; raises ``ValidationError``.
 
     Frames and ``output_dir`` given by path must lie under ``storage`` (see
-    ``maskfarm.server.storage``; none: refused). A path frame is checked as far as this
+    ``maskfarm.core.storage``; none: refused). A path frame is checked as far as this
     host sees the storage: when it does, the file must exist and its header pass the size
     limits; the worker checks again, on its own filesystem, before it reads. With
     ``access`` (the caller's own roots, see ``storage_access``) they must lie under those
@@ -320,7 +320,7 @@ def _check_frame_name(field: str, name: str) -> None:
 def _frame_path(field: str, path: str, limits: ImageLimits, storage: StorageRoots, access: StorageAccess | None) -> str:
     """A frame's checked, normalised path, under the caller's own roots too (``access``);
     where this host sees the storage, its file is opened and its header probed as
-    ``maskfarm.server.frame_files`` rules (no blocking, bounded size and read time, size
+    ``maskfarm.core.frame_files`` rules (no blocking, bounded size and read time, size
     limits for every format)."""
     if not storage:
         raise ValidationError(field, STORAGE_OFF)
@@ -337,7 +337,7 @@ def _frame_path(field: str, path: str, limits: ImageLimits, storage: StorageRoot
 
 def _check_mask_file_names(names: list[str]) -> None:
     """Mask files under an output_dir are named after their frames' stems (see
-    ``maskfarm.client.outputs``): every frame needs a name, and no two the same stem."""
+    ``maskfarm.core.outputs``): every frame needs a name, and no two the same stem."""
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
         if not name:

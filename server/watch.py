@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from maskfarm.core.jobs import FrameResult, JobRecord
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.events import JobEvents
-from maskfarm.server.jobs import FrameResult, JobRecord
-from maskfarm.server.store import JobStore
 
 REPLAY_CHUNK = 16
 """Most frames read from Redis at a time (catching up, or announced together)."""

@@ -31,7 +31,7 @@ PROMPTS = ["Red car", "sky"]
 def maskfarm(*args: str, target: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MASKFARM_TARGET": target}
     return subprocess.run(
-        [sys.executable, "-m", "maskfarm.client.cli", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "maskfarm.cli", *args], capture_output=True, text=True, env=env, timeout=120
     )
 
 
@@ -62,7 +62,7 @@ def test_up_prints_the_target(cluster: Cluster) -> None:
 
 @pytest.mark.parametrize("fmt", ["png", "png16", "npy"])
 def test_the_service_writes_the_same_files_as_local(cluster: Cluster, frame_files, segmenter, tmp_path, fmt) -> None:
-    from maskfarm.server.params import MaskParams
+    from maskfarm.core.params import MaskParams
     from maskfarm.worker.local import segment_files
 
     flags = ["-p", PROMPTS[0], "-p", PROMPTS[1], "--union", "--dilate", "2", "--format", fmt]

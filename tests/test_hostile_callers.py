@@ -20,9 +20,9 @@ import pytest
 import redis
 import redis.asyncio
 
+from maskfarm.core.jobs import FrameResult, JobRecord, Provenance
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.events import JobEvents
-from maskfarm.server.jobs import FrameResult, JobRecord, Provenance
-from maskfarm.server.store import JobStore
 from maskfarm.server.watch import follow_job
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc

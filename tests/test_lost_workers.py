@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from maskfarm.server.store import JobStore
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
 from tests.services import ServerProcess, WorkerProcess, maskfarm_server, maskfarm_worker, wait_for

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from maskfarm.server.params import MaskParams
-from maskfarm.server.prompts import Prompt
+from maskfarm.core.params import MaskParams
+from maskfarm.core.prompts import Prompt
 from maskfarm.worker.pipeline import Segmenter
 from tests.reference import reference_logits, reference_masks, reference_rgb_uint8
 from tests.test_pipeline import make_frame
@@ -129,7 +129,7 @@ def test_an_image_prompt_equals_the_model_called_with_conditional_pixel_values(
 
     from PIL import Image
 
-    from maskfarm.server.prompts import Exemplar
+    from maskfarm.core.prompts import Exemplar
     from maskfarm.worker.preprocess import PixelSpec, pixel_values
 
     frames, batch, _ = inputs
@@ -160,7 +160,7 @@ def test_negatives_and_an_exemplar_cost_no_second_vision_pass_over_the_frames(ti
 
     from PIL import Image
 
-    from maskfarm.server.prompts import Exemplar
+    from maskfarm.core.prompts import Exemplar
     from maskfarm.worker.inference import MaskModel
 
     encoded = io.BytesIO()

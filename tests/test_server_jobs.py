@@ -15,8 +15,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
-from maskfarm.server.jobs import JOB_FUNCTION, WorkerInfo
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import JOB_FUNCTION, WorkerInfo
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
 from tests.services import ServerProcess, maskfarm_server

@@ -10,8 +10,8 @@ import grpc
 import pytest
 import redis
 
-from maskfarm.server.jobs import FrameResult, Provenance
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import FrameResult, Provenance
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
 from tests.services import ServerProcess

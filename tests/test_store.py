@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from maskfarm.server.jobs import ErrorCode, FrameResult, JobSpec, JobState, Provenance, WorkerInfo
-from maskfarm.server.params import MaskParams
-from maskfarm.server.store import InputsExpired, JobNotFound, JobStore
+from maskfarm.core.jobs import ErrorCode, FrameResult, JobSpec, JobState, Provenance, WorkerInfo
+from maskfarm.core.params import MaskParams
+from maskfarm.jobqueue.store import InputsExpired, JobNotFound, JobStore
 from tests.images import encoded_image
 
 PROVENANCE = Provenance(model="tiny", dtype="float32", device="cpu", maskfarm_version="0.1.0", worker="w1")

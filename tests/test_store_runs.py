@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from maskfarm.server.jobs import ErrorCode
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import ErrorCode
+from maskfarm.jobqueue.store import JobStore
 from tests.test_store import PROVENANCE, create
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from maskfarm.server.jobs import FrameResult, JobSpec, JobState, Provenance
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import FrameResult, JobSpec, JobState, Provenance
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker.job import run_job
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.runtime import WorkerRuntime, install_runtime

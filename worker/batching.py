@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 from rq.queue import Queue
 
-from maskfarm.server.jobs import JobRecord
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import JobRecord
+from maskfarm.jobqueue.store import JobStore
 
 log = logging.getLogger(__name__)
 

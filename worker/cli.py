@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from maskfarm.server.frame_files import ImageLimits
+    from maskfarm.core.frame_files import ImageLimits
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -175,7 +175,7 @@ def _add_storage_options(worker: argparse.ArgumentParser) -> None:
 
 
 def _add_frame_limit_options(worker: argparse.ArgumentParser) -> None:
-    """The frame limits, the server's flags and variables (``maskfarm.server.frame_files``):
+    """The frame limits, the server's flags and variables (``maskfarm.core.frame_files``):
     give both the same values. Unset: the variable, else the default."""
     worker.add_argument(
         "--max-side", type=int, help="largest frame side, pixels (env MASKFARM_MAX_SIDE; default 16384)"
@@ -202,7 +202,7 @@ def image_limits(args: argparse.Namespace | None = None) -> ImageLimits:
     (``ImageLimits.from_env``); raises ``ValueError``."""
     import dataclasses
 
-    from maskfarm.server.frame_files import ImageLimits
+    from maskfarm.core.frame_files import ImageLimits
 
     limits = ImageLimits.from_env()
     given = {field.name: getattr(args, field.name, None) for field in dataclasses.fields(limits)}
@@ -351,8 +351,8 @@ def run_local_segment(args: argparse.Namespace, params, frames, report) -> int:
         report.progress.interrupt()
         print(f"maskfarm: {problem}", file=sys.stderr)
         return 2
-    from maskfarm.server.frame_files import configure_pillow
-    from maskfarm.server.jobs import ExrOptions
+    from maskfarm.core.frame_files import configure_pillow
+    from maskfarm.core.jobs import ExrOptions
     from maskfarm.worker.local import segment_files
     from maskfarm.worker.model import ModelLoadError
     from maskfarm.worker.pipeline import Segmenter

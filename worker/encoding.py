@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from maskfarm.client.outputs import encode_mask
-from maskfarm.server.jobs import FrameResult, OutputFormat
+from maskfarm.core.jobs import FrameResult, OutputFormat
+from maskfarm.core.outputs import encode_mask
 
 _FILE_FORMATS = {
     OutputFormat.PNG8: "png",

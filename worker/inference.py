@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from maskfarm.server.prompts import Exemplar
+from maskfarm.core.prompts import Exemplar
 from maskfarm.worker.frames import decode_frame, to_rgb_uint8
 from maskfarm.worker.model import LoadedModel
 from maskfarm.worker.preprocess import PixelSpec, pixel_values

@@ -47,10 +47,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.timeouts import JobTimeoutException
 
-from maskfarm.server.jobs import ErrorCode, FrameResult, JobRecord
-from maskfarm.server.prompts import Prompt
-from maskfarm.server.storage import StoragePathError
-from maskfarm.server.store import InputsExpired, JobNotFound, JobStore
+from maskfarm.core.jobs import ErrorCode, FrameResult, JobRecord
+from maskfarm.core.prompts import Prompt
+from maskfarm.core.storage import StoragePathError
+from maskfarm.jobqueue.store import InputsExpired, JobNotFound, JobStore
 from maskfarm.worker.encoding import frame_result
 from maskfarm.worker.frames import Frame, decode_frame
 from maskfarm.worker.metrics import FRAMES, JOBS_ENDED, STAGE_SECONDS

@@ -1,8 +1,8 @@
 """``maskfarm segment --local``: the pipeline in-process, from files to mask files.
 
 No Redis, no server: a quick tool for users, and the reference the service's output is
-compared with (both write the same files, named by ``maskfarm.client.outputs``). Frame
-files are read as the workers read them (``maskfarm.server.frame_files``: never blocking,
+compared with (both write the same files, named by ``maskfarm.core.outputs``). Frame
+files are read as the workers read them (``maskfarm.core.frame_files``: never blocking,
 bounded size and read time, header size limits before any decode).
 """
 
@@ -12,11 +12,11 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from maskfarm.client.outputs import mask_path, prompt_folders, write_mask
-from maskfarm.server.frame_files import ImageLimits, read_frame_file
-from maskfarm.server.jobs import ExrOptions
-from maskfarm.server.params import MaskParams
-from maskfarm.server.prompts import Prompt
+from maskfarm.core.frame_files import ImageLimits, read_frame_file
+from maskfarm.core.jobs import ExrOptions
+from maskfarm.core.outputs import mask_path, prompt_folders, write_mask
+from maskfarm.core.params import MaskParams
+from maskfarm.core.prompts import Prompt
 from maskfarm.worker.frames import Frame, decode_frame
 from maskfarm.worker.pipeline import Segmenter
 

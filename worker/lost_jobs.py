@@ -25,8 +25,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
-from maskfarm.server.jobs import ErrorCode
-from maskfarm.server.store import JobNotFound, JobStore
+from maskfarm.core.jobs import ErrorCode
+from maskfarm.jobqueue.store import JobNotFound, JobStore
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from rq.job import Job
 from rq.queue import Queue
 
-from maskfarm.server.jobs import JobState, queue_name
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import JobState, queue_name
+from maskfarm.jobqueue.store import JobStore
 
 log = logging.getLogger(__name__)
 

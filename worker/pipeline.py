@@ -3,14 +3,14 @@
 ``Segmenter`` is what everything else in maskfarm calls: the local CLI, the RQ worker and
 the benchmarks. It reads frames lazily and yields each frame's masks as soon as they are
 made, so memory is bounded by one chunk of ``max_batch`` (frame, prompt) pairs, however long
-the job. What a mask means is defined in DESIGN.md and ``maskfarm.worker.masks``.
+the job. What a mask means is defined in docs/ARCHITECTURE.md and ``maskfarm.worker.masks``.
 
 ``stream`` is one request's frames with one set of prompts and parameters;
 ``stream_requests`` is the general form, where every frame brings its own prompts and
 parameters (the worker batches several small jobs that way): one chunk still runs the
 vision tower once for all its frames and the decoder over all its (frame, prompt) pairs.
 
-A prompt may be a ``maskfarm.server.prompts.Prompt``: its negatives are more conditions
+A prompt may be a ``maskfarm.core.prompts.Prompt``: its negatives are more conditions
 decoded against the same vision features (no second vision pass), each post-processed with
 the prompt's parameters; its mask is the positive's minus the negatives' maximum, clamped
 to [0, 1], at the frame's size. Its positive may be an exemplar image instead of a text
@@ -30,8 +30,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from maskfarm.server.params import MaskParams
-from maskfarm.server.prompts import Prompt, as_prompt
+from maskfarm.core.params import MaskParams
+from maskfarm.core.prompts import Prompt, as_prompt
 from maskfarm.worker.frames import Frame, iter_frames, to_rgb_uint8
 from maskfarm.worker.inference import Condition, MaskModel
 from maskfarm.worker.masks import mask_from_logits, resize_to

@@ -42,11 +42,11 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
-from maskfarm.server.frame_files import ImageLimits, configure_pillow
-from maskfarm.server.jobs import DEFAULT_NAMESPACE, JOB_FUNCTION, PRIORITIES, Provenance, WorkerInfo, queue_name
-from maskfarm.server.redis_clients import redacted_url, redis_from_url
-from maskfarm.server.storage import StorageRoots
-from maskfarm.server.store import JobStore
+from maskfarm.core.frame_files import ImageLimits, configure_pillow
+from maskfarm.core.jobs import DEFAULT_NAMESPACE, JOB_FUNCTION, PRIORITIES, Provenance, WorkerInfo, queue_name
+from maskfarm.core.storage import StorageRoots
+from maskfarm.jobqueue.redis_clients import redacted_url, redis_from_url
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker import liveness
 from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
 from maskfarm.worker.codec_pool import CodecPool
@@ -104,7 +104,7 @@ class WorkerSettings:
     output_mode: int = DEFAULT_MODE
     """The mode of the mask files written under a job's ``output_dir``."""
     image_limits: ImageLimits = ImageLimits()
-    """What a frame file read by path may be (``maskfarm.server.frame_files``), and
+    """What a frame file read by path may be (``maskfarm.core.frame_files``), and
     Pillow's bomb guard: the server's ``--max-side``, ``--max-pixels`` and the rest."""
     codec_threads: int | None = None
     """Threads decoding frames and encoding masks (``maskfarm.worker.codec_pool``); None:

@@ -2,14 +2,14 @@
 
 Every path is checked again here, against the worker's own storage roots, just before it
 is used: the server checked on its filesystem, which need not be this one, and the
-storage may have changed since. Frames are read as ``maskfarm.server.frame_files`` rules
+storage may have changed since. Frames are read as ``maskfarm.core.frame_files`` rules
 (never blocking, bounded size and read time, header size limits before any decode). So are the roots the job's owner may read and write
-(``JobRecord.storage_access``, see ``maskfarm.server.storage_access``), and no mask may
-replace one of the job's own frames (``maskfarm.server.mask_files``).
+(``JobRecord.storage_access``, see ``maskfarm.core.storage_access``), and no mask may
+replace one of the job's own frames (``maskfarm.core.mask_files``).
 
-Mask files are named as ``maskfarm segment`` names them (``maskfarm.client.outputs``:
+Mask files are named as ``maskfarm segment`` names them (``maskfarm.core.outputs``:
 ``<output_dir>/<prompt-slug>/<frame-stem>.<ext>``, ``union/`` for the union), hold the same
-bytes and are written the same way, whole (``maskfarm.client.outputs.write_file``), with
+bytes and are written the same way, whole (``maskfarm.core.outputs.write_file``), with
 the worker's file mode.
 """
 
@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from maskfarm.client.outputs import encode_mask, prompt_folders, write_file
-from maskfarm.server.frame_files import ImageLimits, read_frame_file
-from maskfarm.server.jobs import FrameResult, JobRecord, OutputFormat
-from maskfarm.server.mask_files import FILE_FORMATS, InputFrames, mask_files
-from maskfarm.server.storage import StoragePathError, StorageRoots
+from maskfarm.core.frame_files import ImageLimits, read_frame_file
+from maskfarm.core.jobs import FrameResult, JobRecord, OutputFormat
+from maskfarm.core.mask_files import FILE_FORMATS, InputFrames, mask_files
+from maskfarm.core.outputs import encode_mask, prompt_folders, write_file
+from maskfarm.core.storage import StoragePathError, StorageRoots
 
 DEFAULT_MODE = 0o644
 

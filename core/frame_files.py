@@ -11,7 +11,7 @@ hostile or broken file fails as that frame's error and never kills or hangs a pr
 - it holds at most ``max_frame_mib`` (seen from ``fstat`` before a byte is read; the read
   stops there anyway, should the file grow);
 - its header's size passes ``max_side`` and ``max_pixels`` for every format, an EXR's
-  display and data windows included (``maskfarm.server.images``), before a pixel is
+  display and data windows included (``maskfarm.core.images``), before a pixel is
   decoded;
 - all of it within ``frame_read_timeout_s``: the file work runs on a few daemon reader
   threads and the caller waits at most that long. A read stuck in the kernel (a hung
@@ -40,9 +40,9 @@ from typing import BinaryIO, TypeVar
 
 from PIL import Image
 
-from maskfarm.server.echo import cut
-from maskfarm.server.images import ImageError, ImageInfo, probe_header, probe_image_head
-from maskfarm.server.storage import StorageRoots
+from maskfarm.core.echo import cut
+from maskfarm.core.images import ImageError, ImageInfo, probe_header, probe_image_head
+from maskfarm.core.storage import StorageRoots
 
 MIB = 1024 * 1024
 READER_THREADS = 8

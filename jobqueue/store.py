@@ -49,7 +49,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
-from maskfarm.server.jobs import (
+from maskfarm.core.jobs import (
     DEFAULT_NAMESPACE,
     ErrorCode,
     ExrOptions,
@@ -62,10 +62,10 @@ from maskfarm.server.jobs import (
     Provenance,
     WorkerInfo,
 )
-from maskfarm.server.params import MaskParams
-from maskfarm.server.prompts import prompts_from_json, prompts_to_json
-from maskfarm.server.redis_clients import ReplicaWait, transaction
-from maskfarm.server.storage_access import StorageAccess
+from maskfarm.core.params import MaskParams
+from maskfarm.core.prompts import prompts_from_json, prompts_to_json
+from maskfarm.core.storage_access import StorageAccess
+from maskfarm.jobqueue.redis_clients import ReplicaWait, transaction
 
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """Job ids the store accepts (RQ's job id alphabet); anything else is not a job."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskfarm.server.prompts import Prompt, prompt_name
+from maskfarm.core.prompts import Prompt, prompt_name
 
 FORMATS = {"png": ".png", "png16": ".png", "npy": ".npy", "exr": ".exr", "tiff16": ".tif"}
 _FLOAT_FORMATS = ("npy", "exr")
@@ -77,7 +77,7 @@ def encode_mask(mask: np.ndarray, fmt: str = "png") -> bytes:
     buffer = io.BytesIO()
     values = quantise(mask, fmt)
     if fmt == "exr":
-        from maskfarm.client.exr import encode_exr_mask
+        from maskfarm.core.exr import encode_exr_mask
 
         return encode_exr_mask(values)
     if fmt == "npy":
@@ -124,7 +124,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     if path.suffix == ".npy":
         return np.load(path)
     if path.suffix == ".exr":
-        from maskfarm.client.exr import decode_exr_mask
+        from maskfarm.core.exr import decode_exr_mask
 
         return decode_exr_mask(path.read_bytes())
     values = np.asarray(Image.open(path))

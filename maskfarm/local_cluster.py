@@ -237,7 +237,7 @@ class LocalCluster:
 
 def _spawn(command: str, *flags: str) -> subprocess.Popen:
     """A ``maskfarm`` subcommand in its own session; its output goes to ours."""
-    return subprocess.Popen([sys.executable, "-m", "maskfarm.client.cli", command, *flags], start_new_session=True)
+    return subprocess.Popen([sys.executable, "-m", "maskfarm.cli", command, *flags], start_new_session=True)
 
 
 def _stop(processes: Sequence[subprocess.Popen], timeout_s: float) -> None:
@@ -256,7 +256,7 @@ def _stop(processes: Sequence[subprocess.Popen], timeout_s: float) -> None:
 def _redis_answers(url: str) -> bool:
     import redis
 
-    from maskfarm.server.redis_clients import redis_from_url
+    from maskfarm.jobqueue.redis_clients import redis_from_url
 
     client = redis_from_url(url, socket_connect_timeout=1, socket_timeout=2)
     try:

@@ -29,7 +29,7 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from redis.client import Pipeline
 
-from maskfarm.server.redis_errors import NotReplicated
+from maskfarm.jobqueue.redis_errors import NotReplicated
 
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_TIMEOUT_S = 2.0

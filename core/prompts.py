@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from maskfarm.server.params import MaskParams
+from maskfarm.core.params import MaskParams
 
 OVERRIDES = ("threshold", "smooth", "dilate", "blur")
 """The mask parameters a prompt may set for itself; soft, invert and union stay the job's."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from maskfarm.server.params import MaskParams
-from maskfarm.server.prompts import Prompt
-from maskfarm.server.storage_access import StorageAccess
+from maskfarm.core.params import MaskParams
+from maskfarm.core.prompts import Prompt
+from maskfarm.core.storage_access import StorageAccess
 
 JOB_FUNCTION = "maskfarm.worker.job.run_job"
 """The RQ job function, by dotted name: the server enqueues it without importing it.

@@ -1,7 +1,7 @@
 """The mask files of a job with an ``output_dir``, and the rule that none of them may
 replace one of the job's own input frames.
 
-Mask files are named as ``maskfarm segment`` names them (``maskfarm.client.outputs``):
+Mask files are named as ``maskfarm segment`` names them (``maskfarm.core.outputs``):
 ``<output_dir>/<prompt folder>/<frame stem>.<ext>``. A job that reads its frames from the
 same storage could so name a mask after one of its frames: output_dir the shot's folder
 and a prompt slugged like the plate folder ("plates"), and the plate is replaced by its
@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from maskfarm.client.outputs import mask_path
-from maskfarm.server.echo import cut
-from maskfarm.server.jobs import OutputFormat
-from maskfarm.server.storage import StoragePathError
+from maskfarm.core.echo import cut
+from maskfarm.core.jobs import OutputFormat
+from maskfarm.core.outputs import mask_path
+from maskfarm.core.storage import StoragePathError
 
 FILE_FORMATS = {
     OutputFormat.PNG8: "png",
@@ -32,7 +32,7 @@ FILE_FORMATS = {
     OutputFormat.EXR: "exr",
     OutputFormat.TIFF16: "tiff16",
 }
-"""The ``maskfarm.client.outputs`` format of a mask file, by the job's output format: its
+"""The ``maskfarm.core.outputs`` format of a mask file, by the job's output format: its
 encoding and extension (FLOAT32 masks are ``.npy`` files, exact, not raw floats)."""
 
 _FolderId = tuple[object, ...]
