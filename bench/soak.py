@@ -530,7 +530,8 @@ def diagnose(cluster: Cluster, job_id: str) -> str:
     from rq import Queue
     from rq.job import Job as RqJob
 
-    from maskfarm.core.jobs import PRIORITIES, queue_name
+    from maskfarm.core.jobs import PRIORITIES
+    from maskfarm.jobqueue.rq_adapter import queue_name
     from maskfarm.jobqueue.store import JobStore
 
     with redis.Redis.from_url(cluster.redis.url) as client:

@@ -15,10 +15,6 @@ from maskfarm.core.params import MaskParams
 from maskfarm.core.prompts import Prompt
 from maskfarm.core.storage_access import StorageAccess
 
-JOB_FUNCTION = "maskfarm.worker.job.run_job"
-"""The RQ job function, by dotted name: the server enqueues it without importing it.
-It is called with one argument, the job id."""
-
 DEFAULT_NAMESPACE = "maskfarm"
 
 
@@ -80,11 +76,6 @@ class ExrOptions:
     def __post_init__(self) -> None:
         if not -MAX_EXPOSURE <= self.exposure <= MAX_EXPOSURE:
             raise ValueError(f"exposure must be in [{-MAX_EXPOSURE:g}, {MAX_EXPOSURE:g}] stops, got {self.exposure}")
-
-
-def queue_name(priority: Priority, namespace: str = DEFAULT_NAMESPACE) -> str:
-    """The RQ queue of a priority: ``maskfarm-high``, ``maskfarm-normal``, ``maskfarm-low``."""
-    return f"{namespace}-{priority.value}"
 
 
 @dataclass(frozen=True)

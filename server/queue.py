@@ -14,21 +14,17 @@ from datetime import datetime
 
 from redis import Redis
 from redis.client import Pipeline
-from rq import Queue, Retry
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
-from rq.serializers import JSONSerializer
-from rq.worker import Worker
 
-from maskfarm.core.jobs import (
+from maskfarm.core.jobs import PRIORITIES, JobRecord, JobSpec, JobState, Priority, WorkerInfo
+from maskfarm.jobqueue.rq_adapter import (
     JOB_FUNCTION,
-    PRIORITIES,
-    JobRecord,
-    JobSpec,
-    JobState,
-    Priority,
-    WorkerInfo,
-    queue_name,
+    InvalidJobOperation,
+    Job,
+    JSONSerializer,
+    NoSuchJobError,
+    Retry,
+    Worker,
+    queues_of,
 )
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.metrics import CANCEL_REQUESTS, JOBS_SUBMITTED
@@ -80,10 +76,7 @@ class JobQueue:
         self.store = store
         self.limits = limits
         namespace = store.keys.namespace
-        self.queues = {
-            priority: Queue(queue_name(priority, namespace), connection=redis, serializer=JSONSerializer)
-            for priority in PRIORITIES
-        }
+        self.queues = dict(zip(PRIORITIES, queues_of(redis, namespace).values()))
 
     def submit(self, spec: JobSpec) -> JobRecord:
         """Stores and enqueues a job in one transaction (or returns the job of an already

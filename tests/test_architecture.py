@@ -22,7 +22,7 @@ PACKAGES = {
     "maskfarm.server": REPO / "server",
     "maskfarm.worker": REPO / "worker",
     "maskfarm.client": REPO / "client",
-    "maskfarm": REPO / "maskfarm",
+    "maskfarm": REPO / "command",
 }
 
 MAY_IMPORT = {
@@ -113,6 +113,22 @@ def test_third_party_boundaries(package: str) -> None:
             if name.split(".")[0] in FORBIDDEN[package]:
                 wrong.append(f"{path.relative_to(REPO)}:{line} imports {name}")
     assert not wrong, f"{package} must not import {sorted(FORBIDDEN[package])}:\n" + "\n".join(wrong)
+
+
+def test_only_the_adapter_knows_rq() -> None:
+    """RQ's classes, exceptions and keys are reached through maskfarm.jobqueue.rq_adapter only,
+    so an RQ release that changes them is met in one file."""
+    wrong = []
+    for package in PACKAGES:
+        for module, path in modules(package):
+            if module == "maskfarm.jobqueue.rq_adapter":
+                continue
+            wrong += [
+                f"{path.relative_to(REPO)}:{line} imports {name}"
+                for line, name in imported_names(module, path)
+                if name.split(".")[0] == "rq"
+            ]
+    assert not wrong, "\n".join(wrong)
 
 
 def test_core_needs_only_numpy_and_pillow() -> None:

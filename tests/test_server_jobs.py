@@ -15,7 +15,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
-from maskfarm.core.jobs import JOB_FUNCTION, WorkerInfo
+from maskfarm.core.jobs import WorkerInfo
+from maskfarm.jobqueue.rq_adapter import JOB_FUNCTION
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image

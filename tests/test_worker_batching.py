@@ -25,8 +25,9 @@ from rq.queue import Queue
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from maskfarm.core.jobs import JobSpec, JobState, Priority, Provenance, queue_name
+from maskfarm.core.jobs import JobSpec, JobState, Priority, Provenance
 from maskfarm.core.params import MaskParams
+from maskfarm.jobqueue.rq_adapter import queue_name
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.queue import JobQueue, QueueLimits
 from maskfarm.v1 import segmentation_pb2 as pb

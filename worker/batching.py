@@ -29,9 +29,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rq.queue import Queue
-
 from maskfarm.core.jobs import JobRecord
+from maskfarm.jobqueue.rq_adapter import Queue, claim_script
 from maskfarm.jobqueue.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -40,14 +39,6 @@ PEEK = 16
 """How many ids at a queue's head are looked at per read."""
 POLL_S = 0.001
 """The pause between looks at the queues while a batch waits for more jobs."""
-
-_CLAIM = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-    redis.call('RPUSH', KEYS[2], ARGV[1])
-    return 1
-end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -75,7 +66,7 @@ class Gatherer:
         self.queues = list(queues)
         self.frames = frames
         self.wait_s = wait_s
-        self._claim = store.redis.register_script(_CLAIM)
+        self._claim = claim_script(store.redis)
 
     @property
     def enabled(self) -> bool:
@@ -122,7 +113,7 @@ class Gatherer:
                     cost = max(1, pending_frames(job))
                     if cost > budget:
                         return claimed, True
-                    if self._claim(keys=[queue.key, queue.intermediate_queue_key], args=[job_id]):
+                    if self._claim(queue, job_id):
                         claimed.append(Claimed(job_id, queue, cost))
                         budget -= cost
                         if budget == 0:

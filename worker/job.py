@@ -42,14 +42,13 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-import rq
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq.timeouts import JobTimeoutException
 
 from maskfarm.core.jobs import ErrorCode, FrameResult, JobRecord
 from maskfarm.core.prompts import Prompt
 from maskfarm.core.storage import StoragePathError
+from maskfarm.jobqueue.rq_adapter import JobTimeoutException, get_current_job
 from maskfarm.jobqueue.store import InputsExpired, JobNotFound, JobStore
 from maskfarm.worker.encoding import frame_result
 from maskfarm.worker.frames import Frame, decode_frame
@@ -433,7 +432,7 @@ def _is_out_of_memory(error: BaseException) -> bool:
 def _out_of_memory(runtime: WorkerRuntime, job_id: str, error: BaseException) -> None:
     """Out of memory spends a retry: the record stays running for the retry to resume,
     unless this was the last attempt, which fails the job as ``out_of_memory``."""
-    rq_job = rq.get_current_job()
+    rq_job = get_current_job()
     retries_left = (rq_job.retries_left or 0) if rq_job is not None else 0
     if retries_left > 0:
         log.warning("job %s out of memory, %d retries left: %s", job_id, retries_left, error)

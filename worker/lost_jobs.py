@@ -22,10 +22,9 @@ from types import TracebackType
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq.exceptions import AbandonedJobError
-from rq.job import Job
 
 from maskfarm.core.jobs import ErrorCode
+from maskfarm.jobqueue.rq_adapter import AbandonedJobError, Job
 from maskfarm.jobqueue.store import JobNotFound, JobStore
 
 log = logging.getLogger(__name__)

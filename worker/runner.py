@@ -35,17 +35,22 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 from redis.exceptions import RedisError
-from rq import SimpleWorker
-from rq.exceptions import NoSuchJobError
-from rq.executions import Execution
-from rq.job import Job
-from rq.queue import Queue
-from rq.serializers import JSONSerializer
 
 from maskfarm.core.frame_files import ImageLimits, configure_pillow
-from maskfarm.core.jobs import DEFAULT_NAMESPACE, JOB_FUNCTION, PRIORITIES, Provenance, WorkerInfo, queue_name
+from maskfarm.core.jobs import DEFAULT_NAMESPACE, PRIORITIES, Provenance, WorkerInfo
 from maskfarm.core.storage import StorageRoots
 from maskfarm.jobqueue.redis_clients import redacted_url, redis_from_url
+from maskfarm.jobqueue.rq_adapter import (
+    JOB_FUNCTION,
+    Execution,
+    Job,
+    JSONSerializer,
+    NoSuchJobError,
+    Queue,
+    SimpleWorker,
+    queue_name,
+    queues_of,
+)
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker import liveness
 from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
@@ -379,7 +384,7 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter, codec: CodecPoo
     store = JobStore(redis, settings.namespace)
     name = settings.worker_name
     provenance = provenance_of(segmenter, name)
-    queues = [Queue(q, connection=redis, serializer=JSONSerializer) for q in settings.queue_names]
+    queues = list(queues_of(redis, settings.namespace, settings.queue_names).values())
     batch_frames = segmenter.max_batch if settings.batch_frames is None else settings.batch_frames
     gatherer = Gatherer(store, queues, batch_frames, settings.batch_wait_ms / 1000)
     co_jobs = CoJobs()
