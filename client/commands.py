@@ -15,6 +15,7 @@ import os
 import sys
 
 from maskfarm.client.sequence_run import DEFAULT_CHUNK, DEFAULT_IN_FLIGHT
+from maskfarm.core.formats import FILE_FORMAT_NAMES, MASK_FORMATS
 
 JOB_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 
@@ -60,10 +61,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     segment.add_argument("--output", "-o", default="masks", help="output folder (default: masks)")
     segment.add_argument(
         "--format",
-        choices=("png", "png16", "npy", "exr", "tiff16"),
+        choices=FILE_FORMAT_NAMES,
         default="png",
-        help="png: 8-bit; png16: 16-bit; npy: float32, exact; exr: float32 OpenEXR (channel Y), "
-        "exact; tiff16: 16-bit TIFF (default: png)",
+        help="; ".join(f"{fmt.name}: {fmt.description}" for fmt in MASK_FORMATS) + " (default: png)",
     )
     segment.add_argument(
         "--threshold", type=float, default=0.4, help="probability above which a pixel is in (default 0.4)"
