@@ -210,7 +210,7 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         default=os.environ.get("MASKFARM_TARGET", DEFAULT_TARGET),
-        help="server address (env MASKFARM_TARGET, default localhost:50051)",
+        help=f"server address (env MASKFARM_TARGET, default {DEFAULT_TARGET})",
     )
     _add_security(parser)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from maskfarm.core.defaults import DEFAULT_NAMESPACE
 from maskfarm.core.params import MaskParams
 from maskfarm.core.prompts import Prompt
 from maskfarm.core.storage_access import StorageAccess
@@ -18,8 +19,6 @@ from maskfarm.core.storage_access import StorageAccess
 JOB_FUNCTION = "maskfarm.worker.job.run_job"
 """The RQ job function, by dotted name: the server enqueues it without importing it.
 It is called with one argument, the job id."""
-
-DEFAULT_NAMESPACE = "maskfarm"
 
 
 class JobState(str, enum.Enum):

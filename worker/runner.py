@@ -42,6 +42,7 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
+from maskfarm.core.defaults import DEFAULT_MODEL, DEFAULT_REDIS_URL
 from maskfarm.core.frame_files import ImageLimits, configure_pillow
 from maskfarm.core.jobs import DEFAULT_NAMESPACE, JOB_FUNCTION, PRIORITIES, Provenance, WorkerInfo, queue_name
 from maskfarm.core.storage import StorageRoots
@@ -77,9 +78,9 @@ _DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 class WorkerSettings:
     """One worker process's configuration (``maskfarm worker`` flags)."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = DEFAULT_REDIS_URL
     namespace: str = DEFAULT_NAMESPACE
-    model: str = "CIDAS/clipseg-rd64-refined"
+    model: str = DEFAULT_MODEL
     device: str = "auto"
     dtype: str = "auto"
     max_batch: int | None = None
