@@ -16,8 +16,7 @@ import sys
 
 from maskfarm.client.sequence_run import DEFAULT_CHUNK, DEFAULT_IN_FLIGHT
 from maskfarm.core.formats import FILE_FORMAT_NAMES, MASK_FORMATS
-
-JOB_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+from maskfarm.core.jobs import JobState
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -121,7 +120,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "--state",
         action="append",
         default=[],
-        choices=[s.lower() for s in JOB_STATES],
+        choices=[state.value for state in JobState],
         help="only jobs in this state (repeat for several)",
     )
     jobs.add_argument(
