@@ -62,13 +62,6 @@ from maskfarm.worker.shared_storage import SharedStorage  # noqa: E402
 
 SIZES = "1024x1024,2048x1080,3840x2160"
 EXR_COMPRESSIONS = ("zip", "piz", "dwaa")
-ENCODINGS = {
-    "png8": OutputFormat.PNG8,
-    "png16": OutputFormat.PNG16,
-    "tiff16": OutputFormat.TIFF16,
-    "exr": OutputFormat.EXR,
-    "float32": OutputFormat.FLOAT32,
-}
 DEFAULTS = MaskParams()
 BLUR_8 = MaskParams(blur=8)
 UNION_INVERT = MaskParams(union=True, invert=True)
@@ -209,10 +202,7 @@ def postprocess_rows(size: tuple[int, int], timer: Timer) -> dict[str, float]:
 
 def encode_rows(masks: np.ndarray, timer: Timer) -> dict[str, float]:
     """The worker's encoding of a frame's masks in each output format, and the npy file."""
-    rows = {
-        f"encode {name}": timer.ms(lambda fmt=fmt: frame_result(0, masks, fmt, False))
-        for name, fmt in ENCODINGS.items()
-    }
+    rows = {f"encode {fmt.value}": timer.ms(lambda fmt=fmt: frame_result(0, masks, fmt, False)) for fmt in OutputFormat}
     rows["encode npy (--local)"] = timer.ms(lambda: encode_mask(masks[0], "npy"))
     return rows
 

@@ -42,10 +42,10 @@ from maskfarm.client.prompts import Prompt, prompt_fields
 from maskfarm.client.retries import Retries
 from maskfarm.client.security import ChannelSecurity, Pem
 from maskfarm.client.splitting import split_frames
+from maskfarm.core.defaults import DEFAULT_TARGET
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
 
-DEFAULT_TARGET = "localhost:50051"
 DEFAULT_MAX_MESSAGE_MIB = 64
 PRIORITIES = ("high", "normal", "low")
 WAIT_POLL_S = (0.05, 2.0)

@@ -15,8 +15,8 @@ import os
 import sys
 
 from maskfarm.client.sequence_run import DEFAULT_CHUNK, DEFAULT_IN_FLIGHT
-
-JOB_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+from maskfarm.core.formats import FILE_FORMAT_NAMES, MASK_FORMATS
+from maskfarm.core.jobs import JobState
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -60,10 +60,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     segment.add_argument("--output", "-o", default="masks", help="output folder (default: masks)")
     segment.add_argument(
         "--format",
-        choices=("png", "png16", "npy", "exr", "tiff16"),
+        choices=FILE_FORMAT_NAMES,
         default="png",
-        help="png: 8-bit; png16: 16-bit; npy: float32, exact; exr: float32 OpenEXR (channel Y), "
-        "exact; tiff16: 16-bit TIFF (default: png)",
+        help="; ".join(f"{fmt.name}: {fmt.description}" for fmt in MASK_FORMATS) + " (default: png)",
     )
     segment.add_argument(
         "--threshold", type=float, default=0.4, help="probability above which a pixel is in (default 0.4)"
@@ -121,7 +120,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "--state",
         action="append",
         default=[],
-        choices=[s.lower() for s in JOB_STATES],
+        choices=[state.value for state in JobState],
         help="only jobs in this state (repeat for several)",
     )
     jobs.add_argument(
@@ -210,7 +209,7 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         default=os.environ.get("MASKFARM_TARGET", DEFAULT_TARGET),
-        help="server address (env MASKFARM_TARGET, default localhost:50051)",
+        help=f"server address (env MASKFARM_TARGET, default {DEFAULT_TARGET})",
     )
     _add_security(parser)
 

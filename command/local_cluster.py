@@ -26,8 +26,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from maskfarm.core.defaults import DEFAULT_LISTEN, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL
+
 STARTUP_TIMEOUT_S = 60.0
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class ClusterError(RuntimeError):
@@ -40,12 +41,12 @@ class ClusterStopped(ClusterError):
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    listen: str = "127.0.0.1:50051"
+    listen: str = DEFAULT_LISTEN
     redis_url: str = ""
     """The Redis to use; it must answer. Empty: ``DEFAULT_REDIS_URL`` when it answers, else a private one."""
     private_redis: bool = False
     """Always run a private, memory-only Redis (``redis_url`` must then be empty)."""
-    namespace: str = "maskfarm"
+    namespace: str = DEFAULT_NAMESPACE
     workers: int = 1
     worker_flags: tuple[str, ...] = ()
     """Passed on to every ``maskfarm worker`` (``--model``, ``--device``, ...)."""

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from maskfarm.core.defaults import DEFAULT_LISTEN, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL
 from maskfarm.worker.cli import add_model_options
 
 
@@ -25,14 +26,14 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     )
     up.add_argument(
         "--listen",
-        default=os.environ.get("MASKFARM_LISTEN", "127.0.0.1:50051"),
+        default=os.environ.get("MASKFARM_LISTEN", DEFAULT_LISTEN),
         help="address the server listens on (env MASKFARM_LISTEN; default %(default)s)",
     )
     up.add_argument(
         "--redis-url",
         default=os.environ.get("MASKFARM_REDIS_URL", ""),
         help="Redis to use; an error when it does not answer (env MASKFARM_REDIS_URL; default: "
-        "redis://127.0.0.1:6379/0 if it answers, else a private one)",
+        f"{DEFAULT_REDIS_URL} if it answers, else a private one)",
     )
     up.add_argument(
         "--private-redis",
@@ -41,7 +42,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     )
     up.add_argument(
         "--namespace",
-        default=os.environ.get("MASKFARM_NAMESPACE", "maskfarm"),
+        default=os.environ.get("MASKFARM_NAMESPACE", DEFAULT_NAMESPACE),
         help="prefix of maskfarm's Redis keys (env MASKFARM_NAMESPACE; default %(default)s)",
     )
     up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")

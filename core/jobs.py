@@ -15,8 +15,6 @@ from maskfarm.core.params import MaskParams
 from maskfarm.core.prompts import Prompt
 from maskfarm.core.storage_access import StorageAccess
 
-DEFAULT_NAMESPACE = "maskfarm"
-
 
 class JobState(str, enum.Enum):
     QUEUED = "queued"

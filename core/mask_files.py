@@ -21,19 +21,10 @@ import os
 from collections.abc import Sequence
 
 from maskfarm.core.echo import cut
+from maskfarm.core.formats import output_format
 from maskfarm.core.jobs import OutputFormat
 from maskfarm.core.outputs import mask_path
 from maskfarm.core.storage import StoragePathError
-
-FILE_FORMATS = {
-    OutputFormat.PNG8: "png",
-    OutputFormat.PNG16: "png16",
-    OutputFormat.FLOAT32: "npy",
-    OutputFormat.EXR: "exr",
-    OutputFormat.TIFF16: "tiff16",
-}
-"""The ``maskfarm.core.outputs`` format of a mask file, by the job's output format: its
-encoding and extension (FLOAT32 masks are ``.npy`` files, exact, not raw floats)."""
 
 _FolderId = tuple[object, ...]
 
@@ -47,8 +38,9 @@ class InputOverwrite(StoragePathError):
 
 
 def mask_files(output_dir: str, folders: Sequence[str], frame_name: str, fmt: OutputFormat) -> list[str]:
-    """The paths of a frame's mask files, one per folder (see ``outputs.prompt_folders``)."""
-    file_format = FILE_FORMATS[fmt]
+    """The paths of a frame's mask files, one per folder (see ``outputs.prompt_folders``);
+    FLOAT32 masks are ``.npy`` files (``formats.output_format``)."""
+    file_format = output_format(fmt)
     return [str(mask_path(output_dir, folder, frame_name, file_format)) for folder in folders]
 
 

@@ -22,7 +22,8 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 from rq.worker import Worker
 
-from maskfarm.core.jobs import DEFAULT_NAMESPACE, PRIORITIES, Priority
+from maskfarm.core.defaults import DEFAULT_NAMESPACE
+from maskfarm.core.jobs import PRIORITIES, Priority
 
 __all__ = [
     "JOB_FUNCTION",

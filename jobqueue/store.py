@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import enum
 import json
 import re
 import secrets
@@ -49,8 +50,8 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
+from maskfarm.core.defaults import DEFAULT_NAMESPACE
 from maskfarm.core.jobs import (
-    DEFAULT_NAMESPACE,
     ErrorCode,
     ExrOptions,
     FrameResult,
@@ -80,6 +81,17 @@ class JobNotFound(LookupError):
 
 class InputsExpired(LookupError):
     """A job's frames are gone: it waited or ran longer than its inputs were kept."""
+
+
+class StopReason(str, enum.Enum):
+    """Why a run of a job should stop before its last frame (``JobStore.stop_reason``)."""
+
+    NOT_RUNNING = "not_running"
+    """The job is gone or no longer running: nothing for this run to record."""
+    SUPERSEDED = "superseded"
+    """A later run of the job started (this one was taken for dead)."""
+    CANCELLED = "cancelled"
+    """Cancelling was requested of this run, which then records the cancellation."""
 
 
 def new_job_id() -> str:
@@ -524,18 +536,17 @@ class JobStore:
         state, flag = self.redis.hmget(self.keys.job(job_id), ["state", "cancel_requested"])
         return state != JobState.RUNNING.value.encode() or flag == b"1"
 
-    def stop_reason(self, job_id: str, attempt: int) -> str | None:
+    def stop_reason(self, job_id: str, attempt: int) -> StopReason | None:
         """Why run number ``attempt`` of a job should stop now (worker, between batches):
-        ``"not_running"`` when the job is gone or no longer running (it ended, e.g. failed
-        as lost while this run was taken for dead: nothing for this run to record),
-        ``"superseded"`` when a later run started, ``"cancelled"`` when cancelling was
-        requested of this run (which then records the cancellation), None to go on."""
+        ``NOT_RUNNING`` when the job is gone or no longer running (it ended, e.g. failed
+        as lost while this run was taken for dead), ``SUPERSEDED`` when a later run
+        started, ``CANCELLED`` when cancelling was requested of this run, None to go on."""
         state, flag, attempts = self.redis.hmget(self.keys.job(job_id), ["state", "cancel_requested", "attempts"])
         if state != JobState.RUNNING.value.encode():
-            return "not_running"
+            return StopReason.NOT_RUNNING
         if int(attempts or 0) != attempt:
-            return "superseded"
-        return "cancelled" if flag == b"1" else None
+            return StopReason.SUPERSEDED
+        return StopReason.CANCELLED if flag == b"1" else None
 
     def mark_succeeded(self, job_id: str) -> bool:
         """Ends a running job as succeeded; False if it was not running."""

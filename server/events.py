@@ -26,7 +26,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from maskfarm.core.jobs import DEFAULT_NAMESPACE
+from maskfarm.core.defaults import DEFAULT_NAMESPACE
 from maskfarm.jobqueue.store import Keys
 
 log = logging.getLogger(__name__)

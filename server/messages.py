@@ -10,32 +10,18 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from maskfarm.core.jobs import ErrorCode, FrameResult, JobRecord, JobState, OutputFormat, Priority
 from maskfarm.server.queue import WorkerStatus
 from maskfarm.v1 import segmentation_pb2 as pb
+from maskfarm.v1.enum_messages import proto_numbers
 from maskfarm.v1.prompt_messages import prompt_message
 
-JOB_STATES = {
-    JobState.QUEUED: pb.JOB_STATE_QUEUED,
-    JobState.RUNNING: pb.JOB_STATE_RUNNING,
-    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
-    JobState.FAILED: pb.JOB_STATE_FAILED,
-    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
-}
-OUTPUT_FORMATS = {
-    OutputFormat.PNG8: pb.OUTPUT_FORMAT_PNG8,
-    OutputFormat.PNG16: pb.OUTPUT_FORMAT_PNG16,
-    OutputFormat.FLOAT32: pb.OUTPUT_FORMAT_FLOAT32,
-    OutputFormat.EXR: pb.OUTPUT_FORMAT_EXR,
-    OutputFormat.TIFF16: pb.OUTPUT_FORMAT_TIFF16,
-}
-PRIORITIES = {
-    Priority.HIGH: pb.PRIORITY_HIGH,
-    Priority.NORMAL: pb.PRIORITY_NORMAL,
-    Priority.LOW: pb.PRIORITY_LOW,
-}
+JOB_STATES = proto_numbers(JobState)
+OUTPUT_FORMATS = proto_numbers(OutputFormat)
+PRIORITIES = proto_numbers(Priority)
+ERROR_CODES = proto_numbers(ErrorCode)
 
 
 def error_code(code: ErrorCode) -> int:
     """The API's ErrorCode of a stored one: same name, ``ERROR_CODE_`` in front."""
-    return pb.ErrorCode.Value(f"ERROR_CODE_{code.name}")
+    return ERROR_CODES[code]
 
 
 def job_message(job: JobRecord) -> pb.Job:

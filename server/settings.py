@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from maskfarm.core.defaults import DEFAULT_LISTEN, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL
 from maskfarm.core.storage import StorageRoots
 
 _RETRY_SLACK_S = 120
@@ -31,9 +32,9 @@ def _setting(default: T, help: str, flag: str = "") -> T:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    listen: str = _setting("127.0.0.1:50051", "address to serve gRPC on, host:port")
-    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis holding the queues, jobs and masks")
-    namespace: str = _setting("maskfarm", "prefix of maskfarm's Redis keys and RQ queues (workers must match)")
+    listen: str = _setting(DEFAULT_LISTEN, "address to serve gRPC on, host:port")
+    redis_url: str = _setting(DEFAULT_REDIS_URL, "Redis holding the queues, jobs and masks")
+    namespace: str = _setting(DEFAULT_NAMESPACE, "prefix of maskfarm's Redis keys and RQ queues (workers must match)")
     result_ttl: int = _setting(86400, "seconds masks and job records are kept after a job ends")
     queue_ttl: int = _setting(3600, "seconds a job may wait for a worker before it fails as expired")
     job_timeout: int = _setting(3600, "seconds a job may run")

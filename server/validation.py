@@ -27,6 +27,7 @@ from maskfarm.core.prompts import OVERRIDES, Exemplar, Prompt
 from maskfarm.core.storage import StoragePathError, StorageRoots
 from maskfarm.core.storage_access import StorageAccess, StorageDenied
 from maskfarm.v1 import segmentation_pb2 as pb
+from maskfarm.v1.enum_messages import members_by_number
 
 MAX_FRAMES = 10_000
 """Frames per job: a longer shot is several jobs (the client splits by itself)."""
@@ -45,27 +46,9 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 STORAGE_OFF = "shared storage is not enabled on this server (--storage-root)"
 
-FORMATS = {
-    pb.OUTPUT_FORMAT_UNSPECIFIED: OutputFormat.PNG8,
-    pb.OUTPUT_FORMAT_PNG8: OutputFormat.PNG8,
-    pb.OUTPUT_FORMAT_PNG16: OutputFormat.PNG16,
-    pb.OUTPUT_FORMAT_FLOAT32: OutputFormat.FLOAT32,
-    pb.OUTPUT_FORMAT_EXR: OutputFormat.EXR,
-    pb.OUTPUT_FORMAT_TIFF16: OutputFormat.TIFF16,
-}
-PRIORITIES = {
-    pb.PRIORITY_UNSPECIFIED: Priority.NORMAL,
-    pb.PRIORITY_HIGH: Priority.HIGH,
-    pb.PRIORITY_NORMAL: Priority.NORMAL,
-    pb.PRIORITY_LOW: Priority.LOW,
-}
-STATES = {
-    pb.JOB_STATE_QUEUED: JobState.QUEUED,
-    pb.JOB_STATE_RUNNING: JobState.RUNNING,
-    pb.JOB_STATE_SUCCEEDED: JobState.SUCCEEDED,
-    pb.JOB_STATE_FAILED: JobState.FAILED,
-    pb.JOB_STATE_CANCELLED: JobState.CANCELLED,
-}
+FORMATS = {pb.OUTPUT_FORMAT_UNSPECIFIED: OutputFormat.PNG8, **members_by_number(OutputFormat)}
+PRIORITIES = {pb.PRIORITY_UNSPECIFIED: Priority.NORMAL, **members_by_number(Priority)}
+STATES = members_by_number(JobState)
 
 T = TypeVar("T")
 

@@ -20,7 +20,8 @@ import redis
 import yaml
 from rq import Queue
 
-from maskfarm.core.jobs import DEFAULT_NAMESPACE, PRIORITIES
+from maskfarm.core.defaults import DEFAULT_NAMESPACE
+from maskfarm.core.jobs import PRIORITIES
 from maskfarm.jobqueue.rq_adapter import queue_name
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from maskfarm.core.defaults import DEFAULT_MODEL, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL
+
 if TYPE_CHECKING:
     from maskfarm.core.frame_files import ImageLimits
 
@@ -29,14 +31,14 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "--preset",
         choices=("full", "tiny"),
         default="tiny",
-        help="full: the exact CIDAS/clipseg-rd64-refined architecture (~150M parameters); tiny: for fast tests",
+        help=f"full: the exact {DEFAULT_MODEL} architecture (~150M parameters); tiny: for fast tests",
     )
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.set_defaults(run=run_synthetic)
     check = model_commands.add_parser(
         "check", help="exit 0 when the model's weights can be had here (answers in seconds)"
     )
-    check.add_argument("model", nargs="?", default=os.environ.get("MASKFARM_MODEL", "CIDAS/clipseg-rd64-refined"))
+    check.add_argument("model", nargs="?", default=os.environ.get("MASKFARM_MODEL", DEFAULT_MODEL))
     check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the hub (default 5)")
     check.set_defaults(run=run_check)
 
@@ -50,12 +52,12 @@ def _add_worker_command(subcommands: argparse._SubParsersAction) -> None:
     )
     worker.add_argument(
         "--redis-url",
-        default=os.environ.get("MASKFARM_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        default=os.environ.get("MASKFARM_REDIS_URL", DEFAULT_REDIS_URL),
         help="Redis holding the queues, jobs and masks (env MASKFARM_REDIS_URL; default %(default)s)",
     )
     worker.add_argument(
         "--namespace",
-        default=os.environ.get("MASKFARM_NAMESPACE", "maskfarm"),
+        default=os.environ.get("MASKFARM_NAMESPACE", DEFAULT_NAMESPACE),
         help="prefix of maskfarm's Redis keys and RQ queues; must match the server's "
         "(env MASKFARM_NAMESPACE; default %(default)s)",
     )
@@ -220,7 +222,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model --device --dtype --max-batch`` with their MASKFARM_* fallbacks."""
     parser.add_argument(
         "--model",
-        default=os.environ.get("MASKFARM_MODEL", "CIDAS/clipseg-rd64-refined"),
+        default=os.environ.get("MASKFARM_MODEL", DEFAULT_MODEL),
         help="Hugging Face id or local directory (env MASKFARM_MODEL)",
     )
     parser.add_argument(

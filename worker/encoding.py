@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from maskfarm.core.formats import output_format
 from maskfarm.core.jobs import FrameResult, OutputFormat
 from maskfarm.core.outputs import encode_mask
-
-_FILE_FORMATS = {
-    OutputFormat.PNG8: "png",
-    OutputFormat.PNG16: "png16",
-    OutputFormat.EXR: "exr",
-    OutputFormat.TIFF16: "tiff16",
-}
 
 
 def encode_output(mask: np.ndarray, fmt: OutputFormat) -> bytes:
     """One (H, W) mask in [0, 1] as the bytes of ``fmt``."""
-    if fmt is OutputFormat.FLOAT32:
+    spec = output_format(fmt)
+    if spec.raw_in_service:
         return np.ascontiguousarray(mask, dtype="<f4").tobytes()
-    return encode_mask(mask, _FILE_FORMATS[fmt])
+    return encode_mask(mask, spec)
 
 
 def frame_result(index: int, masks: np.ndarray, fmt: OutputFormat, union: bool) -> FrameResult:

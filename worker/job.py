@@ -38,6 +38,7 @@ the job, or computes what the batch left.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 from collections.abc import Callable, Iterator, Sequence
 
@@ -45,11 +46,11 @@ import numpy as np
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from maskfarm.core.jobs import ErrorCode, FrameResult, JobRecord
+from maskfarm.core.jobs import ErrorCode, FrameResult, JobRecord, JobState
 from maskfarm.core.prompts import Prompt
 from maskfarm.core.storage import StoragePathError
 from maskfarm.jobqueue.rq_adapter import JobTimeoutException, get_current_job
-from maskfarm.jobqueue.store import InputsExpired, JobNotFound, JobStore
+from maskfarm.jobqueue.store import InputsExpired, JobNotFound, JobStore, StopReason
 from maskfarm.worker.encoding import frame_result
 from maskfarm.worker.frames import Frame, decode_frame
 from maskfarm.worker.metrics import FRAMES, JOBS_ENDED, STAGE_SECONDS
@@ -59,6 +60,18 @@ from maskfarm.worker.runtime import WorkerRuntime, current_runtime
 from maskfarm.worker.shared_storage import read_job_frame, write_frame_masks
 
 log = logging.getLogger(__name__)
+
+
+class RunEnd(str, enum.Enum):
+    """How a run's frame loop ended when nothing in the store stopped it (``StopReason``)."""
+
+    DONE = "done"
+    """Every frame is stored."""
+    LEFT_BATCH = "left"
+    """A co-job left its lead's batch; its own run goes on with it."""
+
+
+RunOutcome = RunEnd | StopReason
 
 
 class BadPrompt(ValueError):
@@ -121,24 +134,24 @@ def run_job(job_id: str) -> None:
         log.exception("job %s: internal error", job_id)
         _fail(runtime, job_id, ErrorCode.INTERNAL, f"{type(error).__name__}: {error}")
     else:
-        if outcome == "cancelled":
+        if outcome is StopReason.CANCELLED:
             while_refused(lambda: runtime.store.mark_cancelled(job_id), f"job {job_id} cancelled", runtime.heartbeat)
-            JOBS_ENDED.labels("cancelled").inc()
+            JOBS_ENDED.labels(JobState.CANCELLED.value).inc()
             log.info("job %s cancelled", job_id)
-        elif outcome == "superseded":
+        elif outcome is StopReason.SUPERSEDED:
             log.warning("job %s stopped: a later run took it over (this worker was taken for dead)", job_id)
-        elif outcome == "not_running":
+        elif outcome is StopReason.NOT_RUNNING:
             log.warning("job %s stopped: it is no longer running (it ended while this worker was busy)", job_id)
         elif while_refused(lambda: runtime.store.mark_succeeded(job_id), f"job {job_id} success", runtime.heartbeat):
-            JOBS_ENDED.labels("succeeded").inc()
+            JOBS_ENDED.labels(JobState.SUCCEEDED.value).inc()
             log.info("job %s succeeded", job_id)
         else:
             log.info("job %s finished its frames but was no longer running", job_id)
 
 
-def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
-    """Computes and stores every frame not stored yet; ``"done"``, or why it stopped
-    early (``JobStore.stop_reason``): ``"cancelled"``, ``"superseded"`` or ``"not_running"``."""
+def _segment(runtime: WorkerRuntime, job: JobRecord) -> RunOutcome:
+    """Computes and stores every frame not stored yet; ``RunEnd.DONE``, or why it stopped
+    early (``JobStore.stop_reason``)."""
     store, segmenter = runtime.store, runtime.segmenter
     pending = _pending(store, job)
     if len(pending) < job.total_frames:
@@ -146,7 +159,7 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
             "job %s resuming: %d of %d frames already stored", job.id, job.total_frames - len(pending), job.total_frames
         )
     chunk_size = max(1, segmenter.max_batch // len(job.prompts))
-    stop: str | None = None
+    stop: StopReason | None = None
 
     def should_stop() -> bool:
         nonlocal stop
@@ -162,7 +175,7 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
         beat_if_allowed(runtime.heartbeat)
         if should_stop():
             break
-    return stop or "done"
+    return stop or RunEnd.DONE
 
 
 def _pending(store: JobStore, job: JobRecord) -> list[int]:
@@ -201,7 +214,7 @@ def _start_co_jobs(runtime: WorkerRuntime, lead: JobRecord) -> list[JobRecord]:
     return started
 
 
-def _segment_with(runtime: WorkerRuntime, job: JobRecord, co_jobs: Sequence[JobRecord]) -> str:
+def _segment_with(runtime: WorkerRuntime, job: JobRecord, co_jobs: Sequence[JobRecord]) -> RunOutcome:
     """``_segment``, with ``co_jobs`` in the same batches when there are any; should the
     batch fail as a whole, the job finishes alone (the co-jobs in their own runs)."""
     if not co_jobs:
@@ -223,7 +236,7 @@ class _Share:
     def __init__(self, runtime: WorkerRuntime, job: JobRecord, lead: bool) -> None:
         self.job, self.lead, self._store = job, lead, runtime.store
         self.pending = _pending(self._store, job)
-        self.stop: str | None = None
+        self.stop: RunOutcome | None = None
 
     def should_stop(self) -> bool:
         self.stop = self.stop or self._store.stop_reason(self.job.id, self.job.attempts)
@@ -231,11 +244,11 @@ class _Share:
 
     def leave(self, lead_id: str, error: BaseException) -> None:
         """A co-job leaves the batch; its own run meets the same problem and ends it."""
-        self.stop = "left"
+        self.stop = RunEnd.LEFT_BATCH
         log.warning("job %s left job %s's batch: %s: %s", self.job.id, lead_id, type(error).__name__, error)
 
 
-def _segment_batch(runtime: WorkerRuntime, lead: JobRecord, co_jobs: Sequence[JobRecord]) -> str:
+def _segment_batch(runtime: WorkerRuntime, lead: JobRecord, co_jobs: Sequence[JobRecord]) -> RunOutcome:
     """``_segment`` for ``lead`` with ``co_jobs`` (see the module docstring): the lead's
     frames first, then each co-job's, in shared model batches; returns the lead's outcome."""
     shares = [_Share(runtime, lead, lead=True)] + [_Share(runtime, co_job, lead=False) for co_job in co_jobs]
@@ -250,7 +263,7 @@ def _segment_batch(runtime: WorkerRuntime, lead: JobRecord, co_jobs: Sequence[Jo
         beat_if_allowed(runtime.heartbeat)
         if share.should_stop() and share.lead:
             break
-    return shares[0].stop or "done"
+    return shares[0].stop or RunEnd.DONE
 
 
 def _batch_requests(runtime: WorkerRuntime, shares: Sequence[_Share]) -> Iterator[FrameRequest]:
@@ -417,7 +430,7 @@ def skip_frame(runtime: WorkerRuntime, job: JobRecord, index: int, reason: str) 
 
 def _fail(runtime: WorkerRuntime, job_id: str, code: ErrorCode, message: str) -> None:
     while_refused(lambda: runtime.store.mark_failed(job_id, code, message), f"job {job_id} failure", runtime.heartbeat)
-    JOBS_ENDED.labels("failed").inc()
+    JOBS_ENDED.labels(JobState.FAILED.value).inc()
     log.warning("job %s failed (%s): %s", job_id, code.value, message)
 
 

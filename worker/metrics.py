@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 JOBS_ENDED = Counter("maskfarm_worker_jobs", "Jobs this worker ended, by outcome", ["outcome"])
+"""``outcome``: the value of the job's terminal ``JobState`` (succeeded, failed, cancelled)."""
 FRAMES = Counter("maskfarm_worker_frames", "Frames segmented and stored")
 STAGE_SECONDS = Histogram(
     "maskfarm_worker_stage_seconds",

@@ -16,8 +16,9 @@ import torch
 from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 from transformers.utils import logging as hf_logging
 
+from maskfarm.core.defaults import DEFAULT_MODEL
 from maskfarm.worker.synthetic import is_synthetic
-from maskfarm.worker.weights import DEFAULT_MODEL, find_weights, load_failure_message
+from maskfarm.worker.weights import find_weights, load_failure_message
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE_CPU_FLAGS = {

@@ -36,8 +36,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 from redis.exceptions import RedisError
 
+from maskfarm.core.defaults import DEFAULT_MODEL, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL
 from maskfarm.core.frame_files import ImageLimits, configure_pillow
-from maskfarm.core.jobs import DEFAULT_NAMESPACE, PRIORITIES, Provenance, WorkerInfo
+from maskfarm.core.jobs import PRIORITIES, Provenance, WorkerInfo
 from maskfarm.core.storage import StorageRoots
 from maskfarm.jobqueue.redis_clients import redacted_url, redis_from_url
 from maskfarm.jobqueue.rq_adapter import (
@@ -82,9 +83,9 @@ _DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 class WorkerSettings:
     """One worker process's configuration (``maskfarm worker`` flags)."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = DEFAULT_REDIS_URL
     namespace: str = DEFAULT_NAMESPACE
-    model: str = "CIDAS/clipseg-rd64-refined"
+    model: str = DEFAULT_MODEL
     device: str = "auto"
     dtype: str = "auto"
     max_batch: int | None = None
