@@ -16,3 +16,14 @@ DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_TARGET = f"localhost:{DEFAULT_PORT}"
 """Where a client looks for the server."""
 DEFAULT_NAMESPACE = "maskfarm"
+
+# What a frame may be, checked before it is decoded, the same on server and worker
+# (maskfarm.core.frame_files.ImageLimits).
+DEFAULT_MAX_SIDE = 16384
+"""Largest frame side, pixels."""
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Largest frame, pixels; also Pillow's bomb guard."""
+DEFAULT_MAX_FRAME_MIB = 1024
+"""Largest frame file read by path (or by ``--local``), MiB."""
+DEFAULT_FRAME_READ_TIMEOUT_S = 30.0
+"""Longest a frame file's open, checks and read may take."""

@@ -40,6 +40,12 @@ from typing import BinaryIO, TypeVar
 
 from PIL import Image
 
+from maskfarm.core.defaults import (
+    DEFAULT_FRAME_READ_TIMEOUT_S,
+    DEFAULT_MAX_FRAME_MIB,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+)
 from maskfarm.core.echo import cut
 from maskfarm.core.images import ImageError, ImageInfo, probe_header, probe_image_head
 from maskfarm.core.storage import StorageRoots
@@ -60,12 +66,10 @@ class FrameFileError(ValueError):
 class ImageLimits:
     """The limits every frame passes before it is decoded, the same on server and worker."""
 
-    max_side: int = 16384
-    max_pixels: int = 100_000_000
-    max_frame_mib: int = 1024
-    """Largest frame file read by path (or by ``--local``)."""
-    frame_read_timeout_s: float = 30.0
-    """Longest a frame file's open, checks and read may take."""
+    max_side: int = DEFAULT_MAX_SIDE
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_frame_mib: int = DEFAULT_MAX_FRAME_MIB
+    frame_read_timeout_s: float = DEFAULT_FRAME_READ_TIMEOUT_S
 
     def __post_init__(self) -> None:
         for name in ("max_side", "max_pixels", "max_frame_mib", "frame_read_timeout_s"):

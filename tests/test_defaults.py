@@ -53,7 +53,7 @@ def test_settings_and_the_client_default_to_the_core_defaults() -> None:
     from maskfarm.jobqueue.rq_adapter import queue_name
     from maskfarm.local_cluster import DEFAULT_REDIS_URL, ClusterSettings
     from maskfarm.server.settings import ServerSettings
-    from maskfarm.worker.runner import WorkerSettings
+    from maskfarm.worker.settings import WorkerSettings
     from maskfarm.worker.weights import DEFAULT_MODEL
 
     server, worker, cluster = ServerSettings(), WorkerSettings(), ClusterSettings()

@@ -150,7 +150,7 @@ def test_a_job_taken_by_a_worker_killed_before_it_started_runs_all_the_same(redi
 
 
 def test_the_default_settings_rerun_a_lost_job_within_a_minute():
-    from maskfarm.worker.runner import WorkerSettings
+    from maskfarm.worker.settings import WorkerSettings
 
     assert WorkerSettings().recovery_bound_s <= 60
     with pytest.raises(ValueError, match="heartbeat"):

@@ -113,7 +113,7 @@ def test_server_and_worker_settings_take_roots_from_flags_or_the_variable(monkey
     import argparse
 
     from maskfarm.server.settings import ServerSettings
-    from maskfarm.worker.runner import WorkerSettings
+    from maskfarm.worker.settings import WorkerSettings
 
     def server_settings(*flags: str) -> ServerSettings:
         parser = argparse.ArgumentParser()

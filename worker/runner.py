@@ -28,18 +28,14 @@ import logging
 import math
 import os
 import signal
-import socket
 import threading
 import time
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 from redis.exceptions import RedisError
 
-from maskfarm.core.defaults import DEFAULT_MODEL, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL
-from maskfarm.core.frame_files import ImageLimits, configure_pillow
-from maskfarm.core.jobs import PRIORITIES, Provenance, WorkerInfo
-from maskfarm.core.storage import StorageRoots
+from maskfarm.core.frame_files import configure_pillow
+from maskfarm.core.jobs import Provenance, WorkerInfo
 from maskfarm.jobqueue.redis_clients import redacted_url, redis_from_url
 from maskfarm.jobqueue.rq_adapter import (
     JOB_FUNCTION,
@@ -49,7 +45,6 @@ from maskfarm.jobqueue.rq_adapter import (
     NoSuchJobError,
     Queue,
     SimpleWorker,
-    queue_name,
     queues_of,
 )
 from maskfarm.jobqueue.store import JobStore
@@ -61,99 +56,14 @@ from maskfarm.worker.metrics import BATCHED_JOBS, PrometheusObserver, serve_metr
 from maskfarm.worker.orphans import OrphanSweeper
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.runtime import WorkerRuntime, install_runtime
-from maskfarm.worker.shared_storage import DEFAULT_MODE, SharedStorage
+from maskfarm.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 10.0
-"""How often a busy worker refreshes its job's lease (from inside the job, between frames)."""
-JOB_LEASE_S = 30
-"""A running job not heard from for this long is abandoned: its worker is taken as dead."""
-MAINTENANCE_S = 15
-"""How often every worker, idle or busy between jobs, runs RQ's maintenance pass."""
-BATCH_WAIT_MS = 5.0
-"""How long a batch that found jobs waiting waits for more."""
 HEARTBEAT_SPACING_S = 1.0
 """Worker heartbeats closer than this with nothing new to say are skipped."""
 
 _DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """One worker process's configuration (``maskfarm worker`` flags)."""
-
-    redis_url: str = DEFAULT_REDIS_URL
-    namespace: str = DEFAULT_NAMESPACE
-    model: str = DEFAULT_MODEL
-    device: str = "auto"
-    dtype: str = "auto"
-    max_batch: int | None = None
-    compile: bool = False
-    """torch.compile the vision tower (``--compile``)."""
-    name: str = ""
-    """Unique among live workers; empty: ``<host>.<pid>``."""
-    burst: bool = False
-    """Exit when the queues are empty (tests, batch runs)."""
-    heartbeat_s: float = HEARTBEAT_S
-    job_lease_s: int = JOB_LEASE_S
-    maintenance_s: int = MAINTENANCE_S
-    metrics_listen: str = ""
-    """host:port for Prometheus ``/metrics``; empty: none."""
-    batch_frames: int | None = None
-    """Frames of one cross-job batch (``maskfarm.worker.batching``); 0 or 1: no batching;
-    None: the model batch (``max_batch``, by default 64 on CUDA, 8 on the CPU)."""
-    batch_wait_ms: float = BATCH_WAIT_MS
-    storage_roots: tuple[str, ...] = ()
-    """Shared storage: folders under which jobs may name frames and ``output_dir``
-    (``--storage-root``); none: such jobs fail."""
-    output_mode: int = DEFAULT_MODE
-    """The mode of the mask files written under a job's ``output_dir``."""
-    image_limits: ImageLimits = ImageLimits()
-    """What a frame file read by path may be (``maskfarm.core.frame_files``), and
-    Pillow's bomb guard: the server's ``--max-side``, ``--max-pixels`` and the rest."""
-    codec_threads: int | None = None
-    """Threads decoding frames and encoding masks (``maskfarm.worker.codec_pool``); None:
-    1 on a CPU (the model uses its cores), up to 8 beside a GPU."""
-    health_file: str = ""
-    """Touched with every heartbeat that reached Redis (``maskfarm.worker.liveness``);
-    empty: none."""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.heartbeat_s < self.job_lease_s:
-            raise ValueError(
-                f"the heartbeat ({self.heartbeat_s} s) must be positive and shorter than "
-                f"the job lease ({self.job_lease_s} s)"
-            )
-        if self.maintenance_s < 1:
-            raise ValueError(f"the maintenance interval must be at least 1 s, got {self.maintenance_s}")
-        if self.batch_frames is not None and self.batch_frames < 0:
-            raise ValueError(f"the batch frames must be 0 (no batching) or more, got {self.batch_frames}")
-        if not 0 <= self.batch_wait_ms <= 1000:
-            raise ValueError(f"the batch wait must be in [0, 1000] ms, got {self.batch_wait_ms}")
-        object.__setattr__(self, "storage_roots", StorageRoots.parse(self.storage_roots).roots)
-        if self.codec_threads is not None and self.codec_threads < 1:
-            raise ValueError(f"the codec threads must be at least 1, got {self.codec_threads}")
-        if not 0 <= self.output_mode <= 0o7777:
-            raise ValueError(f"the output mode must be in 0..0o7777, got {self.output_mode:#o}")
-
-    @property
-    def storage(self) -> SharedStorage:
-        return SharedStorage(StorageRoots(self.storage_roots), self.output_mode, self.image_limits)
-
-    @property
-    def recovery_bound_s(self) -> int:
-        """The longest a dead worker's job waits before a live idle worker re-queues it
-        (not counting the batch that was running when the last heartbeat was sent)."""
-        return self.job_lease_s + 2 * self.maintenance_s
-
-    @property
-    def worker_name(self) -> str:
-        return self.name or f"{socket.gethostname()}.{os.getpid()}"
-
-    @property
-    def queue_names(self) -> list[str]:
-        return [queue_name(priority, self.namespace) for priority in PRIORITIES]
 
 
 def maskfarm_version() -> str:
