@@ -355,7 +355,7 @@ def run_local_segment(args: argparse.Namespace, params, frames, report) -> int:
         return 2
     from maskfarm.core.frame_files import configure_pillow
     from maskfarm.core.jobs import ExrOptions
-    from maskfarm.worker.local import segment_files
+    from maskfarm.worker.local import segment_files_locally
     from maskfarm.worker.model import ModelLoadError
     from maskfarm.worker.pipeline import Segmenter
 
@@ -370,7 +370,7 @@ def run_local_segment(args: argparse.Namespace, params, frames, report) -> int:
     try:
         limits = image_limits()
         configure_pillow(limits)
-        written = segment_files(
+        written = segment_files_locally(
             segmenter,
             frames,
             args.prompt,
