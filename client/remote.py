@@ -1,6 +1,6 @@
 """``maskfarm segment`` through the service: from image files to mask files.
 
-The counterpart of ``maskfarm.worker.local.segment_files`` (``--local``), writing the same
+The counterpart of ``maskfarm.worker.local.segment_files_locally`` (``--local``), writing the same
 files: names from ``maskfarm.core.outputs``, and the same bytes, since workers encode
 PNG, EXR and TIFF16 masks with ``outputs.encode_mask`` (written as received) and FLOAT32 masks
 are the float32 values that ``npy`` files hold. On shared storage (an ``output_dir``

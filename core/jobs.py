@@ -2,7 +2,7 @@
 
 These plain types are the job as it lives in Redis (see ``store``): the server makes a
 ``JobSpec`` from a request, the store keeps it as a ``JobRecord``, the worker writes
-``FrameResult``\\ s and registers itself with a ``WorkerInfo``. Like the store, this module
+``StoredFrame``\\ s and registers itself with a ``WorkerRecord``. Like the store, this module
 imports only the standard library, so the worker can use it without grpc.
 """
 
@@ -175,7 +175,7 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
-class FrameResult:
+class StoredFrame:
     """The masks of one frame, encoded in the job's output format.
 
     ``masks[k]`` belongs to ``prompts[k]``; ``union`` is the union mask when asked for.
@@ -194,7 +194,7 @@ class FrameResult:
     error: str = ""
 
     @classmethod
-    def failed(cls, index: int, error: str) -> FrameResult:
+    def failed(cls, index: int, error: str) -> StoredFrame:
         return cls(index, 0, 0, [], error=error)
 
     @property
@@ -204,7 +204,7 @@ class FrameResult:
 
 
 @dataclass(frozen=True)
-class WorkerInfo:
+class WorkerRecord:
     """What a worker tells about itself beyond RQ's own worker record."""
 
     name: str

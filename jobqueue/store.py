@@ -20,7 +20,7 @@ Layout, for a namespace ``ns`` (default ``maskfarm``) and a job id ``J``::
     ns:backlog:bytes    string   encoded bytes of the frames of queued jobs
     ns:backlog:jobs     hash     queued job id -> its share of those bytes
     ns:queued           zset     queued job ids by creation time (orphan sweeps)
-    ns:worker:W         hash     a live worker's WorkerInfo
+    ns:worker:W         hash     a live worker's WorkerRecord
 
 Every key expires. While a job may still wait or run, its record and results live for
 ``inputs_ttl + result_ttl`` and its inputs for ``inputs_ttl`` (both chosen at creation).
@@ -54,14 +54,14 @@ from maskfarm.core.defaults import DEFAULT_NAMESPACE
 from maskfarm.core.jobs import (
     ErrorCode,
     ExrOptions,
-    FrameResult,
     JobRecord,
     JobSpec,
     JobState,
     OutputFormat,
     Priority,
     Provenance,
-    WorkerInfo,
+    StoredFrame,
+    WorkerRecord,
 )
 from maskfarm.core.params import MaskParams
 from maskfarm.core.prompts import prompts_from_json, prompts_to_json
@@ -317,7 +317,7 @@ class JobStore:
         """Indices of the frames whose masks are stored, ascending."""
         return sorted(int(index) for index in self.redis.hkeys(self.keys.done(job_id)))
 
-    def frame_results(self, job_id: str, indices: Iterable[int], job: JobRecord | None = None) -> list[FrameResult]:
+    def frame_results(self, job_id: str, indices: Iterable[int], job: JobRecord | None = None) -> list[StoredFrame]:
         """The stored results among ``indices``, in that order (missing ones skipped).
 
         Given the ``job``, whose prompts and params say which masks a frame has, their
@@ -332,7 +332,7 @@ class JobStore:
 
     def job_with_frames(
         self, job_id: str, indices: Iterable[int], job: JobRecord
-    ) -> tuple[JobRecord, list[FrameResult]]:
+    ) -> tuple[JobRecord, list[StoredFrame]]:
         """The job read again, and its stored results among ``indices`` (``frame_results``
         given the ``job`` as last read), in one round trip: what a watcher needs once
         frames are announced. Raises ``JobNotFound``."""
@@ -357,7 +357,7 @@ class JobStore:
 
     def _frame_results_from(
         self, job_id: str, indices: list[int], expected: list[str], replies: list
-    ) -> list[FrameResult]:
+    ) -> list[StoredFrame]:
         """The results read by ``_read_frames_into``; fields the frames have beyond the
         ``expected`` ones are read now."""
         if not indices:
@@ -369,7 +369,7 @@ class JobStore:
             values.update(zip(unread, self.redis.hmget(self.keys.masks(job_id), unread)))
         return [_frame_result(index, meta, values) for index, meta in found]
 
-    def frame_page(self, job: JobRecord, first: int, max_frames: int, max_bytes: int) -> tuple[list[FrameResult], int]:
+    def frame_page(self, job: JobRecord, first: int, max_frames: int, max_bytes: int) -> tuple[list[StoredFrame], int]:
         """Stored results with index in ``[first, first + max_frames)`` (0: no count limit),
         as many as fit in ``max_bytes`` of mask data (at least one); and where the next
         page starts (``job.total_frames`` when this page reached the end)."""
@@ -500,7 +500,7 @@ class JobStore:
             return None
         return job if job is not None and job.state is JobState.RUNNING else None
 
-    def store_frame_result(self, job_id: str, result: FrameResult) -> None:
+    def store_frame_result(self, job_id: str, result: StoredFrame) -> None:
         """Stores one frame's masks (or mask paths, or failure) together and announces
         them (worker), in one round trip. They live as long as the job record. Storing a
         frame again replaces it."""
@@ -631,7 +631,7 @@ class JobStore:
 
     # -- workers -----------------------------------------------------------------------
 
-    def register_worker(self, info: WorkerInfo, ttl: int, pipeline: Pipeline | None = None) -> None:
+    def register_worker(self, info: WorkerRecord, ttl: int, pipeline: Pipeline | None = None) -> None:
         """Publishes (or refreshes) a worker's info for ``ttl`` seconds: call it again as a
         heartbeat, and whenever its current job changes. With ``pipeline`` the commands
         join it (and run when it does), so a heartbeat costs one round trip."""
@@ -647,16 +647,16 @@ class JobStore:
     def unregister_worker(self, name: str) -> None:
         self.redis.delete(self.keys.worker(name))
 
-    def worker_infos(self, names: Iterable[str]) -> dict[str, WorkerInfo]:
+    def worker_infos(self, names: Iterable[str]) -> dict[str, WorkerRecord]:
         """The registered info of the named workers that have one."""
         names = list(names)
         with self.redis.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.hgetall(self.keys.worker(name))
             replies = pipe.execute()
-        known = {field.name for field in dataclasses.fields(WorkerInfo)}
+        known = {field.name for field in dataclasses.fields(WorkerRecord)}
         return {
-            name: WorkerInfo(**{k.decode(): v.decode() for k, v in fields.items() if k.decode() in known})
+            name: WorkerRecord(**{k.decode(): v.decode() for k, v in fields.items() if k.decode() in known})
             for name, fields in zip(names, replies)
             if fields
         }
@@ -813,8 +813,8 @@ def _mask_fields(index: int, meta: Mapping) -> list[str]:
     return fields + [f"{index}:union"] if meta["union"] else fields
 
 
-def _frame_result(index: int, meta: Mapping, values: Mapping[str, bytes | None]) -> FrameResult:
-    return FrameResult(
+def _frame_result(index: int, meta: Mapping, values: Mapping[str, bytes | None]) -> StoredFrame:
+    return StoredFrame(
         index=index,
         width=meta["width"],
         height=meta["height"],

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from maskfarm.core.jobs import ErrorCode, FrameResult, JobRecord, JobState, OutputFormat, Priority
+from maskfarm.core.jobs import ErrorCode, JobRecord, JobState, OutputFormat, Priority, StoredFrame
 from maskfarm.server.queue import WorkerStatus
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1.enum_messages import proto_numbers
@@ -63,7 +63,7 @@ def job_message(job: JobRecord) -> pb.Job:
     return message
 
 
-def frame_message(job: JobRecord, result: FrameResult) -> pb.FrameResult:
+def frame_message(job: JobRecord, result: StoredFrame) -> pb.FrameResult:
     """A stored frame as the API sends it: masks as bytes, or as the paths the worker
     wrote (output_dir), or only the error of a frame skipped under keep_going."""
     output_format = OUTPUT_FORMATS[job.format]

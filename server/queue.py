@@ -15,7 +15,7 @@ from datetime import datetime
 from redis import Redis
 from redis.client import Pipeline
 
-from maskfarm.core.jobs import PRIORITIES, JobRecord, JobSpec, JobState, Priority, WorkerInfo
+from maskfarm.core.jobs import PRIORITIES, JobRecord, JobSpec, JobState, Priority, WorkerRecord
 from maskfarm.jobqueue.rq_adapter import (
     JOB_FUNCTION,
     InvalidJobOperation,
@@ -65,7 +65,7 @@ class WorkerStatus:
     current_job_id: str
     started_at: datetime | None
     last_heartbeat: datetime | None
-    info: WorkerInfo
+    info: WorkerRecord
 
 
 class JobQueue:
@@ -184,10 +184,10 @@ class JobQueue:
                 pid=worker.pid or 0,
                 state=str(worker.get_state()),
                 queues=[by_queue[q] for q in worker.queue_names() if q in by_queue],
-                current_job_id=worker.get_current_job_id() or infos.get(name, WorkerInfo(name)).current_job,
+                current_job_id=worker.get_current_job_id() or infos.get(name, WorkerRecord(name)).current_job,
                 started_at=worker.birth_date,
                 last_heartbeat=worker.last_heartbeat,
-                info=infos.get(name, WorkerInfo(name)),
+                info=infos.get(name, WorkerRecord(name)),
             )
             for name, worker in sorted(found.items())
         ]

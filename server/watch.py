@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from maskfarm.core.jobs import FrameResult, JobRecord
+from maskfarm.core.jobs import JobRecord, StoredFrame
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.events import JobEvents
 
@@ -31,7 +31,7 @@ async def follow_job(
     from_frame: int = 0,
     *,
     poll_interval: float = 5.0,
-) -> AsyncIterator[JobRecord | FrameResult]:
+) -> AsyncIterator[JobRecord | StoredFrame]:
     """Yields the job, then its stored frames from ``from_frame`` on, then each new frame
     and each change of the job as they happen, ending with the job in a terminal state.
 
@@ -86,7 +86,7 @@ class _FrameReplay:
         job = self.job = self.store.require_job(self.job_id)
         return job, self._unseen(job)
 
-    def after_wake_up(self, announced: list[int]) -> tuple[JobRecord, list[FrameResult], list[int]]:
+    def after_wake_up(self, announced: list[int]) -> tuple[JobRecord, list[StoredFrame], list[int]]:
         """The job read again together with the first ``REPLAY_CHUNK`` announced frames
         (one round trip; blocking), and the frames to read next: the other announced ones,
         then any stored and not seen yet."""
@@ -109,7 +109,7 @@ class _FrameReplay:
         self.known.update(new)
         return [index for index in new if index >= self.from_frame]
 
-    async def read(self, indices: list[int]) -> AsyncIterator[FrameResult]:
+    async def read(self, indices: list[int]) -> AsyncIterator[StoredFrame]:
         """The frames at ``indices``, ``self.chunk`` at a time to bound the server's memory;
         a frame is let go of once given out."""
         start = 0
@@ -122,7 +122,7 @@ class _FrameReplay:
             while results:
                 yield results.pop()
 
-    def _size_chunks(self, results: list[FrameResult]) -> None:
+    def _size_chunks(self, results: list[StoredFrame]) -> None:
         if results:
             frame_bytes = max(result.nbytes for result in results)
             self.chunk = max(1, min(REPLAY_CHUNK, REPLAY_BYTES // max(frame_bytes, 1)))

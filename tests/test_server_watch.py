@@ -10,7 +10,7 @@ import grpc
 import pytest
 import redis
 
-from maskfarm.core.jobs import FrameResult, Provenance
+from maskfarm.core.jobs import Provenance, StoredFrame
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
@@ -38,8 +38,8 @@ def submit(server: ServerProcess, frames: int = 3) -> pb.Job:
     return server.stub().SubmitJob(request, timeout=10)
 
 
-def masks_of(index: int) -> FrameResult:
-    return FrameResult(
+def masks_of(index: int) -> StoredFrame:
+    return StoredFrame(
         index=index, width=32, height=24, masks=[b"car%d" % index, b"sky%d" % index], union=b"union%d" % index
     )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from maskfarm.core.jobs import FrameResult, JobSpec, JobState, Provenance
+from maskfarm.core.jobs import JobSpec, JobState, Provenance, StoredFrame
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker.job import run_job
 from maskfarm.worker.pipeline import Segmenter
@@ -39,7 +39,7 @@ def test_a_retried_job_keeps_the_frames_it_already_stored(store: JobStore, segme
     job_id = _new_job(store)
     install_runtime(WorkerRuntime(segmenter, store, Provenance(worker="w1")))
     store.mark_running(job_id, Provenance(worker="lost"))  # the first attempt died after frame 0
-    marker = FrameResult(0, 1, 1, [b"first", b"attempt"])
+    marker = StoredFrame(0, 1, 1, [b"first", b"attempt"])
     store.store_frame_result(job_id, marker)
 
     run_job(job_id)

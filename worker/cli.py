@@ -173,7 +173,7 @@ def run_local_segment(args: argparse.Namespace, params, frames, report) -> int:
         return 2
     from maskfarm.core.frame_files import ImageLimits, configure_pillow
     from maskfarm.core.jobs import ExrOptions
-    from maskfarm.worker.local import segment_files
+    from maskfarm.worker.local import segment_files_locally
     from maskfarm.worker.model import ModelLoadError
     from maskfarm.worker.pipeline import Segmenter
 
@@ -188,7 +188,7 @@ def run_local_segment(args: argparse.Namespace, params, frames, report) -> int:
     try:
         limits = ImageLimits.from_env()
         configure_pillow(limits)
-        written = segment_files(
+        written = segment_files_locally(
             segmenter,
             frames,
             args.prompt,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from maskfarm.core.formats import output_format
-from maskfarm.core.jobs import FrameResult, OutputFormat
+from maskfarm.core.jobs import OutputFormat, StoredFrame
 from maskfarm.core.outputs import encode_mask
 
 
@@ -22,11 +22,11 @@ def encode_output(mask: np.ndarray, fmt: OutputFormat) -> bytes:
     return encode_mask(mask, spec)
 
 
-def frame_result(index: int, masks: np.ndarray, fmt: OutputFormat, union: bool) -> FrameResult:
+def frame_result(index: int, masks: np.ndarray, fmt: OutputFormat, union: bool) -> StoredFrame:
     """The stored result of frame ``index`` from its (K, H, W) masks; the last is the
     union when ``union`` is set (the pipeline's order)."""
     encoded = [encode_output(mask, fmt) for mask in masks]
     height, width = masks.shape[1:]
     if union:
-        return FrameResult(index, width, height, encoded[:-1], encoded[-1])
-    return FrameResult(index, width, height, encoded)
+        return StoredFrame(index, width, height, encoded[:-1], encoded[-1])
+    return StoredFrame(index, width, height, encoded)

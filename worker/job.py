@@ -46,7 +46,7 @@ import numpy as np
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from maskfarm.core.jobs import ErrorCode, FrameResult, JobRecord, JobState
+from maskfarm.core.jobs import ErrorCode, JobRecord, JobState, StoredFrame
 from maskfarm.core.prompts import Prompt
 from maskfarm.core.storage import StoragePathError
 from maskfarm.jobqueue.rq_adapter import JobTimeoutException, get_current_job
@@ -374,7 +374,7 @@ def store_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.nd
     store_encoded(runtime, job, encode_masks(runtime, job, index, masks))
 
 
-def encode_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> FrameResult:
+def encode_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> StoredFrame:
     """Frame ``index``'s masks in the job's format, ready to store. A job with an
     ``output_dir`` gets the files written there, and their paths to store; raises
     ``BadFrame`` when they cannot be written. Safe to call from a codec thread."""
@@ -384,7 +384,7 @@ def encode_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.n
         return frame_result(index, masks, job.format, job.params.union)
 
 
-def _store_or_skip(runtime: WorkerRuntime, job: JobRecord, index: int, encode: Callable[[], FrameResult]) -> None:
+def _store_or_skip(runtime: WorkerRuntime, job: JobRecord, index: int, encode: Callable[[], StoredFrame]) -> None:
     """Stores frame ``index``'s result from ``encode``; when its masks cannot be written
     (``BadFrame``) the frame is skipped under ``keep_going``, and ends the job otherwise."""
     try:
@@ -397,21 +397,21 @@ def _store_or_skip(runtime: WorkerRuntime, job: JobRecord, index: int, encode: C
     store_encoded(runtime, job, encoded)
 
 
-def store_encoded(runtime: WorkerRuntime, job: JobRecord, encoded: FrameResult) -> None:
+def store_encoded(runtime: WorkerRuntime, job: JobRecord, encoded: StoredFrame) -> None:
     with STAGE_SECONDS.labels("store").time():
         store_frame(runtime, job.id, encoded)
     FRAMES.inc()
     log.debug("job %s frame %d stored", job.id, encoded.index)
 
 
-def _write_mask_files(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> FrameResult:
+def _write_mask_files(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> StoredFrame:
     try:
         return write_frame_masks(runtime.storage, job, index, masks)
     except StoragePathError as error:
         raise BadFrame(index, job.frame_names[index], f"its masks cannot be written: {error}") from None
 
 
-def store_frame(runtime: WorkerRuntime, job_id: str, result: FrameResult) -> None:
+def store_frame(runtime: WorkerRuntime, job_id: str, result: StoredFrame) -> None:
     """Stores one frame's result, waiting while Redis refuses the write (out of memory,
     say: ``maskfarm.worker.refusals``), so the job goes on once it can, inputs kept."""
     while_refused(
@@ -424,7 +424,7 @@ def store_frame(runtime: WorkerRuntime, job_id: str, result: FrameResult) -> Non
 def skip_frame(runtime: WorkerRuntime, job: JobRecord, index: int, reason: str) -> None:
     """Stores frame ``index`` as failed (``keep_going``): watchers get its error, the
     job's ``failed_frames`` counts it, and the job goes on without it."""
-    store_frame(runtime, job.id, FrameResult.failed(index, reason))
+    store_frame(runtime, job.id, StoredFrame.failed(index, reason))
     log.warning("job %s frame %d skipped (keep_going): %s", job.id, index, reason)
 
 

@@ -23,7 +23,7 @@ from maskfarm.worker.pipeline import Segmenter
 log = logging.getLogger(__name__)
 
 
-def segment_files(
+def segment_files_locally(
     segmenter: Segmenter,
     frame_paths: Sequence[str | Path],
     prompts: Sequence[str | Prompt],

@@ -52,7 +52,7 @@ class PipelineObserver(Protocol):
 
 
 @dataclass(frozen=True)
-class FrameMasks:
+class FrameOutput:
     """The masks of one frame: ``masks[k]`` for prompt k, then the union if it was asked for.
 
     Masks are float32 in [0, 1] at the frame's own height and width, already inverted when
@@ -123,13 +123,13 @@ class Segmenter:
 
     def segment(
         self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str | Prompt], params: MaskParams = MaskParams()
-    ) -> list[FrameMasks]:
+    ) -> list[FrameOutput]:
         """All masks at once; prefer ``stream`` for long jobs."""
         return list(self.stream(frames, prompts, params))
 
     def stream(
         self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str | Prompt], params: MaskParams = MaskParams()
-    ) -> Iterator[FrameMasks]:
+    ) -> Iterator[FrameOutput]:
         """Yield each frame's masks, in frame order, as soon as its chunk is done.
 
         ``frames`` is one frame, a BxHxWxC batch, or any iterable of frames (read lazily).
@@ -138,17 +138,17 @@ class Segmenter:
         prompts = _check_prompts(prompts)
         return self.stream_requests(FrameRequest(frame, prompts, params) for frame in iter_frames(frames))
 
-    def stream_requests(self, requests: Iterable[FrameRequest]) -> Iterator[FrameMasks]:
+    def stream_requests(self, requests: Iterable[FrameRequest]) -> Iterator[FrameOutput]:
         """Yield each request's masks, in request order, as soon as its chunk is done.
 
-        ``FrameMasks.index`` is the request's position in ``requests`` (read lazily); a
+        ``FrameOutput.index`` is the request's position in ``requests`` (read lazily); a
         chunk holds as many requests as fit in ``max_batch`` pairs (at least one). Raises
         ``ValueError`` for a request with no prompts or a blank prompt.
         """
         index = 0
         for chunk in self._chunks(requests):
             for request, masks in zip(chunk, self._chunk_masks(chunk)):
-                yield FrameMasks(index, masks, request.tag)
+                yield FrameOutput(index, masks, request.tag)
                 index += 1
 
     def _chunks(self, requests: Iterable[FrameRequest]) -> Iterator[list[FrameRequest]]:

@@ -14,7 +14,7 @@ breaks CUDA; ``MaskfarmWorker`` is a ``SimpleWorker`` (jobs run in this process)
 - batches small jobs waiting together (``maskfarm.worker.batching``): the co-jobs it
   claims are RQ-started at once, on the same lease as the running job, then performed
   one by one after the lead, each through RQ's own ``perform_job``;
-- keeps its ``WorkerInfo`` (model, device, current job) in the store, refreshed with every
+- keeps its ``WorkerRecord`` (model, device, current job) in the store, refreshed with every
   RQ heartbeat and removed on exit, and touches its liveness file (``health_file``) with
   each heartbeat that reached Redis.
 
@@ -35,7 +35,7 @@ from importlib.metadata import PackageNotFoundError, version
 from redis.exceptions import RedisError
 
 from maskfarm.core.frame_files import configure_pillow
-from maskfarm.core.jobs import Provenance, WorkerInfo
+from maskfarm.core.jobs import Provenance, WorkerRecord
 from maskfarm.jobqueue.redis_clients import redacted_url, redis_from_url
 from maskfarm.jobqueue.rq_adapter import (
     JOB_FUNCTION,
@@ -93,7 +93,7 @@ def provenance_of(segmenter: Segmenter, worker_name: str) -> Provenance:
 
 class MaskfarmWorker(SimpleWorker):
     """A SimpleWorker with a short job lease, maintenance on time even while idle, and
-    heartbeats that also refresh maskfarm's ``WorkerInfo``.
+    heartbeats that also refresh maskfarm's ``WorkerRecord``.
 
     ``stop_requested`` turns True when SIGTERM/SIGINT asks it to stop; ``work`` returning
     without it means RQ's loop gave up (Redis went away) and the worker should start again.
@@ -123,15 +123,15 @@ class MaskfarmWorker(SimpleWorker):
         self.health_file = health_file
         self._last_job_beat = 0.0
         self._last_beat = 0.0
-        self._last_info: WorkerInfo | None = None
+        self._last_info: WorkerRecord | None = None
         self.stop_requested = False
 
-    def info(self) -> WorkerInfo:
+    def info(self) -> WorkerRecord:
         """What ListWorkers shows of this worker; its current job from this process's own
         executions (RQ's ``get_current_job_id`` asks Redis when idle)."""
         p = self.provenance
         current = next(iter(self.executions.values())).job_id if self.executions else ""
-        return WorkerInfo(
+        return WorkerRecord(
             name=self.name,
             device=p.device,
             model=p.model,
@@ -162,7 +162,7 @@ class MaskfarmWorker(SimpleWorker):
         self._last_info, self._last_beat = info, time.monotonic()
         liveness.touch(self.health_file)
 
-    def _beat(self, timeout: int | None, pipeline, info: WorkerInfo) -> None:
+    def _beat(self, timeout: int | None, pipeline, info: WorkerRecord) -> None:
         super().heartbeat(timeout, pipeline)
         self.store.register_worker(info, ttl=timeout or self.worker_ttl + 60, pipeline=pipeline)
 

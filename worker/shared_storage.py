@@ -24,7 +24,7 @@ import numpy as np
 
 from maskfarm.core.formats import output_format
 from maskfarm.core.frame_files import ImageLimits, read_frame_file
-from maskfarm.core.jobs import FrameResult, JobRecord, OutputFormat
+from maskfarm.core.jobs import JobRecord, OutputFormat, StoredFrame
 from maskfarm.core.mask_files import InputFrames, mask_files
 from maskfarm.core.outputs import encode_mask, prompt_folders, write_file
 from maskfarm.core.storage import StoragePathError, StorageRoots
@@ -90,7 +90,7 @@ def read_job_frame(storage: SharedStorage, job: JobRecord, index: int) -> bytes:
     return storage.read_frame(path)
 
 
-def write_frame_masks(storage: SharedStorage, job: JobRecord, index: int, masks: np.ndarray) -> FrameResult:
+def write_frame_masks(storage: SharedStorage, job: JobRecord, index: int, masks: np.ndarray) -> StoredFrame:
     """Writes frame ``index``'s (K, H, W) masks (the union last, when the job asks for
     it) under the job's ``output_dir``; the result to store: their paths, no bytes.
     Raises ``StoragePathError``: also, before anything is written, for a mask folder
@@ -104,8 +104,8 @@ def write_frame_masks(storage: SharedStorage, job: JobRecord, index: int, masks:
     paths = storage.write_masks(job.output_dir, folders, job.frame_names[index], masks, job.format)
     height, width = masks.shape[1:]
     if job.params.union:
-        return FrameResult(index, width, height, [], mask_paths=paths[:-1], union_path=paths[-1])
-    return FrameResult(index, width, height, [], mask_paths=paths)
+        return StoredFrame(index, width, height, [], mask_paths=paths[:-1], union_path=paths[-1])
+    return StoredFrame(index, width, height, [], mask_paths=paths)
 
 
 @functools.lru_cache(maxsize=8)
