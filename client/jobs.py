@@ -11,6 +11,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -30,8 +31,9 @@ class JobState(str, enum.Enum):
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
     @property
-    def proto(self) -> int:
-        return pb.JobState.Value(f"JOB_STATE_{self.value}")
+    def proto(self) -> pb.JobState:
+        # Value() returns the plain int that the generated stubs type as the enum's class.
+        return cast(pb.JobState, pb.JobState.Value(f"JOB_STATE_{self.value}"))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
-from rq.worker import Worker
+from rq.worker import BaseWorker, Worker
 
 from maskfarm.core.jobs import (
     JOB_FUNCTION,
@@ -178,7 +178,7 @@ class JobQueue:
 
     def workers(self) -> list[WorkerStatus]:
         """The live RQ workers serving maskfarm's queues, highest-priority queue first."""
-        found: dict[str, Worker] = {}
+        found: dict[str, BaseWorker] = {}
         for queue in self.queues.values():
             for worker in Worker.all(queue=queue, serializer=JSONSerializer):
                 found.setdefault(worker.name, worker)
