@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from rq.queue import Queue
 
@@ -115,7 +116,7 @@ class Gatherer:
         claimed: list[Claimed] = []
         for queue in self.queues:
             while budget > 0:
-                ids = [raw.decode() for raw in self.store.redis.lrange(queue.key, 0, PEEK - 1)]
+                ids = [raw.decode() for raw in cast("list[bytes]", self.store.redis.lrange(queue.key, 0, PEEK - 1))]
                 if not ids:
                     break
                 for job_id, job in zip(ids, self.store.get_jobs(ids)):

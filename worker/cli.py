@@ -253,6 +253,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
     from huggingface_hub.utils import logging as hub_logging
 
+    from maskfarm.core.storage import StorageRoots
     from maskfarm.worker.weights import unloadable_model_message
 
     hub_logging.disable_propagation()  # the hub prints its warnings itself: through ours too, each came twice
@@ -281,7 +282,7 @@ def run_worker(args: argparse.Namespace) -> int:
             batch_frames=args.batch_frames,
             batch_wait_ms=args.batch_wait_ms,
             codec_threads=args.codec_threads,
-            storage_roots=args.storage_root or os.environ.get("MASKFARM_STORAGE_ROOTS", ""),
+            storage_roots=StorageRoots.parse(args.storage_root or os.environ.get("MASKFARM_STORAGE_ROOTS", "")).roots,
             output_mode=args.output_mode,
             health_file=args.health_file,
             image_limits=image_limits(args),

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 import numpy as np
 import rq
@@ -241,7 +242,7 @@ def _segment_batch(runtime: WorkerRuntime, lead: JobRecord, co_jobs: Sequence[Jo
     frames first, then each co-job's, in shared model batches; returns the lead's outcome."""
     shares = [_Share(runtime, lead, lead=True)] + [_Share(runtime, co_job, lead=False) for co_job in co_jobs]
     for result in runtime.segmenter.stream_requests(_batch_requests(runtime, shares)):
-        share, index = result.tag
+        share, index = cast("tuple[_Share, int]", result.tag)  # as _batch_requests tagged it
         if share.stop is not None:
             continue
         if share.lead:
