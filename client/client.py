@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 
 import grpc
 
@@ -157,7 +157,7 @@ class Client:
         them) and the results carry their paths (``Mask.path``) instead of bytes. Raises
         ``RequestTooLarge`` when the frames do not fit in one message: ``submit_parts``
         splits them instead."""
-        options = dict(
+        options: dict[str, Any] = dict(
             threshold=threshold,
             smooth=smooth,
             dilate=dilate,
@@ -210,7 +210,7 @@ class Client:
         ids ``f"{request_id}-{n}"``, n = 1, 2, ..., so repeating the call is safe too.
         A frame the server refuses raises ``FrameRefused`` naming it (and its index among
         ``frames``); the parts already queued are then cancelled."""
-        options = dict(
+        options: dict[str, Any] = dict(
             threshold=threshold,
             smooth=smooth,
             dilate=dilate,
@@ -239,7 +239,7 @@ class Client:
         request_id = options.pop("request_id", None) or str(uuid.uuid4())
         request = job_request(prompts, **options)
         encoded = [encode_frame(frame) for frame in frames]
-        kept, refused = list(range(len(encoded))), []
+        kept, refused = list(range(len(encoded))), list[FrameRefused]()
         while kept:
             attempt = request_id if not refused else f"{request_id}-without-{len(refused)}"
             try:
@@ -479,8 +479,9 @@ def job_request(
     return pb.SubmitJobRequest(
         **prompt_fields(prompts),
         params=params,
-        format=pb.OutputFormat.Value(f"OUTPUT_FORMAT_{_choice('format', format, FORMATS)}"),
-        priority=pb.Priority.Value(f"PRIORITY_{_choice('priority', priority, PRIORITIES)}"),
+        # Value() returns the plain int that the generated stubs type as the enum's class.
+        format=cast(pb.OutputFormat, pb.OutputFormat.Value(f"OUTPUT_FORMAT_{_choice('format', format, FORMATS)}")),
+        priority=cast(pb.Priority, pb.Priority.Value(f"PRIORITY_{_choice('priority', priority, PRIORITIES)}")),
         labels=dict(labels or {}),
         keep_going=keep_going,
         exr=pb.ExrOptions(layer=exr_layer, exposure=exposure),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 from maskfarm.client.sequence_run import DEFAULT_CHUNK, DEFAULT_IN_FLIGHT
 from maskfarm.core.formats import FILE_FORMAT_NAMES, MASK_FORMATS
@@ -422,7 +423,7 @@ def _job_row(job) -> tuple[str, ...]:
     return job.id, job.state.value, f"{job.done}/{job.total}", _time(job.created), labels or "-"
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[object, ...]]) -> str:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join(
         "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]
@@ -493,7 +494,8 @@ def run_health(args: argparse.Namespace) -> int:
     def check() -> int:
         with ChannelSecurity.resolve(**_security_options(args)).channel(args.target) as channel:
             try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+                stub = health_pb2_grpc.HealthStub(channel)
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)  # type: ignore[attr-defined]  # stubs list no methods
             except grpc.RpcError as error:
                 print(f"maskfarm health: {args.target}: {error.code().name}: {error.details()}", file=sys.stderr)
                 return 1

@@ -38,7 +38,7 @@ class JobState(str, enum.Enum):
         return self.stored.is_terminal
 
     @property
-    def proto(self) -> int:
+    def proto(self) -> pb.JobState:
         return _PROTO_STATES[self.stored]
 
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
+from typing import NoReturn
 
 from maskfarm.core.params import MaskParams
 from maskfarm.core.prompts import OVERRIDES, Prompt
@@ -156,7 +157,7 @@ class _LineError(Exception):
 
 
 class _LineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         raise _LineError(message)
 
 

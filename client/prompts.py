@@ -9,10 +9,12 @@ all plain strings goes as ``prompts``, one with any ``Prompt`` as ``prompt_specs
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, TypedDict
 
 from maskfarm.client.errors import InvalidRequest
 from maskfarm.client.frames import FrameSource, encode_frame
 from maskfarm.core.prompts import Exemplar, Prompt, prompt_name
+from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1.prompt_messages import prompt_from_message, prompt_message
 
 __all__ = [
@@ -27,7 +29,7 @@ __all__ = [
 ]
 
 
-def image_prompt(image: FrameSource | tuple[str, FrameSource], **options: object) -> Prompt:
+def image_prompt(image: FrameSource | tuple[str, FrameSource], **options: Any) -> Prompt:
     """A prompt that is an example image of what to find (CLIPSeg's visual prompt), in any
     form a frame may take (a file, bytes, a PIL image, an array, a ``StoragePath``, a
     ``(name, image)`` pair); ``options`` are ``Prompt``'s (negatives, threshold, ...).
@@ -36,7 +38,14 @@ def image_prompt(image: FrameSource | tuple[str, FrameSource], **options: object
     return Prompt(image=Exemplar(encoded.data, encoded.path, encoded.name), **options)
 
 
-def prompt_fields(prompts: Sequence[str | Prompt]) -> dict[str, list]:
+class PromptFields(TypedDict, total=False):
+    """The SubmitJobRequest fields that carry prompts (one of them is set)."""
+
+    prompts: list[str]
+    prompt_specs: list[pb.Prompt]
+
+
+def prompt_fields(prompts: Sequence[str | Prompt]) -> PromptFields:
     """The SubmitJobRequest fields that carry ``prompts``: ``prompts`` when every one is a
     plain text (what any server reads), else ``prompt_specs``."""
     if isinstance(prompts, (str, Prompt)):

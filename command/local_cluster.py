@@ -202,7 +202,8 @@ class LocalCluster:
 
         with grpc.insecure_channel(self.target) as channel:
             try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                stub = health_pb2_grpc.HealthStub(channel)
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)  # type: ignore[attr-defined]  # stubs list no methods
             except grpc.RpcError:
                 return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -279,8 +280,8 @@ def _listen_address_taken(listen: str) -> str | None:
 
     gRPC binds with SO_REUSEPORT, so a second server on a port in use would start without a
     word and share the port with the first; this plain bind fails where that one would not."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or None
+    bracketed, _, port = listen.rpartition(":")
+    host = bracketed.strip("[]") or None
     try:
         addresses = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, ValueError) as error:

@@ -31,12 +31,12 @@ import os
 import stat
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from queue import SimpleQueue
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from PIL import Image
 
@@ -81,12 +81,12 @@ class ImageLimits:
         return self.max_frame_mib * MIB
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ImageLimits:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ImageLimits:
         """The limits of the ``MASKFARM_MAX_SIDE``, ``MASKFARM_MAX_PIXELS``,
         ``MASKFARM_MAX_FRAME_MIB`` and ``MASKFARM_FRAME_READ_TIMEOUT_S`` variables (unset:
         the defaults); raises ``ValueError`` for one that is not a positive number."""
         environ = os.environ if environ is None else environ
-        given = {}
+        given: dict[str, Any] = {}  # each field's value, of the kind _VARIABLES gives it
         for name, variable, kind in _VARIABLES:
             if text := environ.get(variable, "").strip():
                 try:

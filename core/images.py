@@ -152,6 +152,7 @@ def _check_size(image: Image.Image, max_side: int, max_pixels: int) -> ImageInfo
         raise ImageError(f"{width}x{height} {image.format}: {width * height} pixels, over {max_pixels}")
     if width == 0 or height == 0:
         raise ImageError(f"{width}x{height} {image.format}: no pixels")
+    assert image.format is not None, "Image.open names the format of what it opened"
     return ImageInfo(image.format, width, height, image.mode)
 
 

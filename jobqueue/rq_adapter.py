@@ -20,7 +20,7 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
-from rq.worker import Worker
+from rq.worker import BaseWorker, Worker
 
 from maskfarm.core.defaults import DEFAULT_NAMESPACE
 from maskfarm.core.jobs import PRIORITIES, Priority
@@ -28,6 +28,7 @@ from maskfarm.core.jobs import PRIORITIES, Priority
 __all__ = [
     "JOB_FUNCTION",
     "AbandonedJobError",
+    "BaseWorker",
     "Execution",
     "InvalidJobOperation",
     "JSONSerializer",

@@ -44,11 +44,13 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import cast
 from urllib.parse import quote
 
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
+from redis.typing import EncodableT, FieldT
 
 from maskfarm.core.defaults import DEFAULT_NAMESPACE
 from maskfarm.core.jobs import (
@@ -233,7 +235,7 @@ class JobStore:
                     if spec.request_id:
                         pipe.watch(request_key)
                         existing = pipe.get(request_key)
-                        if existing is not None and (job := self.get_job(existing.decode())):
+                        if existing is not None and (job := self.get_job(_text(existing))):
                             if self.replica_wait:  # a write of this connection for WAIT to follow
                                 pipe.multi()
                                 pipe.set(request_key, existing, keepttl=True)
@@ -255,9 +257,9 @@ class JobStore:
         ttl = inputs_ttl + job.result_ttl
         if job.request_id:
             pipe.set(self.keys.request(job.request_id), job.id, ex=ttl)
-        pipe.hset(self.keys.job(job.id), mapping=_encode_record(job))
+        pipe.hset(self.keys.job(job.id), mapping=_hash_fields(_encode_record(job)))
         pipe.expire(self.keys.job(job.id), ttl)
-        pipe.hset(self.keys.inputs(job.id), mapping=_input_fields(spec))
+        pipe.hset(self.keys.inputs(job.id), mapping=_hash_fields(_input_fields(spec)))
         pipe.expire(self.keys.inputs(job.id), inputs_ttl)
         member = _index_member(job)
         for index in [self.keys.index()] + [self.keys.label_index(k, v) for k, v in job.labels.items()]:
@@ -283,7 +285,7 @@ class JobStore:
     def get_job_for_request(self, request_id: str) -> JobRecord | None:
         """The kept job that a SubmitJob with this request id made, or None."""
         job_id = self.redis.get(self.keys.request(request_id))
-        return self.get_job(job_id.decode()) if job_id else None
+        return self.get_job(_text(job_id)) if job_id else None
 
     def require_job(self, job_id: str) -> JobRecord:
         """The job; raises ``JobNotFound``."""
@@ -331,7 +333,7 @@ class JobStore:
         return self._frame_results_from(job_id, indices, expected, replies)
 
     def job_with_frames(
-        self, job_id: str, indices: Iterable[int], job: JobRecord
+        self, job_id: str, indices: Iterable[int], job: JobRecord | None
     ) -> tuple[JobRecord, list[StoredFrame]]:
         """The job read again, and its stored results among ``indices`` (``frame_results``
         given the ``job`` as last read), in one round trip: what a watcher needs once
@@ -391,7 +393,7 @@ class JobStore:
         data = self.redis.hget(self.keys.inputs(job_id), _exemplar_field(prompt_index))
         if data is None:
             raise InputsExpired(f"the image prompts of job {job_id} are no longer stored")
-        return data
+        return cast(bytes, data)
 
     def load_frames(self, job_id: str, indices: Iterable[int]) -> list[bytes]:
         """The encoded files of the job's frames (worker); raises ``InputsExpired``."""
@@ -399,7 +401,7 @@ class JobStore:
         frames = self.redis.hmget(self.keys.inputs(job_id), [str(i) for i in indices])
         if any(frame is None for frame in frames):
             raise InputsExpired(f"the frames of job {job_id} are no longer stored")
-        return frames
+        return cast("list[bytes]", frames)
 
     def list_jobs(
         self,
@@ -419,7 +421,7 @@ class JobStore:
         scanned = 0
         while scanned < _LIST_SCAN_LIMIT:
             newest = f"({after}" if after else "+"
-            batch = [member.decode() for member in self.redis.zrevrangebylex(index, newest, "-", 0, 100)]
+            batch = [_text(member) for member in self.redis.zrevrangebylex(index, newest, "-", 0, 100)]
             if not batch:
                 return jobs, ""
             scanned += len(batch)
@@ -448,7 +450,7 @@ class JobStore:
         """Ids of up to ``limit`` jobs still QUEUED that were created before ``timestamp``,
         oldest first (``forget_queued`` drops ids whose record is gone)."""
         ids = self.redis.zrangebyscore(self.keys.queued(), "-inf", timestamp, start=0, num=limit)
-        return [job_id.decode() for job_id in ids]
+        return [_text(job_id) for job_id in cast("list[bytes]", ids)]  # members only: no scores asked
 
     def forget_queued(self, job_ids: Iterable[str]) -> None:
         """Drops queued jobs whose record is gone (expired during a long outage, say) from
@@ -504,7 +506,7 @@ class JobStore:
         """Stores one frame's masks (or mask paths, or failure) together and announces
         them (worker), in one round trip. They live as long as the job record. Storing a
         frame again replaces it."""
-        meta = {
+        meta: dict[str, object] = {
             "width": result.width,
             "height": result.height,
             "masks": len(result.masks),
@@ -594,7 +596,7 @@ class JobStore:
                     update = changes(before)
                     after = JobState(update.get("state", before.state.value))
                     pipe.multi()
-                    pipe.hset(key, mapping=update)
+                    pipe.hset(key, mapping=_hash_fields(update))
                     if before.state is JobState.QUEUED and after is not JobState.QUEUED:
                         pipe.decrby(self.keys.backlog_bytes(), before.input_bytes)
                         pipe.hdel(self.keys.backlog_jobs(), job_id)
@@ -813,7 +815,9 @@ def _mask_fields(index: int, meta: Mapping) -> list[str]:
     return fields + [f"{index}:union"] if meta["union"] else fields
 
 
-def _frame_result(index: int, meta: Mapping, values: Mapping[str, bytes | None]) -> StoredFrame:
+def _frame_result(index: int, meta: Mapping, values: Mapping[str, bytes]) -> StoredFrame:
+    """The frame ``index`` whose ``meta`` was found; ``values`` holds its masks, which
+    are stored with the meta (one script) and expire with it."""
     return StoredFrame(
         index=index,
         width=meta["width"],
@@ -856,3 +860,15 @@ def _extend_ttl(pipe: Pipeline, key: str, ttl: int) -> None:
     """Makes ``key`` live at least ``ttl`` more seconds, never shortening it (Redis >= 7)."""
     pipe.expire(key, ttl, nx=True)
     pipe.expire(key, ttl, gt=True)
+
+
+def _text(reply: bytes | str) -> str:
+    """A Redis reply as text. redis-py types replies ``bytes | str`` for every client;
+    this store's client returns bytes (``decode_responses=False``)."""
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
+def _hash_fields(fields: Mapping[str, str] | Mapping[str, bytes]) -> Mapping[FieldT, EncodableT]:
+    """``fields`` typed as redis-py's ``hset(mapping=)`` asks: its ``Mapping[FieldT, ...]``
+    refuses a mapping with str keys (a Mapping's key type is invariant), which it takes."""
+    return cast("Mapping[FieldT, EncodableT]", fields)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -19,7 +20,7 @@ PRIORITIES = proto_numbers(Priority)
 ERROR_CODES = proto_numbers(ErrorCode)
 
 
-def error_code(code: ErrorCode) -> int:
+def error_code(code: ErrorCode) -> pb.ErrorCode:
     """The API's ErrorCode of a stored one: same name, ``ERROR_CODE_`` in front."""
     return ERROR_CODES[code]
 
@@ -67,7 +68,7 @@ def frame_message(job: JobRecord, result: StoredFrame) -> pb.FrameResult:
     """A stored frame as the API sends it: masks as bytes, or as the paths the worker
     wrote (output_dir), or only the error of a frame skipped under keep_going."""
     output_format = OUTPUT_FORMATS[job.format]
-    size = dict(format=output_format, width=result.width, height=result.height)
+    size: dict[str, Any] = dict(format=output_format, width=result.width, height=result.height)
     masks = [pb.Mask(prompt_index=k, prompt=job.prompts[k], data=data, **size) for k, data in enumerate(result.masks)]
     masks += [
         pb.Mask(prompt_index=k, prompt=job.prompts[k], path=path, **size) for k, path in enumerate(result.mask_paths)

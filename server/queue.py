@@ -18,6 +18,7 @@ from redis.client import Pipeline
 from maskfarm.core.jobs import PRIORITIES, JobRecord, JobSpec, JobState, Priority, WorkerRecord
 from maskfarm.jobqueue.rq_adapter import (
     JOB_FUNCTION,
+    BaseWorker,
     InvalidJobOperation,
     Job,
     JSONSerializer,
@@ -171,7 +172,7 @@ class JobQueue:
 
     def workers(self) -> list[WorkerStatus]:
         """The live RQ workers serving maskfarm's queues, highest-priority queue first."""
-        found: dict[str, Worker] = {}
+        found: dict[str, BaseWorker] = {}
         for queue in self.queues.values():
             for worker in Worker.all(queue=queue, serializer=JSONSerializer):
                 found.setdefault(worker.name, worker)

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -110,7 +111,7 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
                         yield pb.WatchJobEvent(job=_job_message(job))
                     else:
                         yield pb.WatchJobEvent(frame=messages.frame_message(job, update))
-                    update = None  # not held while waiting for the next: a frame may be megabytes
+                    del update  # not held while waiting for the next: a frame may be megabytes
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         async with _status_for_errors(context):
@@ -197,6 +198,6 @@ async def _status_for_errors(context: grpc.aio.ServicerContext) -> AsyncIterator
         await _abort(context, grpc.StatusCode.UNAVAILABLE, reason)
 
 
-async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str, **kwargs) -> None:
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str, **kwargs) -> NoReturn:
     CALLS_REFUSED.labels(code.name).inc()
     await context.abort(code, cut(details, MAX_DETAILS_CHARS), **kwargs)

@@ -8,10 +8,10 @@ reason; the server returns it as INVALID_ARGUMENT.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
@@ -23,7 +23,7 @@ from maskfarm.core.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Prio
 from maskfarm.core.mask_files import InputFrames, InputOverwrite
 from maskfarm.core.outputs import prompt_folders
 from maskfarm.core.params import MaskParams
-from maskfarm.core.prompts import OVERRIDES, Exemplar, Prompt
+from maskfarm.core.prompts import OVERRIDES, Exemplar, Overrides, Prompt
 from maskfarm.core.storage import StoragePathError, StorageRoots
 from maskfarm.core.storage_access import StorageAccess, StorageDenied
 from maskfarm.v1 import segmentation_pb2 as pb
@@ -51,6 +51,7 @@ PRIORITIES = {pb.PRIORITY_UNSPECIFIED: Priority.NORMAL, **members_by_number(Prio
 STATES = members_by_number(JobState)
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 class ValidationError(ValueError):
@@ -252,7 +253,7 @@ def _prompt_spec(
     return Prompt(message.text, tuple(message.negatives), image=image, **overrides)
 
 
-def _prompt_overrides(field: str, message: pb.MaskParams) -> dict[str, float | int]:
+def _prompt_overrides(field: str, message: pb.MaskParams) -> Overrides:
     """A prompt's own mask parameters, checked; soft, invert and union_mask are the job's."""
     for flag in ("soft", "invert", "union_mask"):
         if getattr(message, flag):
@@ -263,7 +264,7 @@ def _prompt_overrides(field: str, message: pb.MaskParams) -> dict[str, float | i
     except ValueError as error:
         name, _, reason = str(error).partition(" ")
         raise ValidationError(f"{field}.{name}", reason) from None
-    return given
+    return cast(Overrides, given)
 
 
 def _check_prompt(field: str, prompt: str) -> None:
@@ -360,14 +361,14 @@ def _output_dir(field: str, path: str, storage: StorageRoots, access: StorageAcc
         raise ValidationError(field, str(error)) from None
 
 
-def _enum_value(field: str, number: int, enum: EnumTypeWrapper, values: dict[int, T]) -> T:
+def _enum_value(field: str, number: K, enum: EnumTypeWrapper, values: Mapping[K, T]) -> T:
     if number not in values:
         known = ", ".join(name for name in enum.keys() if enum.Value(name) in values)
         raise ValidationError(field, f"unknown value {number} (known: {known})")
     return values[number]
 
 
-def _labels(field: str, labels: dict[str, str]) -> dict[str, str]:
+def _labels(field: str, labels: Mapping[str, str]) -> dict[str, str]:
     if len(labels) > MAX_LABELS:
         raise ValidationError(field, f"{len(labels)} labels, at most {MAX_LABELS}")
     for key, value in labels.items():

@@ -46,7 +46,7 @@ async def follow_job(
             async for result in frames.read(new_frames):
                 reported = None
                 yield result
-                result = None  # not held while waiting for events: a frame may be megabytes
+                del result  # not held while waiting for events: a frame may be megabytes
             if job != reported:
                 yield job
                 reported = job

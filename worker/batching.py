@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from maskfarm.core.jobs import JobRecord
 from maskfarm.jobqueue.rq_adapter import Queue, claim_script
@@ -106,7 +107,7 @@ class Gatherer:
         claimed: list[Claimed] = []
         for queue in self.queues:
             while budget > 0:
-                ids = [raw.decode() for raw in self.store.redis.lrange(queue.key, 0, PEEK - 1)]
+                ids = [raw.decode() for raw in cast("list[bytes]", self.store.redis.lrange(queue.key, 0, PEEK - 1))]
                 if not ids:
                     break
                 for job_id, job in zip(ids, self.store.get_jobs(ids)):

@@ -13,6 +13,7 @@ model already uses) nothing changes: everything runs in the caller's thread, laz
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -46,7 +47,7 @@ class CodecPool:
         still yielded first; stopping early drops (and waits for) what is in flight."""
         if self._pool is None:
             for item in items:
-                yield item, lambda item=item: fn(item)
+                yield item, functools.partial(fn, item)
             return
         pending: deque[tuple[T, Future[R]]] = deque()
         source: Iterator[T] | None = iter(items)

@@ -19,6 +19,7 @@ from typing import Union
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from PIL.TiffImagePlugin import TiffImageFile
 
 from maskfarm.core.exr import exr_to_rgb8
 from maskfarm.core.exrheader import is_exr
@@ -84,7 +85,7 @@ def _is_sixteen_bit_colour(image: Image.Image, data: bytes) -> bool:
     if image.format == "PNG":
         # IHDR, always the first chunk: bit depth at byte 24, colour type (2 RGB, 6 RGBA) at 25.
         return data[24] == 16 and data[25] in (2, 6)
-    if image.format == "TIFF":
+    if isinstance(image, TiffImageFile):
         bits = image.tag_v2.get(258, (8,))
         return len(bits) >= 3 and max(bits) == 16
     return False

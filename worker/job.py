@@ -41,6 +41,7 @@ import dataclasses
 import enum
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 import numpy as np
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -253,7 +254,7 @@ def _segment_batch(runtime: WorkerRuntime, lead: JobRecord, co_jobs: Sequence[Jo
     frames first, then each co-job's, in shared model batches; returns the lead's outcome."""
     shares = [_Share(runtime, lead, lead=True)] + [_Share(runtime, co_job, lead=False) for co_job in co_jobs]
     for result in runtime.segmenter.stream_requests(_batch_requests(runtime, shares)):
-        share, index = result.tag
+        share, index = cast("tuple[_Share, int]", result.tag)  # as _batch_requests tagged it
         if share.stop is not None:
             continue
         if share.lead:

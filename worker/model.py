@@ -87,7 +87,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | Non
         model = CLIPSegForImageSegmentation.from_pretrained(name, dtype=torch_dtype, local_files_only=source.local_only)
     except Exception as error:  # from_pretrained raises OSError, ValueError, hub errors, ...
         raise ModelLoadError(load_failure_message(name, error)) from error
-    model = model.to(torch_device).eval()
+    model = model.to(torch_device).eval()  # type: ignore[arg-type]  # transformers' to() wrapper hides its signature
     if torch_device.type == "cpu" and cpu_computes_natively(torch_dtype) is False:
         log.warning(
             "this CPU has no %s instructions, so torch emulates them: expect %s to run many times "

@@ -49,12 +49,12 @@ class OrphanSweeper:
         ids = self.store.queued_before(time.time() - self.min_age_s, BATCH)
         records = self.store.get_jobs(ids)
         self.store.forget_queued(job_id for job_id, job in zip(ids, records) if job is None)
-        checked = [
+        queued = [
             (job, self._queues.get(queue_name(job.priority, self.store.keys.namespace)))
             for job in records
             if job is not None and job.state is JobState.QUEUED
         ]
-        checked = [(job, queue) for job, queue in checked if queue is not None]
+        checked = [(job, queue) for job, queue in queued if queue is not None]
         with self.store.redis.pipeline(transaction=False) as pipe:
             for job, queue in checked:
                 self._check_or_push(queue, job.id, job.id in self._suspects, client=pipe)

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -186,11 +186,13 @@ class Segmenter:
         time; the smaller batch stays for later chunks, so a worker settles on what its
         device holds."""
         try:
-            frames = [request.frame for request in chunk]
+            # _chunks made the frames tensors and the prompts Prompts (checked).
+            frames = [cast(torch.Tensor, request.frame) for request in chunk]
             with self._stage("preprocess"):
                 batch = pixel_values(frames, self._spec, self.loaded.device, self.loaded.dtype)
             sizes = [(frame.shape[0], frame.shape[1]) for frame in frames]
-            return self._masks(batch, sizes, [r.prompts for r in chunk], [r.params for r in chunk])
+            prompts = [cast("Sequence[Prompt]", r.prompts) for r in chunk]
+            return self._masks(batch, sizes, prompts, [r.params for r in chunk])
         except torch.cuda.OutOfMemoryError:
             if self.max_batch == 1:
                 raise
@@ -254,7 +256,7 @@ class Segmenter:
     def _frame_masks(
         small: torch.Tensor, size: tuple[int, int], prompts: Sequence[Prompt], params: MaskParams
     ) -> np.ndarray:
-        masks = _subtract_negatives(resize_to(small, tuple(size))[:, 0], prompts)
+        masks = _subtract_negatives(resize_to(small, size)[:, 0], prompts)
         if params.union:
             masks = torch.cat([masks, masks.amax(dim=0, keepdim=True)])
         if params.invert:
@@ -289,6 +291,7 @@ def _masks_per_params(logits: torch.Tensor, params: Sequence[MaskParams]) -> tor
         if masks is None:
             masks = small.new_empty((logits.shape[0], *small.shape[1:]))
         masks[index] = small
+    assert masks is not None, "params has a row, so groups has one"
     return masks
 
 

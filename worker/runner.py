@@ -231,6 +231,7 @@ class MaskfarmWorker(SimpleWorker):
         return batch
 
     def _claim_batch(self, lead: Job) -> list[tuple[Job, Queue, Execution]]:
+        assert self.gatherer is not None, "batches are claimed only with a gatherer"
         lead_frames = pending_frames(self.store.get_job(lead.id))
         claimed = self.gatherer.gather(lead_frames) if lead_frames else []
         return [started for c in claimed if (started := self._start_co_job(c)) is not None]
@@ -278,7 +279,8 @@ class MaskfarmWorker(SimpleWorker):
         try:
             self.unsubscribe()
         except RedisError:
-            self.pubsub_thread.stop()
+            if self.pubsub_thread is not None:
+                self.pubsub_thread.stop()
 
 
 def codec_threads(settings: WorkerSettings, segmenter: Segmenter) -> int:
@@ -361,6 +363,7 @@ def run(settings: WorkerSettings) -> int:
                 return 0
             continue
         p = worker.provenance
+        assert worker.gatherer is not None, "build_worker gives every worker one"
         batching = f"batches of up to {worker.gatherer.frames} frames" if worker.gatherer.enabled else "no batching"
         log.info(
             "worker %s ready: %s on %s (%s), queues %s, %s",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from maskfarm.v1 import segmentation_pb2 as pb
 
@@ -24,8 +24,9 @@ def proto_prefix(kind: type[enum.Enum]) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", kind.__name__).upper() + "_"
 
 
-def proto_numbers(kind: type[E]) -> dict[E, int]:
-    """Every member of ``kind`` with its proto enum number."""
+def proto_numbers(kind: type[E]) -> dict[E, Any]:
+    """Every member of ``kind`` with its proto enum number (an int, which the generated
+    stubs type as the proto enum's class: hence ``Any``)."""
     values = getattr(pb, kind.__name__)
     prefix = proto_prefix(kind)
     return {member: values.Value(prefix + member.name) for member in kind}
@@ -33,4 +34,4 @@ def proto_numbers(kind: type[E]) -> dict[E, int]:
 
 def members_by_number(kind: type[E]) -> dict[int, E]:
     """The proto enum numbers of ``kind`` with their members (``UNSPECIFIED`` left out)."""
-    return {number: member for member, number in proto_numbers(kind).items()}
+    return {int(number): member for member, number in proto_numbers(kind).items()}
