@@ -27,6 +27,7 @@ from maskfarm.client.errors import (
     Unavailable,
 )
 from maskfarm.client.frames import StoragePath
+from maskfarm.client.job_options import JobOptions
 from maskfarm.client.jobs import Job, JobState, Provenance, WorkerInfo
 from maskfarm.client.masks import FrameMasks, FrameResult, Mask
 from maskfarm.client.prompts import Exemplar, Prompt, image_prompt
@@ -49,6 +50,7 @@ __all__ = [
     "JobCancelled",
     "JobFailed",
     "JobNotFound",
+    "JobOptions",
     "JobState",
     "Mask",
     "MaskParams",

@@ -27,7 +27,7 @@ def segment_choices() -> tuple[str, ...]:
 
 
 def test_every_list_of_formats_is_the_core_one() -> None:
-    from maskfarm.client.client import FORMATS, Format
+    from maskfarm.client.job_options import FORMATS, Format
     from maskfarm.server import messages, validation
 
     assert segment_choices() == FILE_FORMAT_NAMES == tuple(fmt.name for fmt in MASK_FORMATS)

@@ -210,10 +210,10 @@ def test_bad_prompt_specs_are_refused_naming_the_field(cluster, files, spec, fie
 
 
 def test_a_client_refuses_one_prompt_given_alone():
-    with pytest.raises(InvalidRequest, match="prompts"):
-        from maskfarm.client.client import job_request
+    from maskfarm.client.job_options import JobOptions
 
-        job_request(Prompt("sky"))
+    with pytest.raises(InvalidRequest, match="prompts"):
+        JobOptions().request(Prompt("sky"))  # type: ignore[arg-type]
 
 
 def test_an_image_prompt_on_shared_storage_is_read_by_the_worker(cluster, model, files):
