@@ -11,6 +11,7 @@ while every other frame's masks were written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -65,21 +66,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         default="png",
         help="; ".join(f"{fmt.name}: {fmt.description}" for fmt in MASK_FORMATS) + " (default: png)",
     )
-    segment.add_argument(
-        "--threshold", type=float, default=0.4, help="probability above which a pixel is in (default 0.4)"
-    )
-    segment.add_argument("--smooth", type=int, default=9, help="majority-vote smoothing kernel, 0-32 (default 9)")
-    segment.add_argument("--dilate", type=int, default=0, help="grow (>0) or shrink (<0) by this many pixels, -32-32")
-    segment.add_argument("--blur", type=int, default=0, help="Gaussian blur kernel of the final mask, 0-64")
-    segment.add_argument(
-        "--soft", action="store_true", help="the probability map itself: no threshold/smooth/dilate/blur"
-    )
-    segment.add_argument("--union", action="store_true", help="also write the union of the prompts' masks (union/)")
-    segment.add_argument(
-        "--invert",
-        action="store_true",
-        help="write 1 - mask (applied last, to the union too: with --union, union/ holds the pixels no prompt covers)",
-    )
+    _add_mask_options(segment)
     segment.add_argument("--local", action="store_true", help="run the pipeline in this process (no server, no Redis)")
     segment.add_argument(
         "--priority",
@@ -143,6 +130,22 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     _add_target(health)
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
     health.set_defaults(run=run_health)
+
+
+def _add_mask_options(segment: argparse.ArgumentParser) -> None:
+    """One flag per mask parameter, from its definition (``maskfarm.core.params``)."""
+    from maskfarm.core.params import MASK_PARAMS
+
+    for knob in MASK_PARAMS:
+        flag, help = "--" + knob.name, knob.metadata["help"]
+        if isinstance(knob.default, bool):
+            segment.add_argument(flag, action="store_true", help=help)
+            continue
+        low, high = knob.metadata["bounds"]
+        span = "" if isinstance(knob.default, float) else f", {low}-{high}"
+        segment.add_argument(
+            flag, type=type(knob.default), default=knob.default, help=f"{help}{span} (default {knob.default})"
+        )
 
 
 def _add_exr_and_preview_options(segment: argparse.ArgumentParser) -> None:
@@ -251,18 +254,10 @@ def run_segment(args: argparse.Namespace) -> int:
     from maskfarm.client.prompt_args import PromptArgsError, prompts_from_args
     from maskfarm.client.sequence_run import SequenceReport, plan_frames
     from maskfarm.client.sequences import SequenceError
-    from maskfarm.core.params import MaskParams
+    from maskfarm.core.params import MASK_PARAMS, MaskParams
 
     try:
-        params = MaskParams(
-            threshold=args.threshold,
-            smooth=args.smooth,
-            dilate=args.dilate,
-            blur=args.blur,
-            soft=args.soft,
-            invert=args.invert,
-            union=args.union,
-        )
+        params = MaskParams(**{knob.name: getattr(args, knob.name) for knob in MASK_PARAMS})
     except ValueError as error:
         print(f"maskfarm segment: --{error}", file=sys.stderr)
         return 2
@@ -313,13 +308,7 @@ def _segment_through_service(args: argparse.Namespace, params, frames, report) -
                 report,
                 chunk=args.chunk,
                 in_flight=args.in_flight,
-                threshold=params.threshold,
-                smooth=params.smooth,
-                dilate=params.dilate,
-                blur=params.blur,
-                soft=params.soft,
-                invert=params.invert,
-                union=params.union,
+                **dataclasses.asdict(params),
                 priority=args.priority,
                 labels=labels,
                 keep_going=args.keep_going,

@@ -16,6 +16,7 @@ from typing import Any, Literal, cast, get_args
 from maskfarm.client.errors import InvalidRequest
 from maskfarm.client.prompts import Prompt, prompt_fields
 from maskfarm.v1 import segmentation_pb2 as pb
+from maskfarm.v1.params_messages import params_from_values
 
 Format = Literal["png8", "png16", "float32", "exr", "tiff16"]
 FORMATS: tuple[str, ...] = get_args(Format)
@@ -65,13 +66,9 @@ class JobOptions:
         """The SubmitJob request of these options, without frames or request id. Raises
         ``InvalidRequest`` for a format or priority it does not know (the server checks
         everything else)."""
-        params = pb.MaskParams(soft=self.soft, invert=self.invert, union_mask=self.union)
-        for name in ("threshold", "smooth", "dilate", "blur"):
-            if (value := getattr(self, name)) is not None:
-                setattr(params, name, value)
         return pb.SubmitJobRequest(
             **prompt_fields(prompts),
-            params=params,
+            params=params_from_values(dataclasses.asdict(self)),
             # Value() returns the plain int that the generated stubs type as the enum's class.
             format=cast(
                 pb.OutputFormat, pb.OutputFormat.Value(f"OUTPUT_FORMAT_{_choice('format', self.format, FORMATS)}")

@@ -17,11 +17,11 @@ import shlex
 from pathlib import Path
 from typing import NoReturn
 
-from maskfarm.core.params import MaskParams
+from maskfarm.core.params import MASK_PARAMS, MaskParams
 from maskfarm.core.prompts import OVERRIDES, Prompt
 
 MAX_PROMPTS_FILE_BYTES = 1024 * 1024
-_TYPES = {"threshold": float, "smooth": int, "dilate": int, "blur": int}
+_TYPES = {knob.name: type(knob.default) for knob in MASK_PARAMS if knob.name in OVERRIDES}
 
 
 class PromptArgsError(ValueError):

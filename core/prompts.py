@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import TypedDict, cast
 
-from maskfarm.core.params import MaskParams
+from maskfarm.core.params import PER_PROMPT, MaskParams
 
-OVERRIDES = ("threshold", "smooth", "dilate", "blur")
+OVERRIDES = PER_PROMPT
 """The mask parameters a prompt may set for itself; soft, invert and union stay the job's."""
 
 

@@ -12,6 +12,7 @@ from maskfarm.core.jobs import ErrorCode, JobRecord, JobState, OutputFormat, Pri
 from maskfarm.server.queue import WorkerStatus
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1.enum_messages import proto_numbers
+from maskfarm.v1.params_messages import params_message
 from maskfarm.v1.prompt_messages import prompt_message
 
 JOB_STATES = proto_numbers(JobState)
@@ -37,15 +38,7 @@ def job_message(job: JobRecord) -> pb.Job:
         provenance=pb.Provenance(**asdict(job.provenance)),
         prompts=job.prompts,
         frame_names=job.frame_names,
-        params=pb.MaskParams(
-            threshold=job.params.threshold,
-            smooth=job.params.smooth,
-            dilate=job.params.dilate,
-            blur=job.params.blur,
-            soft=job.params.soft,
-            invert=job.params.invert,
-            union_mask=job.params.union,
-        ),
+        params=params_message(job.params),
         format=OUTPUT_FORMATS[job.format],
         priority=PRIORITIES[job.priority],
         request_id=job.request_id,

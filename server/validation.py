@@ -22,12 +22,13 @@ from maskfarm.core.images import ImageError, probe_image
 from maskfarm.core.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Priority
 from maskfarm.core.mask_files import InputFrames, InputOverwrite
 from maskfarm.core.outputs import prompt_folders
-from maskfarm.core.params import MaskParams
+from maskfarm.core.params import MASK_PARAMS, MaskParams, api_name
 from maskfarm.core.prompts import OVERRIDES, Exemplar, Overrides, Prompt
 from maskfarm.core.storage import StoragePathError, StorageRoots
 from maskfarm.core.storage_access import StorageAccess, StorageDenied
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1.enum_messages import members_by_number
+from maskfarm.v1.params_messages import params_given
 
 MAX_FRAMES = 10_000
 """Frames per job: a longer shot is several jobs (the client splits by itself)."""
@@ -139,12 +140,8 @@ def job_spec(
 
 def mask_params(message: pb.MaskParams) -> MaskParams:
     """The mask parameters, unset fields taking the defaults; raises ``ValidationError``."""
-    given = {
-        name: getattr(message, name) for name in ("threshold", "smooth", "dilate", "blur") if message.HasField(name)
-    }
-    flags = {"soft": message.soft, "invert": message.invert, "union": message.union_mask}
     try:
-        return MaskParams(**given, **flags)
+        return MaskParams(**params_given(message))
     except ValueError as error:
         name, _, reason = str(error).partition(" ")
         raise ValidationError(f"params.{name}", reason) from None
@@ -254,11 +251,12 @@ def _prompt_spec(
 
 
 def _prompt_overrides(field: str, message: pb.MaskParams) -> Overrides:
-    """A prompt's own mask parameters, checked; soft, invert and union_mask are the job's."""
-    for flag in ("soft", "invert", "union_mask"):
-        if getattr(message, flag):
-            raise ValidationError(f"{field}.{flag}", "is the job's: set it in the request's params")
-    given = {name: getattr(message, name) for name in OVERRIDES if message.HasField(name)}
+    """A prompt's own mask parameters, checked; the others (soft, invert, union_mask) are the job's."""
+    for name, value in params_given(message).items():
+        knob = next(knob for knob in MASK_PARAMS if knob.name == name)
+        if name not in OVERRIDES and (value or not isinstance(knob.default, bool)):
+            raise ValidationError(f"{field}.{api_name(knob)}", "is the job's: set it in the request's params")
+    given = params_given(message, OVERRIDES)
     try:
         MaskParams(**given)
     except ValueError as error:
