@@ -13,7 +13,8 @@ Layout, for a namespace ``ns`` (default ``maskfarm``) and a job id ``J``::
                                  frame skipped under keep_going)
     ns:job:J:masks      hash     "index:k" -> mask k of a frame; "index:union" -> its union
     ns:job:J:failed     hash     frame index -> why, for frames skipped under keep_going
-    ns:job:J:events     channel  {"frame": i} when frame i is stored, {"state": s} on changes
+    ns:job:J:events     channel  {"frame": i} when frame i is stored, {"frames": [i, j, ...]}
+                                 when several are stored together, {"state": s} on changes
     ns:request:R        string   request id -> job id (idempotent SubmitJob)
     ns:jobs             zset     "created-µs:J" members, newest last (ListJobs)
     ns:jobs:label:K=V   zset     the same, for the jobs labelled K=V
@@ -43,7 +44,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import cast
 from urllib.parse import quote
 
@@ -162,29 +163,71 @@ return 0
 """
 """forget_queued, atomically: KEYS backlog jobs, backlog bytes, queued; ARGV the job ids."""
 
-_STORE_FRAME = """
+_STORE_FRAMES = """
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
-    return 0
+    return 'gone'
 end
-if #ARGV > 5 then
-    redis.call('HSET', KEYS[2], unpack(ARGV, 6))
-    redis.call('PEXPIRE', KEYS[2], ttl)
+local stop = false
+if ARGV[1] ~= '' then
+    local run = redis.call('HMGET', KEYS[1], 'state', 'attempts', 'cancel_requested')
+    if run[1] ~= 'running' then
+        return 'not_running'
+    end
+    if run[2] ~= ARGV[1] then
+        return 'superseded'
+    end
+    stop = run[3] == '1'
 end
-if ARGV[3] ~= '' then
-    redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
-    redis.call('PEXPIRE', KEYS[3], ttl)
-else
-    redis.call('HDEL', KEYS[3], ARGV[1])
+local done, masks, failed, recovered = {}, {}, {}, {}
+local at = 5
+for _ = 1, tonumber(ARGV[4]) do
+    local index, meta, error, fields = ARGV[at], ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
+    done[#done + 1] = index
+    done[#done + 1] = meta
+    if error ~= '' then
+        failed[#failed + 1] = index
+        failed[#failed + 1] = error
+    else
+        recovered[#recovered + 1] = index
+    end
+    for k = at + 4, at + 3 + 2 * fields do
+        masks[#masks + 1] = ARGV[k]
+    end
+    at = at + 4 + 2 * fields
 end
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[4], ttl)
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return 1
+local function hset(key, values)
+    for first = 1, #values, 1000 do
+        redis.call('HSET', key, unpack(values, first, math.min(first + 999, #values)))
+    end
+    redis.call('PEXPIRE', key, ttl)
+end
+if #masks > 0 then
+    hset(KEYS[2], masks)
+end
+if #failed > 0 then
+    hset(KEYS[3], failed)
+end
+if #recovered > 0 then
+    for first = 1, #recovered, 1000 do
+        redis.call('HDEL', KEYS[3], unpack(recovered, first, math.min(first + 999, #recovered)))
+    end
+end
+hset(KEYS[4], done)
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+if stop then
+    return 'cancelled'
+end
+return 'stored'
 """
-"""A frame's result stored with the job record's remaining life, and announced; 0 when
-the job is gone. KEYS: job, masks, failed, done. ARGV: index, meta, error ("" for
-none), events channel, event, then the masks' field/value pairs."""
+"""Frames' results stored together with the job record's remaining life, and announced in
+one event, all or nothing. KEYS: job, masks, failed, done. ARGV: the run (its attempt
+number; "" for any state), events channel, event, frame count, then per frame: index,
+meta, error ("" for none), its count of mask fields, those fields' name/value pairs.
+Returns 'stored', 'cancelled' (stored; cancelling was asked), or without storing anything:
+'gone' (no record), 'not_running' or 'superseded' (the run is not the job's current one)."""
+
+_STOP_REASONS = {reason.value.encode(): reason for reason in StopReason}
 
 
 class JobStore:
@@ -202,7 +245,7 @@ class JobStore:
         self.redis = redis
         self.keys = Keys(namespace)
         self.replica_wait = replica_wait
-        self._store_frame = redis.register_script(_STORE_FRAME)
+        self._store_frames = redis.register_script(_STORE_FRAMES)
         self._forget_queued = redis.register_script(_FORGET_QUEUED)
 
     # -- creating (server) -------------------------------------------------------------
@@ -504,33 +547,40 @@ class JobStore:
 
     def store_frame_result(self, job_id: str, result: StoredFrame) -> None:
         """Stores one frame's masks (or mask paths, or failure) together and announces
-        them (worker), in one round trip. They live as long as the job record. Storing a
-        frame again replaces it."""
-        meta: dict[str, object] = {
-            "width": result.width,
-            "height": result.height,
-            "masks": len(result.masks),
-            "union": result.union is not None,
-            "bytes": result.nbytes,
-        }
-        if result.mask_paths:
-            meta.update(paths=result.mask_paths, union_path=result.union_path)
-        if result.error:
-            meta["error"] = result.error
-        masks = {f"{result.index}:{k}": mask for k, mask in enumerate(result.masks)}
-        if result.union is not None:
-            masks[f"{result.index}:union"] = result.union
+        them, in one round trip, whatever the job's state (``store_frame_results`` without
+        a run). They live as long as the job record. Storing a frame again replaces it."""
+        self.store_frame_results(job_id, [result])
+
+    def store_frame_results(
+        self, job_id: str, results: Sequence[StoredFrame], attempt: int | None = None
+    ) -> StopReason | None:
+        """Stores several frames' results in one round trip, all or nothing, announced in
+        one event (``{"frames": [...]}`` in the order given; ``{"frame": i}`` for one):
+        the worker's write of a model chunk. They live as long as the job record; storing
+        a frame again replaces it.
+
+        With ``attempt``, fenced by the run: stored only while run number ``attempt`` is
+        the job's current one and the job is running. Returns why that run should stop
+        (``stop_reason``'s answers): ``"not_running"`` or ``"superseded"`` when nothing
+        was stored, ``"cancelled"`` when stored and cancelling was asked; None to go on.
+        Raises ``JobNotFound`` when the job's record is gone (nothing stored)."""
+        if not results:
+            return None
+        indices = [result.index for result in results]
+        event = {"frame": indices[0]} if len(indices) == 1 else {"frames": indices}
         keys = [self.keys.job(job_id), self.keys.masks(job_id), self.keys.failed(job_id), self.keys.done(job_id)]
-        args = [
-            result.index,
-            json.dumps(meta),
-            result.error,
+        args: list = [
+            "" if attempt is None else str(attempt),
             self.keys.events(job_id),
-            json.dumps({"frame": result.index}),
-            *(item for field in masks.items() for item in field),
+            json.dumps(event),
+            len(results),
         ]
-        if not self._store_frame(keys=keys, args=args):
+        for result in results:
+            args += _frame_args(result)
+        answer = self._store_frames(keys=keys, args=args)
+        if answer == b"gone":
             raise JobNotFound(job_id)
+        return _STOP_REASONS.get(answer)
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether a running job should stop (checked by the worker between batches).
@@ -662,6 +712,32 @@ class JobStore:
             for name, fields in zip(names, replies)
             if fields
         }
+
+
+def _frame_args(result: StoredFrame) -> list:
+    """One frame's part of the store script's arguments: index, meta, error, then its
+    mask fields counted and listed as name/value pairs."""
+    meta: dict[str, object] = {
+        "width": result.width,
+        "height": result.height,
+        "masks": len(result.masks),
+        "union": result.union is not None,
+        "bytes": result.nbytes,
+    }
+    if result.mask_paths:
+        meta.update(paths=result.mask_paths, union_path=result.union_path)
+    if result.error:
+        meta["error"] = result.error
+    masks = {f"{result.index}:{k}": mask for k, mask in enumerate(result.masks)}
+    if result.union is not None:
+        masks[f"{result.index}:union"] = result.union
+    return [
+        result.index,
+        json.dumps(meta),
+        result.error,
+        len(masks),
+        *(item for field in masks.items() for item in field),
+    ]
 
 
 def _new_record(spec: JobSpec, *, queue_ttl: int, result_ttl: int) -> JobRecord:

@@ -49,7 +49,7 @@ class Inbox:
         self._events.put_nowait(event)
 
     async def next(self, timeout: float) -> dict | None:
-        """The next event (``{"frame": i}`` or ``{"state": name}``); None when none came
+        """The next event (``{"frame": i}``, ``{"frames": [i, ...]}`` or ``{"state": name}``); None when none came
         within ``timeout`` or when events may have been missed: time to read the store."""
         try:
             return await asyncio.wait_for(self._events.get(), timeout)

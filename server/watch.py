@@ -53,7 +53,7 @@ async def follow_job(
             if job.state.is_terminal:
                 return
             woken = [await inbox.next(poll_interval), *inbox.pending()]
-            announced = frames.announced([frame for event in woken if (frame := _announced_frame(event)) is not None])
+            announced = frames.announced([frame for event in woken for frame in _announced_frames(event)])
             job, results, new_frames = await asyncio.to_thread(frames.after_wake_up, announced)
             results.reverse()
             while results:
@@ -128,8 +128,19 @@ class _FrameReplay:
             self.chunk = max(1, min(REPLAY_CHUNK, REPLAY_BYTES // max(frame_bytes, 1)))
 
 
-def _announced_frame(event: dict | None) -> int | None:
-    """The index of the frame an event announces; None for anything else (a state change,
-    a sweep due, events possibly missed): then the store is read."""
-    frame = event.get("frame") if event else None
-    return frame if isinstance(frame, int) else None
+def _announced_frames(event: dict | None) -> list[int]:
+    """The indices of the frames an event announces, in its order: ``{"frame": i}`` or
+    ``{"frames": [i, j, ...]}`` (frames stored together); none for anything else (a state
+    change, a sweep due, events possibly missed, a malformed event): then the store is read."""
+    if not event:
+        return []
+    frame, frames = event.get("frame"), event.get("frames")
+    if isinstance(frame, int) and _is_index(frame):
+        return [frame]
+    if isinstance(frames, list) and all(_is_index(index) for index in frames):
+        return frames
+    return []
+
+
+def _is_index(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -190,3 +190,19 @@ def test_a_long_replay_comes_in_order_and_complete(server: ServerProcess, store:
     assert events == ["JOB_STATE_RUNNING 40"] + [f"frame {index}" for index in range(3, 40)] + ["JOB_STATE_RUNNING 40"]
     store.mark_succeeded(job.id)
     assert [describe(event) for event in stream] == ["JOB_STATE_SUCCEEDED 40"]
+
+
+def test_frames_stored_together_arrive_each_once_in_the_order_announced(server: ServerProcess, store: JobStore) -> None:
+    """A worker's chunk: one store call, one event listing the frames (more than the server
+    reads at a time, REPLAY_CHUNK)."""
+    job = submit(server, frames=20)
+    running = store.mark_running(job.id, PROVENANCE)
+    stream = server.stub().WatchJob(pb.WatchJobRequest(job_id=job.id), timeout=20)
+    assert describe(next(stream)) == "JOB_STATE_RUNNING 0"
+
+    order = [7, 3, 19, 0, *range(8, 19), 1, 2, 4, 5, 6]
+    store.store_frame_results(job.id, [masks_of(index) for index in order], running.attempts)
+    events = [describe(next(stream)) for _ in range(21)]
+    assert events == [f"frame {index}" for index in order] + ["JOB_STATE_RUNNING 20"]
+    store.mark_succeeded(job.id)
+    assert [describe(event) for event in stream] == ["JOB_STATE_SUCCEEDED 20"]

@@ -63,6 +63,9 @@ class FrameOutput:
     masks: np.ndarray
     tag: object = None
     """The ``FrameRequest``'s tag (``stream_requests``); None from ``stream``."""
+    chunk_end: bool = False
+    """The last frame of its model chunk: the next frame waits for another model pass
+    (the worker stores a chunk's frames together)."""
 
 
 @dataclass(frozen=True)
@@ -147,8 +150,9 @@ class Segmenter:
         """
         index = 0
         for chunk in self._chunks(requests):
-            for request, masks in zip(chunk, self._chunk_masks(chunk)):
-                yield FrameOutput(index, masks, request.tag)
+            masks = self._chunk_masks(chunk)
+            for position, (request, frame_masks) in enumerate(zip(chunk, masks)):
+                yield FrameOutput(index, frame_masks, request.tag, chunk_end=position == len(masks) - 1)
                 index += 1
 
     def _chunks(self, requests: Iterable[FrameRequest]) -> Iterator[list[FrameRequest]]:
