@@ -1,27 +1,11 @@
 """The job store: the Redis keys maskfarm keeps, and the only code that reads or writes them.
 
 This module is the contract between the server and the worker: both go through ``JobStore``
-and neither touches the keys directly. It imports only redis and the standard library.
+and neither touches the keys directly. It imports redis, the standard library and maskfarm.core.
 
-Layout, for a namespace ``ns`` (default ``maskfarm``) and a job id ``J``::
-
-    ns:job:J            hash     the job record (see _encode_record)
-    ns:job:J:inputs     hash     frame index -> the frame's encoded file bytes ("" for a
-                                 frame the worker reads from its shared-storage path)
-    ns:job:J:done       hash     frame index -> JSON {width, height, masks, union, bytes}
-                                 (+ paths, union_path for an output_dir job; error for a
-                                 frame skipped under keep_going)
-    ns:job:J:masks      hash     "index:k" -> mask k of a frame; "index:union" -> its union
-    ns:job:J:failed     hash     frame index -> why, for frames skipped under keep_going
-    ns:job:J:events     channel  {"frame": i} when frame i is stored, {"frames": [i, j, ...]}
-                                 when several are stored together, {"state": s} on changes
-    ns:request:R        string   request id -> job id (idempotent SubmitJob)
-    ns:jobs             zset     "created-µs:J" members, newest last (ListJobs)
-    ns:jobs:label:K=V   zset     the same, for the jobs labelled K=V
-    ns:backlog:bytes    string   encoded bytes of the frames of queued jobs
-    ns:backlog:jobs     hash     queued job id -> its share of those bytes
-    ns:queued           zset     queued job ids by creation time (orphan sweeps)
-    ns:worker:W         hash     a live worker's WorkerRecord
+The keys and their layout: ``maskfarm.jobqueue.keys``; how records and frames are written
+in them: ``maskfarm.jobqueue.records``; index entries and page tokens of ListJobs:
+``maskfarm.jobqueue.listing``.
 
 Every key expires. While a job may still wait or run, its record and results live for
 ``inputs_ttl + result_ttl`` and its inputs for ``inputs_ttl`` (both chosen at creation).
@@ -31,22 +15,18 @@ reads it (so it fails visibly, never silently). The indexes live as long as thei
 job and drop members whose job has expired when they are read.
 
 Every state change and every stored frame is published on the job's events channel after
-the data is written, in the same transaction, so a subscriber that reads the store after
+the data is written, in the same transaction or script, so a subscriber that reads the store after
 subscribing misses nothing.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import enum
 import json
-import re
-import secrets
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import cast
-from urllib.parse import quote
 
 from redis import Redis
 from redis.client import Pipeline
@@ -56,23 +36,16 @@ from redis.typing import EncodableT, FieldT
 from maskfarm.core.defaults import DEFAULT_NAMESPACE
 from maskfarm.core.jobs import (
     ErrorCode,
-    ExrOptions,
     JobRecord,
     JobSpec,
     JobState,
-    OutputFormat,
-    Priority,
     Provenance,
     StoredFrame,
     WorkerRecord,
 )
-from maskfarm.core.params import MaskParams
-from maskfarm.core.prompts import prompts_from_json, prompts_to_json
-from maskfarm.core.storage_access import StorageAccess
+from maskfarm.jobqueue import listing, records
+from maskfarm.jobqueue.keys import JOB_ID_PATTERN, Keys
 from maskfarm.jobqueue.redis_clients import ReplicaWait, transaction
-
-JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-"""Job ids the store accepts (RQ's job id alphabet); anything else is not a job."""
 
 _LIST_SCAN_LIMIT = 2000
 """ListJobs reads at most this many index entries per page (the page may come back short)."""
@@ -95,59 +68,6 @@ class StopReason(str, enum.Enum):
     """A later run of the job started (this one was taken for dead)."""
     CANCELLED = "cancelled"
     """Cancelling was requested of this run, which then records the cancellation."""
-
-
-def new_job_id() -> str:
-    """An unguessable job id: 128 random bits."""
-    return secrets.token_hex(16)
-
-
-class Keys:
-    """The Redis key names of one namespace."""
-
-    def __init__(self, namespace: str = DEFAULT_NAMESPACE) -> None:
-        self.namespace = namespace
-
-    def job(self, job_id: str) -> str:
-        return f"{self.namespace}:job:{job_id}"
-
-    def inputs(self, job_id: str) -> str:
-        return f"{self.namespace}:job:{job_id}:inputs"
-
-    def done(self, job_id: str) -> str:
-        return f"{self.namespace}:job:{job_id}:done"
-
-    def masks(self, job_id: str) -> str:
-        return f"{self.namespace}:job:{job_id}:masks"
-
-    def failed(self, job_id: str) -> str:
-        return f"{self.namespace}:job:{job_id}:failed"
-
-    def events(self, job_id: str) -> str:
-        return f"{self.namespace}:job:{job_id}:events"
-
-    def request(self, request_id: str) -> str:
-        return f"{self.namespace}:request:{request_id}"
-
-    def index(self) -> str:
-        return f"{self.namespace}:jobs"
-
-    def label_index(self, key: str, value: str) -> str:
-        return f"{self.namespace}:jobs:label:{quote(key, safe='')}={quote(value, safe='')}"
-
-    def backlog_bytes(self) -> str:
-        return f"{self.namespace}:backlog:bytes"
-
-    def backlog_jobs(self) -> str:
-        """Hash of each queued job's input bytes: what to release if its record vanishes."""
-        return f"{self.namespace}:backlog:jobs"
-
-    def queued(self) -> str:
-        """Sorted set of the QUEUED jobs' ids, scored by creation time (orphan sweeps)."""
-        return f"{self.namespace}:queued"
-
-    def worker(self, name: str) -> str:
-        return f"{self.namespace}:worker:{name}"
 
 
 _FORGET_QUEUED = """
@@ -286,7 +206,7 @@ class JobStore:
                             return job, False
                     if admit is not None:
                         admit(spec)
-                    job = _new_record(spec, queue_ttl=queue_ttl, result_ttl=result_ttl)
+                    job = records.new_record(spec, queue_ttl=queue_ttl, result_ttl=result_ttl)
                     pipe.multi()
                     self._write_new_job(pipe, job, spec, inputs_ttl=inputs_ttl)
                     if enqueue is not None:
@@ -300,11 +220,11 @@ class JobStore:
         ttl = inputs_ttl + job.result_ttl
         if job.request_id:
             pipe.set(self.keys.request(job.request_id), job.id, ex=ttl)
-        pipe.hset(self.keys.job(job.id), mapping=_hash_fields(_encode_record(job)))
+        pipe.hset(self.keys.job(job.id), mapping=_hash_fields(records.encode_record(job)))
         pipe.expire(self.keys.job(job.id), ttl)
-        pipe.hset(self.keys.inputs(job.id), mapping=_hash_fields(_input_fields(spec)))
+        pipe.hset(self.keys.inputs(job.id), mapping=_hash_fields(records.input_fields(spec)))
         pipe.expire(self.keys.inputs(job.id), inputs_ttl)
-        member = _index_member(job)
+        member = listing.index_member(job)
         for index in [self.keys.index()] + [self.keys.label_index(k, v) for k, v in job.labels.items()]:
             pipe.zadd(index, {member: 0})
             _extend_ttl(pipe, index, ttl)
@@ -349,13 +269,13 @@ class JobStore:
     def _loaded(self, fields: dict[bytes, bytes], done: int, failed: int) -> JobRecord | None:
         """A job from the three reads of ``_read_record_into`` (None if unknown), failed
         as expired if it waited in the queue past its deadline."""
-        job = _decode_record(fields, done, failed) if fields else None
+        job = records.decode_record(fields, done, failed) if fields else None
         if job and job.state is JobState.QUEUED and time.time() > job.queue_deadline:
             job = self._expire(job)
         return job
 
     def _expire(self, job: JobRecord) -> JobRecord | None:
-        expired = _finished(JobState.FAILED, ErrorCode.EXPIRED, _expiry_message(job))
+        expired = records.finished(JobState.FAILED, ErrorCode.EXPIRED, records.expiry_message(job))
         return self._transition(job.id, {JobState.QUEUED}, expired) or self.get_job(job.id)
 
     def done_frames(self, job_id: str) -> list[int]:
@@ -369,7 +289,7 @@ class JobStore:
         fields are read in the same round trip as the frames' own (one instead of two).
         """
         indices = list(indices)
-        expected = _expected_mask_fields(indices, job)
+        expected = records.expected_mask_fields(indices, job)
         with self.redis.pipeline(transaction=False) as pipe:
             self._read_frames_into(pipe, job_id, indices, expected)
             replies = pipe.execute()
@@ -382,7 +302,7 @@ class JobStore:
         given the ``job`` as last read), in one round trip: what a watcher needs once
         frames are announced. Raises ``JobNotFound``."""
         indices = list(indices)
-        expected = _expected_mask_fields(indices, job)
+        expected = records.expected_mask_fields(indices, job)
         with self.redis.pipeline(transaction=False) as pipe:
             self._read_record_into(pipe, job_id)
             self._read_frames_into(pipe, job_id, indices, expected)
@@ -410,9 +330,11 @@ class JobStore:
         metas, *masks = replies
         values = dict(zip(expected, masks[0])) if masks else {}
         found = [(index, json.loads(meta)) for index, meta in zip(indices, metas) if meta is not None]
-        if unread := [field for index, meta in found for field in _mask_fields(index, meta) if field not in values]:
+        if unread := [
+            field for index, meta in found for field in records.mask_fields(index, meta) if field not in values
+        ]:
             values.update(zip(unread, self.redis.hmget(self.keys.masks(job_id), unread)))
-        return [_frame_result(index, meta, values) for index, meta in found]
+        return [records.stored_frame(index, meta, values) for index, meta in found]
 
     def frame_page(self, job: JobRecord, first: int, max_frames: int, max_bytes: int) -> tuple[list[StoredFrame], int]:
         """Stored results with index in ``[first, first + max_frames)`` (0: no count limit),
@@ -433,7 +355,7 @@ class JobStore:
         """The image file of the job's image prompt ``prompt_index`` sent as bytes (kept
         with the frames, not in the job record, which every listing reads); raises
         ``InputsExpired``."""
-        data = self.redis.hget(self.keys.inputs(job_id), _exemplar_field(prompt_index))
+        data = self.redis.hget(self.keys.inputs(job_id), records.exemplar_field(prompt_index))
         if data is None:
             raise InputsExpired(f"the image prompts of job {job_id} are no longer stored")
         return cast(bytes, data)
@@ -459,7 +381,7 @@ class JobStore:
         Raises ``ValueError`` for a page token this store did not make.
         """
         index = self._narrowest_index(labels or {})
-        after = _decode_page_token(page_token)
+        after = listing.decode_page_token(page_token)
         jobs: list[JobRecord] = []
         scanned = 0
         while scanned < _LIST_SCAN_LIMIT:
@@ -473,11 +395,11 @@ class JobStore:
                 after = member
                 if job is None:
                     self.redis.zrem(index, member)
-                elif (not states or job.state in states) and _has_labels(job, labels or {}):
+                elif (not states or job.state in states) and listing.has_labels(job, labels or {}):
                     jobs.append(job)
                     if len(jobs) == page_size:
-                        return jobs, _encode_page_token(member)
-        return jobs, _encode_page_token(after)
+                        return jobs, listing.encode_page_token(member)
+        return jobs, listing.encode_page_token(after)
 
     def _narrowest_index(self, labels: Mapping[str, str]) -> str:
         if not labels:
@@ -529,9 +451,9 @@ class JobStore:
         def start(before: JobRecord) -> dict[str, str]:
             # Decided inside the transaction, so a start costs no read before it.
             if before.state is JobState.QUEUED and time.time() > before.queue_deadline:
-                return _finished(JobState.FAILED, ErrorCode.EXPIRED, _expiry_message(before))(before)
+                return records.finished(JobState.FAILED, ErrorCode.EXPIRED, records.expiry_message(before))(before)
             if before.cancel_requested:
-                return _finished(JobState.CANCELLED)(before)
+                return records.finished(JobState.CANCELLED)(before)
             return {
                 "state": JobState.RUNNING.value,
                 "started_at": repr(before.started_at or time.time()),
@@ -576,7 +498,7 @@ class JobStore:
             len(results),
         ]
         for result in results:
-            args += _frame_args(result)
+            args += records.frame_args(result)
         answer = self._store_frames(keys=keys, args=args)
         if answer == b"gone":
             raise JobNotFound(job_id)
@@ -602,25 +524,27 @@ class JobStore:
 
     def mark_succeeded(self, job_id: str) -> bool:
         """Ends a running job as succeeded; False if it was not running."""
-        return self._transition(job_id, {JobState.RUNNING}, _finished(JobState.SUCCEEDED)) is not None
+        return self._transition(job_id, {JobState.RUNNING}, records.finished(JobState.SUCCEEDED)) is not None
 
     def mark_failed(self, job_id: str, code: ErrorCode, message: str) -> bool:
         """Ends a queued or running job as failed; False if it had already ended."""
         return (
-            self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, _finished(JobState.FAILED, code, message))
+            self._transition(
+                job_id, {JobState.QUEUED, JobState.RUNNING}, records.finished(JobState.FAILED, code, message)
+            )
             is not None
         )
 
     def mark_cancelled(self, job_id: str) -> bool:
         """Ends a queued or running job as cancelled; False if it had already ended."""
-        cancelled = _finished(JobState.CANCELLED)
+        cancelled = records.finished(JobState.CANCELLED)
         return self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, cancelled) is not None
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancels a job (server): a queued job at once, a running one by setting its
         ``cancel_requested`` flag for the worker. A finished job is left as it is."""
         return (
-            self._transition(job_id, {JobState.QUEUED}, _finished(JobState.CANCELLED))
+            self._transition(job_id, {JobState.QUEUED}, records.finished(JobState.CANCELLED))
             or self._transition(job_id, {JobState.RUNNING}, lambda before: {"cancel_requested": "1"})
             or self.require_job(job_id)
         )
@@ -640,7 +564,7 @@ class JobStore:
                     fields, done, failed = self._read_record(job_id)
                     if not fields:
                         raise JobNotFound(job_id)
-                    before = _decode_record(fields, done, failed)
+                    before = records.decode_record(fields, done, failed)
                     if before.state not in allowed:
                         return None
                     update = changes(before)
@@ -656,7 +580,7 @@ class JobStore:
                     pipe.publish(self.keys.events(job_id), json.dumps({"state": after.value}))
                     pipe.execute()
                     changed = {**fields, **{name.encode(): value.encode() for name, value in update.items()}}
-                    return _decode_record(changed, done, failed)
+                    return records.decode_record(changed, done, failed)
                 except WatchError:
                     continue
 
@@ -668,7 +592,7 @@ class JobStore:
         return fields, done, failed
 
     def _read_record_into(self, pipe: Pipeline, job_id: str) -> None:
-        """The three reads ``_decode_record`` takes: the record, and the counts of the
+        """The three reads ``decode_record`` takes: the record, and the counts of the
         job's done and failed frames."""
         pipe.hgetall(self.keys.job(job_id))
         pipe.hlen(self.keys.done(job_id))
@@ -712,224 +636,6 @@ class JobStore:
             for name, fields in zip(names, replies)
             if fields
         }
-
-
-def _frame_args(result: StoredFrame) -> list:
-    """One frame's part of the store script's arguments: index, meta, error, then its
-    mask fields counted and listed as name/value pairs."""
-    meta: dict[str, object] = {
-        "width": result.width,
-        "height": result.height,
-        "masks": len(result.masks),
-        "union": result.union is not None,
-        "bytes": result.nbytes,
-    }
-    if result.mask_paths:
-        meta.update(paths=result.mask_paths, union_path=result.union_path)
-    if result.error:
-        meta["error"] = result.error
-    masks = {f"{result.index}:{k}": mask for k, mask in enumerate(result.masks)}
-    if result.union is not None:
-        masks[f"{result.index}:union"] = result.union
-    return [
-        result.index,
-        json.dumps(meta),
-        result.error,
-        len(masks),
-        *(item for field in masks.items() for item in field),
-    ]
-
-
-def _new_record(spec: JobSpec, *, queue_ttl: int, result_ttl: int) -> JobRecord:
-    now = time.time()
-    return JobRecord(
-        id=new_job_id(),
-        state=JobState.QUEUED,
-        prompts=list(spec.prompts),
-        prompt_specs=[prompt.without_image_data() for prompt in spec.prompt_specs],
-        frame_names=list(spec.frame_names),
-        params=spec.params,
-        format=spec.format,
-        priority=spec.priority,
-        labels=dict(spec.labels),
-        request_id=spec.request_id,
-        created_at=now,
-        queue_deadline=now + queue_ttl,
-        result_ttl=result_ttl,
-        input_bytes=spec.input_bytes,
-        frame_paths=list(spec.frame_paths),
-        keep_going=spec.keep_going,
-        output_dir=spec.output_dir,
-        exr=spec.exr,
-        storage_access=spec.storage_access,
-    )
-
-
-def _expiry_message(job: JobRecord) -> str:
-    waited = round(job.queue_deadline - job.created_at)
-    return f"no worker started the job within its queue time ({waited} s)"
-
-
-def _finished(
-    state: JobState, code: ErrorCode | None = None, message: str = ""
-) -> Callable[[JobRecord], dict[str, str]]:
-    def changes(before: JobRecord) -> dict[str, str]:
-        return {
-            "state": state.value,
-            "finished_at": repr(time.time()),
-            "error_code": code.value if code else "",
-            "error_message": message,
-        }
-
-    return changes
-
-
-def _encode_record(job: JobRecord) -> dict[str, str]:
-    """The record as Redis hash fields (all text; JSON for structured values)."""
-    return {
-        "id": job.id,
-        "state": job.state.value,
-        "prompts": json.dumps(job.prompts),
-        "prompt_specs": prompts_to_json(job.prompt_specs) if job.prompt_specs else "",
-        "frame_names": json.dumps(job.frame_names),
-        "params": json.dumps(dataclasses.asdict(job.params)),
-        "format": job.format.value,
-        "priority": job.priority.value,
-        "labels": json.dumps(job.labels),
-        "request_id": job.request_id,
-        "created_at": repr(job.created_at),
-        "queue_deadline": repr(job.queue_deadline),
-        "result_ttl": str(job.result_ttl),
-        "input_bytes": str(job.input_bytes),
-        "started_at": _time_text(job.started_at),
-        "finished_at": _time_text(job.finished_at),
-        "error_code": job.error_code.value if job.error_code else "",
-        "error_message": job.error_message,
-        "cancel_requested": "1" if job.cancel_requested else "0",
-        "attempts": str(job.attempts),
-        "provenance": json.dumps(dataclasses.asdict(job.provenance)),
-        "frame_paths": json.dumps(job.frame_paths),
-        "keep_going": "1" if job.keep_going else "0",
-        "output_dir": job.output_dir,
-        "exr": json.dumps(dataclasses.asdict(job.exr)),
-        "storage_access": job.storage_access.to_json() if job.storage_access else "",
-    }
-
-
-def _decode_record(raw: Mapping[bytes, bytes], done_frames: int, failed_frames: int) -> JobRecord:
-    fields = {key.decode(): value.decode() for key, value in raw.items()}
-    return JobRecord(
-        id=fields["id"],
-        state=JobState(fields["state"]),
-        prompts=json.loads(fields["prompts"]),
-        prompt_specs=prompts_from_json(fields.get("prompt_specs", "")),
-        frame_names=json.loads(fields["frame_names"]),
-        params=MaskParams(**json.loads(fields["params"])),
-        format=OutputFormat(fields["format"]),
-        priority=Priority(fields["priority"]),
-        labels=json.loads(fields["labels"]),
-        request_id=fields["request_id"],
-        created_at=float(fields["created_at"]),
-        queue_deadline=float(fields["queue_deadline"]),
-        result_ttl=int(fields["result_ttl"]),
-        input_bytes=int(fields["input_bytes"]),
-        done_frames=done_frames,
-        started_at=_time_value(fields["started_at"]),
-        finished_at=_time_value(fields["finished_at"]),
-        error_code=ErrorCode(fields["error_code"]) if fields["error_code"] else None,
-        error_message=fields["error_message"],
-        cancel_requested=fields["cancel_requested"] == "1",
-        attempts=int(fields["attempts"]),
-        provenance=Provenance(**json.loads(fields["provenance"])),
-        frame_paths=json.loads(fields.get("frame_paths", "[]")),
-        keep_going=fields.get("keep_going") == "1",
-        output_dir=fields.get("output_dir", ""),
-        exr=ExrOptions(**json.loads(fields.get("exr", "{}"))),
-        failed_frames=failed_frames,
-        storage_access=StorageAccess.from_json(fields.get("storage_access", "")),
-    )
-
-
-def _input_fields(spec: JobSpec) -> dict[str, bytes]:
-    """The inputs hash: frame i's file under "i", image prompt k's under "prompt-k"."""
-    fields = {str(i): data for i, data in enumerate(spec.frames)}
-    for k, prompt in enumerate(spec.prompt_specs):
-        if prompt.image is not None and prompt.image.data:
-            fields[_exemplar_field(k)] = prompt.image.data
-    return fields
-
-
-def _exemplar_field(prompt_index: int) -> str:
-    return f"prompt-{prompt_index}"
-
-
-def _time_text(value: float | None) -> str:
-    return "" if value is None else repr(value)
-
-
-def _time_value(text: str) -> float | None:
-    return float(text) if text else None
-
-
-def _expected_mask_fields(indices: list[int], job: JobRecord | None) -> list[str]:
-    """The mask fields frames of ``job`` have (none without the job: read after their metas)."""
-    if job is None:
-        return []
-    shape = _frame_shape(job)
-    return [field for index in indices for field in _mask_fields(index, shape)]
-
-
-def _frame_shape(job: JobRecord) -> dict[str, object]:
-    """What a stored frame of ``job`` holds, as its meta says it: a mask per prompt, and
-    their union when asked for."""
-    return {"masks": len(job.prompts), "union": job.params.union}
-
-
-def _mask_fields(index: int, meta: Mapping) -> list[str]:
-    """The masks hash fields of a stored frame (none for paths or a failed frame)."""
-    fields = [f"{index}:{k}" for k in range(meta["masks"])]
-    return fields + [f"{index}:union"] if meta["union"] else fields
-
-
-def _frame_result(index: int, meta: Mapping, values: Mapping[str, bytes]) -> StoredFrame:
-    """The frame ``index`` whose ``meta`` was found; ``values`` holds its masks, which
-    are stored with the meta (one script) and expire with it."""
-    return StoredFrame(
-        index=index,
-        width=meta["width"],
-        height=meta["height"],
-        masks=[values[f"{index}:{k}"] for k in range(meta["masks"])],
-        union=values[f"{index}:union"] if meta["union"] else None,
-        mask_paths=meta.get("paths", []),
-        union_path=meta.get("union_path", ""),
-        error=meta.get("error", ""),
-    )
-
-
-def _index_member(job: JobRecord) -> str:
-    """Index entries sort by creation time as text: fixed-width microseconds, then the id."""
-    return f"{round(job.created_at * 1_000_000):020d}:{job.id}"
-
-
-def _has_labels(job: JobRecord, labels: Mapping[str, str]) -> bool:
-    return all(job.labels.get(key) == value for key, value in labels.items())
-
-
-def _encode_page_token(member: str) -> str:
-    return base64.urlsafe_b64encode(member.encode()).decode()
-
-
-def _decode_page_token(token: str) -> str:
-    if not token:
-        return ""
-    try:
-        member = base64.urlsafe_b64decode(token.encode()).decode()
-    except ValueError:
-        raise ValueError("not a page token from this server") from None
-    created, _, job_id = member.partition(":")
-    if not (created.isdigit() and JOB_ID_PATTERN.fullmatch(job_id)):
-        raise ValueError("not a page token from this server")
-    return member
 
 
 def _extend_ttl(pipe: Pipeline, key: str, ttl: int) -> None:

@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from maskfarm.core.defaults import DEFAULT_NAMESPACE
-from maskfarm.jobqueue.store import Keys
+from maskfarm.jobqueue.keys import Keys
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ MAX_LABEL_KEY_CHARS = 128
 MAX_LABEL_VALUE_CHARS = 1024
 MAX_REQUEST_ID_CHARS = 128
 MAX_JOB_ID_CHARS = 64
-"""The longest job id the store accepts (``store.JOB_ID_PATTERN``): a longer one is malformed."""
+"""The longest job id the store accepts (``maskfarm.jobqueue.keys.JOB_ID_PATTERN``): a longer one is malformed."""
 MAX_FRAME_NAME_CHARS = 255
 MAX_EXR_LAYER_CHARS = 255
 DEFAULT_PAGE_SIZE = 100

@@ -14,7 +14,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from maskfarm.jobqueue.store import Keys
+from maskfarm.jobqueue.keys import Keys
 from maskfarm.server import events as events_module
 from maskfarm.server.events import JobEvents
 from tests.services import free_port
