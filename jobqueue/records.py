@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from maskfarm.core.jobs import (
     ErrorCode,
@@ -55,23 +55,23 @@ def new_record(spec: JobSpec, *, queue_ttl: int, result_ttl: int) -> JobRecord:
     )
 
 
+EXPIRY_MESSAGE = "no worker started the job within its queue time ({waited} s)"
+"""Why a job failed as expired; ``{waited}``: its queue time in whole seconds (filled in
+here, or by the store's start script, ``maskfarm.jobqueue.transitions``)."""
+
+
 def expiry_message(job: JobRecord) -> str:
-    waited = round(job.queue_deadline - job.created_at)
-    return f"no worker started the job within its queue time ({waited} s)"
+    return EXPIRY_MESSAGE.format(waited=round(job.queue_deadline - job.created_at))
 
 
-def finished(
-    state: JobState, code: ErrorCode | None = None, message: str = ""
-) -> Callable[[JobRecord], dict[str, str]]:
-    def changes(before: JobRecord) -> dict[str, str]:
-        return {
-            "state": state.value,
-            "finished_at": repr(time.time()),
-            "error_code": code.value if code else "",
-            "error_message": message,
-        }
-
-    return changes
+def finished(state: JobState, code: ErrorCode | None = None, message: str = "") -> dict[str, str]:
+    """The fields that end a job in ``state`` now."""
+    return {
+        "state": state.value,
+        "finished_at": repr(time.time()),
+        "error_code": code.value if code else "",
+        "error_message": message,
+    }
 
 
 def encode_record(job: JobRecord) -> dict[str, str]:

@@ -43,7 +43,7 @@ from maskfarm.core.jobs import (
     StoredFrame,
     WorkerRecord,
 )
-from maskfarm.jobqueue import listing, records
+from maskfarm.jobqueue import listing, records, transitions
 from maskfarm.jobqueue.keys import JOB_ID_PATTERN, Keys
 from maskfarm.jobqueue.redis_clients import ReplicaWait, transaction
 
@@ -167,6 +167,7 @@ class JobStore:
         self.replica_wait = replica_wait
         self._store_frames = redis.register_script(_STORE_FRAMES)
         self._forget_queued = redis.register_script(_FORGET_QUEUED)
+        self._change = redis.register_script(transitions.TRANSITION)
 
     # -- creating (server) -------------------------------------------------------------
 
@@ -276,7 +277,10 @@ class JobStore:
 
     def _expire(self, job: JobRecord) -> JobRecord | None:
         expired = records.finished(JobState.FAILED, ErrorCode.EXPIRED, records.expiry_message(job))
-        return self._transition(job.id, {JobState.QUEUED}, expired) or self.get_job(job.id)
+        try:
+            return self._transition(job.id, {JobState.QUEUED}, expired) or self.get_job(job.id)
+        except JobNotFound:
+            return None
 
     def done_frames(self, job_id: str) -> list[int]:
         """Indices of the frames whose masks are stored, ascending."""
@@ -434,7 +438,8 @@ class JobStore:
         """Starts (or, after a lost worker, restarts) a job; returns it, running.
 
         Returns None when the job must not run: unknown, expired, finished or cancelled.
-        A job whose cancellation was requested is marked cancelled here.
+        A job whose cancellation was requested is marked cancelled here, and a queued job
+        past its queue deadline failed as expired. One script call (``transitions``).
 
         ``continuing=n``: run number n of the job already started (its frames were made
         in another job's batch, see ``maskfarm.worker.batching``) and goes on: nothing
@@ -448,21 +453,10 @@ class JobStore:
                 return None
             return job if job and job.state is JobState.RUNNING and job.attempts == continuing else None
 
-        def start(before: JobRecord) -> dict[str, str]:
-            # Decided inside the transaction, so a start costs no read before it.
-            if before.state is JobState.QUEUED and time.time() > before.queue_deadline:
-                return records.finished(JobState.FAILED, ErrorCode.EXPIRED, records.expiry_message(before))(before)
-            if before.cancel_requested:
-                return records.finished(JobState.CANCELLED)(before)
-            return {
-                "state": JobState.RUNNING.value,
-                "started_at": repr(before.started_at or time.time()),
-                "attempts": str(before.attempts + 1),
-                "provenance": json.dumps(dataclasses.asdict(provenance)),
-            }
-
         try:
-            job = self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, start)
+            job = self._transition(
+                job_id, {JobState.QUEUED, JobState.RUNNING}, provenance=json.dumps(dataclasses.asdict(provenance))
+            )
         except JobNotFound:
             return None
         return job if job is not None and job.state is JobState.RUNNING else None
@@ -537,59 +531,43 @@ class JobStore:
 
     def mark_cancelled(self, job_id: str) -> bool:
         """Ends a queued or running job as cancelled; False if it had already ended."""
-        cancelled = records.finished(JobState.CANCELLED)
-        return self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, cancelled) is not None
+        return (
+            self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, records.finished(JobState.CANCELLED))
+            is not None
+        )
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancels a job (server): a queued job at once, a running one by setting its
         ``cancel_requested`` flag for the worker. A finished job is left as it is."""
         return (
             self._transition(job_id, {JobState.QUEUED}, records.finished(JobState.CANCELLED))
-            or self._transition(job_id, {JobState.RUNNING}, lambda before: {"cancel_requested": "1"})
+            or self._transition(job_id, {JobState.RUNNING}, {"cancel_requested": "1"})
             or self.require_job(job_id)
         )
 
     def _transition(
-        self, job_id: str, allowed: Collection[JobState], changes: Callable[[JobRecord], dict[str, str]]
+        self,
+        job_id: str,
+        allowed: Collection[JobState],
+        fields: Mapping[str, str] | None = None,
+        provenance: str = "",
     ) -> JobRecord | None:
-        """Applies ``changes(job)`` to the record if its state is in ``allowed``, atomically,
-        and announces the change; returns the job as changed, or None when its state was
-        not allowed. Leaving the queue releases the job's backlog bytes; a terminal state
-        deletes the inputs and starts the result TTL."""
-        key = self.keys.job(job_id)
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    fields, done, failed = self._read_record(job_id)
-                    if not fields:
-                        raise JobNotFound(job_id)
-                    before = records.decode_record(fields, done, failed)
-                    if before.state not in allowed:
-                        return None
-                    update = changes(before)
-                    after = JobState(update.get("state", before.state.value))
-                    pipe.multi()
-                    pipe.hset(key, mapping=_hash_fields(update))
-                    if before.state is JobState.QUEUED and after is not JobState.QUEUED:
-                        pipe.decrby(self.keys.backlog_bytes(), before.input_bytes)
-                        pipe.hdel(self.keys.backlog_jobs(), job_id)
-                        pipe.zrem(self.keys.queued(), job_id)
-                    if after.is_terminal:
-                        self._keep_results(pipe, before)
-                    pipe.publish(self.keys.events(job_id), json.dumps({"state": after.value}))
-                    pipe.execute()
-                    changed = {**fields, **{name.encode(): value.encode() for name, value in update.items()}}
-                    return records.decode_record(changed, done, failed)
-                except WatchError:
-                    continue
-
-    def _read_record(self, job_id: str) -> tuple[dict[bytes, bytes], int, int]:
-        """A job's raw record and its counts of done and failed frames, in one round trip."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            self._read_record_into(pipe, job_id)
-            fields, done, failed = pipe.execute()
-        return fields, done, failed
+        """Writes ``fields`` to the record if its state is in ``allowed`` (without
+        ``fields``: starts a run with ``provenance``, see ``mark_running``), atomically in
+        one script call, and announces the change; returns the job as changed, or None
+        when its state was not allowed. Leaving the queue releases the job's backlog bytes;
+        a terminal state deletes the inputs and starts the result TTL. Raises
+        ``JobNotFound`` when there is no record."""
+        args = transitions.transition_args(
+            self.keys, job_id, allowed, time.time(), fields=fields, provenance=provenance
+        )
+        outcome, *raw = self._change(keys=transitions.transition_keys(self.keys, job_id), args=args)
+        if outcome == b"gone":
+            raise JobNotFound(job_id)
+        if outcome != b"changed":
+            return None
+        *pairs, done, failed = raw
+        return records.decode_record(dict(zip(pairs[::2], pairs[1::2])), done, failed)
 
     def _read_record_into(self, pipe: Pipeline, job_id: str) -> None:
         """The three reads ``decode_record`` takes: the record, and the counts of the
@@ -597,13 +575,6 @@ class JobStore:
         pipe.hgetall(self.keys.job(job_id))
         pipe.hlen(self.keys.done(job_id))
         pipe.hlen(self.keys.failed(job_id))
-
-    def _keep_results(self, pipe: Pipeline, job: JobRecord) -> None:
-        pipe.delete(self.keys.inputs(job.id))
-        for key in (self.keys.job(job.id), self.keys.done(job.id), self.keys.masks(job.id), self.keys.failed(job.id)):
-            pipe.expire(key, job.result_ttl)
-        if job.request_id:
-            pipe.expire(self.keys.request(job.request_id), job.result_ttl)
 
     # -- workers -----------------------------------------------------------------------
 
