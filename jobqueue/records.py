@@ -188,8 +188,9 @@ def frame_args(result: StoredFrame) -> list:
 
 
 def expected_mask_fields(indices: list[int], job: JobRecord | None) -> list[str]:
-    """The mask fields frames of ``job`` have (none without the job: read after their metas)."""
-    if job is None:
+    """The mask fields frames of ``job`` have (none without the job: read after their
+    metas; none for a job whose masks are files under its ``output_dir``)."""
+    if job is None or job.output_dir:
         return []
     shape = frame_shape(job)
     return [field for index in indices for field in mask_fields(index, shape)]

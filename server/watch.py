@@ -17,8 +17,9 @@ from maskfarm.core.jobs import JobRecord, StoredFrame
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.events import JobEvents
 
-REPLAY_CHUNK = 16
-"""Most frames read from Redis at a time (catching up, or announced together)."""
+REPLAY_CHUNK = 64
+"""Most frames read from Redis at a time (catching up, or announced together): a worker's
+model chunk of small frames is read with the job, in one round trip."""
 REPLAY_BYTES = 1024 * 1024
 """Mask bytes a follower reads ahead at most (but always one frame): a watcher whose
 client stops reading holds one chunk, so this bounds what each such stream costs."""
@@ -79,11 +80,14 @@ class _FrameReplay:
         """Stored frames seen so far: given out, or before ``from_frame``."""
         self.chunk = 1
         """Frames to read at once: as many as fit ``REPLAY_BYTES`` by the size of the
-        frames read last (one until a frame was read), at most ``REPLAY_CHUNK``."""
+        frames read last (until a frame was read: one, or ``REPLAY_CHUNK`` for a job whose
+        masks are files, whose frames are their paths), at most ``REPLAY_CHUNK``."""
 
     def catch_up(self) -> tuple[JobRecord, list[int]]:
         """The job, and the frames to give out that were stored and not seen yet (blocking)."""
         job = self.job = self.store.require_job(self.job_id)
+        if job.output_dir:
+            self.chunk = REPLAY_CHUNK
         return job, self._unseen(job)
 
     def after_wake_up(self, announced: list[int]) -> tuple[JobRecord, list[StoredFrame], list[int]]:

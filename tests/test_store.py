@@ -154,6 +154,16 @@ def test_frame_results_read_with_the_job_match_those_read_without(store: JobStor
     assert store.frame_results(job.id, [], job) == []
 
 
+def test_frame_results_of_a_job_whose_masks_are_files_read_with_the_job(store: JobStore) -> None:
+    job = create(store, spec(3, output_dir="/shows/masks"))
+    store.mark_running(job.id, PROVENANCE)
+    on_disk = StoredFrame(index=0, width=32, height=24, masks=[], mask_paths=["/shows/masks/car/f.1001.png"])
+    store.store_frame_results(job.id, [on_disk, result(1)])  # 1: bytes after all, read too
+    job = store.require_job(job.id)
+    assert store.frame_results(job.id, [0, 1, 2], job) == [on_disk, result(1)]
+    assert store.job_with_frames(job.id, [1, 0], job)[1] == [result(1), on_disk]
+
+
 def test_a_job_is_read_again_with_its_announced_frames(store: JobStore) -> None:
     job = create(store, spec(3))
     running = store.mark_running(job.id, PROVENANCE)
