@@ -123,7 +123,7 @@ class MaskfarmWorker(SimpleWorker):
         self.health_file = health_file
         self._last_job_beat = 0.0
         self._last_beat = 0.0
-        self._last_info: WorkerRecord | None = None
+        self._last_info: tuple[WorkerRecord, int] | None = None
         self.stop_requested = False
 
     def info(self) -> WorkerRecord:
@@ -148,23 +148,29 @@ class MaskfarmWorker(SimpleWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         """RQ's heartbeat and maskfarm's worker info in one round trip. RQ beats several
-        times around every job; a beat on its own that comes within ``HEARTBEAT_SPACING_S``
-        of the last and has nothing new to say is skipped (the TTLs it renews are far longer)."""
+        times around every job; a beat that comes within ``HEARTBEAT_SPACING_S`` of the
+        last with nothing new to say (same info, same TTL) is skipped when on its own, and
+        leaves the info out when it joins RQ's pipeline (the TTLs it renews are far longer)."""
         info = self.info()
-        if pipeline is None and info == self._last_info and time.monotonic() - self._last_beat < HEARTBEAT_SPACING_S:
+        ttl = timeout or self.worker_ttl + 60
+        fresh = (info, ttl) == self._last_info and time.monotonic() - self._last_beat < HEARTBEAT_SPACING_S
+        if pipeline is None and fresh:
             return
         if pipeline is None:
             with self.connection.pipeline() as own:
-                self._beat(timeout, own, info)
+                self._beat(timeout, own, info, ttl)
                 own.execute()
+        elif fresh:
+            super().heartbeat(timeout, pipeline)
+            return
         else:
-            self._beat(timeout, pipeline, info)
-        self._last_info, self._last_beat = info, time.monotonic()
+            self._beat(timeout, pipeline, info, ttl)
+        self._last_info, self._last_beat = (info, ttl), time.monotonic()
         liveness.touch(self.health_file)
 
-    def _beat(self, timeout: int | None, pipeline, info: WorkerRecord) -> None:
+    def _beat(self, timeout: int | None, pipeline, info: WorkerRecord, ttl: int) -> None:
         super().heartbeat(timeout, pipeline)
-        self.store.register_worker(info, ttl=timeout or self.worker_ttl + 60, pipeline=pipeline)
+        self.store.register_worker(info, ttl=ttl, pipeline=pipeline)
 
     @property
     def dequeue_timeout(self) -> int:
