@@ -22,7 +22,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from maskfarm.server.jobs import OutputFormat
+from maskfarm.core.jobs import OutputFormat
 from maskfarm.worker.codec_pool import CodecPool
 from maskfarm.worker.encoding import frame_result
 from maskfarm.worker.frames import decode_frame
@@ -40,7 +40,7 @@ def smooth_png(rng: np.random.Generator, width: int, height: int) -> bytes:
 
 def exr_bytes(linear: np.ndarray, compression: str) -> bytes:
     """A scanline RGB half-float EXR, as a renderer would write it."""
-    from maskfarm.client.exr import openexr
+    from maskfarm.core.exr import openexr
 
     exr = openexr()
     header = {"compression": getattr(exr, f"{compression.upper()}_COMPRESSION"), "type": exr.scanlineimage}

@@ -132,10 +132,11 @@ class CaseResult:
     def workers_per_redis_core(self) -> float:
         return 1e6 / self.redis_us_per_frame / WORKER_FPS[0] if self.redis_cpu_s else float("inf")
 
-    def breakdown(self) -> str:
-        """Each command's calls and in-command CPU per frame, most called first."""
+    def breakdown(self, per: str = "frame") -> str:
+        """Each command's calls and in-command CPU per frame (or per job), most called first."""
+        count = self.frames if per == "frame" else self.jobs
         return "; ".join(
-            f"{name} {calls / self.frames:.2f} ({self.command_usec.get(name, 0) / self.frames:.1f} us)"
+            f"{name} {calls / count:.2f} ({self.command_usec.get(name, 0) / count:.1f} us)"
             for name, calls in self.top_commands
             if calls
         )
@@ -339,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         if (result.mode, result.job_frames) == GOAL_CASE:
             print(f"per frame, {result.mode} {result.job_frames}-frame jobs: {result.breakdown()}")
+            print(f"per job, {result.mode} {result.job_frames}-frame jobs: {result.breakdown('job')}")
     print(verdict(results))
     if args.json:
         args.json.write_text(

@@ -323,7 +323,7 @@ def free_port() -> int:
 
 
 def maskfarm_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "maskfarm.client.cli", *args]
+    return [sys.executable, "-m", "maskfarm.cli", *args]
 
 
 def child_env(threads: int) -> dict[str, str]:
@@ -750,7 +750,7 @@ def codec_ms(segmenter, pool: list[bytes], prompts: list[str]) -> float | None:
     """p50 of decoding a frame and encoding its masks as PNG8, as the worker does; None
     when those functions are not where this benchmark expects them."""
     try:
-        from maskfarm.server.jobs import OutputFormat
+        from maskfarm.core.jobs import OutputFormat
         from maskfarm.worker.encoding import frame_result
         from maskfarm.worker.frames import decode_frame
     except ImportError:

@@ -41,7 +41,7 @@ from codec import exr_bytes, smooth_png  # noqa: E402
 from PIL import Image  # noqa: E402
 from stand_in import stand_in_segmenter  # noqa: E402
 
-from maskfarm.server.jobs import JobSpec, JobState, OutputFormat, Provenance  # noqa: E402
+from maskfarm.core.jobs import JobSpec, JobState, OutputFormat, Provenance  # noqa: E402
 from maskfarm.worker.frames import decode_frame  # noqa: E402
 
 OUTPUTS = {
@@ -132,7 +132,7 @@ def run_case(store, connection, segmenter, files: list[bytes], fmt: OutputFormat
 def measure(args: argparse.Namespace) -> list[Case]:
     import redis
 
-    from maskfarm.server.store import JobStore
+    from maskfarm.jobqueue.store import JobStore
 
     width, height = map(int, args.size.lower().split("x"))
     files = inputs(width, height)

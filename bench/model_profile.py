@@ -43,9 +43,9 @@ import torch  # noqa: E402
 from codec import smooth_png  # noqa: E402  (a photo-like frame)
 from pipeline import matmul_gflops  # noqa: E402
 
-from maskfarm.client.outputs import encode_mask, write_file  # noqa: E402
-from maskfarm.server.params import MaskParams  # noqa: E402
-from maskfarm.server.prompts import as_prompt  # noqa: E402
+from maskfarm.core.outputs import encode_mask, write_file  # noqa: E402
+from maskfarm.core.params import MaskParams  # noqa: E402
+from maskfarm.core.prompts import as_prompt  # noqa: E402
 from maskfarm.worker.frames import decode_frame, to_rgb_uint8  # noqa: E402
 from maskfarm.worker.pipeline import Segmenter, _masks_per_params  # noqa: E402
 from maskfarm.worker.preprocess import pixel_values  # noqa: E402

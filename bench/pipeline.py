@@ -216,7 +216,7 @@ def run_agreement(model_dir: str, frames: list[np.ndarray], device: torch.device
 
 def run_big(model_dir: str, count: int, device: torch.device) -> dict:
     """A long 4K job streamed: frames made on demand, each mask PNG-encoded and dropped."""
-    from maskfarm.client.outputs import encode_mask
+    from maskfarm.core.outputs import encode_mask
     from maskfarm.worker.pipeline import Segmenter
 
     segmenter = Segmenter.load(model_dir, device=device.type, dtype="fp32")

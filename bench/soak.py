@@ -158,7 +158,7 @@ def _pings(client: redis.Redis) -> bool:
 
 
 def maskfarm_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "maskfarm.client.cli", *args]
+    return [sys.executable, "-m", "maskfarm.cli", *args]
 
 
 def child_env() -> dict[str, str]:
@@ -274,8 +274,8 @@ def expected_masks(model: Path, frames: list[bytes]) -> list[tuple[bytes, ...]]:
     the same decoding, pipeline (CPU, fp32, same batch size, one thread) and encoding."""
     import torch
 
-    from maskfarm.server.jobs import OutputFormat
-    from maskfarm.server.params import MaskParams
+    from maskfarm.core.jobs import OutputFormat
+    from maskfarm.core.params import MaskParams
     from maskfarm.worker.encoding import frame_result
     from maskfarm.worker.frames import decode_frame
     from maskfarm.worker.pipeline import Segmenter
@@ -530,8 +530,9 @@ def diagnose(cluster: Cluster, job_id: str) -> str:
     from rq import Queue
     from rq.job import Job as RqJob
 
-    from maskfarm.server.jobs import PRIORITIES, queue_name
-    from maskfarm.server.store import JobStore
+    from maskfarm.core.jobs import PRIORITIES
+    from maskfarm.jobqueue.rq_adapter import queue_name
+    from maskfarm.jobqueue.store import JobStore
 
     with redis.Redis.from_url(cluster.redis.url) as client:
         record = JobStore(client, cluster.namespace).get_job(job_id)
@@ -552,7 +553,7 @@ def diagnose(cluster: Cluster, job_id: str) -> str:
 
 def count_reruns(cluster: Cluster, job_ids: list[str]) -> int:
     """Jobs that were started more than once (after a worker or Redis died under them)."""
-    from maskfarm.server.store import JobStore
+    from maskfarm.jobqueue.store import JobStore
 
     with redis.Redis.from_url(cluster.redis.url) as client:
         store = JobStore(client, cluster.namespace)

@@ -46,12 +46,12 @@ from codec import exr_bytes, smooth_png  # noqa: E402  (a photo-like frame, an E
 from PIL import Image  # noqa: E402
 from pipeline import matmul_gflops  # noqa: E402
 
-from maskfarm.client.outputs import encode_mask  # noqa: E402
-from maskfarm.server.jobs import JobSpec, OutputFormat, Provenance  # noqa: E402
-from maskfarm.server.params import MaskParams  # noqa: E402
-from maskfarm.server.prompts import as_prompt  # noqa: E402
-from maskfarm.server.storage import StorageRoots  # noqa: E402
-from maskfarm.server.store import JobStore  # noqa: E402
+from maskfarm.core.jobs import JobSpec, OutputFormat, Provenance  # noqa: E402
+from maskfarm.core.outputs import encode_mask  # noqa: E402
+from maskfarm.core.params import MaskParams  # noqa: E402
+from maskfarm.core.prompts import as_prompt  # noqa: E402
+from maskfarm.core.storage import StorageRoots  # noqa: E402
+from maskfarm.jobqueue.store import JobStore  # noqa: E402
 from maskfarm.worker.encoding import frame_result  # noqa: E402
 from maskfarm.worker.frames import decode_frame, to_rgb_uint8  # noqa: E402
 from maskfarm.worker.masks import mask_from_logits, resize_to  # noqa: E402
@@ -61,13 +61,6 @@ from maskfarm.worker.shared_storage import SharedStorage  # noqa: E402
 
 SIZES = "1024x1024,2048x1080,3840x2160"
 EXR_COMPRESSIONS = ("zip", "piz", "dwaa")
-ENCODINGS = {
-    "png8": OutputFormat.PNG8,
-    "png16": OutputFormat.PNG16,
-    "tiff16": OutputFormat.TIFF16,
-    "exr": OutputFormat.EXR,
-    "float32": OutputFormat.FLOAT32,
-}
 DEFAULTS = MaskParams()
 BLUR_8 = MaskParams(blur=8)
 UNION_INVERT = MaskParams(union=True, invert=True)
@@ -198,10 +191,7 @@ def postprocess_rows(size: tuple[int, int], timer: Timer) -> dict[str, float]:
 
 def encode_rows(masks: np.ndarray, timer: Timer) -> dict[str, float]:
     """The worker's encoding of a frame's masks in each output format, and the npy file."""
-    rows = {
-        f"encode {name}": timer.ms(lambda fmt=fmt: frame_result(0, masks, fmt, False))
-        for name, fmt in ENCODINGS.items()
-    }
+    rows = {f"encode {fmt.value}": timer.ms(lambda fmt=fmt: frame_result(0, masks, fmt, False)) for fmt in OutputFormat}
     rows["encode npy (--local)"] = timer.ms(lambda: encode_mask(masks[0], "npy"))
     return rows
 

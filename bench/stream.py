@@ -53,7 +53,7 @@ def stream_round(
 ) -> tuple[float, float]:
     """One job streamed; (server CPU ms per frame, ms from the first store to the last frame received)."""
     from maskfarm.client.masks import FrameResult as ReceivedFrame
-    from maskfarm.server.jobs import FrameResult, Provenance
+    from maskfarm.core.jobs import Provenance, StoredFrame
 
     job = client.submit(frames, ["car"])
     store.mark_running(
@@ -71,7 +71,7 @@ def stream_round(
     time.sleep(0.5)  # the stream is open and has sent the job
     cpu_before, start = cpu_seconds(server_pid), time.perf_counter()
     for index in range(len(frames)):
-        store.store_frame_result(job.id, FrameResult(index=index, width=8, height=8, masks=[b"m" * MASK_BYTES]))
+        store.store_frame_result(job.id, StoredFrame(index=index, width=8, height=8, masks=[b"m" * MASK_BYTES]))
         if interval_s:
             time.sleep(interval_s)
     store.mark_succeeded(job.id)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     import redis
 
     from maskfarm.client.client import Client
-    from maskfarm.server.store import JobStore
+    from maskfarm.jobqueue.store import JobStore
 
     args = parse_args(argv)
     services = e2e.Services(Path(tempfile.mkdtemp(prefix="maskfarm-stream-")), f"st{os.getpid()}")

@@ -58,7 +58,7 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 def stored_job(stub, store, frames: list[tuple[str, bytes]], token: str, mask_bytes: int) -> str:
     """A job submitted with ``token``, running, with every frame's masks stored."""
-    from maskfarm.server.jobs import FrameResult, Provenance
+    from maskfarm.core.jobs import Provenance, StoredFrame
     from maskfarm.v1 import segmentation_pb2 as pb
 
     request = pb.SubmitJobRequest(frames=[pb.Frame(name=name, data=data) for name, data in frames], prompts=["car"])
@@ -69,7 +69,7 @@ def stored_job(stub, store, frames: list[tuple[str, bytes]], token: str, mask_by
     )
     for index in range(len(frames)):
         mask = os.urandom(mask_bytes)
-        store.store_frame_result(job_id, FrameResult(index=index, width=8, height=8, masks=[mask]))
+        store.store_frame_result(job_id, StoredFrame(index=index, width=8, height=8, masks=[mask]))
     return job_id
 
 
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     import grpc
     import redis
 
+    from maskfarm.jobqueue.store import JobStore
     from maskfarm.server.settings import ServerSettings
-    from maskfarm.server.store import JobStore
     from maskfarm.v1 import segmentation_pb2 as pb
     from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
 

@@ -14,8 +14,8 @@ cell's fastest round counts, so load from elsewhere hits all alike.
 - node: what ``ApplyCLIPSeg+`` does, in a loop over the files (bench/pipeline.py's
   ``node_loop``, reading each file with Pillow and saving each mask as ComfyUI's SaveImage
   does: PNG, compress level 4).
-- local: ``python -m maskfarm.client.cli segment FILES -p ... --local --dtype fp32``.
-- local sequential: ``maskfarm.worker.local.segment_files`` with nothing overlapped
+- local: ``python -m maskfarm.cli segment FILES -p ... --local --dtype fp32``.
+- local sequential: ``maskfarm.worker.local.segment_files_locally`` with nothing overlapped
   (``read_ahead=0, write_threads=1``), the same code otherwise: what the overlap buys.
 
 Printed: seconds per frame, the ratio to the node, the fp32 roofline (``VIT_GFLOP_PER_FRAME``
@@ -82,11 +82,11 @@ def node_child(model_dir: str, files: list[str], prompts: list[str], outdir: str
 
 
 def sequential_child(model_dir: str, files: list[str], prompts: list[str], outdir: str) -> None:
-    from maskfarm.worker.local import segment_files
+    from maskfarm.worker.local import segment_files_locally
     from maskfarm.worker.pipeline import Segmenter
 
     segmenter = Segmenter.load(model_dir, device="cpu", dtype="fp32")
-    segment_files(segmenter, files, prompts, outdir, read_ahead=0, write_threads=1)
+    segment_files_locally(segmenter, files, prompts, outdir, read_ahead=0, write_threads=1)
 
 
 def run_child(spec: dict) -> None:
@@ -101,7 +101,7 @@ def run_child(spec: dict) -> None:
 def command(variant: str, model_dir: str, files: list[str], prompts: list[str], outdir: str) -> list[str]:
     if variant == "local":
         flags = [arg for prompt in prompts for arg in ("-p", prompt)]
-        return [sys.executable, "-m", "maskfarm.client.cli", "segment", *files, *flags, "--local", "-o", outdir]
+        return [sys.executable, "-m", "maskfarm.cli", "segment", *files, *flags, "--local", "-o", outdir]
     spec = {"variant": variant, "model_dir": model_dir, "files": files, "prompts": prompts, "outdir": outdir}
     return [sys.executable, __file__, "--child", json.dumps(spec)]
 

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, TypeVar
 
 import grpc
 
@@ -36,24 +36,21 @@ from maskfarm.client.errors import (
     from_rpc_error,
 )
 from maskfarm.client.frames import EncodedFrame, FrameSource, encode_frame
+from maskfarm.client.job_options import JobOptions, job_options
 from maskfarm.client.jobs import Job, JobState, WorkerInfo
 from maskfarm.client.masks import FrameMasks, FrameResult
-from maskfarm.client.prompts import Prompt, prompt_fields
+from maskfarm.client.prompts import Prompt
 from maskfarm.client.retries import Retries
 from maskfarm.client.security import ChannelSecurity, Pem
 from maskfarm.client.splitting import split_frames
+from maskfarm.core.defaults import DEFAULT_TARGET
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
 
-DEFAULT_TARGET = "localhost:50051"
 DEFAULT_MAX_MESSAGE_MIB = 64
-PRIORITIES = ("high", "normal", "low")
 WAIT_POLL_S = (0.05, 2.0)
 """``wait`` polls GetJob from every 50 ms, slowing by half each time, to every 2 s."""
 
-Format = Literal["png8", "png16", "float32", "exr", "tiff16"]
-FORMATS: tuple[str, ...] = get_args(Format)
-Priority = Literal["high", "normal", "low"]
 Frames = Iterable[FrameSource | tuple[str, FrameSource]]
 T = TypeVar("T")
 
@@ -130,50 +127,18 @@ class Client:
         self,
         frames: Frames,
         prompts: Sequence[str | Prompt],
+        options: JobOptions | None = None,
         *,
-        threshold: float | None = None,
-        smooth: int | None = None,
-        dilate: int | None = None,
-        blur: int | None = None,
-        soft: bool = False,
-        invert: bool = False,
-        union: bool = False,
-        format: Format = "png8",
-        priority: Priority = "normal",
-        labels: Mapping[str, str] | None = None,
         request_id: str | None = None,
-        keep_going: bool = False,
-        exr_layer: str = "",
-        exposure: float = 0.0,
-        output_dir: str = "",
+        **changes: Any,
     ) -> Job:
         """Queues one job and returns it (QUEUED, or the earlier job of a repeated
-        ``request_id``). Unset mask parameters take the server's defaults (those of
-        ``ApplyCLIPSeg+``). ``keep_going``: a frame that fails is reported in its result
-        (``FrameResult.error``) and skipped instead of failing the job. ``exr_layer`` and
-        ``exposure`` (stops) say how OpenEXR frames are read. Shared storage: frames may be
-        ``StoragePath`` objects, and with ``output_dir`` (an absolute path the workers
-        see) the workers write the mask files there (named as ``maskfarm segment`` names
-        them) and the results carry their paths (``Mask.path``) instead of bytes. Raises
-        ``RequestTooLarge`` when the frames do not fit in one message: ``submit_parts``
-        splits them instead."""
-        options = dict(
-            threshold=threshold,
-            smooth=smooth,
-            dilate=dilate,
-            blur=blur,
-            soft=soft,
-            invert=invert,
-            union=union,
-            format=format,
-            priority=priority,
-            labels=labels,
-            keep_going=keep_going,
-            exr_layer=exr_layer,
-            exposure=exposure,
-            output_dir=output_dir,
-        )
-        request = job_request(prompts, **options)
+        ``request_id``). ``options`` (``JobOptions``: mask parameters, format, priority,
+        labels, keep_going, EXR reading, output_dir), changed by any of its fields given as
+        keywords (``dilate=4``). Shared storage: frames may be ``StoragePath`` objects.
+        Raises ``RequestTooLarge`` when the frames do not fit in one message:
+        ``submit_parts`` splits them instead."""
+        request = job_options(options, changes).request(prompts)
         encoded = [encode_frame(frame) for frame in frames]
         parts = split_frames(encoded, request, self.max_message_bytes)
         if len(parts) > 1:
@@ -187,22 +152,10 @@ class Client:
         self,
         frames: Frames,
         prompts: Sequence[str | Prompt],
+        options: JobOptions | None = None,
         *,
-        threshold: float | None = None,
-        smooth: int | None = None,
-        dilate: int | None = None,
-        blur: int | None = None,
-        soft: bool = False,
-        invert: bool = False,
-        union: bool = False,
-        format: Format = "png8",
-        priority: Priority = "normal",
-        labels: Mapping[str, str] | None = None,
         request_id: str | None = None,
-        keep_going: bool = False,
-        exr_layer: str = "",
-        exposure: float = 0.0,
-        output_dir: str = "",
+        **changes: Any,
     ) -> list[Job]:
         """Like ``submit``, but frames that do not fit in one message are split, in order,
         into as few jobs as fit: returns the jobs in frame order (each job's
@@ -210,36 +163,26 @@ class Client:
         ids ``f"{request_id}-{n}"``, n = 1, 2, ..., so repeating the call is safe too.
         A frame the server refuses raises ``FrameRefused`` naming it (and its index among
         ``frames``); the parts already queued are then cancelled."""
-        options = dict(
-            threshold=threshold,
-            smooth=smooth,
-            dilate=dilate,
-            blur=blur,
-            soft=soft,
-            invert=invert,
-            union=union,
-            format=format,
-            priority=priority,
-            labels=labels,
-            keep_going=keep_going,
-            exr_layer=exr_layer,
-            exposure=exposure,
-            output_dir=output_dir,
-        )
-        request = job_request(prompts, **options)
+        request = job_options(options, changes).request(prompts)
         return self._submit_parts(request, [encode_frame(frame) for frame in frames], request_id or str(uuid.uuid4()))
 
     def submit_leaving_out_refused(
-        self, frames: Frames, prompts: Sequence[str | Prompt], **options: Any
+        self,
+        frames: Frames,
+        prompts: Sequence[str | Prompt],
+        options: JobOptions | None = None,
+        *,
+        request_id: str | None = None,
+        **changes: Any,
     ) -> SubmittedFrames:
-        """``submit_parts`` (``options`` are its own), except that with ``keep_going=True`` a
-        frame the server refuses (one it cannot read, say) is left out, like a frame that
-        fails in a worker, and the others are queued: returns the jobs, which of ``frames``
-        they hold, and the refusals. Without ``keep_going`` a refusal raises ``FrameRefused``."""
-        request_id = options.pop("request_id", None) or str(uuid.uuid4())
-        request = job_request(prompts, **options)
+        """``submit_parts``, except that with ``keep_going=True`` a frame the server refuses
+        (one it cannot read, say) is left out, like a frame that fails in a worker, and the
+        others are queued: returns the jobs, which of ``frames`` they hold, and the
+        refusals. Without ``keep_going`` a refusal raises ``FrameRefused``."""
+        request_id = request_id or str(uuid.uuid4())
+        request = job_options(options, changes).request(prompts)
         encoded = [encode_frame(frame) for frame in frames]
-        kept, refused = list(range(len(encoded))), []
+        kept, refused = list(range(len(encoded))), list[FrameRefused]()
         while kept:
             attempt = request_id if not refused else f"{request_id}-without-{len(refused)}"
             try:
@@ -356,13 +299,15 @@ class Client:
         self,
         frames: Frames,
         prompts: Sequence[str | Prompt],
+        options: JobOptions | None = None,
         *,
         as_pil: bool = False,
         timeout: float | None = None,
-        **options: Any,
+        request_id: str | None = None,
+        **changes: Any,
     ) -> list[FrameMasks]:
-        """Submits the frames (split into several jobs if need be; ``options`` are those of
-        ``submit``), streams the masks back and returns them per frame, in frame order,
+        """Submits the frames (split into several jobs if need be; ``options``, changed by
+        keywords, as for ``submit``), streams the masks back and returns them per frame, in frame order,
         decoded to float32 arrays in [0, 1] (or PIL images with ``as_pil``).
 
         With ``keep_going=True`` a frame that fails (in a worker, or refused by the server
@@ -377,7 +322,7 @@ class Client:
         Raises ``JobFailed`` / ``JobCancelled`` if a job ends so (the other parts are then
         cancelled), and ``DeadlineExceeded`` after ``timeout`` seconds in all."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        submitted = self.submit_leaving_out_refused(frames, prompts, **options)
+        submitted = self.submit_leaving_out_refused(frames, prompts, options, request_id=request_id, **changes)
         masks = [
             FrameMasks(refusal.frame_index, refusal.frame_name, (), error=refusal.reason)
             for refusal in submitted.refused
@@ -450,44 +395,6 @@ class SubmittedFrames:
     """The frames left out, each with its index among the frames given."""
 
 
-def job_request(
-    prompts: Sequence[str | Prompt],
-    *,
-    threshold: float | None = None,
-    smooth: int | None = None,
-    dilate: int | None = None,
-    blur: int | None = None,
-    soft: bool = False,
-    invert: bool = False,
-    union: bool = False,
-    format: str = "png8",
-    priority: str = "normal",
-    labels: Mapping[str, str] | None = None,
-    keep_going: bool = False,
-    exr_layer: str = "",
-    exposure: float = 0.0,
-    output_dir: str = "",
-) -> pb.SubmitJobRequest:
-    """A SubmitJob request without frames or request id. ``prompts`` are strings or
-    ``Prompt`` objects (negatives, per-prompt parameters, images: ``maskfarm.client.prompts``).
-    Raises ``InvalidRequest`` for a format or priority it does not know (the server checks
-    everything else)."""
-    params = pb.MaskParams(soft=soft, invert=invert, union_mask=union)
-    for name, value in (("threshold", threshold), ("smooth", smooth), ("dilate", dilate), ("blur", blur)):
-        if value is not None:
-            setattr(params, name, value)
-    return pb.SubmitJobRequest(
-        **prompt_fields(prompts),
-        params=params,
-        format=pb.OutputFormat.Value(f"OUTPUT_FORMAT_{_choice('format', format, FORMATS)}"),
-        priority=pb.Priority.Value(f"PRIORITY_{_choice('priority', priority, PRIORITIES)}"),
-        labels=dict(labels or {}),
-        keep_going=keep_going,
-        exr=pb.ExrOptions(layer=exr_layer, exposure=exposure),
-        output_dir=os.fspath(output_dir),
-    )
-
-
 def succeeded(job: Job) -> Job:
     """The job, if it SUCCEEDED; raises ``JobFailed`` or ``JobCancelled`` if it ended so."""
     if job.state is JobState.FAILED:
@@ -503,9 +410,3 @@ def _state(value: str | JobState) -> JobState:
     except ValueError:
         known = ", ".join(state.value.lower() for state in JobState)
         raise InvalidRequest(f"states: unknown state {value!r} (known: {known})") from None
-
-
-def _choice(field: str, value: str, known: Sequence[str]) -> str:
-    if str(value).lower() not in known:
-        raise InvalidRequest(f"{field}: unknown value {value!r} (known: {', '.join(known)})")
-    return str(value).upper()

@@ -11,12 +11,14 @@ while every other frame's masks were written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+from collections.abc import Sequence
 
 from maskfarm.client.sequence_run import DEFAULT_CHUNK, DEFAULT_IN_FLIGHT
-
-JOB_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+from maskfarm.core.formats import FILE_FORMAT_NAMES, MASK_FORMATS
+from maskfarm.core.jobs import JobState
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -60,26 +62,11 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     segment.add_argument("--output", "-o", default="masks", help="output folder (default: masks)")
     segment.add_argument(
         "--format",
-        choices=("png", "png16", "npy", "exr", "tiff16"),
+        choices=FILE_FORMAT_NAMES,
         default="png",
-        help="png: 8-bit; png16: 16-bit; npy: float32, exact; exr: float32 OpenEXR (channel Y), "
-        "exact; tiff16: 16-bit TIFF (default: png)",
+        help="; ".join(f"{fmt.name}: {fmt.description}" for fmt in MASK_FORMATS) + " (default: png)",
     )
-    segment.add_argument(
-        "--threshold", type=float, default=0.4, help="probability above which a pixel is in (default 0.4)"
-    )
-    segment.add_argument("--smooth", type=int, default=9, help="majority-vote smoothing kernel, 0-32 (default 9)")
-    segment.add_argument("--dilate", type=int, default=0, help="grow (>0) or shrink (<0) by this many pixels, -32-32")
-    segment.add_argument("--blur", type=int, default=0, help="Gaussian blur kernel of the final mask, 0-64")
-    segment.add_argument(
-        "--soft", action="store_true", help="the probability map itself: no threshold/smooth/dilate/blur"
-    )
-    segment.add_argument("--union", action="store_true", help="also write the union of the prompts' masks (union/)")
-    segment.add_argument(
-        "--invert",
-        action="store_true",
-        help="write 1 - mask (applied last, to the union too: with --union, union/ holds the pixels no prompt covers)",
-    )
+    _add_mask_options(segment)
     segment.add_argument("--local", action="store_true", help="run the pipeline in this process (no server, no Redis)")
     segment.add_argument(
         "--priority",
@@ -121,7 +108,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "--state",
         action="append",
         default=[],
-        choices=[s.lower() for s in JOB_STATES],
+        choices=[state.value for state in JobState],
         help="only jobs in this state (repeat for several)",
     )
     jobs.add_argument(
@@ -144,59 +131,21 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
     health.set_defaults(run=run_health)
 
-    up = subcommands.add_parser(
-        "up",
-        help="run Redis (if none answers), a server and workers here, until Ctrl-C",
-        description="An all-in-one maskfarm on this machine: uses the Redis at --redis-url (it must answer) "
-        "or, when none is given, the local one at 6379 or, if none answers there, a private memory-only "
-        "redis-server; starts `maskfarm server` and --workers `maskfarm worker` processes; prints the target "
-        "once SERVING. Refuses a --listen address in use and a model whose weights cannot be had. Ctrl-C or "
-        "SIGTERM stops them all, workers first (each finishes its current job); a second Ctrl-C kills them.",
-    )
-    up.add_argument(
-        "--listen",
-        default=os.environ.get("MASKFARM_LISTEN", "127.0.0.1:50051"),
-        help="address the server listens on (env MASKFARM_LISTEN; default %(default)s)",
-    )
-    up.add_argument(
-        "--redis-url",
-        default=os.environ.get("MASKFARM_REDIS_URL", ""),
-        help="Redis to use; an error when it does not answer (env MASKFARM_REDIS_URL; default: "
-        "redis://127.0.0.1:6379/0 if it answers, else a private one)",
-    )
-    up.add_argument(
-        "--private-redis",
-        action="store_true",
-        help="always start a private, memory-only redis-server (gone when up stops)",
-    )
-    up.add_argument(
-        "--namespace",
-        default=os.environ.get("MASKFARM_NAMESPACE", "maskfarm"),
-        help="prefix of maskfarm's Redis keys (env MASKFARM_NAMESPACE; default %(default)s)",
-    )
-    up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    up.add_argument(
-        "--stop-timeout",
-        type=float,
-        default=30.0,
-        help="seconds a worker gets to finish its job when stopping (default 30)",
-    )
-    up.add_argument(
-        "--metrics-listen",
-        default=os.environ.get("MASKFARM_METRICS_LISTEN", ""),
-        help="host:port of the server's Prometheus /metrics; worker N gets port + N "
-        "(env MASKFARM_METRICS_LISTEN; default: off)",
-    )
-    up.add_argument(
-        "--storage-root",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="shared storage for the server and the workers: a folder under which jobs may name "
-        "frames and output_dir by path; repeat for several (default: $MASKFARM_STORAGE_ROOTS)",
-    )
-    add_model_options(up)
-    up.set_defaults(run=run_up)
+
+def _add_mask_options(segment: argparse.ArgumentParser) -> None:
+    """One flag per mask parameter, from its definition (``maskfarm.core.params``)."""
+    from maskfarm.core.params import MASK_PARAMS
+
+    for knob in MASK_PARAMS:
+        flag, help = "--" + knob.name, knob.metadata["help"]
+        if isinstance(knob.default, bool):
+            segment.add_argument(flag, action="store_true", help=help)
+            continue
+        low, high = knob.metadata["bounds"]
+        span = "" if isinstance(knob.default, float) else f", {low}-{high}"
+        segment.add_argument(
+            flag, type=type(knob.default), default=knob.default, help=f"{help}{span} (default {knob.default})"
+        )
 
 
 def _add_exr_and_preview_options(segment: argparse.ArgumentParser) -> None:
@@ -264,7 +213,7 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         default=os.environ.get("MASKFARM_TARGET", DEFAULT_TARGET),
-        help="server address (env MASKFARM_TARGET, default localhost:50051)",
+        help=f"server address (env MASKFARM_TARGET, default {DEFAULT_TARGET})",
     )
     _add_security(parser)
 
@@ -305,18 +254,10 @@ def run_segment(args: argparse.Namespace) -> int:
     from maskfarm.client.prompt_args import PromptArgsError, prompts_from_args
     from maskfarm.client.sequence_run import SequenceReport, plan_frames
     from maskfarm.client.sequences import SequenceError
-    from maskfarm.server.params import MaskParams
+    from maskfarm.core.params import MASK_PARAMS, MaskParams
 
     try:
-        params = MaskParams(
-            threshold=args.threshold,
-            smooth=args.smooth,
-            dilate=args.dilate,
-            blur=args.blur,
-            soft=args.soft,
-            invert=args.invert,
-            union=args.union,
-        )
+        params = MaskParams(**{knob.name: getattr(args, knob.name) for knob in MASK_PARAMS})
     except ValueError as error:
         print(f"maskfarm segment: --{error}", file=sys.stderr)
         return 2
@@ -367,13 +308,7 @@ def _segment_through_service(args: argparse.Namespace, params, frames, report) -
                 report,
                 chunk=args.chunk,
                 in_flight=args.in_flight,
-                threshold=params.threshold,
-                smooth=params.smooth,
-                dilate=params.dilate,
-                blur=params.blur,
-                soft=params.soft,
-                invert=params.invert,
-                union=params.union,
+                **dataclasses.asdict(params),
                 priority=args.priority,
                 labels=labels,
                 keep_going=args.keep_going,
@@ -447,75 +382,6 @@ def run_workers(args: argparse.Namespace) -> int:
     return _reporting_errors("workers", list_workers, args.target)
 
 
-def run_up(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from maskfarm.client.local_cluster import ClusterError, ClusterSettings, ClusterStopped, LocalCluster
-
-    worker_flags = ["--model", args.model, "--device", args.device, "--dtype", args.dtype]
-    if args.max_batch:
-        worker_flags += ["--max-batch", str(args.max_batch)]
-    if args.compile:
-        worker_flags.append("--compile")
-    problem = _model_problem(args.model)
-    if problem:
-        print(f"maskfarm up: {problem}", file=sys.stderr)
-        return 2
-    settings = ClusterSettings(
-        listen=args.listen,
-        redis_url=args.redis_url,
-        private_redis=args.private_redis,
-        namespace=args.namespace,
-        workers=args.workers,
-        worker_flags=tuple(worker_flags),
-        stop_timeout_s=args.stop_timeout,
-        metrics_listen=args.metrics_listen,
-        storage_roots=tuple(os.path.abspath(root) for root in args.storage_root),
-    )
-    stop = threading.Event()
-    cluster = LocalCluster(settings, stop_requested=stop.is_set)
-
-    def on_signal(*_) -> None:
-        if stop.is_set():
-            cluster.kill()
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)
-    try:
-        cluster.start()
-        print(
-            f"maskfarm up: serving on {cluster.target} (Redis {cluster.redis_url}); "
-            f"export MASKFARM_TARGET={cluster.target}",
-            flush=True,
-        )
-        cluster.wait_for_workers()
-        print(f"maskfarm up: {args.workers} worker(s) ready; Ctrl-C stops everything", flush=True)
-        cluster.supervise()
-    except ClusterStopped:
-        print("maskfarm up: stopped before it was ready", file=sys.stderr)
-        return 130
-    except ClusterError as error:
-        print(f"maskfarm up: {error}", file=sys.stderr)
-        return 1
-    finally:
-        cluster.stop()
-    return 0
-
-
-def _model_problem(model: str) -> str | None:
-    """Why the workers of ``up`` could not load ``model`` (the same quick look ``maskfarm model
-    check`` takes), so that ``up`` stops in seconds, before it starts anything; None when
-    they probably can, or when the worker extra is not installed here to tell."""
-    try:
-        from maskfarm.worker.weights import unloadable_model_message
-
-        return unloadable_model_message(model)
-    except ImportError:  # no huggingface_hub: no worker could run here either, and it will say so
-        return None
-
-
 def describe_job(job) -> str:
     """A job as ``key  value`` lines, for ``maskfarm status``."""
     from maskfarm.client.prompts import describe_prompt
@@ -546,7 +412,7 @@ def _job_row(job) -> tuple[str, ...]:
     return job.id, job.state.value, f"{job.done}/{job.total}", _time(job.created), labels or "-"
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[object, ...]]) -> str:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join(
         "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]
@@ -586,7 +452,7 @@ def _reporting_errors(command: str, run, target: str = "") -> int:
 
     try:
         return run()
-    except BrokenPipeError:  # not the command's fault: ``maskfarm.client.cli.main`` ends quietly
+    except BrokenPipeError:  # not the command's fault: ``maskfarm.cli.main`` ends quietly
         raise
     except (_UsageError, OSError) as error:
         print(f"maskfarm {command}: {error}", file=sys.stderr)
@@ -617,7 +483,8 @@ def run_health(args: argparse.Namespace) -> int:
     def check() -> int:
         with ChannelSecurity.resolve(**_security_options(args)).channel(args.target) as channel:
             try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+                stub = health_pb2_grpc.HealthStub(channel)
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)  # type: ignore[attr-defined]  # stubs list no methods
             except grpc.RpcError as error:
                 print(f"maskfarm health: {args.target}: {error.code().name}: {error.details()}", file=sys.stderr)
                 return 1

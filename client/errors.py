@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import cast
 
 import grpc
 
@@ -160,8 +161,8 @@ _NAMES_A_FIELD = re.compile(r"[a-z_]+(\[\d+\])?(\.[a-z_]+|\[\d+\])*: ")
 
 def from_rpc_error(error: grpc.RpcError) -> MaskfarmError:
     """The ``MaskfarmError`` that a failed call's status stands for."""
-    status: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-    details: str = error.details() or status.name  # type: ignore[attr-defined]
+    status: grpc.StatusCode = error.code()
+    details: str = error.details() or status.name
     if status is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return Busy(details, retry_after_s=_retry_after_s(error))
     if status is grpc.StatusCode.PERMISSION_DENIED or (
@@ -175,7 +176,8 @@ def from_rpc_error(error: grpc.RpcError) -> MaskfarmError:
 
 
 def _retry_after_s(error: grpc.RpcError) -> float | None:
-    trailers = error.trailing_metadata() or ()  # type: ignore[attr-defined]
+    # (key, value) pairs, which grpc's stubs type as _Metadatum objects
+    trailers = cast("tuple[tuple[str, str | bytes], ...]", error.trailing_metadata() or ())
     for key, value in trailers:
         if key == "retry-after-s":
             try:

@@ -15,23 +15,36 @@ from datetime import datetime, timezone
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from maskfarm.client.prompts import Prompt, prompt_from_message
+from maskfarm.core import jobs as core
 from maskfarm.v1 import segmentation_pb2 as pb
+from maskfarm.v1.enum_messages import proto_numbers
+
+_PROTO_STATES = proto_numbers(core.JobState)
 
 
 class JobState(str, enum.Enum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
+    """A job's state as the API names it: core's ``JobState`` (``maskfarm.core.jobs``,
+    what the store keeps: ``"queued"``) by its member name (``"QUEUED"``); whether it is
+    terminal and its proto number come from there."""
+
+    QUEUED = core.JobState.QUEUED.name
+    RUNNING = core.JobState.RUNNING.name
+    SUCCEEDED = core.JobState.SUCCEEDED.name
+    FAILED = core.JobState.FAILED.name
+    CANCELLED = core.JobState.CANCELLED.name
 
     @property
     def terminal(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        return self.stored.is_terminal
 
     @property
-    def proto(self) -> int:
-        return pb.JobState.Value(f"JOB_STATE_{self.value}")
+    def proto(self) -> pb.JobState:
+        return _PROTO_STATES[self.stored]
+
+    @property
+    def stored(self) -> core.JobState:
+        """The same state as core (and the store) names it."""
+        return core.JobState[self.name]
 
 
 @dataclass(frozen=True)

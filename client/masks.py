@@ -16,7 +16,9 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
-from maskfarm.client.outputs import read_mask
+from maskfarm.core.formats import MaskFormat, output_format
+from maskfarm.core.jobs import OutputFormat
+from maskfarm.core.outputs import decode_mask, read_mask
 from maskfarm.v1 import segmentation_pb2 as pb
 
 MaskImage = Union[np.ndarray, Image.Image]
@@ -43,23 +45,26 @@ class Mask:
         which must be readable here, when the mask came as a file)."""
         if self.in_file:
             return read_mask(self.path)
-        if self.format == "FLOAT32":
+        spec = self._mask_format
+        if spec.raw_in_service:
             return np.frombuffer(self.data, dtype="<f4").reshape(self.height, self.width).astype(np.float32)
-        if self.format == "EXR":
-            from maskfarm.client.exr import decode_exr_mask  # needs OpenEXR: says so when missing
-
-            return decode_exr_mask(self.data)
-        values = np.asarray(Image.open(io.BytesIO(self.data)))
-        return values.astype(np.float32) / (65535 if values.dtype == np.uint16 else 255)
+        return decode_mask(self.data, spec)  # EXR needs OpenEXR: says so when missing
 
     def image(self) -> Image.Image:
         """The mask as a PIL image: ``L`` (PNG8), ``I;16`` (PNG16, TIFF16) or ``F``
         (FLOAT32, EXR)."""
-        if self.format in ("FLOAT32", "EXR"):
+        if self._mask_format.is_float:
             return Image.fromarray(self.array())
         image = Image.open(self.path if self.in_file else io.BytesIO(self.data))
         image.load()
         return image
+
+    @property
+    def _mask_format(self) -> MaskFormat:
+        """What ``format`` names (``maskfarm.core.formats``)."""
+        if self.format not in OutputFormat.__members__:
+            raise ValueError(f"Mask.format: unknown format {self.format!r}")
+        return output_format(OutputFormat[self.format])
 
     @property
     def in_file(self) -> bool:

@@ -5,7 +5,7 @@
 preview is for eyes, not for compositing: a 4K preview is a few hundred KB, not 10 MB.
 
 The frame is shown display-referred, as the model saw it: an OpenEXR frame through the
-same layer, exposure and sRGB conversion (``maskfarm.client.exr``, which then needs the
+same layer, exposure and sRGB conversion (``maskfarm.core.exr``, which then needs the
 OpenEXR package); other frames as Pillow shows them in 8 bits. Where the mask is m, the
 pixel becomes ``(1 - a m) frame + a m colour`` (``a`` = ``opacity``): soft masks tint in
 proportion.
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskfarm.client.outputs import mask_path, prompt_folders, read_mask
-from maskfarm.server.exrheader import is_exr
+from maskfarm.core.exrheader import is_exr
+from maskfarm.core.outputs import mask_path, prompt_folders, read_mask
 
 PREVIEW_FOLDER = "preview"
 COLOUR = (255, 0, 0)
@@ -46,7 +46,7 @@ def display_frame(path: str | Path, exr_layer: str = "", exposure: float = 0.0) 
     """A frame file as display-referred (H, W, 3) uint8 RGB (see the module docstring)."""
     data = Path(path).read_bytes()
     if is_exr(data):
-        from maskfarm.client.exr import exr_to_rgb8
+        from maskfarm.core.exr import exr_to_rgb8
 
         return exr_to_rgb8(data, exr_layer, exposure)
     with Image.open(path) as image:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
+from typing import NoReturn
 
-from maskfarm.server.params import MaskParams
-from maskfarm.server.prompts import OVERRIDES, Prompt
+from maskfarm.core.params import MASK_PARAMS, MaskParams
+from maskfarm.core.prompts import OVERRIDES, Prompt
 
 MAX_PROMPTS_FILE_BYTES = 1024 * 1024
-_TYPES = {"threshold": float, "smooth": int, "dilate": int, "blur": int}
+_TYPES = {knob.name: type(knob.default) for knob in MASK_PARAMS if knob.name in OVERRIDES}
 
 
 class PromptArgsError(ValueError):
@@ -156,7 +157,7 @@ class _LineError(Exception):
 
 
 class _LineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         raise _LineError(message)
 
 

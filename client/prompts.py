@@ -1,6 +1,6 @@
 """Prompts beyond one phrase, as the client library sends them.
 
-``Prompt`` (``maskfarm.server.prompts``, standard library only) says a prompt's negatives
+``Prompt`` (``maskfarm.core.prompts``, standard library only) says a prompt's negatives
 and its own threshold/smooth/dilate/blur; ``image_prompt`` makes one of an example image.
 ``Client.submit``/``segment`` take them beside plain strings: a request whose prompts are
 all plain strings goes as ``prompts``, one with any ``Prompt`` as ``prompt_specs``.
@@ -9,11 +9,13 @@ all plain strings goes as ``prompts``, one with any ``Prompt`` as ``prompt_specs
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, TypedDict
 
 from maskfarm.client.errors import InvalidRequest
 from maskfarm.client.frames import FrameSource, encode_frame
-from maskfarm.server.prompts import OVERRIDES, Exemplar, Prompt, prompt_name
+from maskfarm.core.prompts import Exemplar, Prompt, prompt_name
 from maskfarm.v1 import segmentation_pb2 as pb
+from maskfarm.v1.prompt_messages import prompt_from_message, prompt_message
 
 __all__ = [
     "Exemplar",
@@ -27,7 +29,7 @@ __all__ = [
 ]
 
 
-def image_prompt(image: FrameSource | tuple[str, FrameSource], **options: object) -> Prompt:
+def image_prompt(image: FrameSource | tuple[str, FrameSource], **options: Any) -> Prompt:
     """A prompt that is an example image of what to find (CLIPSeg's visual prompt), in any
     form a frame may take (a file, bytes, a PIL image, an array, a ``StoragePath``, a
     ``(name, image)`` pair); ``options`` are ``Prompt``'s (negatives, threshold, ...).
@@ -36,7 +38,14 @@ def image_prompt(image: FrameSource | tuple[str, FrameSource], **options: object
     return Prompt(image=Exemplar(encoded.data, encoded.path, encoded.name), **options)
 
 
-def prompt_fields(prompts: Sequence[str | Prompt]) -> dict[str, list]:
+class PromptFields(TypedDict, total=False):
+    """The SubmitJobRequest fields that carry prompts (one of them is set)."""
+
+    prompts: list[str]
+    prompt_specs: list[pb.Prompt]
+
+
+def prompt_fields(prompts: Sequence[str | Prompt]) -> PromptFields:
     """The SubmitJobRequest fields that carry ``prompts``: ``prompts`` when every one is a
     plain text (what any server reads), else ``prompt_specs``."""
     if isinstance(prompts, (str, Prompt)):
@@ -58,25 +67,3 @@ def describe_prompt(prompt: str | Prompt) -> str:
     notes += [f"{name} {value:g}" for name, value in prompt.overrides.items()]
     name = f"image {prompt.image.name or prompt.image.path or prompt.name}" if prompt.image is not None else prompt.text
     return f"{name} ({'; '.join(notes)})" if notes else name
-
-
-def prompt_from_message(message: pb.Prompt) -> Prompt:
-    """A Prompt message as a ``Prompt`` (unchecked: the server checks what it is sent)."""
-    image = None
-    if message.HasField("image"):
-        image = Exemplar(message.image.data, message.image.path, message.image.name)
-    overrides = {name: getattr(message.params, name) for name in OVERRIDES if message.params.HasField(name)}
-    return Prompt(message.text, tuple(message.negatives), image=image, **overrides)
-
-
-def prompt_message(prompt: str | Prompt) -> pb.Prompt:
-    """A prompt as the API's Prompt message."""
-    if isinstance(prompt, str):
-        return pb.Prompt(text=prompt)
-    image = prompt.image
-    return pb.Prompt(
-        text=prompt.text,
-        negatives=list(prompt.negatives),
-        params=pb.MaskParams(**prompt.overrides),
-        image=pb.Frame(data=image.data, path=image.path, name=image.name) if image is not None else None,
-    )

@@ -1,7 +1,7 @@
 """``maskfarm segment`` through the service: from image files to mask files.
 
-The counterpart of ``maskfarm.worker.local.segment_files`` (``--local``), writing the same
-files: names from ``maskfarm.client.outputs``, and the same bytes, since workers encode
+The counterpart of ``maskfarm.worker.local.segment_files_locally`` (``--local``), writing the same
+files: names from ``maskfarm.core.outputs``, and the same bytes, since workers encode
 PNG, EXR and TIFF16 masks with ``outputs.encode_mask`` (written as received) and FLOAT32 masks
 are the float32 values that ``npy`` files hold. On shared storage (an ``output_dir``
 option), frames are sent by path and the workers write the files themselves.
@@ -18,10 +18,8 @@ from maskfarm.client.client import Client, succeeded
 from maskfarm.client.frames import StoragePath
 from maskfarm.client.jobs import Job
 from maskfarm.client.masks import FrameResult
-from maskfarm.client.outputs import mask_path, prompt_folders, write_file, write_mask
-
-SERVICE_FORMATS = {"png": "png8", "png16": "png16", "npy": "float32", "exr": "exr", "tiff16": "tiff16"}
-"""The service's output format for each file format."""
+from maskfarm.core.formats import file_format
+from maskfarm.core.outputs import mask_path, prompt_folders, write_file, write_mask
 
 
 def segment_files(
@@ -44,7 +42,7 @@ def segment_files(
     one of them). Raises ``JobFailed``/``JobCancelled`` when a job ends so (files already
     written stay), and, without ``keep_going``, ``FrameRefused`` naming a refused frame."""
     sources = storage_frames(frame_paths) if options.get("output_dir") else frame_paths
-    submitted = client.submit_leaving_out_refused(sources, prompts, format=SERVICE_FORMATS[fmt], **options)
+    submitted = client.submit_leaving_out_refused(sources, prompts, format=file_format(fmt).output.value, **options)
     for refusal in submitted.refused:
         on_failed(Path(frame_paths[refusal.frame_index]).name, refusal.reason)
     on_submitted(submitted.jobs)
@@ -87,5 +85,6 @@ def _write_frame(frame: FrameResult, folders: Sequence[str], outdir: str | Path,
             paths.append(Path(mask.path))
             continue
         path = mask_path(outdir, folder, name, fmt)
-        paths.append(write_mask(path, mask.array(), fmt) if fmt == "npy" else write_file(path, mask.data))
+        raw = file_format(fmt).raw_in_service
+        paths.append(write_mask(path, mask.array(), fmt) if raw else write_file(path, mask.data))
     return paths

@@ -34,7 +34,7 @@ class Retries:
         return min(self.max_s, self.initial_s * 2**retry) * random.uniform(0.5, 1.0)
 
     def should_retry(self, error: grpc.RpcError, retry: int) -> bool:
-        return error.code() is grpc.StatusCode.UNAVAILABLE and retry < self.attempts  # type: ignore[attr-defined]
+        return error.code() is grpc.StatusCode.UNAVAILABLE and retry < self.attempts
 
     def run(self, call: Callable[[], T]) -> T:
         """``call()``, tried again after UNAVAILABLE; the last error propagates."""

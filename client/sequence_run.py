@@ -63,7 +63,7 @@ def plan_frames(
     """What ``maskfarm segment`` will do with its FRAMES arguments (see the module
     docstring). Raises ``SequenceError`` for arguments that name nothing, a bad frame
     list, or (without ``keep_going``) frames of the frame list that do not exist."""
-    from maskfarm.client.outputs import mask_path, prompt_folders
+    from maskfarm.core.outputs import mask_path, prompt_folders
 
     expansion = expand_frames(arguments, parse_frames(frame_list) if frame_list else None)
     if expansion.missing and not keep_going:

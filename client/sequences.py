@@ -169,8 +169,8 @@ def _expand_one(argument: str, frames: Sequence[int] | None) -> tuple[list[Path]
         present = [frame for frame in frames if pattern.path(frame).is_file()]
         if not present:
             raise SequenceError(f"{argument}: none of frames {describe_frames(frames)} exist")
-        found = set(present)
-        absent = [frame for frame in frames if frame not in found]
+        kept = set(present)
+        absent = [frame for frame in frames if frame not in kept]
         return [pattern.path(frame) for frame in present], absent, True
     if _GLOB_CHARS.search(argument):
         matches = sorted((Path(p) for p in glob.glob(argument) if Path(p).is_file()), key=natural_key)

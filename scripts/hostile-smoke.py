@@ -59,7 +59,7 @@ with redis_server() as redis_url:
         [
             sys.executable,
             "-m",
-            "maskfarm.client.cli",
+            "maskfarm.cli",
             "server",
             "--listen",
             target,
@@ -81,7 +81,7 @@ with redis_server() as redis_url:
             [
                 sys.executable,
                 "-m",
-                "maskfarm.client.cli",
+                "maskfarm.cli",
                 "worker",
                 "--redis-url",
                 redis_url,
@@ -299,7 +299,7 @@ with redis_server() as redis_url:
     note("40 watches by one owner", refused >= 8, f"held {len(streams)}, refused {refused}")
     bob_served("watch flood")
     h = subprocess.run(
-        [sys.executable, "-m", "maskfarm.client.cli", "health", "--target", target],
+        [sys.executable, "-m", "maskfarm.cli", "health", "--target", target],
         capture_output=True,
         text=True,
         timeout=30,

@@ -19,16 +19,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from maskfarm.core.frame_files import ImageLimits, configure_pillow
+from maskfarm.jobqueue.redis_clients import ReplicaWait, async_redis_from_url, redacted_url, redis_from_url
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.auth import BearerTokenInterceptor
 from maskfarm.server.events import JobEvents
-from maskfarm.server.frame_files import ImageLimits, configure_pillow
 from maskfarm.server.memory import return_large_blocks_when_freed
 from maskfarm.server.metrics import serve_metrics
 from maskfarm.server.queue import JobQueue, QueueLimits
-from maskfarm.server.redis_clients import ReplicaWait, async_redis_from_url, redacted_url, redis_from_url
 from maskfarm.server.servicer import SegmentationServicer
 from maskfarm.server.settings import ServerSettings
-from maskfarm.server.store import JobStore
 from maskfarm.server.tls import server_credentials
 from maskfarm.server.tokens import TokenFile
 from maskfarm.server.watch_slots import WatchSlots

@@ -25,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from maskfarm.server.storage_access import StorageAccess
+from maskfarm.core.storage_access import StorageAccess
 from maskfarm.server.tokens import TokenFile
 
 OPEN_SERVICES = frozenset(
@@ -109,7 +109,8 @@ def _kind(handler: grpc.RpcMethodHandler) -> str:
 
 def _with_behavior(handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]) -> grpc.RpcMethodHandler:
     """The handler (same kind and serializers) with its behavior replaced."""
-    return handler._replace(**{_kind(handler): behavior})  # grpc's handlers are namedtuples
+    # grpc's handlers are namedtuples; its stubs type only the abstract RpcMethodHandler
+    return handler._replace(**{_kind(handler): behavior})  # type: ignore[attr-defined]
 
 
 def _refusing(reason: str) -> Callable[..., Awaitable[None]]:

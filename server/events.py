@@ -26,8 +26,8 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from maskfarm.server.jobs import DEFAULT_NAMESPACE
-from maskfarm.server.store import Keys
+from maskfarm.core.defaults import DEFAULT_NAMESPACE
+from maskfarm.jobqueue.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Inbox:
         self._events.put_nowait(event)
 
     async def next(self, timeout: float) -> dict | None:
-        """The next event (``{"frame": i}`` or ``{"state": name}``); None when none came
+        """The next event (``{"frame": i}``, ``{"frames": [i, ...]}`` or ``{"state": name}``); None when none came
         within ``timeout`` or when events may have been missed: time to read the store."""
         try:
             return await asyncio.wait_for(self._events.get(), timeout)

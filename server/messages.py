@@ -4,38 +4,26 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from maskfarm.client.prompts import prompt_message
-from maskfarm.server.jobs import ErrorCode, FrameResult, JobRecord, JobState, OutputFormat, Priority
+from maskfarm.core.jobs import ErrorCode, JobRecord, JobState, OutputFormat, Priority, StoredFrame
 from maskfarm.server.queue import WorkerStatus
 from maskfarm.v1 import segmentation_pb2 as pb
+from maskfarm.v1.enum_messages import proto_numbers
+from maskfarm.v1.params_messages import params_message
+from maskfarm.v1.prompt_messages import prompt_message
 
-JOB_STATES = {
-    JobState.QUEUED: pb.JOB_STATE_QUEUED,
-    JobState.RUNNING: pb.JOB_STATE_RUNNING,
-    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
-    JobState.FAILED: pb.JOB_STATE_FAILED,
-    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
-}
-OUTPUT_FORMATS = {
-    OutputFormat.PNG8: pb.OUTPUT_FORMAT_PNG8,
-    OutputFormat.PNG16: pb.OUTPUT_FORMAT_PNG16,
-    OutputFormat.FLOAT32: pb.OUTPUT_FORMAT_FLOAT32,
-    OutputFormat.EXR: pb.OUTPUT_FORMAT_EXR,
-    OutputFormat.TIFF16: pb.OUTPUT_FORMAT_TIFF16,
-}
-PRIORITIES = {
-    Priority.HIGH: pb.PRIORITY_HIGH,
-    Priority.NORMAL: pb.PRIORITY_NORMAL,
-    Priority.LOW: pb.PRIORITY_LOW,
-}
+JOB_STATES = proto_numbers(JobState)
+OUTPUT_FORMATS = proto_numbers(OutputFormat)
+PRIORITIES = proto_numbers(Priority)
+ERROR_CODES = proto_numbers(ErrorCode)
 
 
-def error_code(code: ErrorCode) -> int:
+def error_code(code: ErrorCode) -> pb.ErrorCode:
     """The API's ErrorCode of a stored one: same name, ``ERROR_CODE_`` in front."""
-    return pb.ErrorCode.Value(f"ERROR_CODE_{code.name}")
+    return ERROR_CODES[code]
 
 
 def job_message(job: JobRecord) -> pb.Job:
@@ -50,15 +38,7 @@ def job_message(job: JobRecord) -> pb.Job:
         provenance=pb.Provenance(**asdict(job.provenance)),
         prompts=job.prompts,
         frame_names=job.frame_names,
-        params=pb.MaskParams(
-            threshold=job.params.threshold,
-            smooth=job.params.smooth,
-            dilate=job.params.dilate,
-            blur=job.params.blur,
-            soft=job.params.soft,
-            invert=job.params.invert,
-            union_mask=job.params.union,
-        ),
+        params=params_message(job.params),
         format=OUTPUT_FORMATS[job.format],
         priority=PRIORITIES[job.priority],
         request_id=job.request_id,
@@ -77,11 +57,11 @@ def job_message(job: JobRecord) -> pb.Job:
     return message
 
 
-def frame_message(job: JobRecord, result: FrameResult) -> pb.FrameResult:
+def frame_message(job: JobRecord, result: StoredFrame) -> pb.FrameResult:
     """A stored frame as the API sends it: masks as bytes, or as the paths the worker
     wrote (output_dir), or only the error of a frame skipped under keep_going."""
     output_format = OUTPUT_FORMATS[job.format]
-    size = dict(format=output_format, width=result.width, height=result.height)
+    size: dict[str, Any] = dict(format=output_format, width=result.width, height=result.height)
     masks = [pb.Mask(prompt_index=k, prompt=job.prompts[k], data=data, **size) for k, data in enumerate(result.masks)]
     masks += [
         pb.Mask(prompt_index=k, prompt=job.prompts[k], path=path, **size) for k, path in enumerate(result.mask_paths)

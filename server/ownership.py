@@ -22,8 +22,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from maskfarm.server.jobs import JobRecord, JobSpec
-from maskfarm.server.store import JobNotFound
+from maskfarm.core.jobs import JobRecord, JobSpec
+from maskfarm.jobqueue.store import JobNotFound
 from maskfarm.server.validation import ValidationError
 
 OWNER_LABEL = "maskfarm.owner"

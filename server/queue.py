@@ -14,24 +14,21 @@ from datetime import datetime
 
 from redis import Redis
 from redis.client import Pipeline
-from rq import Queue, Retry
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
-from rq.serializers import JSONSerializer
-from rq.worker import Worker
 
-from maskfarm.server.jobs import (
+from maskfarm.core.jobs import PRIORITIES, JobRecord, JobSpec, JobState, Priority, WorkerRecord
+from maskfarm.jobqueue.rq_adapter import (
     JOB_FUNCTION,
-    PRIORITIES,
-    JobRecord,
-    JobSpec,
-    JobState,
-    Priority,
-    WorkerInfo,
-    queue_name,
+    BaseWorker,
+    InvalidJobOperation,
+    Job,
+    JSONSerializer,
+    NoSuchJobError,
+    Retry,
+    Worker,
+    queues_of,
 )
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.metrics import CANCEL_REQUESTS, JOBS_SUBMITTED
-from maskfarm.server.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +66,7 @@ class WorkerStatus:
     current_job_id: str
     started_at: datetime | None
     last_heartbeat: datetime | None
-    info: WorkerInfo
+    info: WorkerRecord
 
 
 class JobQueue:
@@ -80,10 +77,7 @@ class JobQueue:
         self.store = store
         self.limits = limits
         namespace = store.keys.namespace
-        self.queues = {
-            priority: Queue(queue_name(priority, namespace), connection=redis, serializer=JSONSerializer)
-            for priority in PRIORITIES
-        }
+        self.queues = dict(zip(PRIORITIES, queues_of(redis, namespace).values()))
 
     def submit(self, spec: JobSpec) -> JobRecord:
         """Stores and enqueues a job in one transaction (or returns the job of an already
@@ -178,7 +172,7 @@ class JobQueue:
 
     def workers(self) -> list[WorkerStatus]:
         """The live RQ workers serving maskfarm's queues, highest-priority queue first."""
-        found: dict[str, Worker] = {}
+        found: dict[str, BaseWorker] = {}
         for queue in self.queues.values():
             for worker in Worker.all(queue=queue, serializer=JSONSerializer):
                 found.setdefault(worker.name, worker)
@@ -191,10 +185,10 @@ class JobQueue:
                 pid=worker.pid or 0,
                 state=str(worker.get_state()),
                 queues=[by_queue[q] for q in worker.queue_names() if q in by_queue],
-                current_job_id=worker.get_current_job_id() or infos.get(name, WorkerInfo(name)).current_job,
+                current_job_id=worker.get_current_job_id() or infos.get(name, WorkerRecord(name)).current_job,
                 started_at=worker.birth_date,
                 last_heartbeat=worker.last_heartbeat,
-                info=infos.get(name, WorkerInfo(name)),
+                info=infos.get(name, WorkerRecord(name)),
             )
             for name, worker in sorted(found.items())
         ]

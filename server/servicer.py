@@ -12,23 +12,24 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from maskfarm.core.echo import cut, quoted
+from maskfarm.core.jobs import JobRecord
+from maskfarm.core.storage import StorageRoots
+from maskfarm.core.storage_access import StorageAccess
+from maskfarm.jobqueue.redis_errors import refusal
+from maskfarm.jobqueue.store import JobNotFound, JobStore
 from maskfarm.server import messages, ownership, validation
 from maskfarm.server.auth import caller, caller_storage
-from maskfarm.server.echo import cut, quoted
 from maskfarm.server.events import JobEvents
-from maskfarm.server.jobs import JobRecord
 from maskfarm.server.metrics import CALLS_REFUSED
 from maskfarm.server.queue import BacklogFull, JobQueue, WorkerStatus
-from maskfarm.server.redis_errors import refusal
-from maskfarm.server.storage import StorageRoots
-from maskfarm.server.storage_access import StorageAccess
-from maskfarm.server.store import JobNotFound, JobStore
 from maskfarm.server.validation import ImageLimits, ValidationError
 from maskfarm.server.watch import follow_job
 from maskfarm.server.watch_slots import TooManyWatches, WatchSlots, peer_host
@@ -41,7 +42,7 @@ MESSAGE_OVERHEAD = 1024 * 1024
 """Room left in a message for everything but mask data."""
 MAX_DETAILS_CHARS = 2000
 """The longest status message: it travels as metadata, whose size gRPC limits (input
-echoed in a message is cut shorter still, see ``maskfarm.server.echo``)."""
+echoed in a message is cut shorter still, see ``maskfarm.core.echo``)."""
 
 
 class SegmentationServicer(pb_grpc.SegmentationServicer):
@@ -110,7 +111,7 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
                         yield pb.WatchJobEvent(job=_job_message(job))
                     else:
                         yield pb.WatchJobEvent(frame=messages.frame_message(job, update))
-                    update = None  # not held while waiting for the next: a frame may be megabytes
+                    del update  # not held while waiting for the next: a frame may be megabytes
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         async with _status_for_errors(context):
@@ -197,6 +198,6 @@ async def _status_for_errors(context: grpc.aio.ServicerContext) -> AsyncIterator
         await _abort(context, grpc.StatusCode.UNAVAILABLE, reason)
 
 
-async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str, **kwargs) -> None:
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str, **kwargs) -> NoReturn:
     CALLS_REFUSED.labels(code.name).inc()
     await context.abort(code, cut(details, MAX_DETAILS_CHARS), **kwargs)

@@ -1,87 +1,85 @@
-"""The server's configuration: command-line flags, each falling back to a MASKFARM_* variable.
+"""The server's configuration: ``maskfarm server``'s flags, each falling back to a MASKFARM_* variable.
 
-Every field of ``ServerSettings`` is a flag (``result_ttl`` -> ``--result-ttl``) whose
-default comes from the environment (``MASKFARM_RESULT_TTL``) and then from the field's
-default. A tuple field is a repeatable flag named by its metadata (``storage_roots`` ->
-``--storage-root DIR``; one value or the variable may hold several, separated by ``:`` or
-commas). This module imports only the standard library (and maskfarm's stdlib-only
-``storage``), so registering the ``server`` command costs nothing.
+Every field of ``ServerSettings`` is a flag (``result_ttl`` -> ``--result-ttl``, from
+``MASKFARM_RESULT_TTL``), by maskfarm's one settings pattern (``maskfarm.core.settings``).
+Standard library and maskfarm.core only, so registering the ``server`` command costs nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
 
-from maskfarm.server.storage import StorageRoots
+from maskfarm.core.defaults import (
+    DEFAULT_FRAME_READ_TIMEOUT_S,
+    DEFAULT_LISTEN,
+    DEFAULT_MAX_FRAME_MIB,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    DEFAULT_NAMESPACE,
+    DEFAULT_REDIS_URL,
+)
+from maskfarm.core.settings import add_arguments, from_args, setting
+from maskfarm.core.storage import StorageRoots
 
 _RETRY_SLACK_S = 120
 """Time allowed per attempt, beyond the job timeout, for RQ to notice a lost worker."""
 
 
-T = TypeVar("T")
-
-
-def _setting(default: T, help: str, flag: str = "") -> T:
-    return field(default=default, metadata={"help": help, "flag": flag})
-
-
 @dataclass(frozen=True)
 class ServerSettings:
-    listen: str = _setting("127.0.0.1:50051", "address to serve gRPC on, host:port")
-    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis holding the queues, jobs and masks")
-    namespace: str = _setting("maskfarm", "prefix of maskfarm's Redis keys and RQ queues (workers must match)")
-    result_ttl: int = _setting(86400, "seconds masks and job records are kept after a job ends")
-    queue_ttl: int = _setting(3600, "seconds a job may wait for a worker before it fails as expired")
-    job_timeout: int = _setting(3600, "seconds a job may run")
-    retries: int = _setting(2, "times a job is run again after its worker died")
-    max_message_mib: int = _setting(64, "largest gRPC message, MiB, both ways")
-    max_side: int = _setting(16384, "largest frame side, pixels")
-    max_pixels: int = _setting(100_000_000, "largest frame, pixels")
-    max_frame_mib: int = _setting(1024, "largest frame file read by path, MiB")
-    frame_read_timeout_s: float = _setting(30.0, "seconds a frame file's open and read may take")
-    max_backlog_jobs: int = _setting(10_000, "queued jobs beyond which SubmitJob is refused")
-    max_backlog_mib: int = _setting(8192, "queued frame data beyond which SubmitJob is refused, MiB")
-    grace_s: float = _setting(10.0, "seconds running calls get to finish at shutdown")
-    max_watches_per_connection: int = _setting(
+    listen: str = setting(DEFAULT_LISTEN, "address to serve gRPC on, host:port")
+    redis_url: str = setting(DEFAULT_REDIS_URL, "Redis holding the queues, jobs and masks")
+    namespace: str = setting(DEFAULT_NAMESPACE, "prefix of maskfarm's Redis keys and RQ queues (workers must match)")
+    result_ttl: int = setting(86400, "seconds masks and job records are kept after a job ends")
+    queue_ttl: int = setting(3600, "seconds a job may wait for a worker before it fails as expired")
+    job_timeout: int = setting(3600, "seconds a job may run")
+    retries: int = setting(2, "times a job is run again after its worker died")
+    max_message_mib: int = setting(64, "largest gRPC message, MiB, both ways")
+    max_side: int = setting(DEFAULT_MAX_SIDE, "largest frame side, pixels")
+    max_pixels: int = setting(DEFAULT_MAX_PIXELS, "largest frame, pixels")
+    max_frame_mib: int = setting(DEFAULT_MAX_FRAME_MIB, "largest frame file read by path, MiB")
+    frame_read_timeout_s: float = setting(DEFAULT_FRAME_READ_TIMEOUT_S, "seconds a frame file's open and read may take")
+    max_backlog_jobs: int = setting(10_000, "queued jobs beyond which SubmitJob is refused")
+    max_backlog_mib: int = setting(8192, "queued frame data beyond which SubmitJob is refused, MiB")
+    grace_s: float = setting(10.0, "seconds running calls get to finish at shutdown")
+    max_watches_per_connection: int = setting(
         16, "WatchJob streams one client connection may hold open at once; more are refused"
     )
-    max_watches_per_owner: int = _setting(
+    max_watches_per_owner: int = setting(
         32,
         "WatchJob streams one caller may hold open at once (the token's name; "
         "without auth, the client's host); more are refused",
     )
-    log_level: str = _setting("INFO", "logging level")
-    metrics_listen: str = _setting("", "host:port to serve Prometheus /metrics on; empty: no metrics")
-    auth_tokens: str = _setting(
+    log_level: str = setting("INFO", "logging level")
+    metrics_listen: str = setting("", "host:port to serve Prometheus /metrics on; empty: no metrics")
+    auth_tokens: str = setting(
         "",
         "file of 'TOKEN NAME' lines: every call but health and reflection needs "
         "a bearer token from it (re-read on change); empty: auth off",
     )
-    tls_cert: str = _setting("", "PEM certificate chain: serve TLS only (with --tls-key); empty: plaintext")
-    tls_key: str = _setting("", "PEM private key of --tls-cert")
-    tls_client_ca: str = _setting(
+    tls_cert: str = setting("", "PEM certificate chain: serve TLS only (with --tls-key); empty: plaintext")
+    tls_key: str = setting("", "PEM private key of --tls-cert")
+    tls_client_ca: str = setting(
         "", "PEM CA certificates: require client certificates signed by them (mutual TLS; needs --tls-cert)"
     )
-    replicated_submit: str = _setting(
+    replicated_submit: str = setting(
         "auto",
         "SubmitJob answers once a replica holds the job (Redis WAIT): on, off, or auto (on for redis+sentinel:// URLs)",
     )
-    storage_roots: tuple[str, ...] = _setting(
+    storage_roots: tuple[str, ...] = setting(
         (),
         "shared storage: a folder under which jobs may name frames and output_dir by path (repeat for several)",
         flag="--storage-root",
     )
 
     def __post_init__(self) -> None:
-        for setting in dataclasses.fields(self):
-            value = getattr(self, setting.name)
-            least = 0 if setting.name == "retries" else 1
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            least = 0 if field.name == "retries" else 1
             if isinstance(value, (int, float)) and value < least:
-                raise ValueError(f"{setting.name} must be at least {least}, got {value}")
+                raise ValueError(f"{field.name} must be at least {least}, got {value}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key go together: give both or neither")
         if self.replicated_submit not in ("auto", "on", "off"):
@@ -115,38 +113,9 @@ class ServerSettings:
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Adds one flag per setting, defaulting to its MASKFARM_* variable."""
-        for setting in dataclasses.fields(cls):
-            variable = env_name(setting.name)
-            if isinstance(setting.default, tuple):
-                parser.add_argument(
-                    setting.metadata["flag"],
-                    dest=setting.name,
-                    action="append",
-                    metavar="DIR",
-                    help=f"{setting.metadata['help']} (default: ${variable}, separated by "
-                    f"{os.pathsep!r} or commas, or none)",
-                )
-                continue
-            default = os.environ.get(variable, setting.default)
-            shown = "%(default)s" if default != "" else "none"
-            parser.add_argument(
-                "--" + setting.name.replace("_", "-"),
-                dest=setting.name,
-                type=type(setting.default),
-                default=default,
-                help=f"{setting.metadata['help']} (default: ${variable} or {shown})",
-            )
+        add_arguments(cls, parser)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServerSettings:
         """The settings of parsed flags; a repeatable flag never given takes its variable."""
-        values = {setting.name: getattr(args, setting.name) for setting in dataclasses.fields(cls)}
-        for setting in dataclasses.fields(cls):
-            if isinstance(setting.default, tuple) and values[setting.name] is None:
-                values[setting.name] = os.environ.get(env_name(setting.name), "")
-        return cls(**values)
-
-
-def env_name(setting: str) -> str:
-    """The environment variable of a setting: ``result_ttl`` -> ``MASKFARM_RESULT_TTL``."""
-    return "MASKFARM_" + setting.upper()
+        return from_args(cls, args)

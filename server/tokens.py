@@ -12,7 +12,7 @@ The same file may separate shared storage by owner with lines
     storage NAME read ROOT [ROOT ...]
     storage NAME write ROOT [ROOT ...]
 
-(see ``maskfarm.server.storage_access``; lines add up). With none, every caller has the
+(see ``maskfarm.core.storage_access``; lines add up). With none, every caller has the
 server's storage roots; with one, the rules hold for every NAME, and a NAME without
 lines may use no path.
 
@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from maskfarm.server.storage_access import READ, WRITE, StorageAccess
+from maskfarm.core.storage_access import READ, WRITE, StorageAccess
 
 log = logging.getLogger(__name__)
 

@@ -8,25 +8,27 @@ reason; the server returns it as INVALID_ARGUMENT.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
-from maskfarm.client.outputs import prompt_folders
-from maskfarm.server.echo import quoted
-from maskfarm.server.exrheader import is_exr, layer_channels, read_header
-from maskfarm.server.frame_files import FrameFileError, ImageLimits, check_frame_path
-from maskfarm.server.images import ImageError, probe_image
-from maskfarm.server.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Priority
-from maskfarm.server.mask_files import InputFrames, InputOverwrite
-from maskfarm.server.params import MaskParams
-from maskfarm.server.prompts import OVERRIDES, Exemplar, Prompt
-from maskfarm.server.storage import StoragePathError, StorageRoots
-from maskfarm.server.storage_access import StorageAccess, StorageDenied
+from maskfarm.core.echo import quoted
+from maskfarm.core.exrheader import is_exr, layer_channels, read_header
+from maskfarm.core.frame_files import FrameFileError, ImageLimits, check_frame_path
+from maskfarm.core.images import ImageError, probe_image
+from maskfarm.core.jobs import ExrOptions, JobSpec, JobState, OutputFormat, Priority
+from maskfarm.core.mask_files import InputFrames, InputOverwrite
+from maskfarm.core.outputs import prompt_folders
+from maskfarm.core.params import MASK_PARAMS, MaskParams, api_name
+from maskfarm.core.prompts import OVERRIDES, Exemplar, Overrides, Prompt
+from maskfarm.core.storage import StoragePathError, StorageRoots
+from maskfarm.core.storage_access import StorageAccess, StorageDenied
 from maskfarm.v1 import segmentation_pb2 as pb
+from maskfarm.v1.enum_messages import members_by_number
+from maskfarm.v1.params_messages import params_given
 
 MAX_FRAMES = 10_000
 """Frames per job: a longer shot is several jobs (the client splits by itself)."""
@@ -38,36 +40,19 @@ MAX_LABEL_KEY_CHARS = 128
 MAX_LABEL_VALUE_CHARS = 1024
 MAX_REQUEST_ID_CHARS = 128
 MAX_JOB_ID_CHARS = 64
-"""The longest job id the store accepts (``store.JOB_ID_PATTERN``): a longer one is malformed."""
+"""The longest job id the store accepts (``maskfarm.jobqueue.keys.JOB_ID_PATTERN``): a longer one is malformed."""
 MAX_FRAME_NAME_CHARS = 255
 MAX_EXR_LAYER_CHARS = 255
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 STORAGE_OFF = "shared storage is not enabled on this server (--storage-root)"
 
-FORMATS = {
-    pb.OUTPUT_FORMAT_UNSPECIFIED: OutputFormat.PNG8,
-    pb.OUTPUT_FORMAT_PNG8: OutputFormat.PNG8,
-    pb.OUTPUT_FORMAT_PNG16: OutputFormat.PNG16,
-    pb.OUTPUT_FORMAT_FLOAT32: OutputFormat.FLOAT32,
-    pb.OUTPUT_FORMAT_EXR: OutputFormat.EXR,
-    pb.OUTPUT_FORMAT_TIFF16: OutputFormat.TIFF16,
-}
-PRIORITIES = {
-    pb.PRIORITY_UNSPECIFIED: Priority.NORMAL,
-    pb.PRIORITY_HIGH: Priority.HIGH,
-    pb.PRIORITY_NORMAL: Priority.NORMAL,
-    pb.PRIORITY_LOW: Priority.LOW,
-}
-STATES = {
-    pb.JOB_STATE_QUEUED: JobState.QUEUED,
-    pb.JOB_STATE_RUNNING: JobState.RUNNING,
-    pb.JOB_STATE_SUCCEEDED: JobState.SUCCEEDED,
-    pb.JOB_STATE_FAILED: JobState.FAILED,
-    pb.JOB_STATE_CANCELLED: JobState.CANCELLED,
-}
+FORMATS = {pb.OUTPUT_FORMAT_UNSPECIFIED: OutputFormat.PNG8, **members_by_number(OutputFormat)}
+PRIORITIES = {pb.PRIORITY_UNSPECIFIED: Priority.NORMAL, **members_by_number(Priority)}
+STATES = members_by_number(JobState)
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 class ValidationError(ValueError):
@@ -108,7 +93,7 @@ def job_spec(
     """The job a SubmitJob request asks for; raises ``ValidationError``.
 
     Frames and ``output_dir`` given by path must lie under ``storage`` (see
-    ``maskfarm.server.storage``; none: refused). A path frame is checked as far as this
+    ``maskfarm.core.storage``; none: refused). A path frame is checked as far as this
     host sees the storage: when it does, the file must exist and its header pass the size
     limits; the worker checks again, on its own filesystem, before it reads. With
     ``access`` (the caller's own roots, see ``storage_access``) they must lie under those
@@ -155,12 +140,8 @@ def job_spec(
 
 def mask_params(message: pb.MaskParams) -> MaskParams:
     """The mask parameters, unset fields taking the defaults; raises ``ValidationError``."""
-    given = {
-        name: getattr(message, name) for name in ("threshold", "smooth", "dilate", "blur") if message.HasField(name)
-    }
-    flags = {"soft": message.soft, "invert": message.invert, "union": message.union_mask}
     try:
-        return MaskParams(**given, **flags)
+        return MaskParams(**params_given(message))
     except ValueError as error:
         name, _, reason = str(error).partition(" ")
         raise ValidationError(f"params.{name}", reason) from None
@@ -269,18 +250,19 @@ def _prompt_spec(
     return Prompt(message.text, tuple(message.negatives), image=image, **overrides)
 
 
-def _prompt_overrides(field: str, message: pb.MaskParams) -> dict[str, float | int]:
-    """A prompt's own mask parameters, checked; soft, invert and union_mask are the job's."""
-    for flag in ("soft", "invert", "union_mask"):
-        if getattr(message, flag):
-            raise ValidationError(f"{field}.{flag}", "is the job's: set it in the request's params")
-    given = {name: getattr(message, name) for name in OVERRIDES if message.HasField(name)}
+def _prompt_overrides(field: str, message: pb.MaskParams) -> Overrides:
+    """A prompt's own mask parameters, checked; the others (soft, invert, union_mask) are the job's."""
+    for name, value in params_given(message).items():
+        knob = next(knob for knob in MASK_PARAMS if knob.name == name)
+        if name not in OVERRIDES and (value or not isinstance(knob.default, bool)):
+            raise ValidationError(f"{field}.{api_name(knob)}", "is the job's: set it in the request's params")
+    given = params_given(message, OVERRIDES)
     try:
         MaskParams(**given)
     except ValueError as error:
         name, _, reason = str(error).partition(" ")
         raise ValidationError(f"{field}.{name}", reason) from None
-    return given
+    return cast(Overrides, given)
 
 
 def _check_prompt(field: str, prompt: str) -> None:
@@ -320,7 +302,7 @@ def _check_frame_name(field: str, name: str) -> None:
 def _frame_path(field: str, path: str, limits: ImageLimits, storage: StorageRoots, access: StorageAccess | None) -> str:
     """A frame's checked, normalised path, under the caller's own roots too (``access``);
     where this host sees the storage, its file is opened and its header probed as
-    ``maskfarm.server.frame_files`` rules (no blocking, bounded size and read time, size
+    ``maskfarm.core.frame_files`` rules (no blocking, bounded size and read time, size
     limits for every format)."""
     if not storage:
         raise ValidationError(field, STORAGE_OFF)
@@ -337,7 +319,7 @@ def _frame_path(field: str, path: str, limits: ImageLimits, storage: StorageRoot
 
 def _check_mask_file_names(names: list[str]) -> None:
     """Mask files under an output_dir are named after their frames' stems (see
-    ``maskfarm.client.outputs``): every frame needs a name, and no two the same stem."""
+    ``maskfarm.core.outputs``): every frame needs a name, and no two the same stem."""
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
         if not name:
@@ -377,14 +359,14 @@ def _output_dir(field: str, path: str, storage: StorageRoots, access: StorageAcc
         raise ValidationError(field, str(error)) from None
 
 
-def _enum_value(field: str, number: int, enum: EnumTypeWrapper, values: dict[int, T]) -> T:
+def _enum_value(field: str, number: K, enum: EnumTypeWrapper, values: Mapping[K, T]) -> T:
     if number not in values:
         known = ", ".join(name for name in enum.keys() if enum.Value(name) in values)
         raise ValidationError(field, f"unknown value {number} (known: {known})")
     return values[number]
 
 
-def _labels(field: str, labels: dict[str, str]) -> dict[str, str]:
+def _labels(field: str, labels: Mapping[str, str]) -> dict[str, str]:
     if len(labels) > MAX_LABELS:
         raise ValidationError(field, f"{len(labels)} labels, at most {MAX_LABELS}")
     for key, value in labels.items():

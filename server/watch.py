@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from maskfarm.core.jobs import JobRecord, StoredFrame
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.events import JobEvents
-from maskfarm.server.jobs import FrameResult, JobRecord
-from maskfarm.server.store import JobStore
 
-REPLAY_CHUNK = 16
-"""Most frames read from Redis at a time (catching up, or announced together)."""
+REPLAY_CHUNK = 64
+"""Most frames read from Redis at a time (catching up, or announced together): a worker's
+model chunk of small frames is read with the job, in one round trip."""
 REPLAY_BYTES = 1024 * 1024
 """Mask bytes a follower reads ahead at most (but always one frame): a watcher whose
 client stops reading holds one chunk, so this bounds what each such stream costs."""
@@ -31,7 +32,7 @@ async def follow_job(
     from_frame: int = 0,
     *,
     poll_interval: float = 5.0,
-) -> AsyncIterator[JobRecord | FrameResult]:
+) -> AsyncIterator[JobRecord | StoredFrame]:
     """Yields the job, then its stored frames from ``from_frame`` on, then each new frame
     and each change of the job as they happen, ending with the job in a terminal state.
 
@@ -46,14 +47,14 @@ async def follow_job(
             async for result in frames.read(new_frames):
                 reported = None
                 yield result
-                result = None  # not held while waiting for events: a frame may be megabytes
+                del result  # not held while waiting for events: a frame may be megabytes
             if job != reported:
                 yield job
                 reported = job
             if job.state.is_terminal:
                 return
             woken = [await inbox.next(poll_interval), *inbox.pending()]
-            announced = frames.announced([frame for event in woken if (frame := _announced_frame(event)) is not None])
+            announced = frames.announced([frame for event in woken for frame in _announced_frames(event)])
             job, results, new_frames = await asyncio.to_thread(frames.after_wake_up, announced)
             results.reverse()
             while results:
@@ -79,14 +80,17 @@ class _FrameReplay:
         """Stored frames seen so far: given out, or before ``from_frame``."""
         self.chunk = 1
         """Frames to read at once: as many as fit ``REPLAY_BYTES`` by the size of the
-        frames read last (one until a frame was read), at most ``REPLAY_CHUNK``."""
+        frames read last (until a frame was read: one, or ``REPLAY_CHUNK`` for a job whose
+        masks are files, whose frames are their paths), at most ``REPLAY_CHUNK``."""
 
     def catch_up(self) -> tuple[JobRecord, list[int]]:
         """The job, and the frames to give out that were stored and not seen yet (blocking)."""
         job = self.job = self.store.require_job(self.job_id)
+        if job.output_dir:
+            self.chunk = REPLAY_CHUNK
         return job, self._unseen(job)
 
-    def after_wake_up(self, announced: list[int]) -> tuple[JobRecord, list[FrameResult], list[int]]:
+    def after_wake_up(self, announced: list[int]) -> tuple[JobRecord, list[StoredFrame], list[int]]:
         """The job read again together with the first ``REPLAY_CHUNK`` announced frames
         (one round trip; blocking), and the frames to read next: the other announced ones,
         then any stored and not seen yet."""
@@ -109,7 +113,7 @@ class _FrameReplay:
         self.known.update(new)
         return [index for index in new if index >= self.from_frame]
 
-    async def read(self, indices: list[int]) -> AsyncIterator[FrameResult]:
+    async def read(self, indices: list[int]) -> AsyncIterator[StoredFrame]:
         """The frames at ``indices``, ``self.chunk`` at a time to bound the server's memory;
         a frame is let go of once given out."""
         start = 0
@@ -122,14 +126,25 @@ class _FrameReplay:
             while results:
                 yield results.pop()
 
-    def _size_chunks(self, results: list[FrameResult]) -> None:
+    def _size_chunks(self, results: list[StoredFrame]) -> None:
         if results:
             frame_bytes = max(result.nbytes for result in results)
             self.chunk = max(1, min(REPLAY_CHUNK, REPLAY_BYTES // max(frame_bytes, 1)))
 
 
-def _announced_frame(event: dict | None) -> int | None:
-    """The index of the frame an event announces; None for anything else (a state change,
-    a sweep due, events possibly missed): then the store is read."""
-    frame = event.get("frame") if event else None
-    return frame if isinstance(frame, int) else None
+def _announced_frames(event: dict | None) -> list[int]:
+    """The indices of the frames an event announces, in its order: ``{"frame": i}`` or
+    ``{"frames": [i, j, ...]}`` (frames stored together); none for anything else (a state
+    change, a sweep due, events possibly missed, a malformed event): then the store is read."""
+    if not event:
+        return []
+    frame, frames = event.get("frame"), event.get("frames")
+    if isinstance(frame, int) and _is_index(frame):
+        return [frame]
+    if isinstance(frames, list) and all(_is_index(index) for index in frames):
+        return frames
+    return []
+
+
+def _is_index(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

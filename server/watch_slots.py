@@ -17,7 +17,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterator
 
-from maskfarm.server.settings import env_name
+from maskfarm.core.settings import env_name
 
 
 class TooManyWatches(Exception):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from maskfarm.server.store import JobStore
+from maskfarm.jobqueue.store import JobStore
 from tests.services import Cluster, ServerProcess, free_port, maskfarm_server, redis_server
 
 UP_STARTUP_TIMEOUT_S = 90.0
@@ -71,7 +71,7 @@ def cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     command = [
         sys.executable,
         "-m",
-        "maskfarm.client.cli",
+        "maskfarm.cli",
         "up",
         "--listen",
         target,

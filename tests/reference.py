@@ -19,7 +19,7 @@ CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
 
 
 def reference_rgb_uint8(frame) -> np.ndarray:
-    """DESIGN.md's conversion rules, written independently with PIL and numpy."""
+    """The conversion rules of docs/ARCHITECTURE.md, written independently with PIL and numpy."""
     if isinstance(frame, Image.Image):
         if frame.mode.startswith("I"):
             return reference_rgb_uint8(np.asarray(frame).astype(np.uint16))

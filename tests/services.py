@@ -108,7 +108,7 @@ def maskfarm_server(
     command = [
         sys.executable,
         "-m",
-        "maskfarm.client.cli",
+        "maskfarm.cli",
         "server",
         "--listen",
         target,
@@ -193,7 +193,7 @@ def maskfarm_worker(server: ServerProcess, model: os.PathLike | str, name: str, 
     command = [
         sys.executable,
         "-m",
-        "maskfarm.client.cli",
+        "maskfarm.cli",
         "worker",
         "--redis-url",
         server.redis_url,

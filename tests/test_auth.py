@@ -24,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from maskfarm.client.cli import main as maskfarm
+from maskfarm.cli import main as maskfarm
 from maskfarm.client.client import Client
 from maskfarm.client.errors import InvalidRequest, JobNotFound, MaskfarmError, Unauthenticated, Unavailable
 from maskfarm.server.tokens import TokenFile

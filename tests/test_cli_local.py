@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskfarm.client.outputs import mask_path, prompt_folders, quantise, read_mask
-from maskfarm.server.params import MaskParams
+from maskfarm.core.outputs import mask_path, prompt_folders, quantise, read_mask
+from maskfarm.core.params import MaskParams
 from maskfarm.worker.frames import decode_frame
 from maskfarm.worker.pipeline import Segmenter
 
@@ -20,7 +20,7 @@ from maskfarm.worker.pipeline import Segmenter
 def maskfarm(*args: str, **env_overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **env_overrides}
     return subprocess.run(
-        [sys.executable, "-m", "maskfarm.client.cli", *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "maskfarm.cli", *args], capture_output=True, text=True, env=env, timeout=300
     )
 
 

@@ -30,7 +30,7 @@ FRAMES = range(1001, 1011)
 def maskfarm(*args: str, target: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MASKFARM_TARGET": target}
     return subprocess.run(
-        [sys.executable, "-m", "maskfarm.client.cli", "segment", *args],
+        [sys.executable, "-m", "maskfarm.cli", "segment", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -369,7 +369,7 @@ def test_a_server_that_cannot_be_reached_gets_a_hint(plates: Path, tmp_path: Pat
     frame = str(plates / "shot.1001.png")
     for args in (("jobs",), ("status", "0123456789abcdef"), ("segment", frame, "-p", "car", "-o", str(tmp_path))):
         result = subprocess.run(
-            [sys.executable, "-m", "maskfarm.client.cli", *args, "--target", nowhere],
+            [sys.executable, "-m", "maskfarm.cli", *args, "--target", nowhere],
             capture_output=True,
             text=True,
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -387,7 +387,7 @@ def test_output_into_a_closed_pipe_ends_quietly(worker: ServerProcess, plates: P
     with Client(worker.target) as client:
         job = client.submit([plates / "shot.1001.png"], ["car"])
     for args in (("status", job.id), ("jobs",), ("workers",)):
-        command = [sys.executable, "-m", "maskfarm.client.cli", *args, "--target", worker.target]
+        command = [sys.executable, "-m", "maskfarm.cli", *args, "--target", worker.target]
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"}
         )

@@ -260,7 +260,7 @@ def test_a_full_backlog_is_busy_with_the_servers_retry_hint(redis_url: str) -> N
 def test_the_client_offers_every_output_format_the_proto_has() -> None:
     from typing import get_args
 
-    from maskfarm.client.client import FORMATS, Format
+    from maskfarm.client.job_options import FORMATS, Format
     from maskfarm.v1 import segmentation_pb2 as pb
 
     in_proto = {name.removeprefix("OUTPUT_FORMAT_").lower() for name in pb.OutputFormat.keys()} - {"unspecified"}

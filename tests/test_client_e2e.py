@@ -2,7 +2,7 @@
 tiny synthetic model), driven by the client library and the ``maskfarm`` command.
 
 The service must write the very files ``maskfarm segment --local`` writes, byte for byte
-(what --local writes is ``worker.local.segment_files``, called here in-process).
+(what --local writes is ``worker.local.segment_files_locally``, called here in-process).
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ PROMPTS = ["Red car", "sky"]
 def maskfarm(*args: str, target: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MASKFARM_TARGET": target}
     return subprocess.run(
-        [sys.executable, "-m", "maskfarm.client.cli", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "maskfarm.cli", *args], capture_output=True, text=True, env=env, timeout=120
     )
 
 
 @pytest.fixture(scope="module")
 def segmenter(tiny_model_dir: Path):
     """The pipeline as ``maskfarm segment --local`` loads it (whose files are those of
-    ``worker.local.segment_files``, as test_cli_local.py checks): loaded once here."""
+    ``worker.local.segment_files_locally``, as test_cli_local.py checks): loaded once here."""
     from maskfarm.worker.pipeline import Segmenter
 
     return Segmenter.load(str(tiny_model_dir), "cpu")
@@ -62,8 +62,8 @@ def test_up_prints_the_target(cluster: Cluster) -> None:
 
 @pytest.mark.parametrize("fmt", ["png", "png16", "npy"])
 def test_the_service_writes_the_same_files_as_local(cluster: Cluster, frame_files, segmenter, tmp_path, fmt) -> None:
-    from maskfarm.server.params import MaskParams
-    from maskfarm.worker.local import segment_files
+    from maskfarm.core.params import MaskParams
+    from maskfarm.worker.local import segment_files_locally
 
     flags = ["-p", PROMPTS[0], "-p", PROMPTS[1], "--union", "--dilate", "2", "--format", fmt]
     frames = [str(path) for path in frame_files]
@@ -72,7 +72,7 @@ def test_the_service_writes_the_same_files_as_local(cluster: Cluster, frame_file
     )
     assert service.returncode == 0, service.stderr
     assert "3/3 frames succeeded" in service.stderr
-    segment_files(segmenter, frames, PROMPTS, tmp_path / "local", MaskParams(union=True, dilate=2), fmt)
+    segment_files_locally(segmenter, frames, PROMPTS, tmp_path / "local", MaskParams(union=True, dilate=2), fmt)
 
     written = sorted(path.relative_to(tmp_path / "local") for path in (tmp_path / "local").rglob("*.*"))
     assert len(written) == 3 * 3

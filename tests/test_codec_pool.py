@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from maskfarm.server.jobs import JobSpec, JobState, Provenance
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import JobSpec, JobState, Provenance
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker.codec_pool import CodecPool, read_ahead
 from maskfarm.worker.job import run_job
 from maskfarm.worker.pipeline import Segmenter

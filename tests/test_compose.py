@@ -208,7 +208,7 @@ def maskfarm_commands(services) -> dict[str, str]:
 
 
 def test_every_maskfarm_command_used_is_a_real_subcommand(services):
-    from maskfarm.client.cli import build_parser
+    from maskfarm.cli import build_parser
 
     (subparsers,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     used = maskfarm_commands(services)

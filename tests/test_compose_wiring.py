@@ -33,7 +33,7 @@ DEADLINE_S = 300.0
 def local_argv(command: list[str]) -> list[str]:
     """A compose command with its ``maskfarm`` entry point run by this Python."""
     assert command[0] == "maskfarm", command
-    return [sys.executable, "-m", "maskfarm.client.cli", *command[1:]]
+    return [sys.executable, "-m", "maskfarm.cli", *command[1:]]
 
 
 def service_env(service: dict, **changes: str) -> dict[str, str]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maskfarm.client.exr import exr_to_rgb8
-from maskfarm.server.exrheader import read_header, readable_layers
-from maskfarm.server.images import ImageError, probe_image
-from maskfarm.server.jobs import ExrOptions
+from maskfarm.core.exr import exr_to_rgb8
+from maskfarm.core.exrheader import read_header, readable_layers
+from maskfarm.core.images import ImageError, probe_image
+from maskfarm.core.jobs import ExrOptions
 from maskfarm.server.validation import ImageLimits, ValidationError, job_spec
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.exr_files import OpenEXR, exr_bytes, linear_ramp, reference_srgb8

@@ -34,7 +34,7 @@ def _worker(server: ServerProcess, model: Path) -> Iterator[subprocess.Popen]:
     command = [
         sys.executable,
         "-m",
-        "maskfarm.client.cli",
+        "maskfarm.cli",
         "worker",
         "--redis-url",
         server.redis_url,
@@ -81,7 +81,7 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def maskfarm(*args: str, target: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MASKFARM_TARGET": target}
     return subprocess.run(
-        [sys.executable, "-m", "maskfarm.client.cli", *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "maskfarm.cli", *args], capture_output=True, text=True, env=env, timeout=300
     )
 
 

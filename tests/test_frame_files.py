@@ -1,4 +1,4 @@
-"""No read is unbounded and nothing blocks on a file (``maskfarm.server.frame_files``),
+"""No read is unbounded and nothing blocks on a file (``maskfarm.core.frame_files``),
 through real server and worker processes on a real Redis.
 
 - Bomb files by path: EXR files whose display or data window is huge, a PNG followed by
@@ -309,7 +309,7 @@ def test_local_keep_going_skips_a_frame_whose_masks_cannot_be_written(tiny_model
     command = [
         sys.executable,
         "-m",
-        "maskfarm.client.cli",
+        "maskfarm.cli",
         "segment",
         *frames,
         "-p",
@@ -335,7 +335,7 @@ def test_local_keep_going_skips_a_frame_whose_masks_cannot_be_written(tiny_model
 
 
 def test_a_read_that_never_returns_costs_the_caller_only_the_deadline() -> None:
-    from maskfarm.server.frame_files import _READERS, READER_THREADS, FrameFileError
+    from maskfarm.core.frame_files import _READERS, READER_THREADS, FrameFileError
 
     release = threading.Event()
     try:

@@ -20,9 +20,9 @@ import pytest
 import redis
 import redis.asyncio
 
+from maskfarm.core.jobs import JobRecord, Provenance, StoredFrame
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.events import JobEvents
-from maskfarm.server.jobs import FrameResult, JobRecord, Provenance
-from maskfarm.server.store import JobStore
 from maskfarm.server.watch import follow_job
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.v1 import segmentation_pb2_grpc as pb_grpc
@@ -94,7 +94,7 @@ def running_job(server: ServerProcess, store: JobStore, token: str, frames: int,
         job_id, Provenance(model="none", dtype="float32", device="cpu", maskfarm_version="", worker="tests")
     )
     for index in range(frames):
-        store.store_frame_result(job_id, FrameResult(index=index, width=8, height=8, masks=[os.urandom(mask_bytes)]))
+        store.store_frame_result(job_id, StoredFrame(index=index, width=8, height=8, masks=[os.urandom(mask_bytes)]))
     return job_id
 
 

@@ -20,7 +20,9 @@ import redis
 import yaml
 from rq import Queue
 
-from maskfarm.server.jobs import DEFAULT_NAMESPACE, PRIORITIES, queue_name
+from maskfarm.core.defaults import DEFAULT_NAMESPACE
+from maskfarm.core.jobs import PRIORITIES
+from maskfarm.jobqueue.rq_adapter import queue_name
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
 from tests.services import maskfarm_server, redis_server
@@ -192,7 +194,7 @@ def maskfarm_commands(variant: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_maskfarm_command_used_is_a_real_subcommand(variant):
-    from maskfarm.client.cli import build_parser
+    from maskfarm.cli import build_parser
 
     (subparsers,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     used = maskfarm_commands(variant)
@@ -227,7 +229,7 @@ def test_workers_take_one_gpu_and_report_their_liveness_through_the_health_file(
 
 
 def test_a_stopped_worker_gets_longer_than_a_job_to_finish():
-    from maskfarm.client.cli import build_parser
+    from maskfarm.cli import build_parser
 
     pod = find("redis", "Deployment", "maskfarm-worker")["spec"]["template"]["spec"]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-worker"]
@@ -313,7 +315,7 @@ def test_the_lists_keda_reads_hold_the_jobs_a_real_server_queues():
 
 
 def test_keda_reads_the_sentinels_the_workers_use():
-    from maskfarm.server.redis_clients import SentinelUrl
+    from maskfarm.jobqueue.redis_clients import SentinelUrl
 
     url = SentinelUrl.parse(secret_value("sentinel", "MASKFARM_REDIS_URL"))
     assert secret_value("sentinel", "addresses") == ",".join(f"{host}:{port}" for host, port in url.sentinels)

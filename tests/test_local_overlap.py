@@ -1,4 +1,4 @@
-"""``segment_files`` (``--local``) with frames decoded ahead and masks written behind on
+"""``segment_files_locally`` (``--local``) with frames decoded ahead and masks written behind on
 threads: the same files, callbacks and errors as the sequential path, and a bounded number
 of frames held at once."""
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskfarm.server.params import MaskParams
+from maskfarm.core.params import MaskParams
 from maskfarm.worker import local
-from maskfarm.worker.local import segment_files
+from maskfarm.worker.local import segment_files_locally
 from maskfarm.worker.pipeline import Segmenter
 
 PROMPTS = ["a cat", "a dog"]
@@ -50,7 +50,7 @@ def test_overlapped_files_and_callbacks_are_the_sequential_ones(segmenter: Segme
     outcomes = []
     for name, options in (("sequential", SEQUENTIAL), ("overlapped", {"read_ahead": 2, "write_threads": 3})):
         events: list[tuple[str, str]] = []
-        written = segment_files(
+        written = segment_files_locally(
             segmenter,
             paths,
             PROMPTS,
@@ -76,7 +76,7 @@ def test_a_bad_frame_stops_the_run_naming_its_file_after_the_frames_before(
     paths = frame_files(tmp_path / "frames", 6, broken=(3,))
     done: list[str] = []
     with pytest.raises(ValueError, match="shot.1004.png"):
-        segment_files(segmenter, paths, PROMPTS, tmp_path / "out", on_done=done.append, **options)
+        segment_files_locally(segmenter, paths, PROMPTS, tmp_path / "out", on_done=done.append, **options)
     assert done == ["shot.1001.png", "shot.1002.png", "shot.1003.png"]
 
 
@@ -104,7 +104,7 @@ def test_frames_held_at_once_stay_within_the_bound(segmenter: Segmenter, tmp_pat
     monkeypatch.setattr(local, "_load", counted_load)
     monkeypatch.setattr(local, "write_mask", slow_write)
     read_ahead, write_threads, chunk = 2, 2, segmenter.max_batch // len(PROMPTS)
-    segment_files(
+    segment_files_locally(
         segmenter,
         paths,
         PROMPTS,

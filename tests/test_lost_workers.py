@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from maskfarm.server.store import JobStore
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
 from tests.services import ServerProcess, WorkerProcess, maskfarm_server, maskfarm_worker, wait_for
@@ -150,7 +150,7 @@ def test_a_job_taken_by_a_worker_killed_before_it_started_runs_all_the_same(redi
 
 
 def test_the_default_settings_rerun_a_lost_job_within_a_minute():
-    from maskfarm.worker.runner import WorkerSettings
+    from maskfarm.worker.settings import WorkerSettings
 
     assert WorkerSettings().recovery_bound_s <= 60
     with pytest.raises(ValueError, match="heartbeat"):

@@ -82,7 +82,7 @@ def test_maskfarm_up_gives_server_and_worker_their_own_metrics(tiny_model_dir, t
     command = [
         sys.executable,
         "-m",
-        "maskfarm.client.cli",
+        "maskfarm.cli",
         "up",
         "--listen",
         target,

@@ -91,7 +91,7 @@ def test_node_client_writes_the_masks_the_python_client_writes(service, tiny_mod
             [
                 sys.executable,
                 "-m",
-                "maskfarm.client.cli",
+                "maskfarm.cli",
                 "segment",
                 *map(str, frames),
                 *prompt_flags,

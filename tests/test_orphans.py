@@ -10,9 +10,9 @@ import pytest
 import redis
 from rq.job import Job
 
-from maskfarm.server.jobs import JobSpec, JobState, Priority, Provenance
+from maskfarm.core.jobs import JobSpec, JobState, Priority, Provenance
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.queue import JobQueue, QueueLimits
-from maskfarm.server.store import JobStore
 from maskfarm.worker.orphans import OrphanSweeper
 from tests.images import encoded_image
 

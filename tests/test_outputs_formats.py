@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from maskfarm.client.masks import Mask
-from maskfarm.client.outputs import encode_mask, mask_path, quantise, read_mask, write_mask
 from maskfarm.client.previews import overlay, preview_path
-from maskfarm.server.jobs import OutputFormat
+from maskfarm.core.jobs import OutputFormat
+from maskfarm.core.outputs import encode_mask, mask_path, quantise, read_mask, write_mask
 from tests.exr_files import OpenEXR
 
 MASK = np.concatenate(

@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskfarm.server.params import MaskParams
-from maskfarm.server.prompts import Prompt
+from maskfarm.core.params import MaskParams
+from maskfarm.core.prompts import Prompt
 from maskfarm.worker.frames import to_rgb_uint8
 from maskfarm.worker.pipeline import Segmenter, _masks_per_params
 from maskfarm.worker.preprocess import pixel_values

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from maskfarm.server.params import MaskParams
+from maskfarm.core.params import MaskParams
 from maskfarm.worker import model as model_module
 from maskfarm.worker.frames import to_rgb_uint8
 from maskfarm.worker.inference import MaskModel

@@ -22,7 +22,7 @@ from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 from maskfarm.client.client import Client
 from maskfarm.client.errors import InvalidRequest
 from maskfarm.client.prompts import Prompt, image_prompt
-from maskfarm.server.params import MaskParams
+from maskfarm.core.params import MaskParams
 from maskfarm.v1 import segmentation_pb2 as pb
 from maskfarm.worker.frames import decode_frame, to_rgb_uint8
 from maskfarm.worker.preprocess import PixelSpec, pixel_values
@@ -210,10 +210,10 @@ def test_bad_prompt_specs_are_refused_naming_the_field(cluster, files, spec, fie
 
 
 def test_a_client_refuses_one_prompt_given_alone():
-    with pytest.raises(InvalidRequest, match="prompts"):
-        from maskfarm.client.client import job_request
+    from maskfarm.client.job_options import JobOptions
 
-        job_request(Prompt("sky"))
+    with pytest.raises(InvalidRequest, match="prompts"):
+        JobOptions().request(Prompt("sky"))  # type: ignore[arg-type]
 
 
 def test_an_image_prompt_on_shared_storage_is_read_by_the_worker(cluster, model, files):
@@ -272,7 +272,7 @@ def test_an_image_prompt_s_bytes_are_kept_beside_the_frames_not_in_the_job_recor
     """Every GetJob and ListJobs reads job records: an exemplar there would be read each time."""
     from redis import Redis
 
-    from maskfarm.server.store import JobStore
+    from maskfarm.jobqueue.store import JobStore
 
     exemplar = files["red-car.png"].read_bytes()
     request = pb.SubmitJobRequest(

@@ -8,8 +8,8 @@ from pathlib import Path
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
+from maskfarm.core.jobs import ErrorCode, JobState, OutputFormat, Priority
 from maskfarm.server import messages
-from maskfarm.server.jobs import ErrorCode, JobState, OutputFormat, Priority
 from maskfarm.v1 import segmentation_pb2, segmentation_pb2_grpc
 
 PROTOS = Path(__file__).resolve().parent.parent / "protos"

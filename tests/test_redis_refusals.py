@@ -20,7 +20,7 @@ import redis
 from maskfarm.client.client import Client
 from maskfarm.client.errors import Unavailable
 from maskfarm.client.retries import Retries
-from maskfarm.server.store import JobStore
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
 from tests.services import ServerProcess, free_port, maskfarm_server, maskfarm_worker, redis_server, wait_for

@@ -25,7 +25,7 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2
 
-from maskfarm.server.redis_clients import SentinelUrl
+from maskfarm.jobqueue.redis_clients import SentinelUrl
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
 from tests.sentinels import sentinel_group
@@ -204,7 +204,7 @@ def test_up_runs_a_farm_on_a_sentinel_url(tiny_model_dir):
         command = [
             sys.executable,
             "-m",
-            "maskfarm.client.cli",
+            "maskfarm.cli",
             "up",
             "--listen",
             target,

@@ -90,7 +90,7 @@ def test_a_second_server_on_a_port_in_use_refuses_to_start(server: ServerProcess
     command = [
         sys.executable,
         "-m",
-        "maskfarm.client.cli",
+        "maskfarm.cli",
         "server",
         "--listen",
         server.target,

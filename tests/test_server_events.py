@@ -14,9 +14,9 @@ import pytest
 import redis
 import redis.asyncio
 
+from maskfarm.jobqueue.keys import Keys
 from maskfarm.server import events as events_module
 from maskfarm.server.events import JobEvents
-from maskfarm.server.store import Keys
 from tests.services import free_port
 
 

@@ -15,8 +15,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
-from maskfarm.server.jobs import JOB_FUNCTION, WorkerInfo
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import WorkerRecord
+from maskfarm.jobqueue.rq_adapter import JOB_FUNCTION
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
 from tests.services import ServerProcess, maskfarm_server
@@ -186,7 +187,7 @@ def test_list_workers_shows_live_workers_with_their_device(server: ServerProcess
     ]
     worker = SimpleWorker(queues, connection=connection, name="gpu0-test", serializer=JSONSerializer)
     worker.register_birth()
-    info = WorkerInfo(
+    info = WorkerRecord(
         name="gpu0-test",
         device="cuda:0 (NVIDIA H100)",
         model="CIDAS/clipseg-rd64-refined",

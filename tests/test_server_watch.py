@@ -10,8 +10,9 @@ import grpc
 import pytest
 import redis
 
-from maskfarm.server.jobs import FrameResult, Provenance
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import Provenance, StoredFrame
+from maskfarm.jobqueue.store import JobStore
+from maskfarm.server.watch import REPLAY_CHUNK
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
 from tests.services import ServerProcess
@@ -38,8 +39,8 @@ def submit(server: ServerProcess, frames: int = 3) -> pb.Job:
     return server.stub().SubmitJob(request, timeout=10)
 
 
-def masks_of(index: int) -> FrameResult:
-    return FrameResult(
+def masks_of(index: int) -> StoredFrame:
+    return StoredFrame(
         index=index, width=32, height=24, masks=[b"car%d" % index, b"sky%d" % index], union=b"union%d" % index
     )
 
@@ -180,13 +181,31 @@ def test_frames_stored_while_a_watch_starts_arrive_exactly_once(server: ServerPr
 
 def test_a_long_replay_comes_in_order_and_complete(server: ServerProcess, store: JobStore) -> None:
     """More stored frames than the server reads at a time (REPLAY_CHUNK), some before from_frame."""
-    job = submit(server, frames=40)
-    store.mark_running(job.id, PROVENANCE)
-    for index in reversed(range(40)):
-        store.store_frame_result(job.id, masks_of(index))
+    count = 2 * REPLAY_CHUNK + 8
+    job = submit(server, frames=count)
+    running = store.mark_running(job.id, PROVENANCE)
+    store.store_frame_results(job.id, [masks_of(index) for index in reversed(range(count))], running.attempts)
 
     stream = server.stub().WatchJob(pb.WatchJobRequest(job_id=job.id, from_frame=3), timeout=20)
-    events = [describe(next(stream)) for _ in range(39)]
-    assert events == ["JOB_STATE_RUNNING 40"] + [f"frame {index}" for index in range(3, 40)] + ["JOB_STATE_RUNNING 40"]
+    events = [describe(next(stream)) for _ in range(count - 1)]
+    running_now = f"JOB_STATE_RUNNING {count}"
+    assert events == [running_now] + [f"frame {index}" for index in range(3, count)] + [running_now]
     store.mark_succeeded(job.id)
-    assert [describe(event) for event in stream] == ["JOB_STATE_SUCCEEDED 40"]
+    assert [describe(event) for event in stream] == [f"JOB_STATE_SUCCEEDED {count}"]
+
+
+def test_frames_stored_together_arrive_each_once_in_the_order_announced(server: ServerProcess, store: JobStore) -> None:
+    """A worker's chunk: one store call, one event listing the frames (more than the server
+    reads at a time, REPLAY_CHUNK)."""
+    count = REPLAY_CHUNK + 20
+    job = submit(server, frames=count)
+    running = store.mark_running(job.id, PROVENANCE)
+    stream = server.stub().WatchJob(pb.WatchJobRequest(job_id=job.id), timeout=20)
+    assert describe(next(stream)) == "JOB_STATE_RUNNING 0"
+
+    order = [7, 3, count - 1, 0, *range(8, count - 1), 1, 2, 4, 5, 6]
+    store.store_frame_results(job.id, [masks_of(index) for index in order], running.attempts)
+    events = [describe(next(stream)) for _ in range(count + 1)]
+    assert events == [f"frame {index}" for index in order] + [f"JOB_STATE_RUNNING {count}"]
+    store.mark_succeeded(job.id)
+    assert [describe(event) for event in stream] == [f"JOB_STATE_SUCCEEDED {count}"]

@@ -37,7 +37,7 @@ def worker(service: ServerProcess, model: Path, *flags: str) -> Iterator[subproc
     command = [
         sys.executable,
         "-m",
-        "maskfarm.client.cli",
+        "maskfarm.cli",
         "worker",
         "--redis-url",
         service.redis_url,

@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 import pytest
 
-from maskfarm.server.storage import StoragePathError, StorageRoots
+from maskfarm.core.storage import StoragePathError, StorageRoots
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image, png_header_only
 from tests.services import ServerProcess, maskfarm_server, maskfarm_worker, wait_for
@@ -113,7 +113,7 @@ def test_server_and_worker_settings_take_roots_from_flags_or_the_variable(monkey
     import argparse
 
     from maskfarm.server.settings import ServerSettings
-    from maskfarm.worker.runner import WorkerSettings
+    from maskfarm.worker.settings import WorkerSettings
 
     def server_settings(*flags: str) -> ServerSettings:
         parser = argparse.ArgumentParser()
@@ -306,7 +306,7 @@ def outcome(storage_server: ServerProcess, storage_root: Path, tiny_model_dir: P
             [
                 sys.executable,
                 "-m",
-                "maskfarm.client.cli",
+                "maskfarm.cli",
                 "segment",
                 *(str(shots / name) for name in names),
                 "-p",

@@ -16,8 +16,8 @@ import redis
 from rq import Queue
 from rq.job import Job
 
-from maskfarm.server.jobs import JobSpec
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import JobSpec
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
 from tests.services import ServerProcess

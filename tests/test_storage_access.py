@@ -22,10 +22,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from maskfarm.server.jobs import OutputFormat
-from maskfarm.server.mask_files import InputFrames, InputOverwrite
-from maskfarm.server.storage import StoragePathError
-from maskfarm.server.storage_access import NotReadable, NotWritable, StorageAccess
+from maskfarm.core.jobs import OutputFormat
+from maskfarm.core.mask_files import InputFrames, InputOverwrite
+from maskfarm.core.storage import StoragePathError
+from maskfarm.core.storage_access import NotReadable, NotWritable, StorageAccess
 from maskfarm.server.tokens import TokenFile, parse_storage_rules
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image
@@ -126,8 +126,8 @@ def test_a_mask_folder_that_is_the_plates_folder_mounted_elsewhere_is_found(tmp_
     script = "\n".join(
         [
             "import subprocess",
-            "from maskfarm.server.jobs import OutputFormat",
-            "from maskfarm.server.mask_files import InputFrames, InputOverwrite",
+            "from maskfarm.core.jobs import OutputFormat",
+            "from maskfarm.core.mask_files import InputFrames, InputOverwrite",
             f"subprocess.run(['mount', '--bind', {str(plates)!r}, {str(mounted)!r}], check=True)",
             "try:",
             f"    InputFrames([{str(plates / 'sh010.1001.png')!r}]).check({str(mounted.parent)!r}, ['plates'],",

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from maskfarm.server.jobs import ErrorCode, FrameResult, JobSpec, JobState, Provenance, WorkerInfo
-from maskfarm.server.params import MaskParams
-from maskfarm.server.store import InputsExpired, JobNotFound, JobStore
+from maskfarm.core.jobs import ErrorCode, JobSpec, JobState, Provenance, StoredFrame, WorkerRecord
+from maskfarm.core.params import MaskParams
+from maskfarm.jobqueue.store import InputsExpired, JobNotFound, JobStore
 from tests.images import encoded_image
 
 PROVENANCE = Provenance(model="tiny", dtype="float32", device="cpu", maskfarm_version="0.1.0", worker="w1")
@@ -30,8 +30,8 @@ def create(store: JobStore, job_spec: JobSpec | None = None, *, queue_ttl: int =
     return job
 
 
-def result(index: int, union: bool = False) -> FrameResult:
-    return FrameResult(
+def result(index: int, union: bool = False) -> StoredFrame:
+    return StoredFrame(
         index=index,
         width=32,
         height=24,
@@ -142,16 +142,26 @@ def test_frame_results_read_with_the_job_match_those_read_without(store: JobStor
     job = create(store, spec(4, params=MaskParams(union=True)))
     store.mark_running(job.id, PROVENANCE)
     store.store_frame_result(job.id, result(0, union=True))
-    store.store_frame_result(job.id, FrameResult.failed(1, "broken"))
-    odd = FrameResult(index=3, width=32, height=24, masks=[b"a", b"b", b"c"])  # not the job's shape
+    store.store_frame_result(job.id, StoredFrame.failed(1, "broken"))
+    odd = StoredFrame(index=3, width=32, height=24, masks=[b"a", b"b", b"c"])  # not the job's shape
     store.store_frame_result(job.id, odd)
     job = store.require_job(job.id)
 
     wanted = [3, 2, 1, 0]
-    expected = [odd, FrameResult.failed(1, "broken"), result(0, union=True)]
+    expected = [odd, StoredFrame.failed(1, "broken"), result(0, union=True)]
     assert store.frame_results(job.id, wanted) == expected
     assert store.frame_results(job.id, wanted, job) == expected
     assert store.frame_results(job.id, [], job) == []
+
+
+def test_frame_results_of_a_job_whose_masks_are_files_read_with_the_job(store: JobStore) -> None:
+    job = create(store, spec(3, output_dir="/shows/masks"))
+    store.mark_running(job.id, PROVENANCE)
+    on_disk = StoredFrame(index=0, width=32, height=24, masks=[], mask_paths=["/shows/masks/car/f.1001.png"])
+    store.store_frame_results(job.id, [on_disk, result(1)])  # 1: bytes after all, read too
+    job = store.require_job(job.id)
+    assert store.frame_results(job.id, [0, 1, 2], job) == [on_disk, result(1)]
+    assert store.job_with_frames(job.id, [1, 0], job)[1] == [result(1), on_disk]
 
 
 def test_a_job_is_read_again_with_its_announced_frames(store: JobStore) -> None:
@@ -261,7 +271,7 @@ def test_jobs_are_listed_newest_first_by_state_and_label_in_pages(store: JobStor
 
 
 def test_workers_register_with_a_ttl(store: JobStore) -> None:
-    info = WorkerInfo(name="gpu0", device="cuda:0", model="tiny", dtype="bfloat16", current_job="j1")
+    info = WorkerRecord(name="gpu0", device="cuda:0", model="tiny", dtype="bfloat16", current_job="j1")
     store.register_worker(info, ttl=30)
     assert store.worker_infos(["gpu0", "gone"]) == {"gpu0": info}
     assert 0 < store.redis.ttl(store.keys.worker("gpu0")) <= 30
@@ -276,7 +286,7 @@ def test_every_key_expires(store: JobStore) -> None:
     store.mark_running(finished.id, PROVENANCE)
     store.store_frame_result(finished.id, result(0))
     store.mark_succeeded(finished.id)
-    store.register_worker(WorkerInfo(name="w"), ttl=30)
+    store.register_worker(WorkerRecord(name="w"), ttl=30)
     store.cancel(queued.id)
 
     keys = store.redis.keys(f"{store.keys.namespace}:*")

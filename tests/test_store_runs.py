@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from maskfarm.server.jobs import ErrorCode
-from maskfarm.server.store import JobStore
-from tests.test_store import PROVENANCE, create
+import json
+
+import pytest
+import redis
+
+from maskfarm.core.jobs import ErrorCode, StoredFrame
+from maskfarm.core.params import MaskParams
+from maskfarm.jobqueue.store import JobNotFound, JobStore, StopReason
+from tests.test_store import PROVENANCE, create, result, spec
 
 
 def test_a_run_goes_on_until_a_later_run_starts_or_the_job_is_cancelled(store: JobStore) -> None:
@@ -13,11 +19,11 @@ def test_a_run_goes_on_until_a_later_run_starts_or_the_job_is_cancelled(store: J
     assert store.stop_reason(job.id, first.attempts) is None
 
     second = store.mark_running(job.id, PROVENANCE)
-    assert store.stop_reason(job.id, first.attempts) == "superseded"
+    assert store.stop_reason(job.id, first.attempts) is StopReason.SUPERSEDED
     assert store.stop_reason(job.id, second.attempts) is None
 
     store.cancel(job.id)
-    assert store.stop_reason(job.id, second.attempts) == "cancelled"
+    assert store.stop_reason(job.id, second.attempts) is StopReason.CANCELLED
 
 
 def test_a_run_whose_job_ended_or_vanished_stops_without_being_told_it_was_cancelled(store: JobStore) -> None:
@@ -25,6 +31,69 @@ def test_a_run_whose_job_ended_or_vanished_stops_without_being_told_it_was_cance
     run = store.mark_running(job.id, PROVENANCE)
     store.cancel(job.id)  # asked, then the job ended otherwise before this run looked
     store.mark_failed(job.id, ErrorCode.WORKER_LOST, "taken for dead")
-    assert store.stop_reason(job.id, run.attempts) == "not_running"
+    assert store.stop_reason(job.id, run.attempts) is StopReason.NOT_RUNNING
     store.redis.delete(store.keys.job(job.id))
-    assert store.stop_reason(job.id, run.attempts) == "not_running"
+    assert store.stop_reason(job.id, run.attempts) is StopReason.NOT_RUNNING
+
+
+def test_stop_reasons_keep_the_values_logs_and_callers_know() -> None:
+    assert [reason.value for reason in StopReason] == ["not_running", "superseded", "cancelled"]
+
+
+def _announced(events) -> list[dict]:
+    messages = iter(lambda: events.get_message(timeout=0.5), None)
+    return [json.loads(message["data"]) for message in messages if message["type"] == "message"]
+
+
+def test_a_chunk_of_frames_is_stored_in_one_call_and_announced_in_one_event(store: JobStore) -> None:
+    job = create(store, spec(4, params=MaskParams(union=True)))
+    run = store.mark_running(job.id, PROVENANCE)
+    events = store.redis.pubsub()
+    events.subscribe(store.keys.events(job.id))
+    store.store_frame_result(job.id, StoredFrame.failed(1, "broken"))  # an earlier run skipped it
+    chunk = [result(3, union=True), result(1, union=True), StoredFrame.failed(0, "unreadable")]
+
+    assert store.store_frame_results(job.id, chunk, run.attempts) is None
+
+    assert store.done_frames(job.id) == [0, 1, 3]
+    assert store.frame_results(job.id, [3, 1, 0]) == chunk
+    assert store.require_job(job.id).failed_frames == 1  # frame 1 stored again, no longer failed
+    assert _announced(events) == [{"frame": 1}, {"frames": [3, 1, 0]}]
+
+
+def test_a_chunk_is_stored_only_by_the_jobs_current_run(store: JobStore) -> None:
+    job = create(store, spec(4))
+    first = store.mark_running(job.id, PROVENANCE)
+    second = store.mark_running(job.id, PROVENANCE)
+    events = store.redis.pubsub()
+    events.subscribe(store.keys.events(job.id))
+
+    assert store.store_frame_results(job.id, [result(0), result(1)], first.attempts) == "superseded"
+    assert store.done_frames(job.id) == []
+    assert store.store_frame_results(job.id, [result(0), result(1)], second.attempts) is None
+    store.cancel(job.id)
+    assert store.store_frame_results(job.id, [result(2)], second.attempts) == "cancelled"  # stored, then stop
+    assert store.done_frames(job.id) == [0, 1, 2]
+    assert _announced(events) == [{"frames": [0, 1]}, {"state": "running"}, {"frame": 2}]  # not the superseded
+
+    store.mark_cancelled(job.id)
+    assert store.store_frame_results(job.id, [result(3)], second.attempts) == "not_running"
+    assert store.done_frames(job.id) == [0, 1, 2]
+    store.redis.delete(store.keys.job(job.id))
+    with pytest.raises(JobNotFound):
+        store.store_frame_results(job.id, [result(3)], second.attempts)
+
+
+def test_a_chunk_whose_write_fails_stores_none_of_its_frames(store: JobStore) -> None:
+    job = create(store, spec(3))
+    run = store.mark_running(job.id, PROVENANCE)
+    store.redis.set(store.keys.masks(job.id), "not a hash")  # every mask write fails
+    events = store.redis.pubsub()
+    events.subscribe(store.keys.events(job.id))
+
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        store.store_frame_results(job.id, [result(0), result(1), result(2)], run.attempts)
+
+    assert store.done_frames(job.id) == []
+    assert store.require_job(job.id).done_frames == 0
+    assert _announced(events) == []

@@ -67,7 +67,7 @@ def hub_env(hub: str, hf_home: Path) -> dict[str, str]:
 
 
 def maskfarm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return run_bounded([sys.executable, "-m", "maskfarm.client.cli", *args], env)
+    return run_bounded([sys.executable, "-m", "maskfarm.cli", *args], env)
 
 
 def assert_says_hub_unreachable(stderr: str) -> None:
@@ -213,7 +213,7 @@ def test_the_hubs_warnings_come_once_each_under_the_worker(busy_hub: str, redis_
     command = [
         sys.executable,
         "-m",
-        "maskfarm.client.cli",
+        "maskfarm.cli",
         "worker",
         "--redis-url",
         redis_url,

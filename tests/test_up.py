@@ -24,7 +24,7 @@ def up(*args: str, model: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "maskfarm.client.cli",
+        "maskfarm.cli",
         "up",
         "--model",
         str(model),

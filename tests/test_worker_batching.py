@@ -25,10 +25,11 @@ from rq.queue import Queue
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from maskfarm.server.jobs import JobSpec, JobState, Priority, Provenance, queue_name
-from maskfarm.server.params import MaskParams
+from maskfarm.core.jobs import JobSpec, JobState, Priority, Provenance
+from maskfarm.core.params import MaskParams
+from maskfarm.jobqueue.rq_adapter import queue_name
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.queue import JobQueue, QueueLimits
-from maskfarm.server.store import JobStore
 from maskfarm.v1 import segmentation_pb2 as pb
 from tests.images import encoded_image, png_header_only
 from tests.services import ServerProcess, maskfarm_server, maskfarm_worker, wait_for
@@ -251,7 +252,7 @@ def test_attempts_are_counted_once_per_run(batched: Run, batch_server: ServerPro
 def test_without_batching_every_job_runs_alone_as_before(
     batch_server: ServerProcess, tiny_model_dir: Path, expected
 ) -> None:
-    from maskfarm.client.outputs import encode_mask
+    from maskfarm.core.outputs import encode_mask
 
     chosen = [REQUESTS[0], REQUESTS[1], REQUESTS[2]]
     ids = {request.name: _submit(batch_server, request) for request in chosen}

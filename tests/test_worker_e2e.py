@@ -69,7 +69,7 @@ def outcome(server: ServerProcess, tiny_model_dir: Path) -> Outcome:
     command = [
         sys.executable,
         "-m",
-        "maskfarm.client.cli",
+        "maskfarm.cli",
         "worker",
         "--redis-url",
         server.redis_url,
@@ -115,7 +115,7 @@ def outcome(server: ServerProcess, tiny_model_dir: Path) -> Outcome:
 @pytest.fixture(scope="module")
 def expected(tiny_model_dir: Path):
     """The in-process pipeline's masks for FRAMES: (default params + union, soft)."""
-    from maskfarm.server.params import MaskParams
+    from maskfarm.core.params import MaskParams
     from maskfarm.worker.frames import decode_frame
     from maskfarm.worker.pipeline import Segmenter
 
@@ -127,7 +127,7 @@ def expected(tiny_model_dir: Path):
 
 
 def test_masks_equal_the_in_process_pipeline_byte_for_byte(outcome: Outcome, expected) -> None:
-    from maskfarm.client.outputs import encode_mask
+    from maskfarm.core.outputs import encode_mask
 
     union_masks, soft_masks = expected
     for name, per_frame, encode in (

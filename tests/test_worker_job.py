@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from maskfarm.server.jobs import FrameResult, JobSpec, JobState, Provenance
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import JobSpec, JobState, Provenance, StoredFrame
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker.job import run_job
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.runtime import WorkerRuntime, install_runtime
@@ -39,7 +40,7 @@ def test_a_retried_job_keeps_the_frames_it_already_stored(store: JobStore, segme
     job_id = _new_job(store)
     install_runtime(WorkerRuntime(segmenter, store, Provenance(worker="w1")))
     store.mark_running(job_id, Provenance(worker="lost"))  # the first attempt died after frame 0
-    marker = FrameResult(0, 1, 1, [b"first", b"attempt"])
+    marker = StoredFrame(0, 1, 1, [b"first", b"attempt"])
     store.store_frame_result(job_id, marker)
 
     run_job(job_id)
@@ -66,6 +67,48 @@ def test_cancel_is_honoured_between_frames(store: JobStore, segmenter: Segmenter
 
     assert store.require_job(job_id).state is JobState.CANCELLED
     assert store.done_frames(job_id) == [0]
+
+
+@pytest.fixture(scope="module")
+def two_frame_chunks(tiny_model_dir: Path) -> Segmenter:
+    return Segmenter.load(str(tiny_model_dir), "cpu", max_batch=4)  # two frames per chunk (two prompts)
+
+
+def test_the_frames_of_a_model_chunk_are_stored_and_announced_together(
+    store: JobStore, two_frame_chunks: Segmenter
+) -> None:
+    job_id = _new_job(store)
+    events = store.redis.pubsub()
+    events.subscribe(store.keys.events(job_id))
+    install_runtime(WorkerRuntime(two_frame_chunks, store, Provenance(worker="w1")))
+
+    run_job(job_id)
+
+    assert store.require_job(job_id).state is JobState.SUCCEEDED
+    assert [r.index for r in store.frame_results(job_id, range(3))] == [0, 1, 2]
+    messages = iter(lambda: events.get_message(timeout=0.5), None)
+    announced = [json.loads(m["data"]) for m in messages if m["type"] == "message"]
+    assert announced == [{"state": "running"}, {"frames": [0, 1]}, {"frame": 2}, {"state": "succeeded"}]
+
+
+def test_a_run_taken_over_mid_chunk_stores_nothing_of_that_chunk(store: JobStore, two_frame_chunks: Segmenter) -> None:
+    job_id = _new_job(store)
+
+    class TakenOverAfterFirstFrame:
+        max_batch = two_frame_chunks.max_batch
+
+        def stream(self, frames, prompts, params) -> Iterator:
+            for result in two_frame_chunks.stream(frames, prompts, params):
+                yield result
+                if result.index == 0:  # this worker was taken for dead: another run starts
+                    store.mark_running(job_id, Provenance(worker="w2"))
+
+    install_runtime(WorkerRuntime(TakenOverAfterFirstFrame(), store, Provenance(worker="w1")))
+    run_job(job_id)
+
+    job = store.require_job(job_id)
+    assert (job.state, job.attempts, job.provenance.worker) == (JobState.RUNNING, 2, "w2")
+    assert store.done_frames(job_id) == []
 
 
 def test_a_finished_job_is_not_run_again(store: JobStore, segmenter: Segmenter) -> None:

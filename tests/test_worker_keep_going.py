@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from maskfarm.server.jobs import JobSpec, JobState, Provenance
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import JobSpec, JobState, Provenance
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker.encoding import frame_result
 from maskfarm.worker.frames import decode_frame
 from maskfarm.worker.job import run_job

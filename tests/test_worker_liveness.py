@@ -15,7 +15,7 @@ QUICK_BEATS = ("--heartbeat-s", "0.5", "--job-lease-s", "3", "--maintenance-s", 
 
 def worker_health(path: Path, within: float) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "maskfarm.client.cli", "worker-health", "--file", str(path), "--within", str(within)],
+        [sys.executable, "-m", "maskfarm.cli", "worker-health", "--file", str(path), "--within", str(within)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -45,7 +45,7 @@ def test_alive_while_heartbeats_reach_redis_and_not_after(tiny_model_dir, tmp_pa
 
 def test_without_a_file_named_it_says_how_to_name_one(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "maskfarm.client.cli", "worker-health"],
+        [sys.executable, "-m", "maskfarm.cli", "worker-health"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -16,7 +16,7 @@ def test_a_worker_whose_redis_does_not_answer_says_so_and_exits(tiny_model_dir):
         [
             sys.executable,
             "-m",
-            "maskfarm.client.cli",
+            "maskfarm.cli",
             "worker",
             "--redis-url",
             url,
@@ -41,7 +41,7 @@ def test_a_bad_worker_variable_is_the_workers_usage_error_not_other_commands_cra
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MASKFARM_HEARTBEAT_S": "ten", "MASKFARM_MAX_BATCH": "x"}
 
     def maskfarm(*args: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "maskfarm.client.cli", *args]
+        command = [sys.executable, "-m", "maskfarm.cli", *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
     health = maskfarm("health", "--target", f"127.0.0.1:{free_port()}")

@@ -28,11 +28,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from rq.queue import Queue
-
-from maskfarm.server.jobs import JobRecord
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import JobRecord
+from maskfarm.jobqueue.rq_adapter import Queue, claim_script
+from maskfarm.jobqueue.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,6 @@ PEEK = 16
 """How many ids at a queue's head are looked at per read."""
 POLL_S = 0.001
 """The pause between looks at the queues while a batch waits for more jobs."""
-
-_CLAIM = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-    redis.call('RPUSH', KEYS[2], ARGV[1])
-    return 1
-end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -75,7 +67,7 @@ class Gatherer:
         self.queues = list(queues)
         self.frames = frames
         self.wait_s = wait_s
-        self._claim = store.redis.register_script(_CLAIM)
+        self._claim = claim_script(store.redis)
 
     @property
     def enabled(self) -> bool:
@@ -115,14 +107,14 @@ class Gatherer:
         claimed: list[Claimed] = []
         for queue in self.queues:
             while budget > 0:
-                ids = [raw.decode() for raw in self.store.redis.lrange(queue.key, 0, PEEK - 1)]
+                ids = [raw.decode() for raw in cast("list[bytes]", self.store.redis.lrange(queue.key, 0, PEEK - 1))]
                 if not ids:
                     break
                 for job_id, job in zip(ids, self.store.get_jobs(ids)):
                     cost = max(1, pending_frames(job))
                     if cost > budget:
                         return claimed, True
-                    if self._claim(keys=[queue.key, queue.intermediate_queue_key], args=[job_id]):
+                    if self._claim(queue, job_id):
                         claimed.append(Claimed(job_id, queue, cost))
                         budget -= cost
                         if budget == 0:

@@ -15,12 +15,13 @@ model already uses) nothing changes: everything runs in the caller's thread, laz
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -50,7 +51,7 @@ class CodecPool:
         still yielded first; stopping early drops (and waits for) what is in flight."""
         if self._pool is None:
             for item in items:
-                yield item, lambda item=item: fn(item)
+                yield item, functools.partial(fn, item)
             return
         pending: deque[tuple[T, Future[R]]] = deque()
         source: Iterator[T] | None = iter(items)
@@ -133,8 +134,8 @@ def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
             if kind == "end":
                 return
             if kind == "error":
-                raise value
-            yield value
+                raise cast(BaseException, value)
+            yield cast(T, value)
     finally:
         stopped.set()
         thread.join()

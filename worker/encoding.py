@@ -9,29 +9,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from maskfarm.client.outputs import encode_mask
-from maskfarm.server.jobs import FrameResult, OutputFormat
-
-_FILE_FORMATS = {
-    OutputFormat.PNG8: "png",
-    OutputFormat.PNG16: "png16",
-    OutputFormat.EXR: "exr",
-    OutputFormat.TIFF16: "tiff16",
-}
+from maskfarm.core.formats import output_format
+from maskfarm.core.jobs import OutputFormat, StoredFrame
+from maskfarm.core.outputs import encode_mask
 
 
 def encode_output(mask: np.ndarray, fmt: OutputFormat) -> bytes:
     """One (H, W) mask in [0, 1] as the bytes of ``fmt``."""
-    if fmt is OutputFormat.FLOAT32:
+    spec = output_format(fmt)
+    if spec.raw_in_service:
         return np.ascontiguousarray(mask, dtype="<f4").tobytes()
-    return encode_mask(mask, _FILE_FORMATS[fmt])
+    return encode_mask(mask, spec)
 
 
-def frame_result(index: int, masks: np.ndarray, fmt: OutputFormat, union: bool) -> FrameResult:
+def frame_result(index: int, masks: np.ndarray, fmt: OutputFormat, union: bool) -> StoredFrame:
     """The stored result of frame ``index`` from its (K, H, W) masks; the last is the
     union when ``union`` is set (the pipeline's order)."""
     encoded = [encode_output(mask, fmt) for mask in masks]
     height, width = masks.shape[1:]
     if union:
-        return FrameResult(index, width, height, encoded[:-1], encoded[-1])
-    return FrameResult(index, width, height, encoded)
+        return StoredFrame(index, width, height, encoded[:-1], encoded[-1])
+    return StoredFrame(index, width, height, encoded)

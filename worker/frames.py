@@ -1,6 +1,6 @@
 """Frames in every form users hold them, turned into what CLIPSeg sees: RGB uint8.
 
-The rules (DESIGN.md, "The mask pipeline", step 1): alpha is dropped, palette images go
+The rules (docs/ARCHITECTURE.md, "What a mask is", step 1): alpha is dropped, palette images go
 through their palette, grey is replicated to three channels, 16-bit values v become
 round(v / 257), and float frames in [0, 1] become trunc(clamp(x * 255, 0, 255)) exactly as
 the ComfyUI node does (``image.mul(255).clamp(0, 255).byte()``).
@@ -19,10 +19,11 @@ from typing import Union
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from PIL.TiffImagePlugin import TiffImageFile
 
-from maskfarm.client.exr import exr_to_rgb8
-from maskfarm.server.exrheader import is_exr
-from maskfarm.server.jobs import ExrOptions
+from maskfarm.core.exr import exr_to_rgb8
+from maskfarm.core.exrheader import is_exr
+from maskfarm.core.jobs import ExrOptions
 
 Frame = Union[Image.Image, np.ndarray, torch.Tensor]
 
@@ -62,7 +63,7 @@ def decode_frame(data: bytes, exr: ExrOptions | None = None) -> Frame:
     only 8 bits: OpenCV decodes those at full depth. (torchvision's ``decode_png`` would
     too, but 0.29 crashes the process on some corrupt PNG data; OpenCV reports it.)
     OpenEXR (known by its magic bytes) is scene-linear: ``exr`` says which layer and what
-    exposure make it the 8-bit sRGB picture the model reads (``maskfarm.client.exr``).
+    exposure make it the 8-bit sRGB picture the model reads (``maskfarm.core.exr``).
     Raises ``ValueError`` for bytes that are not a whole image (or lack the EXR layer).
     """
     if is_exr(data):
@@ -84,7 +85,7 @@ def _is_sixteen_bit_colour(image: Image.Image, data: bytes) -> bool:
     if image.format == "PNG":
         # IHDR, always the first chunk: bit depth at byte 24, colour type (2 RGB, 6 RGBA) at 25.
         return data[24] == 16 and data[25] in (2, 6)
-    if image.format == "TIFF":
+    if isinstance(image, TiffImageFile):
         bits = image.tag_v2.get(258, (8,))
         return len(bits) >= 3 and max(bits) == 16
     return False

@@ -19,8 +19,9 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 import torch
+from transformers import CLIPSegForImageSegmentation
 
-from maskfarm.server.prompts import Exemplar
+from maskfarm.core.prompts import Exemplar
 from maskfarm.worker.frames import decode_frame, to_rgb_uint8
 from maskfarm.worker.model import LoadedModel
 from maskfarm.worker.preprocess import PixelSpec, pixel_values
@@ -155,7 +156,7 @@ def _cache_key(condition: Condition) -> str | bytes:
     return hashlib.sha256(condition.data).digest() if isinstance(condition, Exemplar) else condition
 
 
-def _drop_unread_vision_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+def _drop_unread_vision_layers(model: CLIPSegForImageSegmentation) -> torch.nn.ModuleList:
     """Drops the vision layers after the last one the decoder reads; returns them all."""
     encoder = model.clip.vision_model.encoder
     every = encoder.layers

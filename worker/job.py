@@ -18,16 +18,18 @@ and talks to Redis only through ``JobStore``. Its contract with RQ:
   loading: ``maskfarm.worker.refusals``): a frame's masks, or the job's start or end,
   and goes on once it can, inputs kept.
 
-A retried job skips the frames already stored, so no frame is computed or announced
-twice. Cancellation is cooperative: the flag is checked between frames. So is being
-superseded: a run whose worker was wrongly taken for dead (a batch longer than the job
-lease) stops at its next frame once a later run has started, so two runs never go on
-together.
+A run stores its frames a model chunk at a time, each chunk in one store call announced
+in one event (``maskfarm.worker.chunk_writer``). A retried job skips the frames already
+stored, so no frame is computed or announced twice. Cancellation is cooperative: it is
+seen when a chunk is stored and before the next chunk is loaded. So is being superseded:
+a run whose worker was wrongly taken for dead (a batch longer than the job lease) stores
+nothing more once a later run has started (the store call is fenced by the run) and stops
+there, so two runs never go on together.
 
 Cross-job batching (``maskfarm.worker.batching``): when the runner gathered co-jobs for
 this job (the lead), their runs start inside the lead's (``mark_running``: attempts
 counted once) and their pending frames are computed in the same model batches, each
-stored to its own job as soon as it is made. The lead ends exactly as it would alone. A
+job's frames of a chunk stored to it together once the chunk is made. The lead ends exactly as it would alone. A
 co-job only leaves the batch (cancelled, superseded, a frame that does not decode, its
 inputs or record gone, an error storing it), and an error of the batch as a whole makes
 the lead finish alone: nothing of a co-job fails here. Each co-job's own ``run_job``
@@ -38,28 +40,42 @@ the job, or computes what the batch left.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 import numpy as np
-import rq
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq.timeouts import JobTimeoutException
 
-from maskfarm.server.jobs import ErrorCode, FrameResult, JobRecord
-from maskfarm.server.prompts import Prompt
-from maskfarm.server.storage import StoragePathError
-from maskfarm.server.store import InputsExpired, JobNotFound, JobStore
+from maskfarm.core.jobs import ErrorCode, JobRecord, JobState, StoredFrame
+from maskfarm.core.prompts import Prompt
+from maskfarm.core.storage import StoragePathError
+from maskfarm.jobqueue.rq_adapter import JobTimeoutException, get_current_job
+from maskfarm.jobqueue.store import InputsExpired, JobNotFound, JobStore, StopReason
+from maskfarm.worker.chunk_writer import ChunkWriter
 from maskfarm.worker.encoding import frame_result
 from maskfarm.worker.frames import Frame, decode_frame, to_rgb_uint8
-from maskfarm.worker.metrics import FRAMES, JOBS_ENDED, STAGE_SECONDS
+from maskfarm.worker.metrics import JOBS_ENDED, STAGE_SECONDS
 from maskfarm.worker.pipeline import FrameRequest
 from maskfarm.worker.refusals import beat_if_allowed, while_refused
 from maskfarm.worker.runtime import WorkerRuntime, current_runtime
 from maskfarm.worker.shared_storage import read_job_frame, write_frame_masks
 
 log = logging.getLogger(__name__)
+
+
+class RunEnd(str, enum.Enum):
+    """How a run's frame loop ended when nothing in the store stopped it (``StopReason``)."""
+
+    DONE = "done"
+    """Every frame is stored."""
+    LEFT_BATCH = "left"
+    """A co-job left its lead's batch; its own run goes on with it."""
+
+
+RunOutcome = RunEnd | StopReason
 
 
 class BadPrompt(ValueError):
@@ -122,24 +138,25 @@ def run_job(job_id: str) -> None:
         log.exception("job %s: internal error", job_id)
         _fail(runtime, job_id, ErrorCode.INTERNAL, f"{type(error).__name__}: {error}")
     else:
-        if outcome == "cancelled":
+        if outcome is StopReason.CANCELLED:
             while_refused(lambda: runtime.store.mark_cancelled(job_id), f"job {job_id} cancelled", runtime.heartbeat)
-            JOBS_ENDED.labels("cancelled").inc()
+            JOBS_ENDED.labels(JobState.CANCELLED.value).inc()
             log.info("job %s cancelled", job_id)
-        elif outcome == "superseded":
+        elif outcome is StopReason.SUPERSEDED:
             log.warning("job %s stopped: a later run took it over (this worker was taken for dead)", job_id)
-        elif outcome == "not_running":
+        elif outcome is StopReason.NOT_RUNNING:
             log.warning("job %s stopped: it is no longer running (it ended while this worker was busy)", job_id)
         elif while_refused(lambda: runtime.store.mark_succeeded(job_id), f"job {job_id} success", runtime.heartbeat):
-            JOBS_ENDED.labels("succeeded").inc()
+            JOBS_ENDED.labels(JobState.SUCCEEDED.value).inc()
             log.info("job %s succeeded", job_id)
         else:
             log.info("job %s finished its frames but was no longer running", job_id)
 
 
-def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
-    """Computes and stores every frame not stored yet; ``"done"``, or why it stopped
-    early (``JobStore.stop_reason``): ``"cancelled"``, ``"superseded"`` or ``"not_running"``."""
+def _segment(runtime: WorkerRuntime, job: JobRecord) -> RunOutcome:
+    """Computes and stores every frame not stored yet, a model chunk per store call
+    (``maskfarm.worker.chunk_writer``); ``RunEnd.DONE``, or why it stopped early
+    (``JobStore.stop_reason``)."""
     store, segmenter = runtime.store, runtime.segmenter
     pending = _pending(store, job)
     if len(pending) < job.total_frames:
@@ -147,26 +164,33 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> str:
             "job %s resuming: %d of %d frames already stored", job.id, job.total_frames - len(pending), job.total_frames
         )
     chunk_size = max(1, segmenter.max_batch // len(job.prompts))
-    stop: str | None = None
-
-    def should_stop() -> bool:
-        nonlocal stop
-        stop = stop or store.stop_reason(job.id, job.attempts)
-        return stop is not None
-
-    decoded: list[int] = []
-    # The next chunk's frames decode (on the codec threads) while the model runs this one.
-    frames = runtime.codec.ahead(
-        _decoded_frames(runtime, job, pending, chunk_size, should_stop, decoded, True), chunk_size
-    )
-    prompts = job_prompts(runtime, job)
-    made = ((decoded[result.index], result.masks) for result in segmenter.stream(frames, prompts, job.params))
-    for (index, _), encoded in runtime.codec.in_order(lambda frame: encode_masks(runtime, job, *frame), made):
-        _store_or_skip(runtime, job, index, encoded)
-        beat_if_allowed(runtime.heartbeat)
-        if should_stop():
-            break
-    return stop or "done"
+    writer = ChunkWriter(runtime, job)
+    error: BaseException | None = None
+    try:
+        decoded: list[int] = []
+        # The next chunk's frames decode (on the codec threads) while the model runs this one.
+        frames = runtime.codec.ahead(
+            _decoded_frames(runtime, job, pending, chunk_size, writer, decoded, fresh=True), chunk_size
+        )
+        prompts = job_prompts(runtime, job)
+        made = (
+            (decoded[result.index], result.masks, result.chunk_end)
+            for result in segmenter.stream(frames, prompts, job.params)
+        )
+        encode = lambda frame: encode_masks(runtime, job, frame[0], frame[1])  # noqa: E731
+        for (index, _, chunk_end), encoded in runtime.codec.in_order(encode, made):
+            _add_or_skip(writer, job, index, encoded)
+            if chunk_end:
+                writer.flush()
+            beat_if_allowed(runtime.heartbeat)
+            if writer.stop is not None:
+                break
+    except BaseException as raised:
+        error = raised
+        raise
+    finally:
+        writer.close(error)
+    return writer.stop or RunEnd.DONE
 
 
 def _pending(store: JobStore, job: JobRecord) -> list[int]:
@@ -205,7 +229,7 @@ def _start_co_jobs(runtime: WorkerRuntime, lead: JobRecord) -> list[JobRecord]:
     return started
 
 
-def _segment_with(runtime: WorkerRuntime, job: JobRecord, co_jobs: Sequence[JobRecord]) -> str:
+def _segment_with(runtime: WorkerRuntime, job: JobRecord, co_jobs: Sequence[JobRecord]) -> RunOutcome:
     """``_segment``, with ``co_jobs`` in the same batches when there are any; should the
     batch fail as a whole, the job finishes alone (the co-jobs in their own runs)."""
     if not co_jobs:
@@ -222,39 +246,93 @@ def _segment_with(runtime: WorkerRuntime, job: JobRecord, co_jobs: Sequence[JobR
 
 
 class _Share:
-    """One job's part of a batch: its pending frames, and why it stopped, once it has."""
+    """One job's part of a batch: its pending frames, its writer, and why it stopped,
+    once it has."""
 
     def __init__(self, runtime: WorkerRuntime, job: JobRecord, lead: bool) -> None:
-        self.job, self.lead, self._store = job, lead, runtime.store
-        self.pending = _pending(self._store, job)
-        self.stop: str | None = None
+        self.job, self.lead, self._runtime = job, lead, runtime
+        self.pending = _pending(runtime.store, job)
+        self.writer = ChunkWriter(runtime, job)
+        self.left = False
+
+    @property
+    def stop(self) -> RunOutcome | None:
+        return RunEnd.LEFT_BATCH if self.left else self.writer.stop
 
     def should_stop(self) -> bool:
-        self.stop = self.stop or self._store.stop_reason(self.job.id, self.job.attempts)
-        return self.stop is not None
+        return self.writer.should_stop()
+
+    def add(self, lead_id: str, index: int, masks: np.ndarray) -> None:
+        """Frame ``index``'s masks, encoded, to store with its chunk: for the lead as it
+        would be alone; a co-job whose masks cannot be had leaves the batch instead."""
+        encode = lambda: encode_masks(self._runtime, self.job, index, masks)  # noqa: E731
+        if self.lead:
+            _add_or_skip(self.writer, self.job, index, encode)
+        else:
+            self._as_co_job(lead_id, lambda: self.writer.add(encode()))
+
+    def flush(self, lead_id: str) -> None:
+        """Stores what waits; a co-job that cannot be stored leaves the batch, the lead's
+        errors propagate."""
+        self._write(lead_id, self.writer.flush)
+
+    def close(self, lead_id: str, error: BaseException | None) -> None:
+        """``ChunkWriter.close`` as the batch ends, errors as ``flush``'s."""
+        self._write(lead_id, lambda: self.writer.close(error))
+
+    def _write(self, lead_id: str, write: Callable[[], None]) -> None:
+        if self.stop is RunEnd.LEFT_BATCH:
+            return
+        if self.lead:
+            write()
+        else:
+            self._as_co_job(lead_id, write)
+
+    def _as_co_job(self, lead_id: str, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except (RedisConnectionError, RedisTimeoutError):
+            raise
+        except Exception as error:
+            self.leave(lead_id, error)
 
     def leave(self, lead_id: str, error: BaseException) -> None:
-        """A co-job leaves the batch; its own run meets the same problem and ends it."""
-        self.stop = "left"
+        """A co-job leaves the batch and stores nothing more: its own run computes what
+        it had not stored, meets the same problem and ends it."""
+        self.left = True
         log.warning("job %s left job %s's batch: %s: %s", self.job.id, lead_id, type(error).__name__, error)
 
 
-def _segment_batch(runtime: WorkerRuntime, lead: JobRecord, co_jobs: Sequence[JobRecord]) -> str:
+def _segment_batch(runtime: WorkerRuntime, lead: JobRecord, co_jobs: Sequence[JobRecord]) -> RunOutcome:
     """``_segment`` for ``lead`` with ``co_jobs`` (see the module docstring): the lead's
-    frames first, then each co-job's, in shared model batches; returns the lead's outcome."""
+    frames first, then each co-job's, in shared model batches, each job's frames of a
+    chunk stored together; returns the lead's outcome."""
     shares = [_Share(runtime, lead, lead=True)] + [_Share(runtime, co_job, lead=False) for co_job in co_jobs]
-    for result in runtime.segmenter.stream_requests(_batch_requests(runtime, shares)):
-        share, index = result.tag
-        if share.stop is not None:
-            continue
-        if share.lead:
-            _store_or_skip(runtime, share.job, index, lambda: encode_masks(runtime, share.job, index, result.masks))
-        else:
-            _store_co_job_masks(runtime, share, lead.id, index, result.masks)
-        beat_if_allowed(runtime.heartbeat)
-        if share.should_stop() and share.lead:
-            break
-    return shares[0].stop or "done"
+    error: BaseException | None = None
+    try:
+        for result in runtime.segmenter.stream_requests(_batch_requests(runtime, shares)):
+            share, index = cast("tuple[_Share, int]", result.tag)  # as _batch_requests tagged it
+            if share.stop is None:
+                share.add(lead.id, index, result.masks)
+            if result.chunk_end:
+                for each in shares:
+                    each.flush(lead.id)
+            beat_if_allowed(runtime.heartbeat)
+            if shares[0].stop is not None:
+                break
+    except BaseException as raised:
+        error = raised
+        raise
+    finally:
+        _close_shares(shares, lead.id, error)
+    return shares[0].stop or RunEnd.DONE
+
+
+def _close_shares(shares: Sequence[_Share], lead_id: str, error: BaseException | None) -> None:
+    """Stores what each share still holds as the batch ends (the co-jobs' first, so the
+    lead's errors cannot keep them from it)."""
+    for share in [*shares[1:], shares[0]]:
+        share.close(lead_id, error)
 
 
 def _batch_requests(runtime: WorkerRuntime, shares: Sequence[_Share]) -> Iterator[FrameRequest]:
@@ -267,7 +345,7 @@ def _batch_requests(runtime: WorkerRuntime, shares: Sequence[_Share]) -> Iterato
         chunk_size = max(1, runtime.segmenter.max_batch // len(job.prompts))
         try:
             prompts = job_prompts(runtime, job)
-            for frame in _decoded_frames(runtime, job, share.pending, chunk_size, share.should_stop, decoded):
+            for frame in _decoded_frames(runtime, job, share.pending, chunk_size, share.writer, decoded):
                 if share.stop is not None:
                     break
                 yield FrameRequest(frame, prompts, job.params, (share, decoded[-1]))
@@ -277,33 +355,24 @@ def _batch_requests(runtime: WorkerRuntime, shares: Sequence[_Share]) -> Iterato
             share.leave(lead_id, error)
 
 
-def _store_co_job_masks(runtime: WorkerRuntime, share: _Share, lead_id: str, index: int, masks: np.ndarray) -> None:
-    """``store_masks`` for a co-job: anything but a lost Redis only makes it leave the batch."""
-    try:
-        store_masks(runtime, share.job, index, masks)
-    except (RedisConnectionError, RedisTimeoutError):
-        raise
-    except Exception as error:
-        share.leave(lead_id, error)
-
-
 def _decoded_frames(
     runtime: WorkerRuntime,
     job: JobRecord,
     indices: Sequence[int],
     chunk_size: int,
-    should_stop,
+    writer: ChunkWriter,
     decoded: list[int],
     fresh: bool = False,
 ) -> Iterator[Frame]:
     """The job's frames at ``indices``, loaded from the store one chunk at a time (so a
-    long job never holds all its inputs) and decoded; stops early when ``should_stop()``.
-    Appends each yielded frame's index to ``decoded``: under ``keep_going`` a frame that
-    raises ``BadFrame`` is stored as failed and skipped, so yielded positions and job
-    indices differ. ``fresh``: the run started just now, so ``should_stop`` is first
-    asked after the first chunk (saving a round trip on every small job)."""
+    long job never holds all its inputs) and decoded; stops early when the run should
+    (``writer.should_stop()``). Appends each yielded frame's index to ``decoded``: under
+    ``keep_going`` a frame that raises ``BadFrame`` is skipped (``writer.skip``: stored
+    as failed), so yielded positions and job indices differ. ``fresh``: the run started
+    just now, so whether to stop is first asked after the first chunk (saving a round
+    trip on every small job)."""
     for start in range(0, len(indices), chunk_size):
-        if (start or not fresh) and should_stop():
+        if (start or not fresh) and writer.should_stop():
             return
         chunk = list(indices[start : start + chunk_size])
         inputs = zip(chunk, runtime.store.load_frames(job.id, chunk))
@@ -311,7 +380,7 @@ def _decoded_frames(
             if isinstance(frame, BadFrame):
                 if not job.keep_going:
                     raise frame
-                skip_frame(runtime, job, index, str(frame))
+                writer.skip(index, str(frame))
                 continue
             decoded.append(index)
             yield frame
@@ -358,14 +427,7 @@ def load_frame(job: JobRecord, index: int, data: bytes) -> Frame:
         raise BadFrame(index, job.frame_names[index], str(error)) from None
 
 
-def store_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> None:
-    """Encodes frame ``index``'s (K, H, W) masks in the job's format and stores them (the
-    one place a job's output is written); announced to watchers at once. Raises
-    ``BadFrame`` when a job's mask files cannot be written."""
-    store_encoded(runtime, job, encode_masks(runtime, job, index, masks))
-
-
-def encode_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> FrameResult:
+def encode_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> StoredFrame:
     """Frame ``index``'s masks in the job's format, ready to store. A job with an
     ``output_dir`` gets the files written there, and their paths to store; raises
     ``BadFrame`` when they cannot be written. Safe to call from a codec thread."""
@@ -375,53 +437,30 @@ def encode_masks(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.n
         return frame_result(index, masks, job.format, job.params.union)
 
 
-def _store_or_skip(runtime: WorkerRuntime, job: JobRecord, index: int, encode: Callable[[], FrameResult]) -> None:
-    """Stores frame ``index``'s result from ``encode``; when its masks cannot be written
-    (``BadFrame``) the frame is skipped under ``keep_going``, and ends the job otherwise."""
+def _add_or_skip(writer: ChunkWriter, job: JobRecord, index: int, encode: Callable[[], StoredFrame]) -> None:
+    """Frame ``index``'s result from ``encode`` to store with its chunk; when its masks
+    cannot be written (``BadFrame``) the frame is skipped under ``keep_going``, and ends
+    the job otherwise."""
     try:
         encoded = encode()
     except BadFrame as error:
         if not job.keep_going:
             raise
-        skip_frame(runtime, job, index, str(error))
+        writer.skip(index, str(error))
         return
-    store_encoded(runtime, job, encoded)
+    writer.add(encoded)
 
 
-def store_encoded(runtime: WorkerRuntime, job: JobRecord, encoded: FrameResult) -> None:
-    with STAGE_SECONDS.labels("store").time():
-        store_frame(runtime, job.id, encoded)
-    FRAMES.inc()
-    log.debug("job %s frame %d stored", job.id, encoded.index)
-
-
-def _write_mask_files(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> FrameResult:
+def _write_mask_files(runtime: WorkerRuntime, job: JobRecord, index: int, masks: np.ndarray) -> StoredFrame:
     try:
         return write_frame_masks(runtime.storage, job, index, masks)
     except StoragePathError as error:
         raise BadFrame(index, job.frame_names[index], f"its masks cannot be written: {error}") from None
 
 
-def store_frame(runtime: WorkerRuntime, job_id: str, result: FrameResult) -> None:
-    """Stores one frame's result, waiting while Redis refuses the write (out of memory,
-    say: ``maskfarm.worker.refusals``), so the job goes on once it can, inputs kept."""
-    while_refused(
-        lambda: runtime.store.store_frame_result(job_id, result),
-        f"job {job_id} frame {result.index}",
-        runtime.heartbeat,
-    )
-
-
-def skip_frame(runtime: WorkerRuntime, job: JobRecord, index: int, reason: str) -> None:
-    """Stores frame ``index`` as failed (``keep_going``): watchers get its error, the
-    job's ``failed_frames`` counts it, and the job goes on without it."""
-    store_frame(runtime, job.id, FrameResult.failed(index, reason))
-    log.warning("job %s frame %d skipped (keep_going): %s", job.id, index, reason)
-
-
 def _fail(runtime: WorkerRuntime, job_id: str, code: ErrorCode, message: str) -> None:
     while_refused(lambda: runtime.store.mark_failed(job_id, code, message), f"job {job_id} failure", runtime.heartbeat)
-    JOBS_ENDED.labels("failed").inc()
+    JOBS_ENDED.labels(JobState.FAILED.value).inc()
     log.warning("job %s failed (%s): %s", job_id, code.value, message)
 
 
@@ -436,7 +475,7 @@ def _is_out_of_memory(error: BaseException) -> bool:
 def _out_of_memory(runtime: WorkerRuntime, job_id: str, error: BaseException) -> None:
     """Out of memory spends a retry: the record stays running for the retry to resume,
     unless this was the last attempt, which fails the job as ``out_of_memory``."""
-    rq_job = rq.get_current_job()
+    rq_job = get_current_job()
     retries_left = (rq_job.retries_left or 0) if rq_job is not None else 0
     if retries_left > 0:
         log.warning("job %s out of memory, %d retries left: %s", job_id, retries_left, error)

@@ -1,8 +1,8 @@
 """``maskfarm segment --local``: the pipeline in-process, from files to mask files.
 
 No Redis, no server: a quick tool for users, and the reference the service's output is
-compared with (both write the same files, named by ``maskfarm.client.outputs``). Frame
-files are read as the workers read them (``maskfarm.server.frame_files``: never blocking,
+compared with (both write the same files, named by ``maskfarm.core.outputs``). Frame
+files are read as the workers read them (``maskfarm.core.frame_files``: never blocking,
 bounded size and read time, header size limits before any decode).
 """
 
@@ -13,11 +13,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from maskfarm.client.outputs import mask_path, prompt_folders, write_mask
-from maskfarm.server.frame_files import ImageLimits, read_frame_file
-from maskfarm.server.jobs import ExrOptions
-from maskfarm.server.params import MaskParams
-from maskfarm.server.prompts import Prompt
+from maskfarm.core.frame_files import ImageLimits, read_frame_file
+from maskfarm.core.jobs import ExrOptions
+from maskfarm.core.outputs import mask_path, prompt_folders, write_mask
+from maskfarm.core.params import MaskParams
+from maskfarm.core.prompts import Prompt
 from maskfarm.worker import codec_pool
 from maskfarm.worker.frames import Frame, decode_frame, to_rgb_uint8
 from maskfarm.worker.pipeline import PendingMasks, Segmenter
@@ -31,7 +31,7 @@ DEFAULT_WRITE_THREADS = 2
 """Threads encoding and writing masks behind the model (1: in the caller's thread)."""
 
 
-def segment_files(
+def segment_files_locally(
     segmenter: Segmenter,
     frame_paths: Sequence[str | Path],
     prompts: Sequence[str | Prompt],

@@ -22,11 +22,10 @@ from types import TracebackType
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq.exceptions import AbandonedJobError
-from rq.job import Job
 
-from maskfarm.server.jobs import ErrorCode
-from maskfarm.server.store import JobNotFound, JobStore
+from maskfarm.core.jobs import ErrorCode
+from maskfarm.jobqueue.rq_adapter import AbandonedJobError, Job
+from maskfarm.jobqueue.store import JobNotFound, JobStore
 
 log = logging.getLogger(__name__)
 

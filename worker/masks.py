@@ -1,7 +1,7 @@
 """From CLIPSeg logits to masks: pure tensor functions, one per step, batched.
 
 Every function takes masks shaped (N, 1, H, W) on any device and does what the ComfyUI
-node ``ApplyCLIPSeg+`` does to each of the N masks (DESIGN.md, "The mask pipeline"):
+node ``ApplyCLIPSeg+`` does to each of the N masks (docs/ARCHITECTURE.md, "What a mask is"):
 
 1. ``binary_mask``: sigmoid(logits) > threshold.
 2. ``smooth``: Gaussian blur of the boolean mask, rounded back to boolean: a weighted
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from maskfarm.server.params import MaskParams, odd_kernel
+from maskfarm.core.params import MaskParams, odd_kernel
 
 
 def binary_mask(logits: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -18,10 +18,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 JOBS_ENDED = Counter("maskfarm_worker_jobs", "Jobs this worker ended, by outcome", ["outcome"])
+"""``outcome``: the value of the job's terminal ``JobState`` (succeeded, failed, cancelled)."""
 FRAMES = Counter("maskfarm_worker_frames", "Frames segmented and stored")
 STAGE_SECONDS = Histogram(
     "maskfarm_worker_stage_seconds",
-    "Time spent per stage: per chunk for preprocess/model/postprocess, per frame otherwise",
+    "Time spent per stage: per chunk for preprocess/model/postprocess/store, per frame otherwise",
     ["stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )

@@ -16,8 +16,9 @@ import torch
 from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 from transformers.utils import logging as hf_logging
 
+from maskfarm.core.defaults import DEFAULT_MODEL
 from maskfarm.worker.synthetic import is_synthetic
-from maskfarm.worker.weights import DEFAULT_MODEL, find_weights, load_failure_message
+from maskfarm.worker.weights import find_weights, load_failure_message
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE_CPU_FLAGS = {
@@ -86,7 +87,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | Non
         model = CLIPSegForImageSegmentation.from_pretrained(name, dtype=torch_dtype, local_files_only=source.local_only)
     except Exception as error:  # from_pretrained raises OSError, ValueError, hub errors, ...
         raise ModelLoadError(load_failure_message(name, error)) from error
-    model = model.to(torch_device).eval()
+    model = model.to(torch_device).eval()  # type: ignore[arg-type]  # transformers' to() wrapper hides its signature
     if torch_device.type == "cpu" and cpu_computes_natively(torch_dtype) is False:
         log.warning(
             "this CPU has no %s instructions, so torch emulates them: expect %s to run many times "

@@ -21,11 +21,9 @@ import logging
 import time
 from collections.abc import Sequence
 
-from rq.job import Job
-from rq.queue import Queue
-
-from maskfarm.server.jobs import JobState, queue_name
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import JobState
+from maskfarm.jobqueue.rq_adapter import Queue, orphan_check_script, queue_name
+from maskfarm.jobqueue.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +31,6 @@ BATCH = 200
 """Oldest queued jobs looked at per pass."""
 MIN_AGE_S = 5.0
 """Jobs younger than this are not looked at (they are in their queue, or being started)."""
-
-_CHECK_OR_PUSH = """
-if redis.call('LPOS', KEYS[1], ARGV[1]) or redis.call('LPOS', KEYS[2], ARGV[1]) then
-    return 0
-end
-if redis.call('HGET', KEYS[3], 'status') ~= 'queued' then
-    return 0
-end
-if ARGV[2] == '1' then
-    redis.call('LPUSH', KEYS[1], ARGV[1])
-end
-return 1
-"""
 
 
 class OrphanSweeper:
@@ -56,7 +41,7 @@ class OrphanSweeper:
         self.store = store
         self.min_age_s = min_age_s
         self._queues = {queue.name: queue for queue in queues}
-        self._check_or_push = store.redis.register_script(_CHECK_OR_PUSH)
+        self._check_or_push = orphan_check_script(store.redis)
         self._suspects: set[str] = set()
 
     def sweep(self) -> list[str]:
@@ -64,20 +49,15 @@ class OrphanSweeper:
         ids = self.store.queued_before(time.time() - self.min_age_s, BATCH)
         records = self.store.get_jobs(ids)
         self.store.forget_queued(job_id for job_id, job in zip(ids, records) if job is None)
-        checked = [
+        queued = [
             (job, self._queues.get(queue_name(job.priority, self.store.keys.namespace)))
             for job in records
             if job is not None and job.state is JobState.QUEUED
         ]
-        checked = [(job, queue) for job, queue in checked if queue is not None]
+        checked = [(job, queue) for job, queue in queued if queue is not None]
         with self.store.redis.pipeline(transaction=False) as pipe:
             for job, queue in checked:
-                push = "1" if job.id in self._suspects else "0"
-                self._check_or_push(
-                    keys=[queue.key, queue.intermediate_queue_key, Job.key_for(job.id)],
-                    args=[job.id, push],
-                    client=pipe,
-                )
+                self._check_or_push(queue, job.id, job.id in self._suspects, client=pipe)
             outcomes = pipe.execute() if checked else []
         orphans = [job.id for (job, _), orphaned in zip(checked, outcomes) if orphaned]
         requeued = [job_id for job_id in orphans if job_id in self._suspects]

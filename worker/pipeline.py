@@ -3,14 +3,14 @@
 ``Segmenter`` is what everything else in maskfarm calls: the local CLI, the RQ worker and
 the benchmarks. It reads frames lazily and yields each frame's masks as soon as they are
 made, so memory is bounded by one chunk of ``max_batch`` (frame, prompt) pairs, however long
-the job. What a mask means is defined in DESIGN.md and ``maskfarm.worker.masks``.
+the job. What a mask means is defined in docs/ARCHITECTURE.md and ``maskfarm.worker.masks``.
 
 ``stream`` is one request's frames with one set of prompts and parameters;
 ``stream_requests`` is the general form, where every frame brings its own prompts and
 parameters (the worker batches several small jobs that way): one chunk still runs the
 vision tower once for all its frames and the decoder over all its (frame, prompt) pairs.
 
-A prompt may be a ``maskfarm.server.prompts.Prompt``: its negatives are more conditions
+A prompt may be a ``maskfarm.core.prompts.Prompt``: its negatives are more conditions
 decoded against the same vision features (no second vision pass), each post-processed with
 the prompt's parameters; its mask is the positive's minus the negatives' maximum, clamped
 to [0, 1], at the frame's size. Its positive may be an exemplar image instead of a text
@@ -26,13 +26,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import torch
 
-from maskfarm.server.params import MaskParams
-from maskfarm.server.prompts import Prompt, as_prompt
+from maskfarm.core.params import MaskParams
+from maskfarm.core.prompts import Prompt, as_prompt
 from maskfarm.worker.frames import Frame, iter_frames, to_rgb_uint8
 from maskfarm.worker.inference import Condition, MaskModel
 from maskfarm.worker.masks import mask_from_logits, resize_to
@@ -53,7 +53,7 @@ class PipelineObserver(Protocol):
 
 
 @dataclass(frozen=True)
-class FrameMasks:
+class FrameOutput:
     """The masks of one frame: ``masks[k]`` for prompt k, then the union if it was asked for.
 
     Masks are float32 in [0, 1] at the frame's own height and width, already inverted when
@@ -64,12 +64,15 @@ class FrameMasks:
     masks: np.ndarray
     tag: object = None
     """The ``FrameRequest``'s tag (``stream_requests``); None from ``stream``."""
+    chunk_end: bool = False
+    """The last frame of its model chunk: the next frame waits for another model pass
+    (the worker stores a chunk's frames together)."""
 
 
 @dataclass(frozen=True)
 class PendingMasks:
     """One frame's masks made at the model's resolution; ``finish()`` returns what
-    ``FrameMasks.masks`` holds (resized to the frame, negatives subtracted, union, invert).
+    ``FrameOutput.masks`` holds (resized to the frame, negatives subtracted, union, invert).
 
     ``finish`` may run on another thread (torch releases the GIL), so a caller can overlap
     the full-size work with the model's next chunk (``segment --local`` does it on its
@@ -138,13 +141,13 @@ class Segmenter:
 
     def segment(
         self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str | Prompt], params: MaskParams = MaskParams()
-    ) -> list[FrameMasks]:
+    ) -> list[FrameOutput]:
         """All masks at once; prefer ``stream`` for long jobs."""
         return list(self.stream(frames, prompts, params))
 
     def stream(
         self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str | Prompt], params: MaskParams = MaskParams()
-    ) -> Iterator[FrameMasks]:
+    ) -> Iterator[FrameOutput]:
         """Yield each frame's masks, in frame order, as soon as its chunk is done.
 
         ``frames`` is one frame, a BxHxWxC batch, or any iterable of frames (read lazily).
@@ -153,18 +156,18 @@ class Segmenter:
         prompts = _check_prompts(prompts)
         return self.stream_requests(FrameRequest(frame, prompts, params) for frame in iter_frames(frames))
 
-    def stream_requests(self, requests: Iterable[FrameRequest]) -> Iterator[FrameMasks]:
+    def stream_requests(self, requests: Iterable[FrameRequest]) -> Iterator[FrameOutput]:
         """Yield each request's masks, in request order, as soon as its chunk is done.
 
-        ``FrameMasks.index`` is the request's position in ``requests`` (read lazily); a
+        ``FrameOutput.index`` is the request's position in ``requests`` (read lazily); a
         chunk holds as many requests as fit in ``max_batch`` pairs (at least one). Raises
         ``ValueError`` for a request with no prompts or a blank prompt.
         """
         for pending in self._pending_chunks(requests):
             with self._stage("postprocess"):
                 masks = [frame.finish() for frame in pending]
-            for frame, frame_masks in zip(pending, masks):
-                yield FrameMasks(frame.index, frame_masks, frame.tag)
+            for position, (frame, frame_masks) in enumerate(zip(pending, masks)):
+                yield FrameOutput(frame.index, frame_masks, frame.tag, chunk_end=position == len(pending) - 1)
 
     def stream_pending(
         self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str | Prompt], params: MaskParams = MaskParams()
@@ -218,11 +221,13 @@ class Segmenter:
         time; the smaller batch stays for later chunks, so a worker settles on what its
         device holds."""
         try:
-            frames = [request.frame for request in chunk]
+            # _chunks made the frames tensors and the prompts Prompts (checked).
+            frames = [cast(torch.Tensor, request.frame) for request in chunk]
             with self._stage("preprocess"):
                 batch = pixel_values(frames, self._spec, self.loaded.device, self.loaded.dtype)
             sizes = [(frame.shape[0], frame.shape[1]) for frame in frames]
-            return self._masks(batch, sizes, [r.prompts for r in chunk], [r.params for r in chunk])
+            prompts = [cast("Sequence[Prompt]", r.prompts) for r in chunk]
+            return self._masks(batch, sizes, prompts, [r.params for r in chunk])
         except torch.cuda.OutOfMemoryError:
             if self.max_batch == 1:
                 raise
@@ -282,7 +287,7 @@ class Segmenter:
             ]
             small = _masks_per_params(logits, row_params).split(counts)
         return [
-            functools.partial(self._frame_masks, small[f], tuple(size), prompts[f], params[f])
+            functools.partial(self._frame_masks, small[f], (int(size[0]), int(size[1])), prompts[f], params[f])
             for f, size in enumerate(sizes)
         ]
 
@@ -291,7 +296,7 @@ class Segmenter:
     def _frame_masks(
         small: torch.Tensor, size: tuple[int, int], prompts: Sequence[Prompt], params: MaskParams
     ) -> np.ndarray:
-        masks = _subtract_negatives(resize_to(small, tuple(size))[:, 0], prompts)
+        masks = _subtract_negatives(resize_to(small, size)[:, 0], prompts)
         if params.union:
             masks = torch.cat([masks, masks.amax(dim=0, keepdim=True)])
         if params.invert:
@@ -326,6 +331,7 @@ def _masks_per_params(logits: torch.Tensor, params: Sequence[MaskParams]) -> tor
         if masks is None:
             masks = small.new_empty((logits.shape[0], *small.shape[1:]))
         masks[index] = small
+    assert masks is not None, "params has a row, so groups has one"
     return masks
 
 

@@ -2,7 +2,7 @@
 instead of failing.
 
 Such a refusal passes once jobs end or expire, a writable Redis takes over, or the data
-is loaded (``maskfarm.server.redis_errors``); failing the job would delete its inputs and
+is loaded (``maskfarm.jobqueue.redis_errors``); failing the job would delete its inputs and
 throw away the frames already computed. So the write is tried again, with backoff, until
 Redis takes it; the job's own time limit (``--job-timeout``) still bounds the wait. The
 job's lease is renewed meanwhile as far as Redis allows: should it lapse, another worker
@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from redis.exceptions import RedisError
 
-from maskfarm.server.redis_errors import refusal
+from maskfarm.jobqueue.redis_errors import refusal
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ breaks CUDA; ``MaskfarmWorker`` is a ``SimpleWorker`` (jobs run in this process)
 - batches small jobs waiting together (``maskfarm.worker.batching``): the co-jobs it
   claims are RQ-started at once, on the same lease as the running job, then performed
   one by one after the lead, each through RQ's own ``perform_job``;
-- keeps its ``WorkerInfo`` (model, device, current job) in the store, refreshed with every
+- keeps its ``WorkerRecord`` (model, device, current job) in the store, refreshed with every
   RQ heartbeat and removed on exit, and touches its liveness file (``health_file``) with
   each heartbeat that reached Redis.
 
@@ -28,25 +28,26 @@ import logging
 import math
 import os
 import signal
-import socket
 import threading
 import time
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 from redis.exceptions import RedisError
-from rq import SimpleWorker
-from rq.exceptions import NoSuchJobError
-from rq.executions import Execution
-from rq.job import Job
-from rq.queue import Queue
-from rq.serializers import JSONSerializer
 
-from maskfarm.server.frame_files import ImageLimits, configure_pillow
-from maskfarm.server.jobs import DEFAULT_NAMESPACE, JOB_FUNCTION, PRIORITIES, Provenance, WorkerInfo, queue_name
-from maskfarm.server.redis_clients import redacted_url, redis_from_url
-from maskfarm.server.storage import StorageRoots
-from maskfarm.server.store import JobStore
+from maskfarm.core.frame_files import configure_pillow
+from maskfarm.core.jobs import Provenance, WorkerRecord
+from maskfarm.jobqueue.redis_clients import redacted_url, redis_from_url
+from maskfarm.jobqueue.rq_adapter import (
+    JOB_FUNCTION,
+    Execution,
+    Job,
+    JSONSerializer,
+    NoSuchJobError,
+    Queue,
+    SimpleWorker,
+    queues_of,
+)
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker import liveness
 from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
 from maskfarm.worker.codec_pool import CodecPool
@@ -55,99 +56,14 @@ from maskfarm.worker.metrics import BATCHED_JOBS, PrometheusObserver, serve_metr
 from maskfarm.worker.orphans import OrphanSweeper
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.runtime import WorkerRuntime, install_runtime
-from maskfarm.worker.shared_storage import DEFAULT_MODE, SharedStorage
+from maskfarm.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 10.0
-"""How often a busy worker refreshes its job's lease (from inside the job, between frames)."""
-JOB_LEASE_S = 30
-"""A running job not heard from for this long is abandoned: its worker is taken as dead."""
-MAINTENANCE_S = 15
-"""How often every worker, idle or busy between jobs, runs RQ's maintenance pass."""
-BATCH_WAIT_MS = 5.0
-"""How long a batch that found jobs waiting waits for more."""
 HEARTBEAT_SPACING_S = 1.0
 """Worker heartbeats closer than this with nothing new to say are skipped."""
 
 _DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """One worker process's configuration (``maskfarm worker`` flags)."""
-
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    namespace: str = DEFAULT_NAMESPACE
-    model: str = "CIDAS/clipseg-rd64-refined"
-    device: str = "auto"
-    dtype: str = "auto"
-    max_batch: int | None = None
-    compile: bool = False
-    """torch.compile the vision tower (``--compile``)."""
-    name: str = ""
-    """Unique among live workers; empty: ``<host>.<pid>``."""
-    burst: bool = False
-    """Exit when the queues are empty (tests, batch runs)."""
-    heartbeat_s: float = HEARTBEAT_S
-    job_lease_s: int = JOB_LEASE_S
-    maintenance_s: int = MAINTENANCE_S
-    metrics_listen: str = ""
-    """host:port for Prometheus ``/metrics``; empty: none."""
-    batch_frames: int | None = None
-    """Frames of one cross-job batch (``maskfarm.worker.batching``); 0 or 1: no batching;
-    None: the model batch (``max_batch``, by default 64 on CUDA, 8 on the CPU)."""
-    batch_wait_ms: float = BATCH_WAIT_MS
-    storage_roots: tuple[str, ...] = ()
-    """Shared storage: folders under which jobs may name frames and ``output_dir``
-    (``--storage-root``); none: such jobs fail."""
-    output_mode: int = DEFAULT_MODE
-    """The mode of the mask files written under a job's ``output_dir``."""
-    image_limits: ImageLimits = ImageLimits()
-    """What a frame file read by path may be (``maskfarm.server.frame_files``), and
-    Pillow's bomb guard: the server's ``--max-side``, ``--max-pixels`` and the rest."""
-    codec_threads: int | None = None
-    """Threads decoding frames and encoding masks (``maskfarm.worker.codec_pool``); None:
-    1 on a CPU (the model uses its cores), up to 8 beside a GPU."""
-    health_file: str = ""
-    """Touched with every heartbeat that reached Redis (``maskfarm.worker.liveness``);
-    empty: none."""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.heartbeat_s < self.job_lease_s:
-            raise ValueError(
-                f"the heartbeat ({self.heartbeat_s} s) must be positive and shorter than "
-                f"the job lease ({self.job_lease_s} s)"
-            )
-        if self.maintenance_s < 1:
-            raise ValueError(f"the maintenance interval must be at least 1 s, got {self.maintenance_s}")
-        if self.batch_frames is not None and self.batch_frames < 0:
-            raise ValueError(f"the batch frames must be 0 (no batching) or more, got {self.batch_frames}")
-        if not 0 <= self.batch_wait_ms <= 1000:
-            raise ValueError(f"the batch wait must be in [0, 1000] ms, got {self.batch_wait_ms}")
-        object.__setattr__(self, "storage_roots", StorageRoots.parse(self.storage_roots).roots)
-        if self.codec_threads is not None and self.codec_threads < 1:
-            raise ValueError(f"the codec threads must be at least 1, got {self.codec_threads}")
-        if not 0 <= self.output_mode <= 0o7777:
-            raise ValueError(f"the output mode must be in 0..0o7777, got {self.output_mode:#o}")
-
-    @property
-    def storage(self) -> SharedStorage:
-        return SharedStorage(StorageRoots(self.storage_roots), self.output_mode, self.image_limits)
-
-    @property
-    def recovery_bound_s(self) -> int:
-        """The longest a dead worker's job waits before a live idle worker re-queues it
-        (not counting the batch that was running when the last heartbeat was sent)."""
-        return self.job_lease_s + 2 * self.maintenance_s
-
-    @property
-    def worker_name(self) -> str:
-        return self.name or f"{socket.gethostname()}.{os.getpid()}"
-
-    @property
-    def queue_names(self) -> list[str]:
-        return [queue_name(priority, self.namespace) for priority in PRIORITIES]
 
 
 def maskfarm_version() -> str:
@@ -177,7 +93,7 @@ def provenance_of(segmenter: Segmenter, worker_name: str) -> Provenance:
 
 class MaskfarmWorker(SimpleWorker):
     """A SimpleWorker with a short job lease, maintenance on time even while idle, and
-    heartbeats that also refresh maskfarm's ``WorkerInfo``.
+    heartbeats that also refresh maskfarm's ``WorkerRecord``.
 
     ``stop_requested`` turns True when SIGTERM/SIGINT asks it to stop; ``work`` returning
     without it means RQ's loop gave up (Redis went away) and the worker should start again.
@@ -207,15 +123,15 @@ class MaskfarmWorker(SimpleWorker):
         self.health_file = health_file
         self._last_job_beat = 0.0
         self._last_beat = 0.0
-        self._last_info: WorkerInfo | None = None
+        self._last_info: tuple[WorkerRecord, int] | None = None
         self.stop_requested = False
 
-    def info(self) -> WorkerInfo:
+    def info(self) -> WorkerRecord:
         """What ListWorkers shows of this worker; its current job from this process's own
         executions (RQ's ``get_current_job_id`` asks Redis when idle)."""
         p = self.provenance
         current = next(iter(self.executions.values())).job_id if self.executions else ""
-        return WorkerInfo(
+        return WorkerRecord(
             name=self.name,
             device=p.device,
             model=p.model,
@@ -232,23 +148,29 @@ class MaskfarmWorker(SimpleWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         """RQ's heartbeat and maskfarm's worker info in one round trip. RQ beats several
-        times around every job; a beat on its own that comes within ``HEARTBEAT_SPACING_S``
-        of the last and has nothing new to say is skipped (the TTLs it renews are far longer)."""
+        times around every job; a beat that comes within ``HEARTBEAT_SPACING_S`` of the
+        last with nothing new to say (same info, same TTL) is skipped when on its own, and
+        leaves the info out when it joins RQ's pipeline (the TTLs it renews are far longer)."""
         info = self.info()
-        if pipeline is None and info == self._last_info and time.monotonic() - self._last_beat < HEARTBEAT_SPACING_S:
+        ttl = timeout or self.worker_ttl + 60
+        fresh = (info, ttl) == self._last_info and time.monotonic() - self._last_beat < HEARTBEAT_SPACING_S
+        if pipeline is None and fresh:
             return
         if pipeline is None:
             with self.connection.pipeline() as own:
-                self._beat(timeout, own, info)
+                self._beat(timeout, own, info, ttl)
                 own.execute()
+        elif fresh:
+            super().heartbeat(timeout, pipeline)
+            return
         else:
-            self._beat(timeout, pipeline, info)
-        self._last_info, self._last_beat = info, time.monotonic()
+            self._beat(timeout, pipeline, info, ttl)
+        self._last_info, self._last_beat = (info, ttl), time.monotonic()
         liveness.touch(self.health_file)
 
-    def _beat(self, timeout: int | None, pipeline, info: WorkerInfo) -> None:
+    def _beat(self, timeout: int | None, pipeline, info: WorkerRecord, ttl: int) -> None:
         super().heartbeat(timeout, pipeline)
-        self.store.register_worker(info, ttl=timeout or self.worker_ttl + 60, pipeline=pipeline)
+        self.store.register_worker(info, ttl=ttl, pipeline=pipeline)
 
     @property
     def dequeue_timeout(self) -> int:
@@ -315,6 +237,7 @@ class MaskfarmWorker(SimpleWorker):
         return batch
 
     def _claim_batch(self, lead: Job) -> list[tuple[Job, Queue, Execution]]:
+        assert self.gatherer is not None, "batches are claimed only with a gatherer"
         lead_frames = pending_frames(self.store.get_job(lead.id))
         claimed = self.gatherer.gather(lead_frames) if lead_frames else []
         return [started for c in claimed if (started := self._start_co_job(c)) is not None]
@@ -362,7 +285,8 @@ class MaskfarmWorker(SimpleWorker):
         try:
             self.unsubscribe()
         except RedisError:
-            self.pubsub_thread.stop()
+            if self.pubsub_thread is not None:
+                self.pubsub_thread.stop()
 
 
 def codec_threads(settings: WorkerSettings, segmenter: Segmenter) -> int:
@@ -387,7 +311,7 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter, codec: CodecPoo
     store = JobStore(redis, settings.namespace)
     name = settings.worker_name
     provenance = provenance_of(segmenter, name)
-    queues = [Queue(q, connection=redis, serializer=JSONSerializer) for q in settings.queue_names]
+    queues = list(queues_of(redis, settings.namespace, settings.queue_names).values())
     batch_frames = segmenter.max_batch if settings.batch_frames is None else settings.batch_frames
     gatherer = Gatherer(store, queues, batch_frames, settings.batch_wait_ms / 1000)
     co_jobs = CoJobs()
@@ -453,6 +377,7 @@ def run(settings: WorkerSettings) -> int:
                 return 0
             continue
         p = worker.provenance
+        assert worker.gatherer is not None, "build_worker gives every worker one"
         batching = f"batches of up to {worker.gatherer.frames} frames" if worker.gatherer.enabled else "no batching"
         log.info(
             "worker %s ready: %s on %s (%s), queues %s, %s",

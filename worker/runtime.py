@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from maskfarm.server.jobs import Provenance
-from maskfarm.server.store import JobStore
+from maskfarm.core.jobs import Provenance
+from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker.batching import CoJobs
 from maskfarm.worker.codec_pool import CodecPool
 from maskfarm.worker.pipeline import Segmenter

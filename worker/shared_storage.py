@@ -2,14 +2,14 @@
 
 Every path is checked again here, against the worker's own storage roots, just before it
 is used: the server checked on its filesystem, which need not be this one, and the
-storage may have changed since. Frames are read as ``maskfarm.server.frame_files`` rules
+storage may have changed since. Frames are read as ``maskfarm.core.frame_files`` rules
 (never blocking, bounded size and read time, header size limits before any decode). So are the roots the job's owner may read and write
-(``JobRecord.storage_access``, see ``maskfarm.server.storage_access``), and no mask may
-replace one of the job's own frames (``maskfarm.server.mask_files``).
+(``JobRecord.storage_access``, see ``maskfarm.core.storage_access``), and no mask may
+replace one of the job's own frames (``maskfarm.core.mask_files``).
 
-Mask files are named as ``maskfarm segment`` names them (``maskfarm.client.outputs``:
+Mask files are named as ``maskfarm segment`` names them (``maskfarm.core.outputs``:
 ``<output_dir>/<prompt-slug>/<frame-stem>.<ext>``, ``union/`` for the union), hold the same
-bytes and are written the same way, whole (``maskfarm.client.outputs.write_file``), with
+bytes and are written the same way, whole (``maskfarm.core.outputs.write_file``), with
 the worker's file mode.
 """
 
@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from maskfarm.client.outputs import encode_mask, prompt_folders, write_file
-from maskfarm.server.frame_files import ImageLimits, read_frame_file
-from maskfarm.server.jobs import FrameResult, JobRecord, OutputFormat
-from maskfarm.server.mask_files import FILE_FORMATS, InputFrames, mask_files
-from maskfarm.server.storage import StoragePathError, StorageRoots
+from maskfarm.core.formats import output_format
+from maskfarm.core.frame_files import ImageLimits, read_frame_file
+from maskfarm.core.jobs import JobRecord, OutputFormat, StoredFrame
+from maskfarm.core.mask_files import InputFrames, mask_files
+from maskfarm.core.outputs import encode_mask, prompt_folders, write_file
+from maskfarm.core.storage import StoragePathError, StorageRoots
 
 DEFAULT_MODE = 0o644
 
@@ -64,7 +65,7 @@ class SharedStorage:
         if not self.roots:
             raise StoragePathError(STORAGE_OFF)
         paths = mask_files(output_dir, folders, frame_name, fmt)
-        return [self.write_file(path, encode_mask(mask, FILE_FORMATS[fmt])) for path, mask in zip(paths, masks)]
+        return [self.write_file(path, encode_mask(mask, output_format(fmt))) for path, mask in zip(paths, masks)]
 
     def write_file(self, path: str, data: bytes) -> str:
         """Writes ``data`` to ``path`` whole, with this storage's mode, creating its
@@ -89,7 +90,7 @@ def read_job_frame(storage: SharedStorage, job: JobRecord, index: int) -> bytes:
     return storage.read_frame(path)
 
 
-def write_frame_masks(storage: SharedStorage, job: JobRecord, index: int, masks: np.ndarray) -> FrameResult:
+def write_frame_masks(storage: SharedStorage, job: JobRecord, index: int, masks: np.ndarray) -> StoredFrame:
     """Writes frame ``index``'s (K, H, W) masks (the union last, when the job asks for
     it) under the job's ``output_dir``; the result to store: their paths, no bytes.
     Raises ``StoragePathError``: also, before anything is written, for a mask folder
@@ -103,8 +104,8 @@ def write_frame_masks(storage: SharedStorage, job: JobRecord, index: int, masks:
     paths = storage.write_masks(job.output_dir, folders, job.frame_names[index], masks, job.format)
     height, width = masks.shape[1:]
     if job.params.union:
-        return FrameResult(index, width, height, [], mask_paths=paths[:-1], union_path=paths[-1])
-    return FrameResult(index, width, height, [], mask_paths=paths)
+        return StoredFrame(index, width, height, [], mask_paths=paths[:-1], union_path=paths[-1])
+    return StoredFrame(index, width, height, [], mask_paths=paths)
 
 
 @functools.lru_cache(maxsize=8)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import pre_tokenizers
@@ -38,7 +39,9 @@ def synthetic_config(preset: str) -> CLIPSegConfig:
     if preset == "full":
         text = dict(hidden_size=512, intermediate_size=2048, num_attention_heads=8, num_hidden_layers=12)
         vision = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12)
-        decoder = dict(projection_dim=512, reduce_dim=64, decoder_intermediate_size=2048, decoder_num_attention_heads=4)
+        decoder: dict[str, Any] = dict(
+            projection_dim=512, reduce_dim=64, decoder_intermediate_size=2048, decoder_num_attention_heads=4
+        )
     elif preset == "tiny":
         text = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2)
         vision = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=6)
@@ -98,6 +101,7 @@ def _calibrate_logits(model: CLIPSegForImageSegmentation, processor: CLIPSegProc
         logits = model(**inputs).logits
         scale = 2.0 / logits.std()
         last = model.decoder.transposed_convolution[-1]
+        assert isinstance(last, torch.nn.ConvTranspose2d) and last.bias is not None  # the complex decoder's output
         last.weight.mul_(scale)
         last.bias.mul_(scale).sub_(logits.mean() * scale)
 

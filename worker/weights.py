@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from maskfarm.core.defaults import DEFAULT_MODEL
+
 PROBE_TIMEOUT_S = 5.0
 ANSWER_KEPT_S = 60.0
-DEFAULT_MODEL = "CIDAS/clipseg-rd64-refined"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ With auth on, the token file may give each owner (the NAME of its tokens) its ow
 (``storage NAME read|write ROOT...`` lines, see ``maskfarm.server.tokens``). An owner
 reads frames under its read and its write roots and writes masks (``output_dir``) only
 under its write roots, always within the server's and workers' storage roots too
-(``maskfarm.server.storage``). As soon as the file has one ``storage`` line the rules
+(``maskfarm.core.storage``). As soon as the file has one ``storage`` line the rules
 hold for every owner: an owner without lines may name no path at all (fail closed). A
 file without any, or auth off, leaves every caller the storage roots, as before.
 
@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from maskfarm.server.echo import cut
-from maskfarm.server.storage import OutsideRoots, StoragePathError, StorageRoots
+from maskfarm.core.echo import cut
+from maskfarm.core.storage import OutsideRoots, StoragePathError, StorageRoots
 
 READ = "read"
 WRITE = "write"

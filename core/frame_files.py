@@ -11,7 +11,7 @@ hostile or broken file fails as that frame's error and never kills or hangs a pr
 - it holds at most ``max_frame_mib`` (seen from ``fstat`` before a byte is read; the read
   stops there anyway, should the file grow);
 - its header's size passes ``max_side`` and ``max_pixels`` for every format, an EXR's
-  display and data windows included (``maskfarm.server.images``), before a pixel is
+  display and data windows included (``maskfarm.core.images``), before a pixel is
   decoded;
 - all of it within ``frame_read_timeout_s``: the file work runs on a few daemon reader
   threads and the caller waits at most that long. A read stuck in the kernel (a hung
@@ -31,18 +31,24 @@ import os
 import stat
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from queue import SimpleQueue
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from PIL import Image
 
-from maskfarm.server.echo import cut
-from maskfarm.server.images import ImageError, ImageInfo, probe_header, probe_image_head
-from maskfarm.server.storage import StorageRoots
+from maskfarm.core.defaults import (
+    DEFAULT_FRAME_READ_TIMEOUT_S,
+    DEFAULT_MAX_FRAME_MIB,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+)
+from maskfarm.core.echo import cut
+from maskfarm.core.images import ImageError, ImageInfo, probe_header, probe_image_head
+from maskfarm.core.storage import StorageRoots
 
 MIB = 1024 * 1024
 READER_THREADS = 8
@@ -60,12 +66,10 @@ class FrameFileError(ValueError):
 class ImageLimits:
     """The limits every frame passes before it is decoded, the same on server and worker."""
 
-    max_side: int = 16384
-    max_pixels: int = 100_000_000
-    max_frame_mib: int = 1024
-    """Largest frame file read by path (or by ``--local``)."""
-    frame_read_timeout_s: float = 30.0
-    """Longest a frame file's open, checks and read may take."""
+    max_side: int = DEFAULT_MAX_SIDE
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_frame_mib: int = DEFAULT_MAX_FRAME_MIB
+    frame_read_timeout_s: float = DEFAULT_FRAME_READ_TIMEOUT_S
 
     def __post_init__(self) -> None:
         for name in ("max_side", "max_pixels", "max_frame_mib", "frame_read_timeout_s"):
@@ -77,12 +81,12 @@ class ImageLimits:
         return self.max_frame_mib * MIB
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ImageLimits:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ImageLimits:
         """The limits of the ``MASKFARM_MAX_SIDE``, ``MASKFARM_MAX_PIXELS``,
         ``MASKFARM_MAX_FRAME_MIB`` and ``MASKFARM_FRAME_READ_TIMEOUT_S`` variables (unset:
         the defaults); raises ``ValueError`` for one that is not a positive number."""
         environ = os.environ if environ is None else environ
-        given = {}
+        given: dict[str, Any] = {}  # each field's value, of the kind _VARIABLES gives it
         for name, variable, kind in _VARIABLES:
             if text := environ.get(variable, "").strip():
                 try:

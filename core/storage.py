@@ -26,7 +26,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from maskfarm.server.echo import cut, quoted
+from maskfarm.core.echo import cut, quoted
 
 
 class StoragePathError(ValueError):

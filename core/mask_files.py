@@ -1,7 +1,7 @@
 """The mask files of a job with an ``output_dir``, and the rule that none of them may
 replace one of the job's own input frames.
 
-Mask files are named as ``maskfarm segment`` names them (``maskfarm.client.outputs``):
+Mask files are named as ``maskfarm segment`` names them (``maskfarm.core.outputs``):
 ``<output_dir>/<prompt folder>/<frame stem>.<ext>``. A job that reads its frames from the
 same storage could so name a mask after one of its frames: output_dir the shot's folder
 and a prompt slugged like the plate folder ("plates"), and the plate is replaced by its
@@ -20,20 +20,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from maskfarm.client.outputs import mask_path
-from maskfarm.server.echo import cut
-from maskfarm.server.jobs import OutputFormat
-from maskfarm.server.storage import StoragePathError
-
-FILE_FORMATS = {
-    OutputFormat.PNG8: "png",
-    OutputFormat.PNG16: "png16",
-    OutputFormat.FLOAT32: "npy",
-    OutputFormat.EXR: "exr",
-    OutputFormat.TIFF16: "tiff16",
-}
-"""The ``maskfarm.client.outputs`` format of a mask file, by the job's output format: its
-encoding and extension (FLOAT32 masks are ``.npy`` files, exact, not raw floats)."""
+from maskfarm.core.echo import cut
+from maskfarm.core.formats import output_format
+from maskfarm.core.jobs import OutputFormat
+from maskfarm.core.outputs import mask_path
+from maskfarm.core.storage import StoragePathError
 
 _FolderId = tuple[object, ...]
 
@@ -47,8 +38,9 @@ class InputOverwrite(StoragePathError):
 
 
 def mask_files(output_dir: str, folders: Sequence[str], frame_name: str, fmt: OutputFormat) -> list[str]:
-    """The paths of a frame's mask files, one per folder (see ``outputs.prompt_folders``)."""
-    file_format = FILE_FORMATS[fmt]
+    """The paths of a frame's mask files, one per folder (see ``outputs.prompt_folders``);
+    FLOAT32 masks are ``.npy`` files (``formats.output_format``)."""
+    file_format = output_format(fmt)
     return [str(mask_path(output_dir, folder, frame_name, file_format)) for folder in folders]
 
 

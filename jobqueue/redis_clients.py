@@ -29,7 +29,7 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from redis.client import Pipeline
 
-from maskfarm.server.redis_errors import NotReplicated
+from maskfarm.jobqueue.redis_errors import NotReplicated
 
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_TIMEOUT_S = 2.0
@@ -156,14 +156,14 @@ class _ReplicatedPipeline(Pipeline):
 
     def __init__(self, client: redis.Redis, wait: ReplicaWait) -> None:
         super().__init__(client.connection_pool, client.response_callbacks, transaction=True, shard_hint=None)
-        self.wait = wait
+        self.replica_wait = wait
 
     def _execute_transaction(self, connection, commands, raise_on_error):  # noqa: ANN001, ANN202 (redis-py's)
         results = super()._execute_transaction(connection, commands, raise_on_error)
-        connection.send_command("WAIT", self.wait.replicas, self.wait.timeout_ms)
+        connection.send_command("WAIT", self.replica_wait.replicas, self.replica_wait.timeout_ms)
         held_by = int(connection.read_response())
-        if held_by < self.wait.replicas:
-            raise NotReplicated(held_by, self.wait.replicas, self.wait.timeout_ms)
+        if held_by < self.replica_wait.replicas:
+            raise NotReplicated(held_by, self.replica_wait.replicas, self.replica_wait.timeout_ms)
         return results
 
 

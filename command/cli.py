@@ -1,8 +1,9 @@
 """The ``maskfarm`` command.
 
 Each package registers its own subcommands (``add_commands``) so the command line mirrors
-the architecture: client commands (and ``up``) here, ``server`` in maskfarm.server, ``worker`` and
-``model`` in maskfarm.worker. Registration imports only argparse-level code; the heavy
+the architecture: the client's commands in maskfarm.client.commands, ``server`` in
+maskfarm.server.cli, ``worker`` and ``model`` in maskfarm.worker.cli, and ``up``, which runs them
+all, in maskfarm.up. Registration imports only argparse-level code; the heavy
 imports (grpc, torch) happen inside the command that needs them, so ``maskfarm --help``
 works with the client alone installed.
 """
@@ -15,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-_COMMAND_MODULES = ("maskfarm.client.commands", "maskfarm.server.cli", "maskfarm.worker.cli")
+_COMMAND_MODULES = ("maskfarm.client.commands", "maskfarm.server.cli", "maskfarm.worker.cli", "maskfarm.up")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,12 +4,12 @@ The size is checked from the header alone, before a single pixel is decoded, so 
 decompression bomb (a small file that claims a huge image) costs nothing. Only then is
 the file checked for integrity: PNG by ``verify`` (chunk checksums through to IEND, no
 inflating), the other formats by a full decode, whose cost the size check has bounded.
-OpenEXR is the exception: only its header is read (``maskfarm.server.exrheader``: the
+OpenEXR is the exception: only its header is read (``maskfarm.core.exrheader``: the
 display window is the frame's size, the data window is bounded too, every chunk must lie
 inside the file); its pixels are decompressed by the worker alone, which reports a corrupt
 chunk as the job's INVALID_INPUT.
 
-Pillow's own decompression-bomb guard is set by ``maskfarm.server.frame_files.configure_pillow``
+Pillow's own decompression-bomb guard is set by ``maskfarm.core.frame_files.configure_pillow``
 from the same pixel limit in the server and the worker; a header it refuses is reported
 here as over the limit, like one the size check refuses.
 """
@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
-from maskfarm.server.exrheader import ExrHeaderError, is_exr, read_header, readable_layers
+from maskfarm.core.exrheader import ExrHeaderError, is_exr, read_header, readable_layers
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP", "BMP")
 """What Pillow opens for the server; OpenEXR (``"EXR"``) is read by maskfarm itself."""
@@ -152,6 +152,7 @@ def _check_size(image: Image.Image, max_side: int, max_pixels: int) -> ImageInfo
         raise ImageError(f"{width}x{height} {image.format}: {width * height} pixels, over {max_pixels}")
     if width == 0 or height == 0:
         raise ImageError(f"{width}x{height} {image.format}: no pixels")
+    assert image.format is not None, "Image.open names the format of what it opened"
     return ImageInfo(image.format, width, height, image.mode)
 
 

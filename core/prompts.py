@@ -18,11 +18,21 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
+from typing import TypedDict, cast
 
-from maskfarm.server.params import MaskParams
+from maskfarm.core.params import PER_PROMPT, MaskParams
 
-OVERRIDES = ("threshold", "smooth", "dilate", "blur")
+OVERRIDES = PER_PROMPT
 """The mask parameters a prompt may set for itself; soft, invert and union stay the job's."""
+
+
+class Overrides(TypedDict, total=False):
+    """The mask parameters a prompt sets for itself (those named in OVERRIDES), by name."""
+
+    threshold: float
+    smooth: int
+    dilate: int
+    blur: int
 
 
 @dataclass(frozen=True)
@@ -68,9 +78,9 @@ class Prompt:
         return self.image.stem if self.image is not None else self.text
 
     @property
-    def overrides(self) -> dict[str, float | int]:
+    def overrides(self) -> Overrides:
         """The mask parameters this prompt sets for itself, by name."""
-        return {name: getattr(self, name) for name in OVERRIDES if getattr(self, name) is not None}
+        return cast(Overrides, {name: getattr(self, name) for name in OVERRIDES if getattr(self, name) is not None})
 
     @property
     def is_plain(self) -> bool:

@@ -3,7 +3,7 @@ mask as a one-channel float32 file.
 
 A frame (``exr_to_rgb8``) is its display window: the data window's pixels at their
 place, black elsewhere, pixels of the data window outside the display window (overscan)
-dropped. The layer's channels are read (``maskfarm.server.exrheader.layer_channels``:
+dropped. The layer's channels are read (``maskfarm.core.exrheader.layer_channels``:
 R, G, B, or grey from Y or a single channel; A ignored), then per value, in float32:
 NaN becomes 0, ``v * 2**exposure`` is clamped to [0, 1] (so +inf is 1), the sRGB transfer
 function applied (12.92 v up to 0.0031308, else 1.055 v^(1/2.4) - 0.055), and the result
@@ -25,7 +25,7 @@ from types import ModuleType
 
 import numpy as np
 
-from maskfarm.server.exrheader import Box, layer_channels, read_header
+from maskfarm.core.exrheader import Box, layer_channels, read_header
 
 SRGB_LINEAR_LIMIT = 0.0031308
 MASK_CHANNEL = "Y"

@@ -26,8 +26,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from maskfarm.core.defaults import DEFAULT_LISTEN, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL
+
 STARTUP_TIMEOUT_S = 60.0
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class ClusterError(RuntimeError):
@@ -40,12 +41,12 @@ class ClusterStopped(ClusterError):
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    listen: str = "127.0.0.1:50051"
+    listen: str = DEFAULT_LISTEN
     redis_url: str = ""
     """The Redis to use; it must answer. Empty: ``DEFAULT_REDIS_URL`` when it answers, else a private one."""
     private_redis: bool = False
     """Always run a private, memory-only Redis (``redis_url`` must then be empty)."""
-    namespace: str = "maskfarm"
+    namespace: str = DEFAULT_NAMESPACE
     workers: int = 1
     worker_flags: tuple[str, ...] = ()
     """Passed on to every ``maskfarm worker`` (``--model``, ``--device``, ...)."""
@@ -201,7 +202,8 @@ class LocalCluster:
 
         with grpc.insecure_channel(self.target) as channel:
             try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                stub = health_pb2_grpc.HealthStub(channel)
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)  # type: ignore[attr-defined]  # stubs list no methods
             except grpc.RpcError:
                 return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -237,7 +239,7 @@ class LocalCluster:
 
 def _spawn(command: str, *flags: str) -> subprocess.Popen:
     """A ``maskfarm`` subcommand in its own session; its output goes to ours."""
-    return subprocess.Popen([sys.executable, "-m", "maskfarm.client.cli", command, *flags], start_new_session=True)
+    return subprocess.Popen([sys.executable, "-m", "maskfarm.cli", command, *flags], start_new_session=True)
 
 
 def _stop(processes: Sequence[subprocess.Popen], timeout_s: float) -> None:
@@ -256,7 +258,7 @@ def _stop(processes: Sequence[subprocess.Popen], timeout_s: float) -> None:
 def _redis_answers(url: str) -> bool:
     import redis
 
-    from maskfarm.server.redis_clients import redis_from_url
+    from maskfarm.jobqueue.redis_clients import redis_from_url
 
     client = redis_from_url(url, socket_connect_timeout=1, socket_timeout=2)
     try:
@@ -278,8 +280,8 @@ def _listen_address_taken(listen: str) -> str | None:
 
     gRPC binds with SO_REUSEPORT, so a second server on a port in use would start without a
     word and share the port with the first; this plain bind fails where that one would not."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or None
+    bracketed, _, port = listen.rpartition(":")
+    host = bracketed.strip("[]") or None
     try:
         addresses = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, ValueError) as error:

@@ -5,10 +5,10 @@ One folder per prompt, the frame's own file name kept, so sequences stay sequenc
 ``OUTDIR/union/`` for the union mask. A slug is the prompt lowercased with every run of
 other characters turned into ``-``; prompts that share a slug get ``-2``, ``-3``, ...
 
-Formats: ``png`` (8-bit grey), ``png16`` (16-bit grey), ``npy`` (float32, exact),
-``exr`` (OpenEXR, channel ``Y``, float32, exact, ZIP; needs the OpenEXR package) and
-``tiff16`` (16-bit grey TIFF, deflate). Quantising is round(clamp(m, 0, 1) * max), so
-``tiff16`` holds the very values of ``png16``; ``npy`` and ``exr`` hold clamp(m, 0, 1).
+Formats (``maskfarm.core.formats``): ``png`` (8-bit grey), ``png16`` (16-bit grey), ``npy``
+(float32, exact), ``exr`` (OpenEXR, channel ``Y``, float32, exact, ZIP; needs the OpenEXR
+package) and ``tiff16`` (16-bit grey TIFF, deflate). Quantising is round(clamp(m, 0, 1) * max),
+so ``tiff16`` holds the very values of ``png16``; ``npy`` and ``exr`` hold clamp(m, 0, 1).
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskfarm.server.prompts import Prompt, prompt_name
+from maskfarm.core.formats import MaskFormat, file_format, format_of_extension
+from maskfarm.core.prompts import Prompt, prompt_name
 
-FORMATS = {"png": ".png", "png16": ".png", "npy": ".npy", "exr": ".exr", "tiff16": ".tif"}
-_FLOAT_FORMATS = ("npy", "exr")
-_SIXTEEN_BIT_FORMATS = ("png16", "tiff16")
 PNG_COMPRESS_LEVEL = 1
 """zlib level 1: a 3840x2160 mask encodes in ~0.1 s instead of ~0.5 s at the default 6,
 for files ~1.5x larger (masks are mostly flat, so still small)."""
@@ -54,42 +52,42 @@ def prompt_folders(prompts: Sequence[str | Prompt], union: bool = False) -> list
     return folders + ([UNION] if union else [])
 
 
-def mask_path(outdir: str | Path, folder: str, frame_name: str, fmt: str = "png") -> Path:
+def mask_path(outdir: str | Path, folder: str, frame_name: str, fmt: str | MaskFormat = "png") -> Path:
     """``outdir/folder/<frame stem><ext>``: the frame's name with its extension replaced."""
     stem = Path(frame_name).name
     stem = stem[: -len(Path(stem).suffix)] if Path(stem).suffix else stem
-    return Path(outdir) / folder / f"{stem}{FORMATS[_check_format(fmt)]}"
+    return Path(outdir) / folder / f"{stem}{file_format(fmt).extension}"
 
 
-def quantise(mask: np.ndarray, fmt: str) -> np.ndarray:
+def quantise(mask: np.ndarray, fmt: str | MaskFormat) -> np.ndarray:
     """Float mask to the integers a ``png``/``png16``/``tiff16`` file holds; float32 for
     ``npy`` and ``exr``."""
-    _check_format(fmt)
+    spec = file_format(fmt)
     mask = np.clip(np.asarray(mask, dtype=np.float32), 0, 1)
-    if fmt in _FLOAT_FORMATS:
+    if spec.is_float:
         return mask
-    top, dtype = (65535, np.uint16) if fmt in _SIXTEEN_BIT_FORMATS else (255, np.uint8)
-    return np.round(mask * top).astype(dtype)
+    return np.round(mask * spec.top).astype(np.uint16 if spec.bits == 16 else np.uint8)
 
 
-def encode_mask(mask: np.ndarray, fmt: str = "png") -> bytes:
+def encode_mask(mask: np.ndarray, fmt: str | MaskFormat = "png") -> bytes:
     """A mask as the bytes of its file."""
+    spec = file_format(fmt)
     buffer = io.BytesIO()
-    values = quantise(mask, fmt)
-    if fmt == "exr":
-        from maskfarm.client.exr import encode_exr_mask
+    values = quantise(mask, spec)
+    if spec.container == "EXR":
+        from maskfarm.core.exr import encode_exr_mask
 
         return encode_exr_mask(values)
-    if fmt == "npy":
+    if spec.container == "NPY":
         np.save(buffer, values)
-    elif fmt == "tiff16":
+    elif spec.container == "TIFF":
         Image.fromarray(values).save(buffer, format="TIFF", compression=TIFF_COMPRESSION)
     else:
         Image.fromarray(values).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 
-def write_mask(path: str | Path, mask: np.ndarray, fmt: str = "png") -> Path:
+def write_mask(path: str | Path, mask: np.ndarray, fmt: str | MaskFormat = "png") -> Path:
     """Write a mask file, creating its folder; written whole then renamed, never half-written."""
     return write_file(path, encode_mask(mask, fmt))
 
@@ -119,20 +117,21 @@ def write_file(path: str | Path, data: bytes, mode: int | None = None) -> Path:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A mask file back as float32 in [0, 1] (exact for ``npy`` and ``exr``)."""
+    """A mask file back as float32 in [0, 1] (exact for ``npy`` and ``exr``); a file of
+    another extension is read by Pillow, as a PNG is."""
     path = Path(path)
-    if path.suffix == ".npy":
-        return np.load(path)
-    if path.suffix == ".exr":
-        from maskfarm.client.exr import decode_exr_mask
-
-        return decode_exr_mask(path.read_bytes())
-    values = np.asarray(Image.open(path))
-    top = 65535 if values.dtype == np.uint16 else 255
-    return values.astype(np.float32) / top
+    return decode_mask(path.read_bytes(), format_of_extension(path.suffix) or "png")
 
 
-def _check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    return fmt
+def decode_mask(data: bytes, fmt: str | MaskFormat) -> np.ndarray:
+    """A mask file's bytes back as float32 in [0, 1] (exact for ``npy`` and ``exr``; a PNG
+    is read as the bit depth it holds, so ``png`` decodes ``png16`` files too)."""
+    spec = file_format(fmt)
+    if spec.container == "NPY":
+        return np.load(io.BytesIO(data))
+    if spec.container == "EXR":
+        from maskfarm.core.exr import decode_exr_mask
+
+        return decode_exr_mask(data)
+    values = np.asarray(Image.open(io.BytesIO(data)))
+    return values.astype(np.float32) / (65535 if values.dtype == np.uint16 else 255)

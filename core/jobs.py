@@ -2,7 +2,7 @@
 
 These plain types are the job as it lives in Redis (see ``store``): the server makes a
 ``JobSpec`` from a request, the store keeps it as a ``JobRecord``, the worker writes
-``FrameResult``\\ s and registers itself with a ``WorkerInfo``. Like the store, this module
+``StoredFrame``\\ s and registers itself with a ``WorkerRecord``. Like the store, this module
 imports only the standard library, so the worker can use it without grpc.
 """
 
@@ -11,15 +11,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from maskfarm.server.params import MaskParams
-from maskfarm.server.prompts import Prompt
-from maskfarm.server.storage_access import StorageAccess
-
-JOB_FUNCTION = "maskfarm.worker.job.run_job"
-"""The RQ job function, by dotted name: the server enqueues it without importing it.
-It is called with one argument, the job id."""
-
-DEFAULT_NAMESPACE = "maskfarm"
+from maskfarm.core.params import MaskParams
+from maskfarm.core.prompts import Prompt
+from maskfarm.core.storage_access import StorageAccess
 
 
 class JobState(str, enum.Enum):
@@ -80,11 +74,6 @@ class ExrOptions:
     def __post_init__(self) -> None:
         if not -MAX_EXPOSURE <= self.exposure <= MAX_EXPOSURE:
             raise ValueError(f"exposure must be in [{-MAX_EXPOSURE:g}, {MAX_EXPOSURE:g}] stops, got {self.exposure}")
-
-
-def queue_name(priority: Priority, namespace: str = DEFAULT_NAMESPACE) -> str:
-    """The RQ queue of a priority: ``maskfarm-high``, ``maskfarm-normal``, ``maskfarm-low``."""
-    return f"{namespace}-{priority.value}"
 
 
 @dataclass(frozen=True)
@@ -186,7 +175,7 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
-class FrameResult:
+class StoredFrame:
     """The masks of one frame, encoded in the job's output format.
 
     ``masks[k]`` belongs to ``prompts[k]``; ``union`` is the union mask when asked for.
@@ -205,7 +194,7 @@ class FrameResult:
     error: str = ""
 
     @classmethod
-    def failed(cls, index: int, error: str) -> FrameResult:
+    def failed(cls, index: int, error: str) -> StoredFrame:
         return cls(index, 0, 0, [], error=error)
 
     @property
@@ -215,7 +204,7 @@ class FrameResult:
 
 
 @dataclass(frozen=True)
-class WorkerInfo:
+class WorkerRecord:
     """What a worker tells about itself beyond RQ's own worker record."""
 
     name: str

@@ -245,7 +245,7 @@ def _box(attributes: dict[str, tuple[str, bytes]], name: str) -> Box:
 
 
 def _channels(value: bytes) -> tuple[Channel, ...]:
-    channels = []
+    channels: list[Channel] = []
     offset = 0
     while offset < len(value) and value[offset] != 0:
         if len(channels) >= MAX_CHANNELS:
@@ -299,7 +299,7 @@ def _check_offsets(data: bytes, start: int, parts: list[Part], multipart: bool) 
     the tables end."""
     if any(part.chunk_count is None for part in parts):
         return start
-    counts = [part.chunk_count for part in parts]
+    counts = [part.chunk_count for part in parts if part.chunk_count is not None]  # all of them, as checked above
     if any(count < 1 for count in counts):
         raise ExrHeaderError("bad chunk count")
     end = start + 8 * sum(counts)

@@ -1,0 +1,54 @@
+"""The worker's heartbeat: RQ's beat and maskfarm's worker info together, the info left out
+of a beat that has nothing new to say (real Redis, a real RQ worker object)."""
+
+from __future__ import annotations
+
+import uuid
+
+import redis
+
+from maskfarm.core.jobs import Provenance
+from maskfarm.jobqueue.rq_adapter import queues_of
+from maskfarm.jobqueue.store import JobStore
+from maskfarm.worker import runner
+from maskfarm.worker.runner import MaskfarmWorker
+
+PROVENANCE = Provenance(model="tiny", dtype="float32", device="cpu", maskfarm_version="0.1.0", worker="w1")
+
+
+def _beat_in_pipeline(worker: MaskfarmWorker, timeout: int) -> None:
+    with worker.connection.pipeline() as pipeline:
+        worker.heartbeat(timeout, pipeline)
+        pipeline.execute()
+
+
+def test_a_beat_rewrites_the_worker_info_only_when_it_has_something_new(redis_url: str, monkeypatch) -> None:
+    monkeypatch.setattr(runner, "HEARTBEAT_SPACING_S", 3600.0)  # every beat here counts as close to the last
+    client = redis.Redis.from_url(redis_url)
+    namespace = f"beat-{uuid.uuid4().hex[:8]}"
+    store = JobStore(client, namespace)
+    worker = MaskfarmWorker(
+        list(queues_of(client, namespace).values()),
+        name=f"{namespace}-w",
+        connection=client,
+        store=store,
+        provenance=PROVENANCE,
+        heartbeat_s=1.0,
+        job_lease_s=30,
+    )
+    key = store.keys.worker(worker.name)
+    try:
+        _beat_in_pipeline(worker, 90)
+        assert client.hget(key, "model") == b"tiny"
+        client.hset(key, "model", "overwritten")
+
+        _beat_in_pipeline(worker, 90)  # the same info and TTL just sent: left out
+        worker.heartbeat(90)  # on its own: skipped
+        assert client.hget(key, "model") == b"overwritten"
+        assert client.exists(worker.key)
+
+        _beat_in_pipeline(worker, 30)  # a new TTL: the info goes with it
+        assert client.hget(key, "model") == b"tiny" and 0 < client.ttl(key) <= 30
+    finally:
+        client.delete(key, worker.key)
+        client.close()
