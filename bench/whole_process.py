@@ -7,9 +7,10 @@
 Each variant is a fresh process given PNG files (photo-like, ``--size`` square) and writing
 PNG masks, as a user runs it: Python start, imports, model load, reading, decoding, the
 model, post-processing, encoding and writing. Each runs on 1 frame and on 1 + ``--frames``
-frames; the difference over ``--frames`` is the marginal time per frame (start-up and model
-load cancel out). Rounds interleave the variants (each round runs every one), and each
-cell's fastest round counts, so load from elsewhere hits all alike.
+frames in the same round; their difference over ``--frames`` is that round's marginal time
+per frame (start-up and model load cancel out). Rounds interleave the variants (each round
+runs every one), so load from elsewhere hits all alike, and the median round counts (a
+start-up that varies by a second moves one round's difference, not the median's).
 
 - node: what ``ApplyCLIPSeg+`` does, in a loop over the files (bench/pipeline.py's
   ``node_loop``, reading each file with Pillow and saving each mask as ComfyUI's SaveImage
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,9 +55,9 @@ COMFY_PNG_LEVEL = 4  # ComfyUI SaveImage's compress_level
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", default=".models/full", help="synthetic model (full written if missing)")
-    parser.add_argument("--frames", type=int, default=6, help="marginal frames (default 6)")
+    parser.add_argument("--frames", type=int, default=12, help="marginal frames (default 12)")
     parser.add_argument("--size", type=int, default=1024, help="frame side in pixels (default 1024)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the fastest counts (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median counts (default 3)")
     parser.add_argument("--prompts", default="1,4", help="prompt counts, comma separated (default 1,4)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -130,7 +132,7 @@ def write_frames(folder: Path, count: int, size: int) -> list[str]:
 def measure(args: argparse.Namespace, scratch: Path) -> dict:
     files = write_frames(scratch / "frames", 1 + args.frames, args.size)
     counts = [int(n) for n in args.prompts.split(",")]
-    best: dict[tuple[str, int, int], float] = {}
+    whole: dict[tuple[str, int, int], list[float]] = {}
     for round_ in range(args.rounds):
         for prompts in counts:
             for variant in VARIANTS:
@@ -138,30 +140,38 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict:
                     outdir = str(scratch / f"out-{round_}-{prompts}-{variant.replace(' ', '-')}-{frames}")
                     argv = command(variant, args.model_dir, files[:frames], PROMPTS[:prompts], outdir)
                     seconds = timed_run(argv, args.model_dir)
-                    key = (variant, prompts, frames)
-                    best[key] = min(best.get(key, float("inf")), seconds)
+                    whole.setdefault((variant, prompts, frames), []).append(seconds)
                     print(f"  round {round_ + 1}: {variant}, {prompts} prompt(s), {frames} frame(s): {seconds:.2f} s")
-    marginal = {
-        f"{variant}|{prompts}": (best[variant, prompts, 1 + args.frames] - best[variant, prompts, 1]) / args.frames
+    rounds = {
+        f"{variant}|{prompts}": [
+            (many - one) / args.frames
+            for one, many in zip(whole[variant, prompts, 1], whole[variant, prompts, 1 + args.frames])
+        ]
         for variant in VARIANTS
         for prompts in counts
     }
-    return {"counts": counts, "marginal_s": marginal, "whole_s": {"|".join(map(str, k)): v for k, v in best.items()}}
+    return {
+        "counts": counts,
+        "marginal_s": {key: statistics.median(values) for key, values in rounds.items()},
+        "rounds_s": rounds,
+        "whole_s": {"|".join(map(str, key)): values for key, values in whole.items()},
+    }
 
 
 def report(args: argparse.Namespace, figures: dict) -> None:
     peak, marginal = figures["matmul_fp32_gflops"], figures["marginal_s"]
     roofline = VIT_GFLOP_PER_FRAME / peak
     print(
-        f"\n{args.size}x{args.size} PNG files, {args.frames} marginal frames, fastest of {args.rounds} rounds; "
+        f"\n{args.size}x{args.size} PNG files, {args.frames} marginal frames, median of {args.rounds} rounds; "
         f"{os.cpu_count()} CPUs, torch {torch.__version__}"
     )
-    print(f"{'variant':<18}{'prompts':>8}{'s/frame':>9}{'vs node':>9}{'vs roofline':>13}")
+    print(f"{'variant':<18}{'prompts':>8}{'s/frame':>9}{'rounds':>15}{'vs node':>9}{'vs roofline':>13}")
     for prompts in figures["counts"]:
         node = marginal[f"node|{prompts}"]
         for variant in VARIANTS:
-            s = marginal[f"{variant}|{prompts}"]
-            print(f"{variant:<18}{prompts:>8}{s:>9.3f}{node / s:>8.2f}x{s / roofline:>12.2f}x")
+            s, spread = marginal[f"{variant}|{prompts}"], figures["rounds_s"][f"{variant}|{prompts}"]
+            span = f"{min(spread):.3f}-{max(spread):.3f}"
+            print(f"{variant:<18}{prompts:>8}{s:>9.3f}{span:>15}{node / s:>8.2f}x{s / roofline:>12.2f}x")
     print(f"fp32 roofline: {VIT_GFLOP_PER_FRAME:.0f} GFLOP/frame / {peak:.0f} GFLOP/s = {roofline:.3f} s/frame")
     for line in goals(figures, roofline):
         print(line)

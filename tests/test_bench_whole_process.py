@@ -26,7 +26,8 @@ def test_every_variant_runs_and_the_goals_are_judged(tiny_model_dir: Path, tmp_p
 
     figures = json.loads(figures_path.read_text())
     assert set(figures["marginal_s"]) == {f"{v}|{p}" for v in VARIANTS for p in (1, 4)}
-    assert all(seconds > 0 for seconds in figures["whole_s"].values()) and figures["matmul_fp32_gflops"] > 0
+    assert all(s > 0 for runs in figures["whole_s"].values() for s in runs) and figures["matmul_fp32_gflops"] > 0
+    assert all(len(runs) == 1 for runs in figures["rounds_s"].values())
     table = run.stdout.splitlines()
     for variant in VARIANTS:
         assert sum(line.startswith(f"{variant:<18}") for line in table) == 2, run.stdout
