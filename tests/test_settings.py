@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -95,3 +98,26 @@ def test_the_model_options_are_the_workers() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(WorkerSettings, parser, MODEL_OPTIONS)
     assert set(vars(parser.parse_args([]))) == set(MODEL_OPTIONS)
+
+
+def test_a_wrong_worker_setting_is_said_before_the_model_is_looked_for(tmp_path) -> None:
+    missing = tmp_path / "no-model-here"
+    argv = [sys.executable, "-m", "maskfarm.cli", "worker", "--codec-threads", "0", "--model", str(missing)]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 2, run.stderr
+    assert "the codec threads must be at least 1, got 0" in run.stderr and str(missing) not in run.stderr
+
+
+@pytest.mark.parametrize("level, hub_lines", [("INFO", False), ("DEBUG", True)])
+def test_the_hubs_http_requests_are_logged_only_at_debug(level: str, hub_lines: bool) -> None:
+    script = (
+        "import logging; from maskfarm.worker.cli import configure_logging, HTTP_CLIENT_LOGGERS\n"
+        f"configure_logging({level!r})\n"
+        "for name in HTTP_CLIENT_LOGGERS: logging.getLogger(name).info('HTTP Request: GET %s', name)\n"
+        "logging.getLogger('maskfarm.worker.runner').info('ours')\n"
+        "logging.getLogger('httpx2').warning('a hub warning')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "ours" in run.stderr and "a hub warning" in run.stderr
+    assert ("HTTP Request: GET" in run.stderr) is hub_lines, run.stderr

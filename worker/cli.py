@@ -88,27 +88,26 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    import logging
 
     from huggingface_hub.utils import logging as hub_logging
 
+    from maskfarm.core.settings import from_args
+    from maskfarm.worker.settings import WorkerSettings
     from maskfarm.worker.weights import unloadable_model_message
 
     hub_logging.disable_propagation()  # the hub prints its warnings itself: through ours too, each came twice
-    if problem := unloadable_model_message(args.model):  # before torch's imports, which take seconds
-        print(f"maskfarm worker: {problem}", file=sys.stderr)
-        return 2
-    from maskfarm.core.settings import from_args
-    from maskfarm.worker.model import ModelLoadError
-    from maskfarm.worker.runner import RedisUnreachable, run
-    from maskfarm.worker.settings import WorkerSettings
-
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+    try:  # a wrong setting is said at once, before the model is looked for
         settings = from_args(WorkerSettings, args)
     except ValueError as error:
         print(f"maskfarm worker: {error}", file=sys.stderr)
         return 2
+    if problem := unloadable_model_message(args.model):  # before torch's imports, which take seconds
+        print(f"maskfarm worker: {problem}", file=sys.stderr)
+        return 2
+    from maskfarm.worker.model import ModelLoadError
+    from maskfarm.worker.runner import RedisUnreachable, run
+
+    configure_logging(args.log_level)
     try:
         return run(settings)
     except ModelLoadError as error:
@@ -121,6 +120,21 @@ def run_worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+HTTP_CLIENT_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+"""The HTTP clients the Hugging Face hub talks through: each logs every request at INFO."""
+
+
+def configure_logging(level: str) -> None:
+    """The worker's log format at ``level``; the hub's HTTP clients say only warnings unless
+    ``level`` is DEBUG (a line per request is noise in a worker's log, not news)."""
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet = logging.getLogger().getEffectiveLevel() > logging.DEBUG
+    for name in HTTP_CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
 
 
 def run_worker_health(args: argparse.Namespace) -> int:
