@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Whole processes, files to files: the node's per-frame loop vs ``maskfarm segment --local``.
 
-    python bench/whole_process.py                  # 1 and 4 prompts, 6 marginal frames, 3 rounds
+    python bench/whole_process.py                  # 1 and 4 prompts, 12 marginal frames, 3 rounds
+    python bench/whole_process.py --in-process     # the same files, the steady state in one process
     python bench/whole_process.py --rounds 1 --frames 2 --size 64 --model-dir .models/tiny   # smoke
 
 Each variant is a fresh process given PNG files (photo-like, ``--size`` square) and writing
@@ -18,6 +19,10 @@ start-up that varies by a second moves one round's difference, not the median's)
 - local: ``python -m maskfarm.cli segment FILES -p ... --local --dtype fp32``.
 - local sequential: ``maskfarm.worker.local.segment_files_locally`` with nothing overlapped
   (``read_ahead=0, write_threads=1``), the same code otherwise: what the overlap buys.
+
+``--in-process`` runs the same variants on the same files in this process, each loaded
+once (``segment_files_locally`` for local, as the CLI calls it): what a frame costs once
+running, without the start-up whose noise the whole-process difference has to beat.
 
 Printed: seconds per frame, the ratio to the node, the fp32 roofline (``VIT_GFLOP_PER_FRAME``
 over the fp32 matmul peak, the best of 5 measurements in this process, torch's default
@@ -60,6 +65,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median counts (default 3)")
     parser.add_argument("--prompts", default="1,4", help="prompt counts, comma separated (default 1,4)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="the same variants and files in this one process, each loaded once: the steady state, no start-up",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -68,12 +78,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def node_child(model_dir: str, files: list[str], prompts: list[str], outdir: str) -> None:
-    """The node's loop over files: per prompt, per frame, processor + full model, then the
-    node's post-processing and one PNG per mask."""
-    from PIL import Image
     from pipeline import node_loop
 
-    run = node_loop(model_dir, torch.device("cpu"), keep=True)
+    node_files(node_loop(model_dir, torch.device("cpu"), keep=True), files, prompts, outdir)
+
+
+def node_files(run, files: list[str], prompts: list[str], outdir: str) -> None:
+    """The node's loop over files: per prompt, per frame, processor + full model, then the
+    node's post-processing and one PNG per mask (``run``: bench/pipeline.py's ``node_loop``)."""
+    from PIL import Image
+
     frames = [np.asarray(Image.open(path).convert("RGB")) for path in files]
     for prompt, masks in zip(prompts, run(frames, prompts)):
         folder = Path(outdir) / prompt.replace(" ", "-")
@@ -95,6 +109,48 @@ def run_child(spec: dict) -> None:
     {"node": node_child, "local sequential": sequential_child}[spec["variant"]](
         spec["model_dir"], spec["files"], spec["prompts"], spec["outdir"]
     )
+
+
+# -- in process: the steady state, start-up left out --------------------------------------------
+
+
+def measure_in_process(args: argparse.Namespace, scratch: Path) -> dict:
+    """The same variants on the same files in this one process, each loaded once and warmed
+    up on one frame: seconds per frame over all 1 + ``--frames`` files, rounds interleaved,
+    the median counting. No start-up to subtract, so far less noise than whole processes;
+    the files read and written are the same."""
+    from pipeline import node_loop
+
+    from maskfarm.worker.local import segment_files_locally
+    from maskfarm.worker.pipeline import Segmenter
+
+    files = write_frames(scratch / "frames", 1 + args.frames, args.size)
+    counts = [int(n) for n in args.prompts.split(",")]
+    node = node_loop(args.model_dir, torch.device("cpu"), keep=True)
+    segmenter = Segmenter.load(args.model_dir, device="cpu", dtype="fp32")
+    runs = {
+        "node": lambda files, prompts, out: node_files(node, files, prompts, out),
+        "local": lambda files, prompts, out: segment_files_locally(segmenter, files, prompts, out),
+        "local sequential": lambda files, prompts, out: segment_files_locally(
+            segmenter, files, prompts, out, read_ahead=0, write_threads=1
+        ),
+    }
+    for variant, run in runs.items():
+        run(files[:1], PROMPTS[:1], str(scratch / f"warm-{variant.replace(' ', '-')}"))
+    rounds: dict[str, list[float]] = {}
+    for round_ in range(args.rounds):
+        for prompts in counts:
+            for variant, run in runs.items():
+                start = time.perf_counter()
+                run(files, PROMPTS[:prompts], str(scratch / f"out-{round_}-{prompts}-{variant.replace(' ', '-')}"))
+                seconds = (time.perf_counter() - start) / len(files)
+                rounds.setdefault(f"{variant}|{prompts}", []).append(seconds)
+                print(f"  round {round_ + 1}: {variant}, {prompts} prompt(s): {seconds:.3f} s/frame")
+    return {
+        "counts": counts,
+        "marginal_s": {key: statistics.median(values) for key, values in rounds.items()},
+        "rounds_s": rounds,
+    }
 
 
 # -- the parent -------------------------------------------------------------------------------
@@ -162,7 +218,9 @@ def report(args: argparse.Namespace, figures: dict) -> None:
     peak, marginal = figures["matmul_fp32_gflops"], figures["marginal_s"]
     roofline = VIT_GFLOP_PER_FRAME / peak
     print(
-        f"\n{args.size}x{args.size} PNG files, {args.frames} marginal frames, median of {args.rounds} rounds; "
+        f"\n{args.size}x{args.size} PNG files, "
+        + (f"{1 + args.frames} frames in this process" if args.in_process else f"{args.frames} marginal frames")
+        + f", median of {args.rounds} rounds; "
         f"{os.cpu_count()} CPUs, torch {torch.__version__}"
     )
     print(f"{'variant':<18}{'prompts':>8}{'s/frame':>9}{'rounds':>15}{'vs node':>9}{'vs roofline':>13}")
@@ -213,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="maskfarm-whole-") as scratch:
         for folder in ("frames",):
             (Path(scratch) / folder).mkdir()
-        figures = measure(args, Path(scratch))
+        figures = (measure_in_process if args.in_process else measure)(args, Path(scratch))
     figures["matmul_fp32_gflops"] = peak
     report(args, figures)
     if args.json:

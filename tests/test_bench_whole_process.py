@@ -33,3 +33,18 @@ def test_every_variant_runs_and_the_goals_are_judged(tiny_model_dir: Path, tmp_p
         assert sum(line.startswith(f"{variant:<18}") for line in table) == 2, run.stdout
     goals = [line for line in table if line.startswith("goal: ")]
     assert len(goals) == 3 and all(line.endswith(("PASS", "MISS")) for line in goals), run.stdout
+
+
+@pytest.mark.slow
+def test_in_process_runs_the_same_variants_and_judges_the_goals(tiny_model_dir: Path, tmp_path: Path) -> None:
+    figures_path = tmp_path / "in-process.json"
+    command = [sys.executable, str(BENCH), "--model-dir", str(tiny_model_dir), "--size", "48", "--frames", "1"]
+    command += ["--rounds", "2", "--prompts", "1,4", "--in-process", "--json", str(figures_path)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout + run.stderr[-5000:]
+
+    figures = json.loads(figures_path.read_text())
+    assert set(figures["rounds_s"]) == {f"{v}|{p}" for v in VARIANTS for p in (1, 4)}
+    assert all(len(runs) == 2 and min(runs) > 0 for runs in figures["rounds_s"].values())
+    goals = [line for line in run.stdout.splitlines() if line.startswith("goal: ")]
+    assert len(goals) == 3 and all(line.endswith(("PASS", "MISS")) for line in goals), run.stdout
