@@ -9,12 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from maskfarm.core.defaults import DEFAULT_MODEL
-
-if TYPE_CHECKING:
-    pass
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -88,7 +84,6 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-
     from huggingface_hub.utils import logging as hub_logging
 
     from maskfarm.core.settings import from_args
