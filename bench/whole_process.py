@@ -98,10 +98,15 @@ def node_files(run, files: list[str], prompts: list[str], outdir: str) -> None:
 
 
 def sequential_child(model_dir: str, files: list[str], prompts: list[str], outdir: str) -> None:
-    from maskfarm.worker.local import segment_files_locally
     from maskfarm.worker.pipeline import Segmenter
 
-    segmenter = Segmenter.load(model_dir, device="cpu", dtype="fp32")
+    sequential(Segmenter.load(model_dir, device="cpu", dtype="fp32"), files, prompts, outdir)
+
+
+def sequential(segmenter, files: list[str], prompts: list[str], outdir: str) -> None:
+    """``segment --local``'s code with nothing overlapped."""
+    from maskfarm.worker.local import segment_files_locally
+
     segment_files_locally(segmenter, files, prompts, outdir, read_ahead=0, write_threads=1)
 
 
@@ -131,9 +136,7 @@ def measure_in_process(args: argparse.Namespace, scratch: Path) -> dict:
     runs = {
         "node": lambda files, prompts, out: node_files(node, files, prompts, out),
         "local": lambda files, prompts, out: segment_files_locally(segmenter, files, prompts, out),
-        "local sequential": lambda files, prompts, out: segment_files_locally(
-            segmenter, files, prompts, out, read_ahead=0, write_threads=1
-        ),
+        "local sequential": lambda files, prompts, out: sequential(segmenter, files, prompts, out),
     }
     for variant, run in runs.items():
         run(files[:1], PROMPTS[:1], str(scratch / f"warm-{variant.replace(' ', '-')}"))
@@ -159,14 +162,13 @@ def measure_in_process(args: argparse.Namespace, scratch: Path) -> dict:
 def command(variant: str, model_dir: str, files: list[str], prompts: list[str], outdir: str) -> list[str]:
     if variant == "local":
         flags = [arg for prompt in prompts for arg in ("-p", prompt)]
-        return [sys.executable, "-m", "maskfarm.cli", "segment", *files, *flags, "--local", "-o", outdir]
+        options = ["--local", "--model", model_dir, "--device", "cpu", "--dtype", "fp32", "--overwrite", "-o", outdir]
+        return [sys.executable, "-m", "maskfarm.cli", "segment", *files, *flags, *options]
     spec = {"variant": variant, "model_dir": model_dir, "files": files, "prompts": prompts, "outdir": outdir}
     return [sys.executable, __file__, "--child", json.dumps(spec)]
 
 
-def timed_run(argv: list[str], model_dir: str) -> float:
-    if "--local" in argv:
-        argv = [*argv, "--model", model_dir, "--device", "cpu", "--dtype", "fp32", "--overwrite"]
+def timed_run(argv: list[str]) -> float:
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
     elapsed = time.perf_counter() - start
@@ -195,7 +197,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict:
                 for frames in (1, 1 + args.frames):
                     outdir = str(scratch / f"out-{round_}-{prompts}-{variant.replace(' ', '-')}-{frames}")
                     argv = command(variant, args.model_dir, files[:frames], PROMPTS[:prompts], outdir)
-                    seconds = timed_run(argv, args.model_dir)
+                    seconds = timed_run(argv)
                     whole.setdefault((variant, prompts, frames), []).append(seconds)
                     print(f"  round {round_ + 1}: {variant}, {prompts} prompt(s), {frames} frame(s): {seconds:.2f} s")
     rounds = {
@@ -269,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         write_synthetic_model(args.model_dir, preset="full")
     peak = max(matmul_gflops(torch.float32, torch.device("cpu")) for _ in range(5))
     with tempfile.TemporaryDirectory(prefix="maskfarm-whole-") as scratch:
-        for folder in ("frames",):
-            (Path(scratch) / folder).mkdir()
+        (Path(scratch) / "frames").mkdir()
         figures = (measure_in_process if args.in_process else measure)(args, Path(scratch))
     figures["matmul_fp32_gflops"] = peak
     report(args, figures)
