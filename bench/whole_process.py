@@ -19,6 +19,8 @@ start-up that varies by a second moves one round's difference, not the median's)
 - local: ``python -m maskfarm.cli segment FILES -p ... --local --dtype fp32``.
 - local sequential: ``maskfarm.worker.local.segment_files_locally`` with nothing overlapped
   (``read_ahead=0, write_threads=1``), the same code otherwise: what the overlap buys.
+- local batched: ``segment --local --frame-threads 1``: each chunk in one model call on
+  every core instead of one frame per core side by side: what the frame threads buy.
 
 ``--in-process`` runs the same variants on the same files in this process, each loaded
 once (``segment_files_locally`` for local, as the CLI calls it): what a frame costs once
@@ -50,7 +52,7 @@ import torch  # noqa: E402
 from codec import smooth_png  # noqa: E402
 from pipeline import PROMPTS, VIT_GFLOP_PER_FRAME, matmul_gflops  # noqa: E402
 
-VARIANTS = ("node", "local", "local sequential")
+VARIANTS = ("node", "local", "local sequential", "local batched")
 GOAL_VS_NODE_1 = 1.15
 GOAL_VS_ROOFLINE_1 = 1.3
 GOAL_VS_NODE_4 = 4.0
@@ -133,10 +135,12 @@ def measure_in_process(args: argparse.Namespace, scratch: Path) -> dict:
     counts = [int(n) for n in args.prompts.split(",")]
     node = node_loop(args.model_dir, torch.device("cpu"), keep=True)
     segmenter = Segmenter.load(args.model_dir, device="cpu", dtype="fp32")
+    batched = Segmenter.load(args.model_dir, device="cpu", dtype="fp32", frame_threads=1)
     runs = {
         "node": lambda files, prompts, out: node_files(node, files, prompts, out),
         "local": lambda files, prompts, out: segment_files_locally(segmenter, files, prompts, out),
         "local sequential": lambda files, prompts, out: sequential(segmenter, files, prompts, out),
+        "local batched": lambda files, prompts, out: segment_files_locally(batched, files, prompts, out),
     }
     for variant, run in runs.items():
         run(files[:1], PROMPTS[:1], str(scratch / f"warm-{variant.replace(' ', '-')}"))
@@ -160,9 +164,11 @@ def measure_in_process(args: argparse.Namespace, scratch: Path) -> dict:
 
 
 def command(variant: str, model_dir: str, files: list[str], prompts: list[str], outdir: str) -> list[str]:
-    if variant == "local":
+    if variant in ("local", "local batched"):
         flags = [arg for prompt in prompts for arg in ("-p", prompt)]
         options = ["--local", "--model", model_dir, "--device", "cpu", "--dtype", "fp32", "--overwrite", "-o", outdir]
+        if variant == "local batched":
+            options += ["--frame-threads", "1"]
         return [sys.executable, "-m", "maskfarm.cli", "segment", *files, *flags, *options]
     spec = {"variant": variant, "model_dir": model_dir, "files": files, "prompts": prompts, "outdir": outdir}
     return [sys.executable, __file__, "--child", json.dumps(spec)]

@@ -81,6 +81,8 @@ def run_up(args: argparse.Namespace) -> int:
         worker_flags += ["--max-batch", str(args.max_batch)]
     if args.compile:
         worker_flags.append("--compile")
+    if args.frame_threads:
+        worker_flags += ["--frame-threads", str(args.frame_threads)]
     problem = _model_problem(args.model)
     if problem:
         print(f"maskfarm up: {problem}", file=sys.stderr)

@@ -1,5 +1,5 @@
 """The whole-process benchmark (bench/whole_process.py) runs: the node loop, ``segment
---local`` and the sequential local path as processes on PNG files, a row for each and the
+--local`` (frame threads and batched) and the sequential local path as processes on PNG files, a row for each and the
 three goals judged. At a tiny size on the tiny model its figures mean nothing and are only
 checked to be there, never compared."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "whole_process.py"
-VARIANTS = ("node", "local", "local sequential")
+VARIANTS = ("node", "local", "local sequential", "local batched")
 
 
 @pytest.mark.slow

@@ -114,6 +114,16 @@ def test_undecodable_frame_is_reported_with_its_path(tiny_model_dir, tmp_path):
     assert "broken.png" in result.stderr
 
 
+def test_frame_threads_out_of_range_are_said_plainly(tiny_model_dir, frame_files, tmp_path):
+    args = ["segment", str(frame_files[0]), "-p", "car", "--local", "--model", str(tiny_model_dir), "-o"]
+    result = maskfarm(*args, str(tmp_path), "--frame-threads", "0")
+    assert result.returncode == 2
+    assert "frame threads (--frame-threads) must be at least 1, got 0" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = maskfarm(*args, str(tmp_path), "--frame-threads", "1")
+    assert result.returncode == 0, result.stderr
+
+
 def test_missing_model_says_how_to_point_at_a_local_copy(tmp_path, frame_files):
     result = maskfarm(
         "segment",

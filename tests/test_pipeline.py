@@ -283,10 +283,11 @@ def test_cuda_masks_match_cpu(tiny_model_dir):
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_every_mask(tiny_model_dir, monkeypatch):
-    """An injected CUDA out-of-memory error (on the CPU) for batches over 2 pairs."""
+    """An injected CUDA out-of-memory error (on the CPU, batched as on a GPU: no frame
+    threads) for batches over 2 pairs."""
     frames = [make_frame("RGB", (64, 48), seed) for seed in range(5)]
     expected = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=8).segment(frames, PROMPTS[:2])
-    segmenter = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=8)
+    segmenter = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=8, frame_threads=1)
     real_logits = segmenter._model.logits
     sizes = []
 
@@ -325,3 +326,55 @@ def test_compiled_vision_tower_gives_the_same_masks(tiny_model_dir):
     assert type(compiled._model._vision).__name__ == "OptimizedModule"
     for got, want in zip(compiled.segment(frames, PROMPTS[:1]), eager):  # batches of 2, then 1
         assert np.abs(got.masks - want.masks).max() <= 1e-3
+
+
+def test_frame_threads_run_each_frame_alone_on_its_share_of_the_cores(tiny_model_dir, monkeypatch):
+    """With frame threads, a chunk's frames go through the model one per call, on the frame
+    threads, each on its share of torch's threads (a chunk of one frame: in the calling
+    thread, on all of them); the masks are the batched ones (every frame its own prompts
+    and parameters, as the worker's batches have them)."""
+    import threading
+
+    from maskfarm.worker.pipeline import FrameRequest
+
+    torch_threads = torch.get_num_threads()
+    frames = [make_frame("RGB", (64 + 8 * seed, 48), seed) for seed in range(5)]
+    requests = [
+        FrameRequest(frame, PROMPTS[: 1 + seed % 3], MaskParams(dilate=seed % 2, blur=2 * (seed % 3), union=seed == 4))
+        for seed, frame in enumerate(frames)
+    ]
+    batched = list(
+        Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=8, frame_threads=1).stream_requests(requests)
+    )
+    calls = []
+    vision_features = MaskModel.vision_features
+    monkeypatch.setattr(
+        MaskModel,
+        "vision_features",
+        lambda self, values: (
+            calls.append((values.shape[0], threading.current_thread().name, torch.get_num_threads()))
+            or vision_features(self, values)
+        ),
+    )
+    side_by_side = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=8, frame_threads=2)
+    assert side_by_side.frame_threads == 2
+    outputs = list(side_by_side.stream_requests(requests))
+    share = max(1, torch_threads // 2)
+    # 1 + 2 + 3 + 1 pairs fill the first chunk of 8; the fifth frame's 2 start another.
+    assert [(c[0], c[1].startswith("maskfarm-frame"), c[2]) for c in calls] == [(1, True, share)] * 4 + [
+        (1, False, torch_threads)
+    ]
+    assert torch.get_num_threads() == torch_threads, "the calling thread keeps its own count"
+    assert [o.index for o in outputs] == [b.index for b in batched] == list(range(5))
+    assert [o.chunk_end for o in outputs] == [b.chunk_end for b in batched]
+    for ours, theirs in zip(outputs, batched):
+        assert ours.masks.shape == theirs.masks.shape
+        assert np.abs(ours.masks - theirs.masks).max() <= 1e-4
+
+
+def test_frame_threads_default_to_a_frame_per_core_on_a_cpu(tiny_model_dir):
+    default = Segmenter.load(str(tiny_model_dir), device="cpu")
+    assert default.frame_threads == torch.get_num_threads()
+    assert default.max_batch == max(8, default.frame_threads)
+    with pytest.raises(ValueError, match="frame threads"):
+        Segmenter.load(str(tiny_model_dir), device="cpu", frame_threads=0)

@@ -163,8 +163,12 @@ def test_an_image_prompt_equals_the_model_called_with_conditional_pixel_values(
         assert_close(ours[position][0], expected)
 
 
-def test_negatives_and_an_exemplar_cost_no_second_vision_pass_over_the_frames(tiny_model_dir, monkeypatch):
-    """Per chunk one vision pass over its frames, whatever the negatives; the exemplar is embedded once."""
+@pytest.mark.parametrize(("frame_threads", "expected"), [(1, [2, 2]), (2, [1, 1, 1, 1])])
+def test_negatives_and_an_exemplar_cost_no_second_vision_pass_over_the_frames(
+    tiny_model_dir, monkeypatch, frame_threads, expected
+):
+    """One vision pass over each frame, whatever the negatives: per chunk (batched) or per
+    frame (frame threads); the exemplar is embedded once."""
     import io
 
     from PIL import Image
@@ -188,8 +192,8 @@ def test_negatives_and_an_exemplar_cost_no_second_vision_pass_over_the_frames(ti
     monkeypatch.setattr(
         MaskModel, "_embedding", lambda self, condition: embedded.append(condition) or embedding(self, condition)
     )
-    segmenter = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=10)
+    segmenter = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=10, frame_threads=frame_threads)
     masks = segmenter.segment([make_frame("RGB", (40, 30), seed) for seed in range(4)], prompts)
     assert [m.masks.shape for m in masks] == [(2, 30, 40)] * 4
-    assert passes == [2, 2], "one pass over each chunk's frames (5 conditions a frame, 10 a chunk)"
+    assert passes == expected, "one pass over each chunk's or frame's frames (5 conditions a frame, 10 a chunk)"
     assert sum(isinstance(condition, Exemplar) for condition in embedded) == 1

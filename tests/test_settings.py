@@ -108,6 +108,12 @@ def test_a_wrong_worker_setting_is_said_before_the_model_is_looked_for(tmp_path)
     assert "the codec threads must be at least 1, got 0" in run.stderr and str(missing) not in run.stderr
 
 
+def test_frame_threads_are_at_least_one() -> None:
+    assert WorkerSettings(frame_threads=2).frame_threads == 2
+    with pytest.raises(ValueError, match="the frame threads must be at least 1, got 0"):
+        WorkerSettings(frame_threads=0)
+
+
 @pytest.mark.parametrize("level, hub_lines", [("INFO", False), ("DEBUG", True)])
 def test_the_hubs_http_requests_are_logged_only_at_debug(level: str, hub_lines: bool) -> None:
     script = (

@@ -75,7 +75,7 @@ def _add_worker_health_command(subcommands: argparse._SubParsersAction) -> None:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--model --device --dtype --compile --max-batch``, the worker's own flags with their
+    """``--model --device --dtype --compile --max-batch --frame-threads``, the worker's own flags with their
     MASKFARM_* fallbacks (for ``segment --local`` and ``up``)."""
     from maskfarm.core.settings import add_arguments
     from maskfarm.worker.settings import MODEL_OPTIONS, WorkerSettings
@@ -187,8 +187,10 @@ def run_local_segment(args: argparse.Namespace, params, frames, report) -> int:
     from maskfarm.worker.pipeline import Segmenter
 
     try:
-        segmenter = Segmenter.load(args.model, args.device, args.dtype, args.max_batch, args.compile)
-    except ModelLoadError as error:
+        segmenter = Segmenter.load(
+            args.model, args.device, args.dtype, args.max_batch, args.compile, args.frame_threads
+        )
+    except (ModelLoadError, ValueError) as error:  # ValueError: a model option out of range
         report.progress.interrupt()
         print(f"maskfarm: {error}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
@@ -41,6 +42,7 @@ class MaskModel:
         self._extract_layers = list(self._model.extract_layers)
         self._text_cache: OrderedDict[str | bytes, torch.Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size
+        self._text_cache_lock = threading.Lock()
         self._all_vision_layers = _drop_unread_vision_layers(self._model)
         self._vision = self._model.clip.vision_model
 
@@ -63,17 +65,18 @@ class MaskModel:
         Prompts longer than CLIP's 77 tokens are truncated (the plain call would fail). An
         ``Exemplar`` (its ``data`` set) is embedded as the model's conditional pixel values:
         the image as frames are read, through the processor's preprocessing; the cache keeps
-        its digest, not its bytes.
+        its digest, not its bytes. Safe from several threads (``Segmenter``'s frame threads).
         """
         keys = [_cache_key(prompt) for prompt in prompts]
-        for key, prompt in dict(zip(keys, prompts)).items():
-            if key not in self._text_cache:
-                self._text_cache[key] = self._embedding(prompt)
-                if len(self._text_cache) > self._text_cache_size:
-                    self._text_cache.popitem(last=False)
-        for key in keys:
-            self._text_cache.move_to_end(key)
-        return torch.stack([self._text_cache[key] for key in keys])
+        with self._text_cache_lock:
+            for key, prompt in dict(zip(keys, prompts)).items():
+                if key not in self._text_cache:
+                    self._text_cache[key] = self._embedding(prompt)
+                    if len(self._text_cache) > self._text_cache_size:
+                        self._text_cache.popitem(last=False)
+            for key in keys:
+                self._text_cache.move_to_end(key)
+            return torch.stack([self._text_cache[key] for key in keys])
 
     def _embedding(self, condition: Condition) -> torch.Tensor:
         if isinstance(condition, Exemplar):

@@ -33,6 +33,7 @@ import torch
 
 from maskfarm.core.params import MaskParams
 from maskfarm.core.prompts import Prompt, as_prompt
+from maskfarm.worker.frame_threads import FrameThreads, default_frame_threads
 from maskfarm.worker.frames import Frame, iter_frames, to_rgb_uint8
 from maskfarm.worker.inference import Condition, MaskModel
 from maskfarm.worker.masks import mask_from_logits, resize_to
@@ -94,17 +95,35 @@ class FrameRequest:
 
 
 class Segmenter:
-    """Runs the whole pipeline on one loaded model; reuse it across jobs (it caches prompts)."""
+    """Runs the whole pipeline on one loaded model; reuse it across jobs (it caches prompts).
 
-    def __init__(self, loaded: LoadedModel, max_batch: int | None = None, compile: bool = False) -> None:
+    On a CPU a chunk's frames go through the model ``frame_threads`` at a time, one frame
+    per call, each call on its share of the cores (``maskfarm.worker.frame_threads``); on a
+    GPU a chunk is one batched call.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        max_batch: int | None = None,
+        compile: bool = False,
+        frame_threads: int | None = None,
+    ) -> None:
         self.loaded = loaded
-        self.max_batch = max_batch or DEFAULT_MAX_BATCH.get(loaded.device.type, 8)
+        if frame_threads is not None and frame_threads < 1:
+            raise ValueError(f"frame threads (--frame-threads) must be at least 1, got {frame_threads}")
+        on_cpu = loaded.device.type == "cpu"
+        self.frame_threads = (
+            frame_threads if on_cpu and frame_threads else default_frame_threads(loaded.device, compile)
+        )
+        self.max_batch = max_batch or max(DEFAULT_MAX_BATCH.get(loaded.device.type, 8), self.frame_threads)
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
         self._model = MaskModel(loaded)
         if compile:
             self._model.compile()
         self.compiled = compile
+        self._frame_threads = FrameThreads.sharing(self.frame_threads)
         self.observer: PipelineObserver | None = None
         self._spec = PixelSpec.from_processor(loaded.processor)
 
@@ -116,9 +135,10 @@ class Segmenter:
         dtype: str | None = None,
         max_batch: int | None = None,
         compile: bool = False,
+        frame_threads: int | None = None,
     ) -> Segmenter:
         """Load a model (see ``maskfarm.worker.model.load_model``) and wrap it."""
-        return cls(load_model(model, device, dtype), max_batch, compile)
+        return cls(load_model(model, device, dtype), max_batch, compile, frame_threads)
 
     def provenance(self) -> dict[str, str]:
         """Where masks come from: model id, revision (when known), dtype and device."""
@@ -216,7 +236,17 @@ class Segmenter:
 
     def _chunk_masks(self, chunk: list[FrameRequest]) -> list[Callable[[], np.ndarray]]:
         """One chunk's masks, each frame's to be finished at its size (its frames already
-        RGB uint8 tensors). Out of device memory,
+        RGB uint8 tensors): a frame per call on the frame threads, or the chunk at once."""
+        if self._frame_threads is None or len(chunk) == 1:
+            return self._batch_masks(chunk)
+        # Every condition embedded (and cached) here first: the threads only read the cache.
+        conditions = [c for r in chunk for p in cast("Sequence[Prompt]", r.prompts) for c in _conditions(p)]
+        self._model.text_embeddings(list(dict.fromkeys(conditions)))
+        per_frame = self._frame_threads.map(self._batch_masks, [[request] for request in chunk])
+        return [finish for frame in per_frame for finish in frame]
+
+    def _batch_masks(self, chunk: list[FrameRequest]) -> list[Callable[[], np.ndarray]]:
+        """``_chunk_masks`` as one model call (its prompts are ``Prompt``s). Out of device memory,
         the batch is halved and the chunk tried again in halves, down to one pair at a
         time; the smaller batch stays for later chunks, so a worker settles on what its
         device holds."""
@@ -234,8 +264,8 @@ class Segmenter:
         # Retried outside the except block, so the failed attempt's tensors are freed first.
         self._halve_batch()
         half = max(1, len(chunk) // 2)
-        masks = self._chunk_masks(chunk[:half])
-        return masks + (self._chunk_masks(chunk[half:]) if chunk[half:] else [])
+        masks = self._batch_masks(chunk[:half])
+        return masks + (self._batch_masks(chunk[half:]) if chunk[half:] else [])
 
     def _halve_batch(self) -> None:
         if self.loaded.device.type == "cuda":

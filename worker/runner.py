@@ -358,7 +358,9 @@ def run(settings: WorkerSettings) -> int:
     again, so a Redis restart never needs the worker restarted.
     """
     check_redis(settings.redis_url)
-    segmenter = Segmenter.load(settings.model, settings.device, settings.dtype, settings.max_batch, settings.compile)
+    segmenter = Segmenter.load(
+        settings.model, settings.device, settings.dtype, settings.max_batch, settings.compile, settings.frame_threads
+    )
     segmenter.warm()
     if settings.metrics_listen:
         serve_metrics(settings.metrics_listen, segmenter.loaded.device)

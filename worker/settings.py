@@ -40,7 +40,7 @@ BATCH_WAIT_MS = 5.0
 DEFAULT_MODE = 0o644
 """The mode of the mask files a worker writes under a job's ``output_dir``."""
 
-MODEL_OPTIONS = ("model", "device", "dtype", "compile", "max_batch")
+MODEL_OPTIONS = ("model", "device", "dtype", "compile", "max_batch", "frame_threads")
 """The flags that say which model runs, and how: the worker's, ``segment --local``'s and ``up``'s."""
 
 
@@ -112,6 +112,12 @@ class WorkerSettings:
         None, "(frame, prompt) pairs per model batch; bounds memory (none: 64 on CUDA, 8 on CPU)", kind=int
     )
     compile: bool = setting(False, "torch.compile the vision tower: faster once warm, ~1 min of compiling at start")
+    frame_threads: int | None = setting(
+        None,
+        "on a CPU, frames the model runs at once, one per call, the cores shared among them "
+        "(none: one per core; 1: one call for a whole batch on every core); a GPU runs a batch at once",
+        kind=int,
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat_s < self.job_lease_s:
@@ -126,6 +132,8 @@ class WorkerSettings:
         if not 0 <= self.batch_wait_ms <= 1000:
             raise ValueError(f"the batch wait must be in [0, 1000] ms, got {self.batch_wait_ms}")
         object.__setattr__(self, "storage_roots", StorageRoots.parse(self.storage_roots).roots)
+        if self.frame_threads is not None and self.frame_threads < 1:
+            raise ValueError(f"the frame threads must be at least 1, got {self.frame_threads}")
         if self.codec_threads is not None and self.codec_threads < 1:
             raise ValueError(f"the codec threads must be at least 1, got {self.codec_threads}")
         if not 0 <= self.output_mode <= 0o7777:

@@ -1,0 +1,70 @@
+"""Frames side by side on a CPU: one model call per frame, each on its own share of the cores.
+
+On a CPU the model's time is its matrix products, and one call split over every core pays
+for it twice: each of its many small parallel regions (layer norms, GELU, residual adds,
+attention per head) waits for its slowest thread, and a batch of several frames has
+activations that spill out of each core's cache. Frames are independent, so ``FrameThreads``
+runs them the other way round: ``threads`` model calls at once, one frame each, every call
+on ``cores // threads`` torch threads (one, by default). Same model, same weights (shared,
+read-only under inference mode), same results up to float rounding; the gain is measured
+in docs/BENCHMARKS.md ("Frames side by side").
+
+Not for a GPU, where one batched call is what feeds the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def default_frame_threads(device: torch.device, compiled: bool) -> int:
+    """One frame per core on a CPU (torch's intra-op thread count, which is the cores it
+    may use); 1 on a GPU, and for a compiled model (torch.compile is not re-entrant while
+    it compiles, and its kernels already fuse the small operations)."""
+    if device.type != "cpu" or compiled:
+        return 1
+    return max(1, torch.get_num_threads())
+
+
+class FrameThreads:
+    """``threads`` threads, each running torch on ``torch_threads`` intra-op threads.
+
+    torch's thread count is per thread once that thread has run an operation, so each pool
+    thread sets its own as it starts; the calling thread keeps its count.
+    """
+
+    def __init__(self, threads: int, torch_threads: int) -> None:
+        if threads < 2:
+            raise ValueError(f"frame threads run 2 or more frames at once, got {threads}")
+        self.threads = threads
+        self.torch_threads = max(1, torch_threads)
+        self._pool = ThreadPoolExecutor(
+            threads,
+            thread_name_prefix="maskfarm-frame",
+            initializer=torch.set_num_threads,
+            initargs=(self.torch_threads,),
+        )
+
+    @classmethod
+    def sharing(cls, threads: int) -> FrameThreads | None:
+        """``threads`` sharing the cores torch may use now; None for one (nothing to share)."""
+        if threads < 2:
+            return None
+        return cls(threads, torch.get_num_threads() // threads)
+
+    def map(self, call: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[call(item) for item in items]``, up to ``threads`` at once, in order; the
+        first error raised is raised here once every call has ended."""
+        futures = [self._pool.submit(call, item) for item in items]
+        wait(futures)
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
