@@ -270,7 +270,11 @@ class JobStore:
     def _loaded(self, fields: dict[bytes, bytes], done: int, failed: int) -> JobRecord | None:
         """A job from the three reads of ``_read_record_into`` (None if unknown), failed
         as expired if it waited in the queue past its deadline."""
-        job = records.decode_record(fields, done, failed) if fields else None
+        return self._in_time(records.decode_record(fields, done, failed) if fields else None)
+
+    def _in_time(self, job: JobRecord | None) -> JobRecord | None:
+        """``job`` as read (None: unknown), or failed as expired if it waited in the queue
+        past its deadline."""
         if job and job.state is JobState.QUEUED and time.time() > job.queue_deadline:
             job = self._expire(job)
         return job
@@ -304,14 +308,22 @@ class JobStore:
     ) -> tuple[JobRecord, list[StoredFrame]]:
         """The job read again, and its stored results among ``indices`` (``frame_results``
         given the ``job`` as last read), in one round trip: what a watcher needs once
-        frames are announced. Raises ``JobNotFound``."""
+        frames are announced. Given the ``job``, only its fields that change are read
+        (``records.MUTABLE_FIELDS``: not its frame names, which grow with the job); without
+        it, the whole record. Queue deadlines apply. Raises ``JobNotFound``."""
         indices = list(indices)
         expected = records.expected_mask_fields(indices, job)
         with self.redis.pipeline(transaction=False) as pipe:
-            self._read_record_into(pipe, job_id)
+            if job is None:
+                self._read_record_into(pipe, job_id)
+            else:
+                self._read_changes_into(pipe, job_id)
             self._read_frames_into(pipe, job_id, indices, expected)
-            fields, done, failed, *replies = pipe.execute()
-        again = self._loaded(fields, done, failed)
+            read, done, failed, *replies = pipe.execute()
+        if job is None:
+            again = self._loaded(read, done, failed)
+        else:
+            again = self._in_time(records.refreshed(job, read, done, failed))
         if again is None:
             raise JobNotFound(job_id)
         return again, self._frame_results_from(job_id, indices, expected, replies)
@@ -573,6 +585,13 @@ class JobStore:
         """The three reads ``decode_record`` takes: the record, and the counts of the
         job's done and failed frames."""
         pipe.hgetall(self.keys.job(job_id))
+        pipe.hlen(self.keys.done(job_id))
+        pipe.hlen(self.keys.failed(job_id))
+
+    def _read_changes_into(self, pipe: Pipeline, job_id: str) -> None:
+        """The three reads ``records.refreshed`` takes: the record's fields that change,
+        and the counts of the job's done and failed frames."""
+        pipe.hmget(self.keys.job(job_id), records.MUTABLE_FIELDS)
         pipe.hlen(self.keys.done(job_id))
         pipe.hlen(self.keys.failed(job_id))
 
