@@ -1,6 +1,8 @@
 """How a job and its frames are written in Redis hashes, and read back.
 
-A job record is one hash of text fields (``encode_record``/``decode_record``); a frame's
+A job record is one hash of text fields (``encode_record``/``decode_record``), of which
+only a few change once it is written (``MUTABLE_FIELDS``: a job is read again with
+``refreshed``, without its frame names); a frame's
 result is a JSON meta in the job's ``done`` hash plus its masks in the ``masks`` hash
 (``frame_args`` lays them out for the store's script, ``stored_frame`` reads them back).
 Pure functions: ``JobStore`` (``maskfarm.jobqueue.store``) does the reading and writing.
@@ -11,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from maskfarm.core.jobs import (
     ErrorCode,
@@ -106,11 +109,19 @@ def encode_record(job: JobRecord) -> dict[str, str]:
     }
 
 
+def time_text(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
+def time_value(text: str) -> float | None:
+    return float(text) if text else None
+
+
 def decode_record(raw: Mapping[bytes, bytes], done_frames: int, failed_frames: int) -> JobRecord:
+    """The job from its whole record (``HGETALL``) and the counts of its done and failed frames."""
     fields = {key.decode(): value.decode() for key, value in raw.items()}
     return JobRecord(
         id=fields["id"],
-        state=JobState(fields["state"]),
         prompts=json.loads(fields["prompts"]),
         prompt_specs=prompts_from_json(fields.get("prompt_specs", "")),
         frame_names=json.loads(fields["frame_names"]),
@@ -124,20 +135,50 @@ def decode_record(raw: Mapping[bytes, bytes], done_frames: int, failed_frames: i
         result_ttl=int(fields["result_ttl"]),
         input_bytes=int(fields["input_bytes"]),
         done_frames=done_frames,
-        started_at=time_value(fields["started_at"]),
-        finished_at=time_value(fields["finished_at"]),
-        error_code=ErrorCode(fields["error_code"]) if fields["error_code"] else None,
-        error_message=fields["error_message"],
-        cancel_requested=fields["cancel_requested"] == "1",
-        attempts=int(fields["attempts"]),
-        provenance=Provenance(**json.loads(fields["provenance"])),
         frame_paths=json.loads(fields.get("frame_paths", "[]")),
         keep_going=fields.get("keep_going") == "1",
         output_dir=fields.get("output_dir", ""),
         exr=ExrOptions(**json.loads(fields.get("exr", "{}"))),
         failed_frames=failed_frames,
         storage_access=StorageAccess.from_json(fields.get("storage_access", "")),
+        **_decode_mutable(fields),
     )
+
+
+def refreshed(job: JobRecord, values: Sequence[bytes | None], done_frames: int, failed_frames: int) -> JobRecord | None:
+    """``job`` as it is now: ``values`` are its ``MUTABLE_FIELDS`` read again (``HMGET``,
+    in that order) and the counts its done and failed frames; None when the values are
+    those of a record that is gone (all None: it expired)."""
+    if all(value is None for value in values):
+        return None
+    fields = {name: value.decode() for name, value in zip(MUTABLE_FIELDS, values) if value is not None}
+    return dataclasses.replace(job, done_frames=done_frames, failed_frames=failed_frames, **_decode_mutable(fields))
+
+
+_MUTABLE: dict[str, Callable[[str], Any]] = {
+    "state": JobState,
+    "started_at": time_value,
+    "finished_at": time_value,
+    "error_code": lambda text: ErrorCode(text) if text else None,
+    "error_message": str,
+    "cancel_requested": lambda text: text == "1",
+    "attempts": int,
+    "provenance": lambda text: Provenance(**json.loads(text)),
+}
+"""The record's fields that change after the job is created, each a ``JobRecord`` field
+of the same name, with how its text is decoded. Only the state changes
+(``maskfarm.jobqueue.transitions``) write to a record once ``encode_record`` has, and they
+write only these (the counts of done and failed frames are other keys'): a reader that
+holds the job reads only these again (``refreshed``), never its frame names and prompts."""
+
+MUTABLE_FIELDS = tuple(_MUTABLE)
+"""The names of the fields of a job record that change (``_MUTABLE``), in the order
+``refreshed`` reads their values."""
+
+
+def _decode_mutable(fields: Mapping[str, str]) -> dict[str, Any]:
+    """The ``JobRecord`` fields that change, from their text (``MUTABLE_FIELDS``)."""
+    return {name: decode(fields[name]) for name, decode in _MUTABLE.items()}
 
 
 def input_fields(spec: JobSpec) -> dict[str, bytes]:
@@ -151,14 +192,6 @@ def input_fields(spec: JobSpec) -> dict[str, bytes]:
 
 def exemplar_field(prompt_index: int) -> str:
     return f"prompt-{prompt_index}"
-
-
-def time_text(value: float | None) -> str:
-    return "" if value is None else repr(value)
-
-
-def time_value(text: str) -> float | None:
-    return float(text) if text else None
 
 
 def frame_args(result: StoredFrame) -> list:

@@ -270,7 +270,11 @@ class JobStore:
     def _loaded(self, fields: dict[bytes, bytes], done: int, failed: int) -> JobRecord | None:
         """A job from the three reads of ``_read_record_into`` (None if unknown), failed
         as expired if it waited in the queue past its deadline."""
-        job = records.decode_record(fields, done, failed) if fields else None
+        return self._in_time(records.decode_record(fields, done, failed) if fields else None)
+
+    def _in_time(self, job: JobRecord | None) -> JobRecord | None:
+        """``job`` as read (None: unknown), or failed as expired if it waited in the queue
+        past its deadline."""
         if job and job.state is JobState.QUEUED and time.time() > job.queue_deadline:
             job = self._expire(job)
         return job
@@ -304,14 +308,22 @@ class JobStore:
     ) -> tuple[JobRecord, list[StoredFrame]]:
         """The job read again, and its stored results among ``indices`` (``frame_results``
         given the ``job`` as last read), in one round trip: what a watcher needs once
-        frames are announced. Raises ``JobNotFound``."""
+        frames are announced. Given the ``job``, only its fields that change are read
+        (``records.MUTABLE_FIELDS``: not its frame names, which grow with the job); without
+        it, the whole record. Queue deadlines apply. Raises ``JobNotFound``."""
         indices = list(indices)
         expected = records.expected_mask_fields(indices, job)
         with self.redis.pipeline(transaction=False) as pipe:
-            self._read_record_into(pipe, job_id)
+            if job is None:
+                self._read_record_into(pipe, job_id)
+            else:
+                self._read_changes_into(pipe, job_id)
             self._read_frames_into(pipe, job_id, indices, expected)
-            fields, done, failed, *replies = pipe.execute()
-        again = self._loaded(fields, done, failed)
+            read, done, failed, *replies = pipe.execute()
+        if job is None:
+            again = self._loaded(read, done, failed)
+        else:
+            again = self._in_time(records.refreshed(job, read, done, failed))
         if again is None:
             raise JobNotFound(job_id)
         return again, self._frame_results_from(job_id, indices, expected, replies)
@@ -518,23 +530,17 @@ class JobStore:
 
     def mark_succeeded(self, job_id: str) -> bool:
         """Ends a running job as succeeded; False if it was not running."""
-        return self._transition(job_id, {JobState.RUNNING}, records.finished(JobState.SUCCEEDED)) is not None
+        return self._changed(job_id, {JobState.RUNNING}, records.finished(JobState.SUCCEEDED))
 
     def mark_failed(self, job_id: str, code: ErrorCode, message: str) -> bool:
         """Ends a queued or running job as failed; False if it had already ended."""
-        return (
-            self._transition(
-                job_id, {JobState.QUEUED, JobState.RUNNING}, records.finished(JobState.FAILED, code, message)
-            )
-            is not None
+        return self._changed(
+            job_id, {JobState.QUEUED, JobState.RUNNING}, records.finished(JobState.FAILED, code, message)
         )
 
     def mark_cancelled(self, job_id: str) -> bool:
         """Ends a queued or running job as cancelled; False if it had already ended."""
-        return (
-            self._transition(job_id, {JobState.QUEUED, JobState.RUNNING}, records.finished(JobState.CANCELLED))
-            is not None
-        )
+        return self._changed(job_id, {JobState.QUEUED, JobState.RUNNING}, records.finished(JobState.CANCELLED))
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancels a job (server): a queued job at once, a running one by setting its
@@ -558,21 +564,48 @@ class JobStore:
         when its state was not allowed. Leaving the queue releases the job's backlog bytes;
         a terminal state deletes the inputs and starts the result TTL. Raises
         ``JobNotFound`` when there is no record."""
+        answer = self._run_transition(job_id, allowed, fields, provenance, answer_record=True)
+        if answer is None:
+            return None
+        *pairs, done, failed = answer
+        return records.decode_record(dict(zip(pairs[::2], pairs[1::2])), done, failed)
+
+    def _changed(self, job_id: str, allowed: Collection[JobState], fields: Mapping[str, str]) -> bool:
+        """``_transition`` writing ``fields``, for a caller that needs only whether the job
+        changed: the record is not read back (nor sent), which is most of the script's cost."""
+        return self._run_transition(job_id, allowed, fields, answer_record=False) is not None
+
+    def _run_transition(
+        self,
+        job_id: str,
+        allowed: Collection[JobState],
+        fields: Mapping[str, str] | None = None,
+        provenance: str = "",
+        *,
+        answer_record: bool,
+    ) -> list | None:
+        """The ``transitions.TRANSITION`` script's answer after its outcome: what follows
+        ``changed`` (the record as changed and its counts with ``answer_record``, else
+        nothing), or None when the job's state was not allowed. Raises ``JobNotFound``."""
         args = transitions.transition_args(
-            self.keys, job_id, allowed, time.time(), fields=fields, provenance=provenance
+            self.keys, job_id, allowed, time.time(), fields=fields, provenance=provenance, answer_record=answer_record
         )
-        outcome, *raw = self._change(keys=transitions.transition_keys(self.keys, job_id), args=args)
+        outcome, *answer = self._change(keys=transitions.transition_keys(self.keys, job_id), args=args)
         if outcome == b"gone":
             raise JobNotFound(job_id)
-        if outcome != b"changed":
-            return None
-        *pairs, done, failed = raw
-        return records.decode_record(dict(zip(pairs[::2], pairs[1::2])), done, failed)
+        return answer if outcome == b"changed" else None
 
     def _read_record_into(self, pipe: Pipeline, job_id: str) -> None:
         """The three reads ``decode_record`` takes: the record, and the counts of the
         job's done and failed frames."""
         pipe.hgetall(self.keys.job(job_id))
+        pipe.hlen(self.keys.done(job_id))
+        pipe.hlen(self.keys.failed(job_id))
+
+    def _read_changes_into(self, pipe: Pipeline, job_id: str) -> None:
+        """The three reads ``records.refreshed`` takes: the record's fields that change,
+        and the counts of the job's done and failed frames."""
+        pipe.hmget(self.keys.job(job_id), records.MUTABLE_FIELDS)
         pipe.hlen(self.keys.done(job_id))
         pipe.hlen(self.keys.failed(job_id))
 

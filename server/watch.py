@@ -67,7 +67,9 @@ class _FrameReplay:
 
     Frames are only ever added to a job, so the job's count of stored frames says whether
     any is unknown: they are listed only then. A wake-up costs one round trip: the job
-    and the frames announced, read together.
+    and the frames announced, read together; the job's whole record (its frame names:
+    tens of KB for a long job) is read once, at catch-up, and after that only what can
+    change in it (``JobStore.job_with_frames`` given the job).
     """
 
     def __init__(self, store: JobStore, job_id: str, from_frame: int) -> None:
@@ -91,9 +93,9 @@ class _FrameReplay:
         return job, self._unseen(job)
 
     def after_wake_up(self, announced: list[int]) -> tuple[JobRecord, list[StoredFrame], list[int]]:
-        """The job read again together with the first ``REPLAY_CHUNK`` announced frames
-        (one round trip; blocking), and the frames to read next: the other announced ones,
-        then any stored and not seen yet."""
+        """The job read again (its fields that change) together with the first
+        ``REPLAY_CHUNK`` announced frames (one round trip; blocking), and the frames to read
+        next: the other announced ones, then any stored and not seen yet."""
         first, rest = announced[: self.chunk], announced[self.chunk :]
         job, results = self.store.job_with_frames(self.job_id, first, self.job)
         self.job = job

@@ -10,7 +10,7 @@ import grpc
 import pytest
 import redis
 
-from maskfarm.core.jobs import Provenance, StoredFrame
+from maskfarm.core.jobs import ErrorCode, Provenance, StoredFrame
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.server.watch import REPLAY_CHUNK
 from maskfarm.v1 import segmentation_pb2 as pb
@@ -79,6 +79,42 @@ def test_watch_replays_stored_frames_then_follows_until_the_end(server: ServerPr
     assert last.job.provenance.model == "tiny" and last.job.provenance.revision == "abc123"
     assert last.job.HasField("start_time") and last.job.HasField("finish_time")
     assert list(stream) == []
+
+
+def test_a_watch_reads_the_whole_job_once_then_only_what_changes(server: ServerProcess, store: JobStore) -> None:
+    """Each wake-up (a state change, frames stored) reads the job again without its frame
+    names, which grow with the job: the record is read whole (HGETALL) once per watch,
+    and the watcher still sees every change and count."""
+    job = submit(server, frames=3)
+    key = store.keys.job(job.id)
+    running = store.mark_running(job.id, PROVENANCE)
+    with store.redis.monitor() as monitor:
+        stream = server.stub().WatchJob(pb.WatchJobRequest(job_id=job.id), timeout=20)
+        assert describe(next(stream)) == "JOB_STATE_RUNNING 0"
+        store.store_frame_results(job.id, [masks_of(0), StoredFrame.failed(1, "broken")], running.attempts)
+        assert [describe(next(stream)) for _ in range(3)] == ["frame 0", "frame 1", "JOB_STATE_RUNNING 2"]
+        store.cancel(job.id)  # running: the flag, announced as a state change
+        cancelling = next(stream)
+        assert describe(cancelling) == "JOB_STATE_RUNNING 2" and cancelling.job.cancel_requested
+        store.store_frame_result(job.id, masks_of(2))
+        assert [describe(next(stream)) for _ in range(2)] == ["frame 2", "JOB_STATE_RUNNING 3"]
+        store.mark_failed(job.id, ErrorCode.INTERNAL, "a bug")
+        last = next(stream)
+        assert list(stream) == []
+        store.redis.exists(f"{key}:end")
+        reads = []  # the record's, by clients (not the store's scripts)
+        while (seen := monitor.next_command())["command"] != f"EXISTS {key}:end":
+            command = seen["command"].split()
+            if command[1:2] == [key] and command[0] in ("HGETALL", "HMGET") and seen["client_type"] != "lua":
+                reads.append(command[0])
+
+    assert describe(last) == "JOB_STATE_FAILED 3"
+    assert last.job.progress.failed_frames == 1 and last.job.cancel_requested
+    assert last.job.error.message == "a bug" and last.job.provenance.worker == "w1"
+    assert last.job.HasField("start_time") and last.job.HasField("finish_time")
+    assert list(last.job.frame_names) == ["f.1001.png", "f.1002.png", "f.1003.png"]
+    assert reads.count("HGETALL") == 1  # catching up; then HMGET of the fields that change
+    assert reads.count("HMGET") >= 4  # a wake-up each: 2 chunks of frames, 2 state changes
 
 
 def test_a_resumed_watch_sends_nothing_twice(server: ServerProcess, store: JobStore) -> None:

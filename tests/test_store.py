@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 
 from maskfarm.core.jobs import ErrorCode, JobSpec, JobState, Provenance, StoredFrame, WorkerRecord
 from maskfarm.core.params import MaskParams
+from maskfarm.jobqueue import records
 from maskfarm.jobqueue.store import InputsExpired, JobNotFound, JobStore
 from tests.images import encoded_image
 
@@ -175,6 +178,60 @@ def test_a_job_is_read_again_with_its_announced_frames(store: JobStore) -> None:
     assert store.job_with_frames(job.id, [], running) == (again, [])
     with pytest.raises(JobNotFound):
         store.job_with_frames("0" * 32, [0], running)
+
+
+def test_a_job_read_again_with_its_frames_has_every_change_and_no_new_frame_names(store: JobStore) -> None:
+    job = create(store, spec(3))
+    caught_up = store.require_job(job.id)  # as a watcher reads it first, queued
+    running = store.mark_running(job.id, PROVENANCE)
+    store.store_frame_results(job.id, [result(0), StoredFrame.failed(1, "broken")], running.attempts)
+    store.cancel(job.id)  # running: the flag only
+    store.mark_failed(job.id, ErrorCode.INTERNAL, "a bug")
+
+    again, results = store.job_with_frames(job.id, [0], caught_up)
+    assert again == store.require_job(job.id)  # state, times, attempts, provenance, error, flag, counts
+    assert (again.state, again.done_frames, again.failed_frames) == (JobState.FAILED, 2, 1)
+    assert again.cancel_requested and again.provenance == PROVENANCE and again.started_at == running.started_at
+    assert results == [result(0)]
+    renamed = dataclasses.replace(caught_up, frame_names=["a", "b", "c"])  # what never changes is not read again
+    assert store.job_with_frames(job.id, [], renamed)[0].frame_names == ["a", "b", "c"]
+
+    store.redis.delete(store.keys.job(job.id))
+    with pytest.raises(JobNotFound):
+        store.job_with_frames(job.id, [0], caught_up)
+
+
+def test_a_queued_job_read_again_past_its_deadline_fails_as_expired(store: JobStore) -> None:
+    job = create(store, queue_ttl=0)
+    time.sleep(0.01)
+    expired, _ = store.job_with_frames(job.id, [], job)
+    assert expired.state is JobState.FAILED and expired.error_code is ErrorCode.EXPIRED
+    assert expired == store.require_job(job.id)
+
+
+def test_state_changes_write_only_the_fields_that_change(store: JobStore) -> None:
+    """``records.MUTABLE_FIELDS``, all that a reader holding the job reads again, is what
+    the state changes write."""
+
+    def changed(job_id: str, change: Callable[[], object]) -> set[str]:
+        before = store.redis.hgetall(store.keys.job(job_id))
+        change()
+        after = store.redis.hgetall(store.keys.job(job_id))
+        assert set(before) == set(after)
+        return {name.decode() for name in after if after[name] != before[name]}
+
+    expired = create(store, queue_ttl=0)
+    time.sleep(0.01)
+    written = changed(expired.id, lambda: store.require_job(expired.id))
+    cancelled, succeeded, failed = create(store), create(store), create(store)
+    written |= changed(cancelled.id, lambda: store.mark_running(cancelled.id, PROVENANCE))
+    written |= changed(cancelled.id, lambda: store.mark_running(cancelled.id, Provenance(worker="w2")))
+    written |= changed(cancelled.id, lambda: store.cancel(cancelled.id))
+    written |= changed(cancelled.id, lambda: store.mark_cancelled(cancelled.id))
+    written |= changed(succeeded.id, lambda: store.mark_running(succeeded.id, PROVENANCE))
+    written |= changed(succeeded.id, lambda: store.mark_succeeded(succeeded.id))
+    written |= changed(failed.id, lambda: store.mark_failed(failed.id, ErrorCode.INTERNAL, "a bug"))
+    assert written == set(records.MUTABLE_FIELDS)
 
 
 def test_a_job_started_again_after_a_lost_worker_counts_attempts(store: JobStore) -> None:
