@@ -44,11 +44,12 @@ def stand_in_segmenter(model_ms: float, max_batch: int = 64):
             self.max_batch = max_batch
             self.compiled = False
             self.observer = None
+            self._frame_threads = None
 
         def warm(self) -> None:
             pass
 
-        def _chunk_masks(self, chunk) -> list:
+        def _batch_masks(self, chunk) -> list:
             time.sleep(model_ms / 1000 * len(chunk))
             shapes = [(len(r.prompts), r.frame.shape[0], r.frame.shape[1]) for r in chunk]
             return [lambda k=k, h=h, w=w: np.broadcast_to(blob(h, w), (k, h, w)) for k, h, w in shapes]

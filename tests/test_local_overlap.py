@@ -83,7 +83,8 @@ def test_a_bad_frame_stops_the_run_naming_its_file_after_the_frames_before(
 def test_frames_held_at_once_stay_within_the_bound(segmenter: Segmenter, tmp_path: Path, monkeypatch):
     """Writes are slowed, so an unbounded reader would load every frame before the first
     masks are written; the bound is the read-ahead queue, the frame its thread holds, one
-    model chunk, the frames being written, and one counted late."""
+    model chunk (two with frame threads: the next one is in the model while one is given
+    out), the frames being written, and one counted late."""
     paths = frame_files(tmp_path / "frames", 24)
     loaded, finished, most = [0], [0], [0]
     real_load, real_write = local._load, local.write_mask
@@ -103,7 +104,8 @@ def test_frames_held_at_once_stay_within_the_bound(segmenter: Segmenter, tmp_pat
 
     monkeypatch.setattr(local, "_load", counted_load)
     monkeypatch.setattr(local, "write_mask", slow_write)
-    read_ahead, write_threads, chunk = 2, 2, segmenter.max_batch // len(PROMPTS)
+    read_ahead, write_threads = 2, 2
+    chunk = segmenter.max_batch // len(PROMPTS) * (2 if segmenter.frame_threads > 1 else 1)
     segment_files_locally(
         segmenter,
         paths,

@@ -361,9 +361,10 @@ def test_frame_threads_run_each_frame_alone_on_its_share_of_the_cores(tiny_model
     outputs = list(side_by_side.stream_requests(requests))
     share = max(1, torch_threads // 2)
     # 1 + 2 + 3 + 1 pairs fill the first chunk of 8; the fifth frame's 2 start another.
-    assert [(c[0], c[1].startswith("maskfarm-frame"), c[2]) for c in calls] == [(1, True, share)] * 4 + [
-        (1, False, torch_threads)
-    ]
+    # The one-frame chunk runs as it is read, while the first chunk is still in the model.
+    assert sorted((c[0], c[1].startswith("maskfarm-frame"), c[2]) for c in calls) == sorted(
+        [(1, True, share)] * 4 + [(1, False, torch_threads)]
+    )
     assert torch.get_num_threads() == torch_threads, "the calling thread keeps its own count"
     assert [o.index for o in outputs] == [b.index for b in batched] == list(range(5))
     assert [o.chunk_end for o in outputs] == [b.chunk_end for b in batched]

@@ -52,3 +52,35 @@ def test_a_beat_rewrites_the_worker_info_only_when_it_has_something_new(redis_ur
     finally:
         client.delete(key, worker.key)
         client.close()
+
+
+def test_a_state_said_again_is_not_written_again(redis_url: str) -> None:
+    """RQ says "idle" as a job ends and again as it waits for the next: the second write is
+    left out; a new state, or one in a pipeline (RQ's own transactions), is written."""
+    client = redis.Redis.from_url(redis_url)
+    namespace = f"state-{uuid.uuid4().hex[:8]}"
+    worker = MaskfarmWorker(
+        list(queues_of(client, namespace).values()),
+        name=f"{namespace}-w",
+        connection=client,
+        store=JobStore(client, namespace),
+        provenance=PROVENANCE,
+        heartbeat_s=1.0,
+        job_lease_s=30,
+    )
+    try:
+        worker.set_state("idle")
+        assert client.hget(worker.key, "state") == b"idle"
+        client.hset(worker.key, "state", "overwritten")
+        worker.set_state("idle")
+        assert client.hget(worker.key, "state") == b"overwritten"
+        worker.set_state("busy")
+        assert client.hget(worker.key, "state") == b"busy"
+        client.hset(worker.key, "state", "overwritten")
+        with client.pipeline() as pipeline:
+            worker.set_state("busy", pipeline)
+            pipeline.execute()
+        assert client.hget(worker.key, "state") == b"busy"
+    finally:
+        client.delete(worker.key)
+        client.close()

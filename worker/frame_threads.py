@@ -15,7 +15,7 @@ Not for a GPU, where one batched call is what feeds the device.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 import torch
@@ -59,12 +59,20 @@ class FrameThreads:
             return None
         return cls(threads, torch.get_num_threads() // threads)
 
+    def submit(self, call: Callable[[T], R], items: Sequence[T]) -> list[Future[R]]:
+        """``call(item)`` for each item, queued now, up to ``threads`` running at once."""
+        return [self._pool.submit(call, item) for item in items]
+
     def map(self, call: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """``[call(item) for item in items]``, up to ``threads`` at once, in order; the
-        first error raised is raised here once every call has ended."""
-        futures = [self._pool.submit(call, item) for item in items]
-        wait(futures)
-        return [future.result() for future in futures]
+        """``[call(item) for item in items]`` on the threads (``results`` of ``submit``)."""
+        return results(self.submit(call, items))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def results(futures: Sequence[Future[R]]) -> list[R]:
+    """The futures' results in order; the first error raised is raised here once every
+    call has ended (none is left running behind it)."""
+    wait(futures)
+    return [future.result() for future in futures]

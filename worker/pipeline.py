@@ -24,7 +24,9 @@ import functools
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -33,7 +35,7 @@ import torch
 
 from maskfarm.core.params import MaskParams
 from maskfarm.core.prompts import Prompt, as_prompt
-from maskfarm.worker.frame_threads import FrameThreads, default_frame_threads
+from maskfarm.worker.frame_threads import FrameThreads, default_frame_threads, results
 from maskfarm.worker.frames import Frame, iter_frames, to_rgb_uint8
 from maskfarm.worker.inference import Condition, MaskModel
 from maskfarm.worker.masks import mask_from_logits, resize_to
@@ -192,18 +194,47 @@ class Segmenter:
     def stream_pending(
         self, frames: Frame | Iterable[Frame], prompts: str | Sequence[str | Prompt], params: MaskParams = MaskParams()
     ) -> Iterator[PendingMasks]:
-        """``stream``, each frame's full-size work left to its ``PendingMasks.finish``."""
+        """``stream``, each frame's full-size work left to its ``PendingMasks.finish``. With
+        frame threads the next chunk is already in the model while one is given out (its
+        frames read one chunk early), so the threads never wait for the caller's work on
+        the masks (``segment --local``: full size, encoding, writing)."""
         prompts = _check_prompts(prompts)
         requests = (FrameRequest(frame, prompts, params) for frame in iter_frames(frames))
-        for pending in self._pending_chunks(requests):
+        for pending in self._pending_chunks(requests, ahead=self._frame_threads is not None):
             yield from pending
 
-    def _pending_chunks(self, requests: Iterable[FrameRequest]) -> Iterator[list[PendingMasks]]:
+    def _pending_chunks(self, requests: Iterable[FrameRequest], ahead: bool = False) -> Iterator[list[PendingMasks]]:
+        """Each chunk's masks, in order: made when asked for, or with ``ahead`` begun before
+        the chunk before it is given out (a caller that stops after a chunk, as a cancelled
+        worker run does, wants none made beyond it: ``stream`` never reads ahead). A
+        request that fails to be read lets every chunk before it through, then raises."""
+        started: deque[_StartedChunk] = deque()
+        chunks = self._chunks(requests)
         index = 0
-        for chunk in self._chunks(requests):
-            finishers = self._chunk_masks(chunk)
-            yield [PendingMasks(index + k, finish, r.tag) for k, (r, finish) in enumerate(zip(chunk, finishers))]
-            index += len(chunk)
+        try:
+            while True:
+                chunk, error = _next_or_error(chunks)
+                if chunk:
+                    started.append(self._start_chunk(chunk, index))
+                    index += len(chunk)
+                while started and (len(started) > ahead or not chunk):
+                    yield started.popleft().pending()
+                if not chunk:
+                    if error is not None:
+                        raise error
+                    return
+        finally:
+            for left in started:  # the caller stopped early: drop the work nobody will take
+                left.cancel()
+
+    def _start_chunk(self, chunk: list[FrameRequest], first: int) -> _StartedChunk:
+        """The chunk's masks begun: queued on the frame threads, or made now."""
+        if self._frame_threads is None or len(chunk) == 1:
+            return _StartedChunk(chunk, first, made=self._batch_masks(chunk))
+        # Every condition embedded (and cached) here first: the threads only read the cache.
+        conditions = [c for r in chunk for p in cast("Sequence[Prompt]", r.prompts) for c in _conditions(p)]
+        self._model.text_embeddings(list(dict.fromkeys(conditions)))
+        return _StartedChunk(chunk, first, futures=self._frame_threads.submit(self._batch_masks, [[r] for r in chunk]))
 
     def _chunks(self, requests: Iterable[FrameRequest]) -> Iterator[list[FrameRequest]]:
         """Requests (frames made RGB uint8 tensors) in chunks of at most ``max_batch``
@@ -234,19 +265,9 @@ class Segmenter:
         if chunk:
             yield chunk
 
-    def _chunk_masks(self, chunk: list[FrameRequest]) -> list[Callable[[], np.ndarray]]:
-        """One chunk's masks, each frame's to be finished at its size (its frames already
-        RGB uint8 tensors): a frame per call on the frame threads, or the chunk at once."""
-        if self._frame_threads is None or len(chunk) == 1:
-            return self._batch_masks(chunk)
-        # Every condition embedded (and cached) here first: the threads only read the cache.
-        conditions = [c for r in chunk for p in cast("Sequence[Prompt]", r.prompts) for c in _conditions(p)]
-        self._model.text_embeddings(list(dict.fromkeys(conditions)))
-        per_frame = self._frame_threads.map(self._batch_masks, [[request] for request in chunk])
-        return [finish for frame in per_frame for finish in frame]
-
     def _batch_masks(self, chunk: list[FrameRequest]) -> list[Callable[[], np.ndarray]]:
-        """``_chunk_masks`` as one model call (its prompts are ``Prompt``s). Out of device memory,
+        """One chunk's masks in one model call, each frame's to be finished at its size
+        (its frames already RGB uint8 tensors, its prompts ``Prompt``s). Out of device memory,
         the batch is halved and the chunk tried again in halves, down to one pair at a
         time; the smaller batch stays for later chunks, so a worker settles on what its
         device holds."""
@@ -344,6 +365,49 @@ class Segmenter:
         if self.loaded.device.type == "cuda":
             torch.cuda.synchronize(self.loaded.device)
         self.observer.stage(name, time.perf_counter() - start)
+
+
+class _StartedChunk:
+    """A chunk whose masks are made (``made``) or being made, a frame per future."""
+
+    def __init__(
+        self,
+        requests: list[FrameRequest],
+        first: int,
+        made: list[Callable[[], np.ndarray]] | None = None,
+        futures: list[Future[list[Callable[[], np.ndarray]]]] | None = None,
+    ) -> None:
+        self.requests = requests
+        self.first = first
+        self._made = made
+        self._futures = futures or []
+
+    def finishers(self) -> list[Callable[[], np.ndarray]]:
+        """Each frame's finisher, once every frame's model call has ended."""
+        if self._made is None:
+            self._made = [finish for frame in results(self._futures) for finish in frame]
+        return self._made
+
+    def pending(self) -> list[PendingMasks]:
+        return [
+            PendingMasks(self.first + k, finish, request.tag)
+            for k, (request, finish) in enumerate(zip(self.requests, self.finishers()))
+        ]
+
+    def cancel(self) -> None:
+        """Drops the frames not started yet (those running end on their own)."""
+        for future in self._futures:
+            future.cancel()
+
+
+def _next_or_error(chunks: Iterator[list[FrameRequest]]) -> tuple[list[FrameRequest], BaseException | None]:
+    """The next chunk; an empty one at the end, or with the error that reading raised."""
+    try:
+        return next(chunks), None
+    except StopIteration:
+        return [], None
+    except Exception as error:
+        return [], error
 
 
 def _masks_per_params(logits: torch.Tensor, params: Sequence[MaskParams]) -> torch.Tensor:

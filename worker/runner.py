@@ -172,6 +172,13 @@ class MaskfarmWorker(SimpleWorker):
         super().heartbeat(timeout, pipeline)
         self.store.register_worker(info, ttl=ttl, pipeline=pipeline)
 
+    def set_state(self, state: str, pipeline=None) -> None:
+        """RQ's, less a write of its own that repeats the last: RQ says "idle" as a job
+        ends and again as it waits for the next (a round trip per job)."""
+        if pipeline is None and state == self._state:
+            return
+        super().set_state(state, pipeline)
+
     @property
     def dequeue_timeout(self) -> int:
         # RQ blocks an idle worker for worker_ttl - 15 s and runs maintenance only between
