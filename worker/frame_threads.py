@@ -37,7 +37,10 @@ class FrameThreads:
     """``threads`` threads, each running torch on ``torch_threads`` intra-op threads.
 
     torch's thread count is per thread once that thread has run an operation, so each pool
-    thread sets its own as it starts; the calling thread keeps its count.
+    thread sets its own as it starts; the calling thread keeps its count. Setting it also
+    sets the count that threads which have not run torch yet start with (``segment
+    --local``'s writer threads, say): ``torch_threads``, usually one, which is what threads
+    beside a model that has the cores want.
     """
 
     def __init__(self, threads: int, torch_threads: int) -> None:
