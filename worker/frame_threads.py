@@ -24,13 +24,16 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def default_frame_threads(device: torch.device, compiled: bool) -> int:
-    """One frame per core on a CPU (torch's intra-op thread count, which is the cores it
-    may use); 1 on a GPU, and for a compiled model (torch.compile is not re-entrant while
-    it compiles, and its kernels already fuse the small operations)."""
-    if device.type != "cpu" or compiled:
+def frame_threads_for(device: torch.device, compiled: bool, asked: int | None = None) -> int:
+    """How many frames run side by side: ``asked`` on a CPU, else one per core (torch's
+    intra-op thread count, which is the cores it may use); 1 on a GPU, and by default for
+    a compiled model (torch.compile is not re-entrant while it compiles, and its kernels
+    already fuse the small operations)."""
+    if device.type != "cpu":
         return 1
-    return max(1, torch.get_num_threads())
+    if asked:
+        return asked
+    return 1 if compiled else max(1, torch.get_num_threads())
 
 
 class FrameThreads:
@@ -46,13 +49,11 @@ class FrameThreads:
     def __init__(self, threads: int, torch_threads: int) -> None:
         if threads < 2:
             raise ValueError(f"frame threads run 2 or more frames at once, got {threads}")
-        self.threads = threads
-        self.torch_threads = max(1, torch_threads)
         self._pool = ThreadPoolExecutor(
             threads,
             thread_name_prefix="maskfarm-frame",
             initializer=torch.set_num_threads,
-            initargs=(self.torch_threads,),
+            initargs=(max(1, torch_threads),),
         )
 
     @classmethod
@@ -65,13 +66,6 @@ class FrameThreads:
     def submit(self, call: Callable[[T], R], items: Sequence[T]) -> list[Future[R]]:
         """``call(item)`` for each item, queued now, up to ``threads`` running at once."""
         return [self._pool.submit(call, item) for item in items]
-
-    def map(self, call: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """``[call(item) for item in items]`` on the threads (``results`` of ``submit``)."""
-        return results(self.submit(call, items))
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
 
 
 def results(futures: Sequence[Future[R]]) -> list[R]:

@@ -35,7 +35,7 @@ import torch
 
 from maskfarm.core.params import MaskParams
 from maskfarm.core.prompts import Prompt, as_prompt
-from maskfarm.worker.frame_threads import FrameThreads, default_frame_threads, results
+from maskfarm.worker.frame_threads import FrameThreads, frame_threads_for, results
 from maskfarm.worker.frames import Frame, iter_frames, to_rgb_uint8
 from maskfarm.worker.inference import Condition, MaskModel
 from maskfarm.worker.masks import mask_from_logits, resize_to
@@ -114,10 +114,7 @@ class Segmenter:
         self.loaded = loaded
         if frame_threads is not None and frame_threads < 1:
             raise ValueError(f"frame threads (--frame-threads) must be at least 1, got {frame_threads}")
-        on_cpu = loaded.device.type == "cpu"
-        self.frame_threads = (
-            frame_threads if on_cpu and frame_threads else default_frame_threads(loaded.device, compile)
-        )
+        self.frame_threads = frame_threads_for(loaded.device, compile, frame_threads)
         self.max_batch = max_batch or max(DEFAULT_MAX_BATCH.get(loaded.device.type, 8), self.frame_threads)
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
