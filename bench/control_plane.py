@@ -16,8 +16,12 @@ the servers by ``--in-flight`` client threads, each submitting a job and watchin
 end (as ``maskfarm segment`` does). Redis itself says what it cost: ``INFO cpu``
 (``used_cpu_user`` + ``used_cpu_sys``, the whole process, idle ticks included) and ``INFO
 commandstats`` (calls, reset before each case); the servers' CPU comes from /proc. Printed:
-Redis CPU and commands per frame and per job, server CPU per frame, and how many workers
-of ``--worker-fps`` (500) frames/s one Redis core would feed. The goal: one Redis core feeds
+Redis CPU and commands per frame and per job, the reads of requests per job (round trips:
+``INFO stats`` ``total_reads_processed``), server CPU per frame, and how many workers of
+``--worker-fps`` (500) frames/s one Redis core would feed. Beside them, on the same Redis:
+its CPU per second while the farm idles (counted in each case by its wall time), and what
+RQ alone costs per job (``--floor-jobs`` jobs of a function that does nothing, through a
+plain RQ ``SimpleWorker``), the floor under any job RQ runs. The goal: one Redis core feeds
 100 such workers (50,000 frames/s) in shared-storage mode with 32-frame jobs, i.e. at most
 20 us of Redis CPU per frame: PASS or MISS.
 """
@@ -66,7 +70,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker-fps", type=float, default=500.0, help="one GPU worker's frames/s (default 500)")
     parser.add_argument("--size", type=int, default=64, help="frame side, pixels (default 64)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--floor-jobs",
+        type=int,
+        default=256,
+        help="no-op jobs through plain RQ for its own cost (default 256; 0: skip)",
+    )
     parser.add_argument("--serve-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-rq-floor", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -90,6 +101,20 @@ def serve_worker(spec: dict) -> int:
     return 0
 
 
+def serve_rq_floor(spec: dict) -> int:
+    """Runs a plain RQ ``SimpleWorker`` over the floor's queue until it is empty
+    (``--serve-rq-floor``): RQ's own per-job protocol, nothing of maskfarm's."""
+    import redis
+    from rq import Queue, SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    with redis.Redis.from_url(spec["redis_url"]) as connection:
+        queue = Queue(spec["queue"], connection=connection, serializer=JSONSerializer)
+        worker = SimpleWorker([queue], connection=connection, serializer=JSONSerializer)
+        worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
+    return 0
+
+
 # -- measuring -------------------------------------------------------------------------------
 
 
@@ -99,6 +124,9 @@ class RedisSnapshot:
     calls: dict[str, int]
     usec: dict[str, int]
     """Microseconds spent inside each command (the rest of the CPU is I/O and the event loop)."""
+    reads: int
+    """Reads of a client's requests (``total_reads_processed``): the round trips, a command on
+    its own or a pipeline (a transaction) read at once."""
 
     @classmethod
     def take(cls, client) -> RedisSnapshot:
@@ -108,6 +136,7 @@ class RedisSnapshot:
             float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
             {name: int(value["calls"]) for name, value in stats.items()},
             {name: int(value["usec"]) for name, value in stats.items()},
+            int(client.info("stats")["total_reads_processed"]),
         )
 
 
@@ -123,6 +152,7 @@ class CaseResult:
     top_commands: list[tuple[str, int]]
     command_usec: dict[str, int]
     server_cpu_s: float
+    redis_reads: int
 
     @property
     def redis_us_per_frame(self) -> float:
@@ -147,6 +177,7 @@ class CaseResult:
             f"{self.mode:>6} {self.job_frames:>3} | {self.frames / self.wall_s:8.0f} | "
             f"{self.redis_us_per_frame:8.1f} {1e6 * self.redis_cpu_s / self.jobs:9.0f} | "
             f"{self.redis_calls / self.frames:7.1f} {self.redis_calls / self.jobs:8.1f} | "
+            f"{self.redis_reads / self.jobs:8.1f} | "
             f"{1e6 * self.server_cpu_s / self.frames:8.0f} | {self.workers_per_redis_core:7.0f} | {top}"
         )
 
@@ -155,7 +186,7 @@ WORKER_FPS = [500.0]
 """The GPU worker speed the workers-per-core figure is for (``--worker-fps``)."""
 
 HEADER = (
-    "  mode fpj | frames/s | Redis CPU us/frame  us/job | cmds/frame cmds/job | server us/frame | "
+    "  mode fpj | frames/s | Redis CPU us/frame  us/job | cmds/frame cmds/job | reads/job | server us/frame | "
     "workers/core | commands per frame (top 5)"
 )
 
@@ -271,6 +302,29 @@ class Farm:
             sorted(calls.items(), key=lambda kv: -kv[1]),
             usec,
             server_cpu,
+            after.reads - before.reads - 3,  # less the after snapshot's own three INFO
+        )
+
+    def run_rq_floor(self, jobs: int) -> RqFloor:
+        """``RqFloor`` on this farm's Redis (its workers idle, on other queues)."""
+        import subprocess
+
+        import redis
+        from rq import Queue
+        from rq.serializers import JSONSerializer
+
+        name = f"{self.services.namespace}-rq-floor"
+        with redis.Redis.from_url(self.services.redis_url) as connection:
+            queue = Queue(name, connection=connection, serializer=JSONSerializer)
+            before = RedisSnapshot.take(connection)
+            for _ in range(jobs):
+                queue.enqueue_call("os.getpid", result_ttl=86400, failure_ttl=86400, ttl=3600)
+            enqueued = RedisSnapshot.take(connection)
+            spec = json.dumps({"redis_url": self.services.redis_url, "queue": name})
+            subprocess.run([sys.executable, __file__, "--serve-rq-floor", spec], check=True, timeout=600)
+            after = RedisSnapshot.take(connection)
+        return RqFloor(
+            jobs, enqueued.cpu_s - before.cpu_s, after.cpu_s - enqueued.cpu_s, after.reads - enqueued.reads - 3
         )
 
     def _frames(self, mode: str, job_frames: int) -> list:
@@ -286,6 +340,43 @@ class Farm:
             path.write_bytes(data)
             paths.append(str(path))
         return paths
+
+
+@dataclass
+class RqFloor:
+    """What RQ alone costs Redis per job: a job whose function does nothing, enqueued as
+    the server enqueues maskfarm's (JSON, the same TTLs; a round trip of its own, where
+    the server's joins the job's creating transaction) and run by a plain ``SimpleWorker``."""
+
+    jobs: int
+    enqueue_cpu_s: float
+    run_cpu_s: float
+    run_reads: int
+
+    @property
+    def us_per_job(self) -> float:
+        return 1e6 * (self.enqueue_cpu_s + self.run_cpu_s) / self.jobs
+
+    def row(self) -> str:
+        return (
+            f"RQ alone ({self.jobs} no-op jobs, a plain SimpleWorker): {self.us_per_job:.0f} us of Redis CPU "
+            f"per job (enqueue {1e6 * self.enqueue_cpu_s / self.jobs:.0f}, run "
+            f"{1e6 * self.run_cpu_s / self.jobs:.0f} in {self.run_reads / self.jobs:.1f} reads): "
+            f"{self.us_per_job / GOAL_CASE[1]:.1f} us/frame with {GOAL_CASE[1]}-frame jobs"
+        )
+
+
+def idle_cpu_rate(redis_url: str, seconds: float = 2.0) -> float:
+    """Redis CPU seconds per second while the farm is up with nothing to do: its own ticks
+    and the workers' and servers' periodic work, counted in every case in proportion to
+    its wall time (not to its frames)."""
+    import redis
+
+    with redis.Redis.from_url(redis_url) as connection:
+        before = RedisSnapshot.take(connection).cpu_s
+        start = time.perf_counter()
+        time.sleep(seconds)
+        return (RedisSnapshot.take(connection).cpu_s - before) / (time.perf_counter() - start)
 
 
 def e2e_cpu(pid: int) -> float:
@@ -311,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_worker:
         return serve_worker(json.loads(args.serve_worker))
+    if args.serve_rq_floor:
+        return serve_rq_floor(json.loads(args.serve_rq_floor))
     WORKER_FPS[0] = args.worker_fps
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     sizes = [int(s) for s in args.job_frames.split(",")]
@@ -322,16 +415,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(PROMPTS)} prompt"
     )
     results = []
+    floor = None
     with tempfile.TemporaryDirectory(prefix="maskfarm-control-plane-") as scratch:
         farm = Farm(args, Path(scratch))
         try:
             farm.start()
+            idle = idle_cpu_rate(farm.services.redis_url)
             print(HEADER)
             for mode in modes:
                 for job_frames in sizes:
                     result = farm.run_case(mode, job_frames)
                     results.append(result)
                     print(result.row(), flush=True)
+            if args.floor_jobs > 0:
+                floor = farm.run_rq_floor(args.floor_jobs)
         except Exception:
             print(farm.services.log_tails(), file=sys.stderr)
             raise
@@ -341,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
         if (result.mode, result.job_frames) == GOAL_CASE:
             print(f"per frame, {result.mode} {result.job_frames}-frame jobs: {result.breakdown()}")
             print(f"per job, {result.mode} {result.job_frames}-frame jobs: {result.breakdown('job')}")
+            print(
+                f"Redis idle (the farm up, nothing to do): {1e3 * idle:.1f} ms of CPU per second, "
+                f"{1e6 * idle * result.wall_s / result.frames:.1f} us/frame of this case"
+            )
+    if floor is not None:
+        print(floor.row())
     print(verdict(results))
     if args.json:
         args.json.write_text(
@@ -352,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
                         "workers_per_redis_core": r.workers_per_redis_core,
                     }
                     for r in results
-                ],
+                ]
+                + ([{"rq_floor": {**floor.__dict__, "us_per_job": floor.us_per_job}}] if floor else []),
                 indent=2,
             )
         )

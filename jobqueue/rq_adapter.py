@@ -20,7 +20,7 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
-from rq.worker import BaseWorker, Worker
+from rq.worker import BaseWorker, Worker, WorkerStatus
 
 from maskfarm.core.defaults import DEFAULT_NAMESPACE
 from maskfarm.core.jobs import PRIORITIES, Priority
@@ -38,6 +38,7 @@ __all__ = [
     "Queue",
     "Retry",
     "SimpleWorker",
+    "WorkerStatus",
     "Worker",
     "claim_script",
     "get_current_job",

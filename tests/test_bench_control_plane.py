@@ -30,6 +30,8 @@ def test_a_tiny_run_measures_redis_per_frame_and_says_pass_or_miss(tmp_path: Pat
             "1",
             "--in-flight",
             "4",
+            "--floor-jobs",
+            "16",
             "--json",
             str(figures),
         ],
@@ -38,7 +40,8 @@ def test_a_tiny_run_measures_redis_per_frame_and_says_pass_or_miss(tmp_path: Pat
         timeout=900,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    results = json.loads(figures.read_text())
+    *results, floor = json.loads(figures.read_text())
+    assert floor["rq_floor"]["jobs"] == 16 and floor["rq_floor"]["run_cpu_s"] > 0 and floor["rq_floor"]["run_reads"] > 0
     assert [(r["mode"], r["job_frames"], r["frames"]) for r in results] == [
         ("shared", 1, 32),
         ("shared", 32, 32),
@@ -49,9 +52,11 @@ def test_a_tiny_run_measures_redis_per_frame_and_says_pass_or_miss(tmp_path: Pat
         # Redis reports its CPU in microseconds; the server's comes from /proc in 10 ms ticks,
         # which one small case may not fill on a fast machine.
         assert result["redis_cpu_s"] > 0 and result["server_cpu_s"] >= 0
+        assert result["redis_reads"] >= 4 * result["jobs"], "each job takes several round trips"
         calls = dict(result["top_commands"])
         assert calls.get("rpush", 0) + calls.get("lpush", 0) >= result["jobs"], "each job was queued through RQ"
     assert re.search(r"workers/core", run.stdout)
+    assert re.search(r"RQ alone \(16 no-op jobs, a plain SimpleWorker\): \d+ us of Redis CPU per job", run.stdout)
     assert re.search(
         r"50,000 frames/s goal .*: (PASS|MISS): [\d.]+ us/frame, \d+ workers of 500 frames/s per Redis "
         r"core",

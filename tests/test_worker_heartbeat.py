@@ -8,7 +8,7 @@ import uuid
 import redis
 
 from maskfarm.core.jobs import Provenance
-from maskfarm.jobqueue.rq_adapter import queues_of
+from maskfarm.jobqueue.rq_adapter import JSONSerializer, queues_of
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker import runner
 from maskfarm.worker.runner import MaskfarmWorker
@@ -84,3 +84,76 @@ def test_a_state_said_again_is_not_written_again(redis_url: str) -> None:
     finally:
         client.delete(worker.key)
         client.close()
+
+
+class RecordingRedis(redis.Redis):
+    """A real client that also records each round trip it makes: a command on its own, or
+    the commands of a pipeline executed together (a ``WATCH`` on its own)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.round_trips: list[list[tuple]] = []
+
+    def execute_command(self, *args, **options):
+        self.round_trips.append([args])
+        return super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint=None) -> redis.client.Pipeline:
+        return _RecordingPipeline(self, transaction, shard_hint)
+
+
+class _RecordingPipeline(redis.client.Pipeline):
+    def __init__(self, client: RecordingRedis, transaction: bool, shard_hint) -> None:
+        super().__init__(client.connection_pool, client.response_callbacks, transaction, shard_hint)
+        self.recorder = client
+
+    def immediate_execute_command(self, *args, **options):
+        self.recorder.round_trips.append([args])
+        return super().immediate_execute_command(*args, **options)
+
+    def execute(self, raise_on_error: bool = True):
+        if self.command_stack:
+            self.recorder.round_trips.append([args for args, _ in self.command_stack])
+        return super().execute(raise_on_error)
+
+
+def test_a_job_ends_without_round_trips_of_its_own_for_the_state_and_the_beats(redis_url: str) -> None:
+    """After a job, RQ writes the job's heartbeat, the worker's "idle" and a beat each on
+    its own, then beats again with its suspension check: maskfarm's worker says all of it
+    in that last pipeline (a job has no callbacks to keep alive)."""
+    client = RecordingRedis.from_url(redis_url)
+    namespace = f"end-{uuid.uuid4().hex[:8]}"
+    queues = list(queues_of(client, namespace).values())
+    job = queues[1].enqueue_call("os.getpid", result_ttl=60)
+    worker = MaskfarmWorker(
+        queues,
+        name=f"{namespace}-w",
+        connection=client,
+        serializer=JSONSerializer,
+        store=JobStore(client, namespace),
+        provenance=PROVENANCE,
+        heartbeat_s=1.0,
+        job_lease_s=30,
+    )
+    try:
+        assert worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
+        trips = client.round_trips
+        started = next(n for n, trip in enumerate(trips) if ("PERSIST", job.key) in map(tuple, trip))
+        after = trips[started + 1 :]
+        alone = [trip[0] for trip in after if len(trip) == 1]
+        assert not [args for args in alone if args[0] == "HSET"], alone
+        check = next(trip for trip in after if any(args[0] == "EXISTS" for args in trip))
+        assert ("HSET", worker.key, "state", "idle") in [tuple(map(_text, args)) for args in check]
+        beats = [trip for trip in after if ("HSET", worker.key, "last_heartbeat") in (args[:3] for args in trip)]
+        assert beats == [check]
+        assert job.get_status(refresh=True).value == "finished"
+    finally:
+        client.delete(worker.key, job.key)
+        client.close()
+
+
+def _text(value) -> str:
+    """A command argument as the text Redis gets (RQ passes its enums)."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(getattr(value, "value", value))
