@@ -132,6 +132,7 @@ class JobQueue:
             failure_ttl=self.limits.result_ttl,
             retry=Retry(max=self.limits.retries, enqueue_at_front=True) if self.limits.retries else None,
             description=f"maskfarm job {job.id}",
+            meta={"frames": job.total_frames},
             pipeline=pipe,
         )
 

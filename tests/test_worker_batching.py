@@ -443,3 +443,32 @@ def test_one_stream_carries_frames_with_their_own_prompts_and_params(tiny_model_
         want = alone[name][i].masks
         assert result.masks.shape == want.shape
         assert np.mean(np.abs(result.masks - want) <= 1 / 255) >= 0.9999
+
+
+def test_a_lead_known_to_be_big_costs_no_round_trip_to_gather(redis_url: str) -> None:
+    """The server puts the job's frame count on its RQ job: a worker handed a job with a
+    batch's frames or more asks Redis nothing about batching (small jobs waiting or not)."""
+    from maskfarm.jobqueue.rq_adapter import Job, JSONSerializer
+    from maskfarm.worker.runner import MaskfarmWorker
+    from tests.recording_redis import RecordingRedis
+
+    client = RecordingRedis.from_url(redis_url)
+    jobs = JobQueue(client, JobStore(client, namespace=f"gather-{uuid.uuid4().hex[:8]}"), LIMITS)
+    big, small = _queue(jobs, frames=4), _queue(jobs)
+    worker = MaskfarmWorker(
+        list(jobs.queues.values()),
+        connection=client,
+        serializer=JSONSerializer,
+        store=jobs.store,
+        provenance=PROVENANCE,
+        heartbeat_s=1.0,
+        job_lease_s=30,
+        gatherer=_gatherer(jobs, 4),
+    )
+    lead = Job.fetch(big, connection=client, serializer=JSONSerializer)
+    assert lead.meta == {"frames": 4}
+    before = len(client.round_trips)
+    assert worker._gather(lead) == []
+    assert client.round_trips[before:] == []
+    assert _waiting(jobs) == [big, small]
+    client.close()

@@ -12,6 +12,7 @@ from maskfarm.jobqueue.rq_adapter import JSONSerializer, queues_of
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker import runner
 from maskfarm.worker.runner import MaskfarmWorker
+from tests.recording_redis import RecordingRedis
 
 PROVENANCE = Provenance(model="tiny", dtype="float32", device="cpu", maskfarm_version="0.1.0", worker="w1")
 
@@ -84,37 +85,6 @@ def test_a_state_said_again_is_not_written_again(redis_url: str) -> None:
     finally:
         client.delete(worker.key)
         client.close()
-
-
-class RecordingRedis(redis.Redis):
-    """A real client that also records each round trip it makes: a command on its own, or
-    the commands of a pipeline executed together (a ``WATCH`` on its own)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.round_trips: list[list[tuple]] = []
-
-    def execute_command(self, *args, **options):
-        self.round_trips.append([args])
-        return super().execute_command(*args, **options)
-
-    def pipeline(self, transaction: bool = True, shard_hint=None) -> redis.client.Pipeline:
-        return _RecordingPipeline(self, transaction, shard_hint)
-
-
-class _RecordingPipeline(redis.client.Pipeline):
-    def __init__(self, client: RecordingRedis, transaction: bool, shard_hint) -> None:
-        super().__init__(client.connection_pool, client.response_callbacks, transaction, shard_hint)
-        self.recorder = client
-
-    def immediate_execute_command(self, *args, **options):
-        self.recorder.round_trips.append([args])
-        return super().immediate_execute_command(*args, **options)
-
-    def execute(self, raise_on_error: bool = True):
-        if self.command_stack:
-            self.recorder.round_trips.append([args for args, _ in self.command_stack])
-        return super().execute(raise_on_error)
 
 
 def test_a_job_ends_without_round_trips_of_its_own_for_the_state_and_the_beats(redis_url: str) -> None:

@@ -146,3 +146,30 @@ def test_the_hosts_memory_error_fails_the_job_at_once_without_a_retry(store: Job
     job = store.require_job(job_id)
     assert (job.state, job.error_code.value) == (JobState.FAILED, "out_of_memory")
     assert job.error_message == "the worker's host ran out of memory (not retried): cannot allocate 19.2 GiB"
+
+
+def test_a_job_of_path_frames_reads_them_from_storage_not_from_the_store(
+    store: JobStore, segmenter: Segmenter, tmp_path: Path
+) -> None:
+    """Path frames keep nothing in the store's inputs but markers: the worker reads the
+    files and does not ask Redis for them (it runs with the inputs hash gone)."""
+    from maskfarm.core.storage import StorageRoots
+    from maskfarm.worker.shared_storage import SharedStorage
+
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"plate.{i}.png"
+        path.write_bytes(encoded_image("PNG", (20 + i, 16), noise=True))
+        paths.append(str(path))
+    spec = JobSpec(
+        frames=[b""] * 3, frame_names=[f"plate.{i}.png" for i in range(3)], prompts=PROMPTS, frame_paths=paths
+    )
+    job, _ = store.create(spec, queue_ttl=60, inputs_ttl=120, result_ttl=60)
+    store.redis.delete(store.keys.inputs(job.id))
+    storage = SharedStorage(StorageRoots((str(tmp_path),)))
+    install_runtime(WorkerRuntime(segmenter, store, Provenance(worker="w1"), storage=storage))
+
+    run_job(job.id)
+
+    assert store.require_job(job.id).state is JobState.SUCCEEDED
+    assert [(r.index, r.width) for r in store.frame_results(job.id, range(3))] == [(0, 20), (1, 21), (2, 22)]

@@ -375,7 +375,7 @@ def _decoded_frames(
         if (start or not fresh) and writer.should_stop():
             return
         chunk = list(indices[start : start + chunk_size])
-        inputs = zip(chunk, runtime.store.load_frames(job.id, chunk))
+        inputs = zip(chunk, _stored_inputs(runtime.store, job, chunk))
         for index, frame in zip(chunk, runtime.codec.map(lambda item: _frame_or_error(job, *item), inputs)):
             if isinstance(frame, BadFrame):
                 if not job.keep_going:
@@ -405,6 +405,15 @@ def job_prompts(runtime: WorkerRuntime, job: JobRecord) -> list[Prompt]:
             continue
         prompts[index] = dataclasses.replace(prompt, image=dataclasses.replace(prompt.image, data=data))
     return prompts
+
+
+def _stored_inputs(store: JobStore, job: JobRecord, indices: list[int]) -> list[bytes]:
+    """The stored bytes of the frames at ``indices``, ``b""`` for those given by path (read
+    from shared storage by ``load_frame``): a chunk of path frames costs no round trip.
+    Raises ``InputsExpired`` when stored bytes are gone."""
+    stored = [index for index in indices if not job.frame_path(index)]
+    data = dict(zip(stored, store.load_frames(job.id, stored))) if stored else {}
+    return [data.get(index, b"") for index in indices]
 
 
 def _frame_or_error(job: JobRecord, index: int, data: bytes) -> Frame | BadFrame:

@@ -255,11 +255,15 @@ class MaskfarmWorker(SimpleWorker):
 
     def _gather(self, lead: Job) -> list[tuple[Job, Queue, Execution]]:
         """Claims and RQ-starts the co-jobs of ``lead``'s batch (none when batching is off,
-        ``lead`` is not a small maskfarm job or nothing waits). Never fails the lead: a
+        ``lead`` is not a small maskfarm job or nothing waits). A lead whose RQ job says it
+        has a batch's frames or more (``meta["frames"]``, set by the server; a retried job
+        with fewer left is not batched) costs no round trip. Never fails the lead: a
         Redis error here leaves it alone (a claimed id whose start failed stays in RQ's
         intermediate list, which RQ's maintenance cleans)."""
         if self.gatherer is None or not self.gatherer.enabled or lead.func_name != JOB_FUNCTION:
             return []
+        if lead.meta.get("frames", 0) >= self.gatherer.frames:
+            return []  # too big to share a batch, as the frame count the server put on the RQ job says
         try:
             batch = self._claim_batch(lead) if self.gatherer.waiting() else []
         except RedisError as error:
