@@ -21,7 +21,7 @@ Redis CPU and commands per frame and per job, the reads of requests per job (rou
 ``--worker-fps`` (500) frames/s one Redis core would feed. Beside them, on the same Redis:
 its CPU per second while the farm idles (counted in each case by its wall time), and what
 RQ alone costs per job (``--floor-jobs`` jobs of a function that does nothing, through a
-plain RQ ``SimpleWorker``), the floor under any job RQ runs. The goal: one Redis core feeds
+plain RQ ``SimpleWorker`` and through maskfarm's worker), the floor under any job RQ runs. The goal: one Redis core feeds
 100 such workers (50,000 frames/s) in shared-storage mode with 32-frame jobs, i.e. at most
 20 us of Redis CPU per frame: PASS or MISS.
 """
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -102,15 +103,37 @@ def serve_worker(spec: dict) -> int:
 
 
 def serve_rq_floor(spec: dict) -> int:
-    """Runs a plain RQ ``SimpleWorker`` over the floor's queue until it is empty
-    (``--serve-rq-floor``): RQ's own per-job protocol, nothing of maskfarm's."""
+    """Runs an RQ worker over the floor's queue until it is empty (``--serve-rq-floor``):
+    a plain ``SimpleWorker`` (RQ's own per-job protocol), or maskfarm's worker (RQ's
+    protocol as maskfarm drives it: fewer beats and state writes), with no model and no
+    store work: the floor's jobs are not maskfarm jobs."""
     import redis
     from rq import Queue, SimpleWorker
     from rq.serializers import JSONSerializer
 
     with redis.Redis.from_url(spec["redis_url"]) as connection:
         queue = Queue(spec["queue"], connection=connection, serializer=JSONSerializer)
-        worker = SimpleWorker([queue], connection=connection, serializer=JSONSerializer)
+        if spec["worker"] == "plain":
+            worker = SimpleWorker([queue], connection=connection, serializer=JSONSerializer)
+        else:
+            from maskfarm.core.jobs import Provenance
+            from maskfarm.jobqueue.store import JobStore
+            from maskfarm.worker.runner import MaskfarmWorker
+            from maskfarm.worker.settings import WorkerSettings
+
+            settings = WorkerSettings()
+            worker = MaskfarmWorker(
+                [queue],
+                connection=connection,
+                serializer=JSONSerializer,
+                worker_ttl=settings.job_lease_s,
+                job_monitoring_interval=math.ceil(settings.heartbeat_s),
+                maintenance_interval=settings.maintenance_s,
+                store=JobStore(connection, spec["namespace"]),
+                provenance=Provenance(model="none", worker="floor"),
+                heartbeat_s=settings.heartbeat_s,
+                job_lease_s=settings.job_lease_s,
+            )
         worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
     return 0
 
@@ -305,26 +328,28 @@ class Farm:
             after.reads - before.reads - 3,  # less the after snapshot's own three INFO
         )
 
-    def run_rq_floor(self, jobs: int) -> RqFloor:
-        """``RqFloor`` on this farm's Redis (its workers idle, on other queues)."""
+    def run_rq_floor(self, jobs: int, worker: str) -> RqFloor:
+        """``RqFloor`` on this farm's Redis (its workers idle, on other queues), run by a
+        ``worker``: "plain" or "maskfarm"."""
         import subprocess
 
         import redis
         from rq import Queue
         from rq.serializers import JSONSerializer
 
-        name = f"{self.services.namespace}-rq-floor"
+        name = f"{self.services.namespace}-rq-floor-{worker}"
         with redis.Redis.from_url(self.services.redis_url) as connection:
             queue = Queue(name, connection=connection, serializer=JSONSerializer)
             before = RedisSnapshot.take(connection)
             for _ in range(jobs):
                 queue.enqueue_call("os.getpid", result_ttl=86400, failure_ttl=86400, ttl=3600)
             enqueued = RedisSnapshot.take(connection)
-            spec = json.dumps({"redis_url": self.services.redis_url, "queue": name})
-            subprocess.run([sys.executable, __file__, "--serve-rq-floor", spec], check=True, timeout=600)
+            spec = {"redis_url": self.services.redis_url, "queue": name, "worker": worker}
+            spec["namespace"] = self.services.namespace
+            subprocess.run([sys.executable, __file__, "--serve-rq-floor", json.dumps(spec)], check=True, timeout=600)
             after = RedisSnapshot.take(connection)
         return RqFloor(
-            jobs, enqueued.cpu_s - before.cpu_s, after.cpu_s - enqueued.cpu_s, after.reads - enqueued.reads - 3
+            worker, jobs, enqueued.cpu_s - before.cpu_s, after.cpu_s - enqueued.cpu_s, after.reads - enqueued.reads - 3
         )
 
     def _frames(self, mode: str, job_frames: int) -> list:
@@ -346,8 +371,10 @@ class Farm:
 class RqFloor:
     """What RQ alone costs Redis per job: a job whose function does nothing, enqueued as
     the server enqueues maskfarm's (JSON, the same TTLs; a round trip of its own, where
-    the server's joins the job's creating transaction) and run by a plain ``SimpleWorker``."""
+    the server's joins the job's creating transaction) and run by an RQ worker, a plain
+    ``SimpleWorker`` or maskfarm's (``worker``)."""
 
+    worker: str
     jobs: int
     enqueue_cpu_s: float
     run_cpu_s: float
@@ -359,11 +386,14 @@ class RqFloor:
 
     def row(self) -> str:
         return (
-            f"RQ alone ({self.jobs} no-op jobs, a plain SimpleWorker): {self.us_per_job:.0f} us of Redis CPU "
+            f"RQ alone ({self.jobs} no-op jobs, {WORKER_KINDS[self.worker]}): {self.us_per_job:.0f} us of Redis CPU "
             f"per job (enqueue {1e6 * self.enqueue_cpu_s / self.jobs:.0f}, run "
             f"{1e6 * self.run_cpu_s / self.jobs:.0f} in {self.run_reads / self.jobs:.1f} reads): "
             f"{self.us_per_job / GOAL_CASE[1]:.1f} us/frame with {GOAL_CASE[1]}-frame jobs"
         )
+
+
+WORKER_KINDS = {"plain": "a plain SimpleWorker", "maskfarm": "maskfarm's worker"}
 
 
 def idle_cpu_rate(redis_url: str, seconds: float = 2.0) -> float:
@@ -415,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(PROMPTS)} prompt"
     )
     results = []
-    floor = None
+    floors: list[RqFloor] = []
     with tempfile.TemporaryDirectory(prefix="maskfarm-control-plane-") as scratch:
         farm = Farm(args, Path(scratch))
         try:
@@ -428,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(result)
                     print(result.row(), flush=True)
             if args.floor_jobs > 0:
-                floor = farm.run_rq_floor(args.floor_jobs)
+                floors = [farm.run_rq_floor(args.floor_jobs, worker) for worker in WORKER_KINDS]
         except Exception:
             print(farm.services.log_tails(), file=sys.stderr)
             raise
@@ -442,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"Redis idle (the farm up, nothing to do): {1e3 * idle:.1f} ms of CPU per second, "
                 f"{1e6 * idle * result.wall_s / result.frames:.1f} us/frame of this case"
             )
-    if floor is not None:
+    for floor in floors:
         print(floor.row())
     print(verdict(results))
     if args.json:
@@ -456,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     for r in results
                 ]
-                + ([{"rq_floor": {**floor.__dict__, "us_per_job": floor.us_per_job}}] if floor else []),
+                + [{"rq_floor": {**floor.__dict__, "us_per_job": floor.us_per_job}} for floor in floors],
                 indent=2,
             )
         )

@@ -40,8 +40,10 @@ def test_a_tiny_run_measures_redis_per_frame_and_says_pass_or_miss(tmp_path: Pat
         timeout=900,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    *results, floor = json.loads(figures.read_text())
-    assert floor["rq_floor"]["jobs"] == 16 and floor["rq_floor"]["run_cpu_s"] > 0 and floor["rq_floor"]["run_reads"] > 0
+    *results, plain, maskfarm = json.loads(figures.read_text())
+    for floor, worker in ((plain["rq_floor"], "plain"), (maskfarm["rq_floor"], "maskfarm")):
+        assert (floor["worker"], floor["jobs"]) == (worker, 16)
+        assert floor["run_cpu_s"] > 0 and floor["run_reads"] >= 16, "each no-op job took round trips"
     assert [(r["mode"], r["job_frames"], r["frames"]) for r in results] == [
         ("shared", 1, 32),
         ("shared", 32, 32),
@@ -57,6 +59,7 @@ def test_a_tiny_run_measures_redis_per_frame_and_says_pass_or_miss(tmp_path: Pat
         assert calls.get("rpush", 0) + calls.get("lpush", 0) >= result["jobs"], "each job was queued through RQ"
     assert re.search(r"workers/core", run.stdout)
     assert re.search(r"RQ alone \(16 no-op jobs, a plain SimpleWorker\): \d+ us of Redis CPU per job", run.stdout)
+    assert re.search(r"RQ alone \(16 no-op jobs, maskfarm's worker\): \d+ us of Redis CPU per job", run.stdout)
     assert re.search(
         r"50,000 frames/s goal .*: (PASS|MISS): [\d.]+ us/frame, \d+ workers of 500 frames/s per Redis "
         r"core",
