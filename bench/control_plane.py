@@ -280,6 +280,7 @@ class Farm:
 
         from maskfarm.client.client import Client
         from maskfarm.client.frames import StoragePath
+        from maskfarm.client.jobs import Job
 
         jobs = max(1, self.args.frames // job_frames)
         frames = self._frames(mode, job_frames)
@@ -291,12 +292,12 @@ class Farm:
             chosen = [(f"f{n:05d}.{k:04d}.png", frames[(n + k) % len(frames)]) for k in range(job_frames)]
             if mode == "shared":
                 chosen = [(name, StoragePath(path)) for name, path in chosen]
-            job = client.submit(chosen, PROMPTS, output_dir=output_dir)
-            for _ in client.watch(job.id, timeout=600):
-                pass
-            ended = client.get(job.id)
+            ended = client.submit(chosen, PROMPTS, output_dir=output_dir)
+            for event in client.watch(ended.id, timeout=600):
+                if isinstance(event, Job):  # the job's last event says how it ended, as segment reads it
+                    ended = event
             if ended.state.value != "SUCCEEDED":
-                raise RuntimeError(f"job {job.id} ended {ended.state.value}: {ended.error}")
+                raise RuntimeError(f"job {ended.id} ended {ended.state.value}: {ended.error}")
 
         with redis.Redis.from_url(self.services.redis_url) as connection:
             connection.config_resetstat()

@@ -17,7 +17,7 @@ from PIL import Image
 from maskfarm.core.params import MaskParams
 from maskfarm.worker import model as model_module
 from maskfarm.worker.frames import to_rgb_uint8
-from maskfarm.worker.inference import MaskModel
+from maskfarm.worker.inference import InPlaceQuickGELU, MaskModel
 from maskfarm.worker.model import ModelLoadError, cpu_computes_natively, load_model
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.preprocess import PixelSpec, pixel_values
@@ -168,6 +168,7 @@ def test_truncated_vision_tower_and_cached_text_give_the_plain_logits(
     model = MaskModel(load_model(str(tiny_model_dir), device="cpu", dtype="fp32"))
     vision_layers = model.loaded.model.clip.vision_model.encoder.layers
     assert len(vision_layers) == max(plain_model.extract_layers) + 1 < len(plain_model.clip.vision_model.encoder.layers)
+    assert all(isinstance(layer.mlp.activation_fn, InPlaceQuickGELU) for layer in vision_layers)
     for position in range(batch.shape[0]):
         # Batches of one, as in the plain call, so not even float rounding may differ.
         ours = model.logits(batch[position : position + 1], PROMPTS, max_batch=1)
