@@ -17,6 +17,20 @@ from tests.recording_redis import RecordingRedis
 PROVENANCE = Provenance(model="tiny", dtype="float32", device="cpu", maskfarm_version="0.1.0", worker="w1")
 
 
+def _worker(client: redis.Redis, namespace: str, store: JobStore | None = None) -> MaskfarmWorker:
+    """A maskfarm worker (not started) on the namespace's queues."""
+    return MaskfarmWorker(
+        list(queues_of(client, namespace).values()),
+        name=f"{namespace}-w",
+        connection=client,
+        serializer=JSONSerializer,
+        store=store or JobStore(client, namespace),
+        provenance=PROVENANCE,
+        heartbeat_s=1.0,
+        job_lease_s=30,
+    )
+
+
 def _beat_in_pipeline(worker: MaskfarmWorker, timeout: int) -> None:
     with worker.connection.pipeline() as pipeline:
         worker.heartbeat(timeout, pipeline)
@@ -28,15 +42,7 @@ def test_a_beat_rewrites_the_worker_info_only_when_it_has_something_new(redis_ur
     client = redis.Redis.from_url(redis_url)
     namespace = f"beat-{uuid.uuid4().hex[:8]}"
     store = JobStore(client, namespace)
-    worker = MaskfarmWorker(
-        list(queues_of(client, namespace).values()),
-        name=f"{namespace}-w",
-        connection=client,
-        store=store,
-        provenance=PROVENANCE,
-        heartbeat_s=1.0,
-        job_lease_s=30,
-    )
+    worker = _worker(client, namespace, store)
     key = store.keys.worker(worker.name)
     try:
         _beat_in_pipeline(worker, 90)
@@ -59,16 +65,7 @@ def test_a_state_said_again_is_not_written_again(redis_url: str) -> None:
     """RQ says "idle" as a job ends and again as it waits for the next: the second write is
     left out; a new state, or one in a pipeline (RQ's own transactions), is written."""
     client = redis.Redis.from_url(redis_url)
-    namespace = f"state-{uuid.uuid4().hex[:8]}"
-    worker = MaskfarmWorker(
-        list(queues_of(client, namespace).values()),
-        name=f"{namespace}-w",
-        connection=client,
-        store=JobStore(client, namespace),
-        provenance=PROVENANCE,
-        heartbeat_s=1.0,
-        job_lease_s=30,
-    )
+    worker = _worker(client, f"state-{uuid.uuid4().hex[:8]}")
     try:
         worker.set_state("idle")
         assert client.hget(worker.key, "state") == b"idle"
@@ -92,19 +89,8 @@ def test_a_job_ends_without_round_trips_of_its_own_for_the_state_and_the_beats(r
     its own, then beats again with its suspension check: maskfarm's worker says all of it
     in that last pipeline (a job has no callbacks to keep alive)."""
     client = RecordingRedis.from_url(redis_url)
-    namespace = f"end-{uuid.uuid4().hex[:8]}"
-    queues = list(queues_of(client, namespace).values())
-    job = queues[1].enqueue_call("os.getpid", result_ttl=60)
-    worker = MaskfarmWorker(
-        queues,
-        name=f"{namespace}-w",
-        connection=client,
-        serializer=JSONSerializer,
-        store=JobStore(client, namespace),
-        provenance=PROVENANCE,
-        heartbeat_s=1.0,
-        job_lease_s=30,
-    )
+    worker = _worker(client, f"end-{uuid.uuid4().hex[:8]}")
+    job = worker.queues[1].enqueue_call("os.getpid", result_ttl=60)
     try:
         assert worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
         trips = client.round_trips
