@@ -58,6 +58,7 @@ def test_a_tiny_run_measures_redis_per_frame_and_says_pass_or_miss(tmp_path: Pat
         calls = dict(result["top_commands"])
         assert calls.get("rpush", 0) + calls.get("lpush", 0) >= result["jobs"], "each job was queued through RQ"
     assert re.search(r"workers/core", run.stdout)
+    assert re.search(r"prompt; (Redis alone on CPU \d+, the rest on CPUs \[[\d, ]+\]|Redis not pinned)", run.stdout)
     assert re.search(r"RQ alone \(16 no-op jobs, a plain SimpleWorker\): \d+ us of Redis CPU per job", run.stdout)
     assert re.search(r"RQ alone \(16 no-op jobs, maskfarm's worker\): \d+ us of Redis CPU per job", run.stdout)
     assert re.search(
