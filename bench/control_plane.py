@@ -23,16 +23,15 @@ its CPU per second while the farm idles (counted in each case by its wall time),
 RQ alone costs per job (``--floor-jobs`` jobs of a function that does nothing, through a
 plain RQ ``SimpleWorker`` and through maskfarm's worker), the floor under any job RQ runs.
 With two CPUs or more Redis gets one to itself and everything else the others
-(``--no-pin``: all share them), as the goal's "one Redis core" on a Redis host would. The goal: one Redis core feeds
-100 such workers (50,000 frames/s) in shared-storage mode with 32-frame jobs, i.e. at most
-20 us of Redis CPU per frame: PASS or MISS.
+(``--no-pin``: all share them), as the goal's "one Redis core" on a Redis host would.
+The goal: one Redis core feeds 100 such workers (50,000 frames/s) in shared-storage mode
+with 32-frame jobs, i.e. at most 20 us of Redis CPU per frame: PASS or MISS.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -93,7 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def serve_worker(spec: dict) -> int:
-    """Runs one stand-in worker until SIGTERM (``--serve-worker``)."""
+    """Runs one stand-in worker until SIGTERM, or with ``burst`` until its queues are
+    empty (``--serve-worker``)."""
     from maskfarm.worker.codec_pool import CodecPool
     from maskfarm.worker.runner import WorkerSettings, build_worker
 
@@ -105,42 +105,20 @@ def serve_worker(spec: dict) -> int:
         codec_threads=1,
     )
     worker = build_worker(settings, stand_in_segmenter(spec["model_ms"]), CodecPool(1))
-    worker.work(burst=False, with_scheduler=False, logging_level=None)
+    worker.work(burst=spec.get("burst", False), with_scheduler=False, logging_level=None)
     return 0
 
 
 def serve_rq_floor(spec: dict) -> int:
-    """Runs an RQ worker over the floor's queue until it is empty (``--serve-rq-floor``):
-    a plain ``SimpleWorker`` (RQ's own per-job protocol), or maskfarm's worker (RQ's
-    protocol as maskfarm drives it: fewer beats and state writes), with no model and no
-    store work: the floor's jobs are not maskfarm jobs."""
+    """Runs a plain RQ ``SimpleWorker`` over the floor's queue until it is empty
+    (``--serve-rq-floor``): RQ's own per-job protocol, nothing of maskfarm's."""
     import redis
     from rq import Queue, SimpleWorker
     from rq.serializers import JSONSerializer
 
     with redis.Redis.from_url(spec["redis_url"]) as connection:
         queue = Queue(spec["queue"], connection=connection, serializer=JSONSerializer)
-        if spec["worker"] == "plain":
-            worker = SimpleWorker([queue], connection=connection, serializer=JSONSerializer)
-        else:
-            from maskfarm.core.jobs import Provenance
-            from maskfarm.jobqueue.store import JobStore
-            from maskfarm.worker.runner import MaskfarmWorker
-            from maskfarm.worker.settings import WorkerSettings
-
-            settings = WorkerSettings()
-            worker = MaskfarmWorker(
-                [queue],
-                connection=connection,
-                serializer=JSONSerializer,
-                worker_ttl=settings.job_lease_s,
-                job_monitoring_interval=math.ceil(settings.heartbeat_s),
-                maintenance_interval=settings.maintenance_s,
-                store=JobStore(connection, spec["namespace"]),
-                provenance=Provenance(model="none", worker="floor"),
-                heartbeat_s=settings.heartbeat_s,
-                job_lease_s=settings.job_lease_s,
-            )
+        worker = SimpleWorker([queue], connection=connection, serializer=JSONSerializer)
         worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
     return 0
 
@@ -261,13 +239,7 @@ class Farm:
             self.servers.append(process)
         names = [f"standin-{n}" for n in range(self.args.workers)]
         for name in names:
-            spec = {
-                "redis_url": self.services.redis_url,
-                "namespace": self.services.namespace,
-                "name": name,
-                "storage_roots": [str(self.storage)],
-                "model_ms": self.args.model_ms,
-            }
+            spec = self._worker_spec(name, self.args.model_ms)
             self.services.workers.append(
                 self.services._spawn([sys.executable, __file__, "--serve-worker", json.dumps(spec)], f"{name}.log")
             )
@@ -338,27 +310,48 @@ class Farm:
 
     def run_rq_floor(self, jobs: int, worker: str) -> RqFloor:
         """``RqFloor`` on this farm's Redis (its workers idle, on other queues), run by a
-        ``worker``: "plain" or "maskfarm"."""
+        ``worker``: "plain" (``--serve-rq-floor``), or "maskfarm", the farm's own stand-in
+        worker (``build_worker``) on a namespace of its own, its first queue holding the
+        jobs (the floor's jobs are not maskfarm jobs: no model, no store work)."""
         import subprocess
 
         import redis
         from rq import Queue
         from rq.serializers import JSONSerializer
 
-        name = f"{self.services.namespace}-rq-floor-{worker}"
+        from maskfarm.core.jobs import PRIORITIES
+        from maskfarm.jobqueue.rq_adapter import queue_name
+
+        namespace = f"{self.services.namespace}-floor-{worker}"
+        if worker == "maskfarm":
+            name = queue_name(PRIORITIES[0], namespace)
+            spec = {**self._worker_spec("floor", 0.0), "namespace": namespace, "burst": True}
+            command = [sys.executable, __file__, "--serve-worker", json.dumps(spec)]
+        else:
+            name = namespace
+            spec = {"redis_url": self.services.redis_url, "queue": name}
+            command = [sys.executable, __file__, "--serve-rq-floor", json.dumps(spec)]
         with redis.Redis.from_url(self.services.redis_url) as connection:
             queue = Queue(name, connection=connection, serializer=JSONSerializer)
             before = RedisSnapshot.take(connection)
             for _ in range(jobs):
                 queue.enqueue_call("os.getpid", result_ttl=86400, failure_ttl=86400, ttl=3600)
             enqueued = RedisSnapshot.take(connection)
-            spec = {"redis_url": self.services.redis_url, "queue": name, "worker": worker}
-            spec["namespace"] = self.services.namespace
-            subprocess.run([sys.executable, __file__, "--serve-rq-floor", json.dumps(spec)], check=True, timeout=600)
+            subprocess.run(command, check=True, timeout=600)
             after = RedisSnapshot.take(connection)
         return RqFloor(
             worker, jobs, enqueued.cpu_s - before.cpu_s, after.cpu_s - enqueued.cpu_s, after.reads - enqueued.reads - 3
         )
+
+    def _worker_spec(self, name: str, model_ms: float) -> dict:
+        """What ``serve_worker`` needs to run a stand-in worker of this farm."""
+        return {
+            "redis_url": self.services.redis_url,
+            "namespace": self.services.namespace,
+            "name": name,
+            "storage_roots": [str(self.storage)],
+            "model_ms": model_ms,
+        }
 
     def _frames(self, mode: str, job_frames: int) -> list:
         """Eight distinct frames: PNG bytes, or (shared storage) their files' paths."""
@@ -420,9 +413,9 @@ def idle_cpu_rate(redis_url: str, seconds: float = 2.0) -> float:
 def redis_core(no_pin: bool) -> int | None:
     """The CPU Redis will have to itself (the last this process may use), after moving this
     process (and so every process it starts) to the others; None when not pinning (asked,
-    or one CPU). Measured beside the farm's Python processes on the same cores, Redis
-    spends ~25-30% more CPU per frame (a throwaway run: 39-42 against 30 us/frame): they
-    evict its caches, which a Redis host, the goal's one Redis core, does not suffer."""
+    or one CPU). Beside the farm's Python processes on the same cores Redis spends more
+    per frame (they evict its caches), which a Redis host, the goal's one Redis core, does
+    not (docs/BENCHMARKS.md, "Redis on a core of its own")."""
     cpus = sorted(os.sched_getaffinity(0))
     if no_pin or len(cpus) < 2:
         return None
