@@ -20,6 +20,7 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
+from rq.utils import now as rq_now
 from rq.worker import BaseWorker, Worker, WorkerStatus
 
 from maskfarm.core.defaults import DEFAULT_NAMESPACE
@@ -46,6 +47,7 @@ __all__ = [
     "queue_name",
     "queues_of",
     "rq_job_key",
+    "rq_now",
 ]
 
 JOB_FUNCTION = "maskfarm.worker.job.run_job"

@@ -30,7 +30,6 @@ import os
 import signal
 import threading
 import time
-from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
 from redis.exceptions import RedisError
@@ -48,6 +47,7 @@ from maskfarm.jobqueue.rq_adapter import (
     SimpleWorker,
     WorkerStatus,
     queues_of,
+    rq_now,
 )
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker import liveness
@@ -165,8 +165,8 @@ class MaskfarmWorker(SimpleWorker):
             return
         info = self.info()
         ttl = timeout or self.worker_ttl + 60
-        fresh = (info, ttl) == self._last_info and time.monotonic() - self._last_beat < HEARTBEAT_SPACING_S
-        fresh = fresh and not self._idle_unsaid
+        recent = time.monotonic() - self._last_beat < HEARTBEAT_SPACING_S
+        fresh = (info, ttl) == self._last_info and recent and not self._idle_unsaid
         if pipeline is None and fresh:
             return
         if pipeline is None:
@@ -208,7 +208,7 @@ class MaskfarmWorker(SimpleWorker):
         keeps the job in RQ's started registry while its callbacks run, and RQ's
         transaction that ends the job follows at once (a round trip per job)."""
         if job.success_callback is None and job.failure_callback is None:
-            job.ended_at = datetime.now(timezone.utc)
+            job.ended_at = rq_now()
             return
         super().handle_execution_ended(job, queue, heartbeat_ttl)
 
