@@ -19,6 +19,7 @@ up`` build their clients here, and RQ is handed the same client. Imports only re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -28,6 +29,7 @@ import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
 from redis.client import Pipeline
+from redis.typing import EncodableT
 
 from maskfarm.jobqueue.redis_errors import NotReplicated
 
@@ -174,3 +176,46 @@ def transaction(client: redis.Redis, wait: ReplicaWait | None) -> Pipeline:
     if wait is None:
         return client.pipeline()
     return _ReplicatedPipeline(client, wait)
+
+
+Command = tuple[EncodableT, ...]
+"""A Redis command as sent: its name and arguments, e.g. ``("LLEN", key)``."""
+
+
+def watch_and_read(pipe: Pipeline, watched: Sequence[str], reads: Sequence[Command]) -> list[Any]:
+    """``WATCH watched`` (unless empty) and then ``reads`` (commands, e.g. ``("GET", key)``)
+    sent together on ``pipe``'s connection: one round trip where ``pipe.watch`` and a
+    command each would take one apiece. Returns the reads' raw replies, in order.
+
+    Redis runs a connection's commands in the order sent, so the reads see what they would
+    after a separate ``WATCH``, and ``pipe`` is left watching as ``pipe.watch`` leaves it: its
+    ``multi()``/``execute()`` run on that connection and raise ``WatchError`` if a watched
+    key changed since. The exchange holds no write, so a connection error is retried whole
+    on a new connection (redis-py's retry of the connection); a command's error reply is
+    raised after all replies are read, the connection left usable."""
+    if pipe.explicit_transaction or pipe.command_stack:
+        raise RuntimeError("watch_and_read comes before the pipeline's MULTI and commands")
+    commands: list[Command] = [("WATCH", *watched)] if watched else []
+    commands += reads
+    if pipe.connection is None:  # as redis-py's own first WATCH does; pipe.reset() gives it back
+        pipe.connection = pipe.connection_pool.get_connection()
+    connection = pipe.connection
+
+    def exchange() -> list[Any]:
+        connection.send_packed_command(connection.pack_commands(commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(connection.read_response())
+            except redis.ResponseError as error:
+                replies.append(error)
+        return replies
+
+    replies = connection.retry.call_with_retry(exchange, lambda _error: connection.disconnect())
+    if watched:
+        pipe.watching = True
+        replies = replies[1:]
+    for reply in replies:
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+    return replies

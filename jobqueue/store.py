@@ -26,7 +26,7 @@ import enum
 import json
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import cast
+from typing import Any, Protocol, cast
 
 from redis import Redis
 from redis.client import Pipeline
@@ -45,10 +45,20 @@ from maskfarm.core.jobs import (
 )
 from maskfarm.jobqueue import listing, records, transitions
 from maskfarm.jobqueue.keys import JOB_ID_PATTERN, Keys
-from maskfarm.jobqueue.redis_clients import ReplicaWait, transaction
+from maskfarm.jobqueue.redis_clients import Command, ReplicaWait, transaction, watch_and_read
 
 _LIST_SCAN_LIMIT = 2000
 """ListJobs reads at most this many index entries per page (the page may come back short)."""
+
+
+class Admission(Protocol):
+    """What decides whether ``JobStore.create`` may store a new job (the server's backlog
+    limits): ``reads()`` are the commands whose replies it decides on (``("LLEN", key)``),
+    sent with the request id's check; ``check(spec, replies)`` raises to refuse the job."""
+
+    def reads(self) -> Sequence[Command]: ...
+
+    def check(self, spec: JobSpec, replies: Sequence[Any]) -> None: ...
 
 
 class JobNotFound(LookupError):
@@ -178,27 +188,32 @@ class JobStore:
         queue_ttl: int,
         inputs_ttl: int,
         result_ttl: int,
-        admit: Callable[[JobSpec], None] | None = None,
+        admit: Admission | None = None,
         enqueue: Callable[[Pipeline, JobRecord], None] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Stores a new queued job and its frames; returns ``(job, created)``.
 
         With a ``request_id`` already used by a kept job, stores nothing and returns that
         job with ``created`` False (``admit`` is not asked: a repeated request gets its job
-        back even when new jobs would be refused). Otherwise ``admit(spec)`` may raise to
-        refuse the job before anything is written, and ``enqueue(pipe, job)`` adds the
+        back even when new jobs would be refused). Otherwise ``admit.check`` may raise to
+        refuse the job before anything is written (its reads go with the request id's
+        ``WATCH`` and ``GET``: one round trip, then one for the transaction), and
+        ``enqueue(pipe, job)`` adds the
         commands that queue it to the transaction that stores it, so a job is stored and
         queued together or not at all. A job never enqueued fails as expired at its queue
         deadline. With ``replica_wait``, the job (new or found) is on the replicas when this
         returns, else ``NotReplicated`` is raised.
         """
         request_key = self.keys.request(spec.request_id)
+        watched = [request_key] if spec.request_id else []
+        reads: list[Command] = [("GET", request_key)] if spec.request_id else []
+        reads += admit.reads() if admit is not None else []
         with transaction(self.redis, self.replica_wait) as pipe:
             while True:
                 try:
+                    replies = watch_and_read(pipe, watched, reads) if reads else []
                     if spec.request_id:
-                        pipe.watch(request_key)
-                        existing = pipe.get(request_key)
+                        existing = replies.pop(0)
                         if existing is not None and (job := self.get_job(_text(existing))):
                             if self.replica_wait:  # a write of this connection for WAIT to follow
                                 pipe.multi()
@@ -206,7 +221,7 @@ class JobStore:
                                 pipe.execute()
                             return job, False
                     if admit is not None:
-                        admit(spec)
+                        admit.check(spec, replies)
                     job = records.new_record(spec, queue_ttl=queue_ttl, result_ttl=result_ttl)
                     pipe.multi()
                     self._write_new_job(pipe, job, spec, inputs_ttl=inputs_ttl)

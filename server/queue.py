@@ -9,13 +9,16 @@ the server never loads the worker's code (or torch).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
 
 from maskfarm.core.jobs import PRIORITIES, JobRecord, JobSpec, JobState, Priority, WorkerRecord
+from maskfarm.jobqueue.redis_clients import Command
 from maskfarm.jobqueue.rq_adapter import (
     JOB_FUNCTION,
     BaseWorker,
@@ -70,7 +73,8 @@ class WorkerStatus:
 
 
 class JobQueue:
-    """Submits jobs to the RQ queue of their priority, and cancels them."""
+    """Submits jobs to the RQ queue of their priority, and cancels them. It is the store's
+    ``Admission`` for new jobs: the backlog limits (``QueueLimits``)."""
 
     def __init__(self, redis: Redis, store: JobStore, limits: QueueLimits) -> None:
         self.redis = redis
@@ -90,7 +94,7 @@ class JobQueue:
             queue_ttl=self.limits.queue_ttl,
             inputs_ttl=self.limits.inputs_ttl,
             result_ttl=self.limits.result_ttl,
-            admit=self._check_backlog,
+            admit=self,
             enqueue=self._enqueue_on,
         )
         if not created:
@@ -136,8 +140,15 @@ class JobQueue:
             pipeline=pipe,
         )
 
-    def _check_backlog(self, spec: JobSpec) -> None:
-        waiting, queued = self.backlog()
+    def reads(self) -> Sequence[Command]:
+        """The backlog's reads (``Admission``, sent by ``JobStore.create`` with the request
+        id's check): every priority's queue length, then the waiting frames' bytes."""
+        return [("LLEN", queue.key) for queue in self.queues.values()] + [("GET", self.store.keys.backlog_bytes())]
+
+    def check(self, spec: JobSpec, replies: Sequence[Any]) -> None:
+        """Refuses a job over the backlog limits (``BacklogFull``), given ``reads``' replies."""
+        *lengths, queued_bytes = replies
+        waiting, queued = sum(lengths), int(queued_bytes or 0)
         if waiting >= self.limits.max_backlog_jobs:
             raise BacklogFull(f"{waiting} jobs are waiting (limit {self.limits.max_backlog_jobs})", 30)
         if queued + spec.input_bytes > self.limits.max_backlog_bytes:
@@ -145,16 +156,6 @@ class JobQueue:
                 f"{queued + spec.input_bytes} bytes of frames would be waiting (limit {self.limits.max_backlog_bytes})",
                 30,
             )
-
-    def backlog(self) -> tuple[int, int]:
-        """Jobs waiting in the queues (all priorities) and their frames' bytes, in one
-        round trip."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            for queue in self.queues.values():
-                pipe.llen(queue.key)
-            pipe.get(self.store.keys.backlog_bytes())
-            *lengths, queued = pipe.execute()
-        return sum(lengths), int(queued or 0)
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancels a job (see ``JobStore.cancel``); a queued one also leaves its RQ queue."""

@@ -35,3 +35,15 @@ class _RecordingPipeline(redis.client.Pipeline):
         if self.command_stack:
             self.recorder.round_trips.append([args for args, _ in self.command_stack])
         return super().execute(raise_on_error)
+
+
+class SendCountingConnection(redis.Connection):
+    """A real connection that counts its sends: each is one round trip (a command, a
+    pipeline, or ``watch_and_read``'s commands together), whatever API sent it."""
+
+    sends: list[int] = []
+    """One entry per send of every such connection (a class list: the test clears it)."""
+
+    def send_packed_command(self, command, check_health: bool = True) -> None:
+        SendCountingConnection.sends.append(1)
+        super().send_packed_command(command, check_health)

@@ -103,8 +103,15 @@ def test_admit_refuses_a_new_job_but_not_a_repeated_request(store: JobStore) -> 
     class Refused(Exception):
         pass
 
-    def refuse(job_spec: JobSpec) -> None:
-        raise Refused(job_spec.request_id)
+    class Refuse:
+        def reads(self) -> list:
+            return [("GET", "no-such-key")]
+
+        def check(self, job_spec: JobSpec, replies) -> None:
+            assert replies == [None]
+            raise Refused(job_spec.request_id)
+
+    refuse = Refuse()
 
     first = create(store, spec(request_id="r-3"))
     again, created = store.create(spec(request_id="r-3"), queue_ttl=60, inputs_ttl=120, result_ttl=300, admit=refuse)
