@@ -28,6 +28,7 @@ from maskfarm.core.jobs import PRIORITIES, Priority
 
 __all__ = [
     "JOB_FUNCTION",
+    "MaskfarmQueue",
     "AbandonedJobError",
     "BaseWorker",
     "Execution",
@@ -60,11 +61,29 @@ def queue_name(priority: Priority, namespace: str = DEFAULT_NAMESPACE) -> str:
     return f"{namespace}-{priority.value}"
 
 
+class MaskfarmQueue(Queue):
+    """RQ's queue, knowing that maskfarm's jobs have no dependents: the server enqueues
+    none on them (``depends_on`` is not in maskfarm's API), so when one finishes there is
+    nothing to move to ready, and RQ's read of its dependents set (a round trip per job)
+    is left out. Any other job is RQ's as usual."""
+
+    def move_dependents_to_ready(
+        self,
+        job: Job,
+        pipeline: Pipeline | None = None,
+        exclude_job_id: str | None = None,
+        refresh_job_status: bool = True,
+    ) -> dict[str, list[str]]:
+        if job.func_name == JOB_FUNCTION:
+            return {}
+        return super().move_dependents_to_ready(job, pipeline, exclude_job_id, refresh_job_status)
+
+
 def queues_of(redis: Redis, namespace: str, names: Sequence[str] | None = None) -> dict[str, Queue]:
-    """RQ's queues by name, JSON-serialized: the namespace's three priorities in order, or
-    ``names``."""
+    """RQ's queues by name (``MaskfarmQueue``), JSON-serialized: the namespace's three
+    priorities in order, or ``names``."""
     names = [queue_name(priority, namespace) for priority in PRIORITIES] if names is None else names
-    return {name: Queue(name, connection=redis, serializer=JSONSerializer) for name in names}
+    return {name: MaskfarmQueue(name, connection=redis, serializer=JSONSerializer) for name in names}
 
 
 def rq_job_key(job_id: str) -> str:

@@ -8,7 +8,7 @@ import uuid
 import redis
 
 from maskfarm.core.jobs import Provenance
-from maskfarm.jobqueue.rq_adapter import JSONSerializer, queues_of
+from maskfarm.jobqueue.rq_adapter import JOB_FUNCTION, JSONSerializer, MaskfarmQueue, queues_of
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker import runner
 from maskfarm.worker.runner import MaskfarmWorker
@@ -105,6 +105,47 @@ def test_a_job_ends_without_round_trips_of_its_own_for_the_state_and_the_beats(r
         assert job.get_status(refresh=True).value == "finished"
     finally:
         client.delete(worker.key, job.key)
+        client.close()
+
+
+def test_a_job_starts_in_one_round_trip(redis_url: str) -> None:
+    """RQ registers a job's execution and the worker "busy" in one transaction, then marks
+    the job started in another: maskfarm's worker sends both as one."""
+    client = RecordingRedis.from_url(redis_url)
+    worker = _worker(client, f"start-{uuid.uuid4().hex[:8]}")
+    job = worker.queues[1].enqueue_call("os.getpid", result_ttl=60)
+    try:
+        assert worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
+        trips = [[tuple(map(_text, args)) for args in trip] for trip in client.round_trips]
+        started = [trip for trip in trips if ("PERSIST", job.key) in trip]
+        busy = [trip for trip in trips if ("HSET", worker.key, "state", "busy") in trip]
+        assert len(started) == 1 and busy == started, busy
+        assert any(args[0] == "ZADD" and args[1].startswith("rq:wip:") for args in started[0]), started[0]
+        assert job.get_status(refresh=True).value == "finished"
+    finally:
+        client.delete(worker.key, job.key)
+        client.close()
+
+
+def test_a_maskfarm_job_that_ends_moves_no_dependents_without_reading_them(redis_url: str) -> None:
+    """maskfarm's jobs have no dependents, so their queue does not read the set RQ keeps
+    of them when one ends; any other job's are read as RQ reads them."""
+    client = RecordingRedis.from_url(redis_url)
+    namespace = f"deps-{uuid.uuid4().hex[:8]}"
+    queue = list(queues_of(client, namespace).values())[1]
+    assert isinstance(queue, MaskfarmQueue)
+    ours = queue.enqueue_call(JOB_FUNCTION, args=["a-job"])
+    theirs = queue.enqueue_call("os.getpid")
+    try:
+        for job, reads in ((ours, False), (theirs, True)):
+            client.round_trips.clear()
+            with client.pipeline() as pipeline:
+                pipeline.watch(job.dependents_key)
+                assert queue.move_dependents_to_ready(job, pipeline=pipeline) == {}
+            assert any(trip[0][0] == "SMEMBERS" for trip in client.round_trips) is reads
+    finally:
+        queue.empty()
+        client.delete(ours.key, theirs.key)
         client.close()
 
 

@@ -32,6 +32,7 @@ import threading
 import time
 from importlib.metadata import PackageNotFoundError, version
 
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from maskfarm.core.frame_files import configure_pillow
@@ -42,6 +43,7 @@ from maskfarm.jobqueue.rq_adapter import (
     Execution,
     Job,
     JSONSerializer,
+    MaskfarmQueue,
     NoSuchJobError,
     Queue,
     SimpleWorker,
@@ -128,6 +130,7 @@ class MaskfarmWorker(SimpleWorker):
         self._last_info: tuple[WorkerRecord, int] | None = None
         self._idle_unsaid = False
         self._beat_held = False
+        self._held_start: Pipeline | None = None
         self.stop_requested = False
 
     def info(self) -> WorkerRecord:
@@ -159,7 +162,12 @@ class MaskfarmWorker(SimpleWorker):
         After a job (``execute_job``) RQ's loop beats on its own, then at once again in the
         pipeline of its suspension check: the first is held for the second, which also
         says "idle", so a job ends in one round trip, not three. A beat is held once; if
-        no beat in a pipeline came, the next beat on its own goes out with everything."""
+        no beat in a pipeline came, the next beat on its own goes out with everything.
+        A job's start held by ``prepare_execution`` goes out at the head of the first
+        pipeline a beat joins."""
+        if pipeline is not None and self._held_start is not None:
+            pipeline.command_stack[:0] = self._held_start.command_stack  # the job's start first
+            self._held_start = None
         if pipeline is None and self._idle_unsaid and not self._beat_held:
             self._beat_held = True
             return
@@ -199,7 +207,10 @@ class MaskfarmWorker(SimpleWorker):
         """SimpleWorker's (prepare, perform), with its closing "idle" said by the next
         heartbeat instead of a round trip of its own (``heartbeat``)."""
         execution = self.prepare_execution(job)
-        self.perform_job(job, queue, execution)
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            self._held_start = None  # never sent if the job failed before RQ started it
         self._state = WorkerStatus.IDLE
         self._idle_unsaid = True
 
@@ -224,8 +235,18 @@ class MaskfarmWorker(SimpleWorker):
         return self.job_lease_s
 
     def prepare_execution(self, job: Job) -> Execution:
+        """RQ's (the job's execution in RQ's registries, this worker "busy"), its writes
+        held for the job's next transaction, RQ's ``prepare_job_execution`` (whose
+        ``heartbeat`` adds them): a job starts in one round trip, not two. Until then
+        (a batch being gathered) the job is in no RQ list, as it is between RQ's dequeue
+        and its own start; a worker that dies there leaves it to the orphan sweep."""
         self._last_job_beat = time.monotonic()
-        return super().prepare_execution(job)
+        held = self.connection.pipeline()
+        execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=held, worker_name=self.name)
+        self.executions[execution.id] = execution
+        self.set_state(WorkerStatus.BUSY, pipeline=held)
+        self._held_start = held
+        return execution
 
     def beat_running_job(self) -> None:
         """Renews the leases of the running job and of the co-jobs batched with it, and
@@ -364,6 +385,7 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter, codec: CodecPoo
         name=name,
         connection=redis,
         serializer=JSONSerializer,
+        queue_class=MaskfarmQueue,
         worker_ttl=settings.job_lease_s,
         job_monitoring_interval=math.ceil(settings.heartbeat_s),
         maintenance_interval=settings.maintenance_s,
