@@ -24,9 +24,11 @@ RQ alone costs per job (``--floor-jobs`` jobs of a function that does nothing, t
 plain RQ ``SimpleWorker`` and through maskfarm's worker), the floor under any job RQ runs.
 With two CPUs or more Redis gets one to itself and everything else the others
 (``--no-pin``: all share them), as the goal's "one Redis core" on a Redis host would,
-and the goal case runs once more with that CPU kept from idling between requests, as a
-loaded Redis host's is (``keep_busy``; ``--no-busy-core`` to skip). The goal: one Redis core feeds 100 such workers (50,000 frames/s) in shared-storage mode
-with 32-frame jobs, i.e. at most 20 us of Redis CPU per frame: PASS or MISS.
+and the goal case runs ``--goal-rounds`` times each way, as measured and with that CPU
+kept from idling between requests, as a loaded Redis host's is (``keep_busy``;
+``--no-busy-core`` to skip), alternately; the verdict takes the medians. The goal: one
+Redis core feeds 100 such workers (50,000 frames/s) in shared-storage mode with 32-frame
+jobs, i.e. at most 20 us of Redis CPU per frame: PASS or MISS.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,6 +82,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-pin",
         action="store_true",
         help="leave Redis on every CPU with the rest (by default it gets a CPU of its own, as on a Redis host)",
+    )
+    parser.add_argument(
+        "--goal-rounds",
+        type=int,
+        default=3,
+        help="runs of the goal case (shared, 32) the verdict takes the median of, each way (default 3)",
     )
     parser.add_argument(
         "--no-busy-core",
@@ -172,6 +181,8 @@ class CaseResult:
     redis_reads: int
     core_kept_busy: bool = False
     """Measured with Redis's CPU kept from idling (``keep_busy``)."""
+    round: int = 0
+    """0 for the sweep of every case; the goal case's later rounds count from 1."""
 
     @property
     def redis_us_per_frame(self) -> float:
@@ -346,7 +357,8 @@ class Farm:
             for _ in range(jobs):
                 queue.enqueue_call("os.getpid", result_ttl=86400, failure_ttl=86400, ttl=3600)
             enqueued = RedisSnapshot.take(connection)
-            subprocess.run(command, check=True, timeout=600)
+            with open(self.scratch / "logs" / f"floor-{worker}.log", "wb") as log:
+                subprocess.run(command, check=True, timeout=600, stdout=log, stderr=subprocess.STDOUT)
             after = RedisSnapshot.take(connection)
         return RqFloor(
             worker, jobs, enqueued.cpu_s - before.cpu_s, after.cpu_s - enqueued.cpu_s, after.reads - enqueued.reads - 3
@@ -467,26 +479,57 @@ def e2e_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def goal_rounds(farm: Farm, rounds: int, busy_core: int | None) -> list[CaseResult]:
+    """The goal case ``rounds`` - 1 more times as the sweep ran it and, with ``busy_core``,
+    ``rounds`` times with that CPU (Redis's) kept from idling, alternately: one run of it
+    on a VM scatters by a fifth."""
+    results = []
+    for n in range(1, rounds + 1):
+        if busy_core is not None:
+            with keep_busy(busy_core):
+                busy = farm.run_case(*GOAL_CASE)
+            busy.core_kept_busy, busy.round = True, n
+            results.append(busy)
+            print(busy.row() + f" (round {n}, CPU {busy_core} kept from idling)", flush=True)
+        if n < rounds:
+            again = farm.run_case(*GOAL_CASE)
+            again.round = n
+            results.append(again)
+            print(again.row() + f" (round {n})", flush=True)
+    return results
+
+
 def verdict(results: list[CaseResult]) -> str:
-    """The goal's PASS or MISS, judged on the goal case as measured (Redis's core idle
-    between requests: the dearer figure), the same case with the core kept busy beside it."""
-    goal = [r for r in results if (r.mode, r.job_frames) == GOAL_CASE and not r.core_kept_busy]
-    if not goal:
+    """The goal's PASS or MISS, judged on the median of the goal case's rounds as measured
+    (Redis's core idle between requests: the dearer figure), the rounds with the core kept
+    busy beside it."""
+    goal = [r for r in results if (r.mode, r.job_frames) == GOAL_CASE]
+    idle = [r.redis_us_per_frame for r in goal if not r.core_kept_busy]
+    if not idle:
         return "goal not measured (needs --modes shared and --job-frames 32)"
-    us = goal[0].redis_us_per_frame
-    state = "PASS" if us <= GOAL_US_PER_FRAME else "MISS"
+    us = statistics.median(idle)
     line = (
         f"50,000 frames/s goal (<= {GOAL_US_PER_FRAME:g} us of Redis CPU per frame, shared storage, 32-frame "
-        f"jobs): {state}: {us:.1f} us/frame, {goal[0].workers_per_redis_core:.0f} workers of "
-        f"{WORKER_FPS[0]:g} frames/s per Redis core ({us / GOAL_US_PER_FRAME:.2f}x the budget)"
+        f"jobs): {_judged(idle)}, {1e6 / us / WORKER_FPS[0]:.0f} workers of {WORKER_FPS[0]:g} frames/s per Redis "
+        f"core ({us / GOAL_US_PER_FRAME:.2f}x the budget)"
     )
-    for busy in (r for r in results if r.core_kept_busy):
-        busy_state = "PASS" if busy.redis_us_per_frame <= GOAL_US_PER_FRAME else "MISS"
+    busy = [r.redis_us_per_frame for r in goal if r.core_kept_busy]
+    if busy:
         line += (
-            f"; with Redis's core kept from idling, as under the goal's load: {busy_state}: "
-            f"{busy.redis_us_per_frame:.1f} us/frame, {busy.workers_per_redis_core:.0f} workers"
+            f"; with Redis's core kept from idling, as under the goal's load: {_judged(busy)}, "
+            f"{1e6 / statistics.median(busy) / WORKER_FPS[0]:.0f} workers"
         )
     return line
+
+
+def _judged(us_per_frame: list[float]) -> str:
+    """PASS or MISS on the median, with the rounds' range."""
+    us = statistics.median(us_per_frame)
+    state = "PASS" if us <= GOAL_US_PER_FRAME else "MISS"
+    spread = (
+        f" ({min(us_per_frame):.1f}-{max(us_per_frame):.1f} over {len(us_per_frame)})" if len(us_per_frame) > 1 else ""
+    )
+    return f"{state}: {us:.1f} us/frame{spread}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -526,12 +569,8 @@ def main(argv: list[str] | None = None) -> int:
                     result = farm.run_case(mode, job_frames)
                     results.append(result)
                     print(result.row(), flush=True)
-            if core is not None and GOAL_CASE[0] in modes and GOAL_CASE[1] in sizes and not args.no_busy_core:
-                with keep_busy(core):
-                    busy = farm.run_case(*GOAL_CASE)
-                busy.core_kept_busy = True
-                results.append(busy)
-                print(busy.row() + f" (CPU {core} kept from idling)", flush=True)
+            if GOAL_CASE[0] in modes and GOAL_CASE[1] in sizes:
+                results += goal_rounds(farm, args.goal_rounds, None if args.no_busy_core else core)
             if args.floor_jobs > 0:
                 floors = [farm.run_rq_floor(args.floor_jobs, worker) for worker in WORKER_KINDS]
         except Exception:
@@ -540,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             farm.stop()
     for result in results:
-        if (result.mode, result.job_frames) == GOAL_CASE and not result.core_kept_busy:
+        if (result.mode, result.job_frames) == GOAL_CASE and result.round == 0:
             print(f"per frame, {result.mode} {result.job_frames}-frame jobs: {result.breakdown()}")
             print(f"per job, {result.mode} {result.job_frames}-frame jobs: {result.breakdown('job')}")
             print(
