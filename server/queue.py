@@ -26,6 +26,7 @@ from maskfarm.jobqueue.rq_adapter import (
     Job,
     JSONSerializer,
     NoSuchJobError,
+    Queue,
     Retry,
     Worker,
     queues_of,
@@ -72,9 +73,35 @@ class WorkerStatus:
     info: WorkerRecord
 
 
+class Backlog:
+    """The jobs waiting in the queues and their frames' bytes, as the store's ``Admission``
+    for a new job: refused (``BacklogFull``) over ``QueueLimits``' backlog limits."""
+
+    def __init__(self, queues: Sequence[Queue], bytes_key: str, limits: QueueLimits) -> None:
+        self.queues = queues
+        self.bytes_key = bytes_key
+        self.limits = limits
+
+    def reads(self) -> Sequence[Command]:
+        """Every priority's queue length, then the waiting frames' bytes."""
+        return [("LLEN", queue.key) for queue in self.queues] + [("GET", self.bytes_key)]
+
+    def check(self, spec: JobSpec, replies: Sequence[Any]) -> None:
+        """Refuses ``spec`` over the limits, given ``reads``' replies."""
+        *lengths, queued_bytes = replies
+        waiting, queued = sum(lengths), int(queued_bytes or 0)
+        if waiting >= self.limits.max_backlog_jobs:
+            raise BacklogFull(f"{waiting} jobs are waiting (limit {self.limits.max_backlog_jobs})", 30)
+        if queued + spec.input_bytes > self.limits.max_backlog_bytes:
+            raise BacklogFull(
+                f"{queued + spec.input_bytes} bytes of frames would be waiting (limit {self.limits.max_backlog_bytes})",
+                30,
+            )
+
+
 class JobQueue:
-    """Submits jobs to the RQ queue of their priority, and cancels them. It is the store's
-    ``Admission`` for new jobs: the backlog limits (``QueueLimits``)."""
+    """Submits jobs to the RQ queue of their priority (within the ``Backlog``'s limits),
+    and cancels them."""
 
     def __init__(self, redis: Redis, store: JobStore, limits: QueueLimits) -> None:
         self.redis = redis
@@ -82,6 +109,7 @@ class JobQueue:
         self.limits = limits
         namespace = store.keys.namespace
         self.queues = dict(zip(PRIORITIES, queues_of(redis, namespace).values()))
+        self.backlog = Backlog(list(self.queues.values()), store.keys.backlog_bytes(), limits)
 
     def submit(self, spec: JobSpec) -> JobRecord:
         """Stores and enqueues a job in one transaction (or returns the job of an already
@@ -94,7 +122,7 @@ class JobQueue:
             queue_ttl=self.limits.queue_ttl,
             inputs_ttl=self.limits.inputs_ttl,
             result_ttl=self.limits.result_ttl,
-            admit=self,
+            admit=self.backlog,
             enqueue=self._enqueue_on,
         )
         if not created:
@@ -139,23 +167,6 @@ class JobQueue:
             meta={"frames": job.total_frames},
             pipeline=pipe,
         )
-
-    def reads(self) -> Sequence[Command]:
-        """The backlog's reads (``Admission``, sent by ``JobStore.create`` with the request
-        id's check): every priority's queue length, then the waiting frames' bytes."""
-        return [("LLEN", queue.key) for queue in self.queues.values()] + [("GET", self.store.keys.backlog_bytes())]
-
-    def check(self, spec: JobSpec, replies: Sequence[Any]) -> None:
-        """Refuses a job over the backlog limits (``BacklogFull``), given ``reads``' replies."""
-        *lengths, queued_bytes = replies
-        waiting, queued = sum(lengths), int(queued_bytes or 0)
-        if waiting >= self.limits.max_backlog_jobs:
-            raise BacklogFull(f"{waiting} jobs are waiting (limit {self.limits.max_backlog_jobs})", 30)
-        if queued + spec.input_bytes > self.limits.max_backlog_bytes:
-            raise BacklogFull(
-                f"{queued + spec.input_bytes} bytes of frames would be waiting (limit {self.limits.max_backlog_bytes})",
-                30,
-            )
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancels a job (see ``JobStore.cancel``); a queued one also leaves its RQ queue."""
