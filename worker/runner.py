@@ -14,6 +14,9 @@ breaks CUDA; ``MaskfarmWorker`` is a ``SimpleWorker`` (jobs run in this process)
 - batches small jobs waiting together (``maskfarm.worker.batching``): the co-jobs it
   claims are RQ-started at once, on the same lease as the running job, then performed
   one by one after the lead, each through RQ's own ``perform_job``;
+- starts a job in one transaction where RQ sends two, ends it without reading its RQ
+  dependents (maskfarm's jobs have none: ``MaskfarmQueue``) and says "idle" with its next
+  beat, so RQ's protocol costs a job few round trips (docs/BENCHMARKS.md, "Control plane");
 - keeps its ``WorkerRecord`` (model, device, current job) in the store, refreshed with every
   RQ heartbeat and removed on exit, and touches its liveness file (``health_file``) with
   each heartbeat that reached Redis.
