@@ -198,9 +198,8 @@ class JobStore:
         back even when new jobs would be refused). Otherwise ``admit.check`` may raise to
         refuse the job before anything is written (its reads go with the request id's
         ``WATCH`` and ``GET``: one round trip, then one for the transaction), and
-        ``enqueue(pipe, job)`` adds the
-        commands that queue it to the transaction that stores it, so a job is stored and
-        queued together or not at all. A job never enqueued fails as expired at its queue
+        ``enqueue(pipe, job)`` adds the commands that queue it to the transaction that
+        stores it, so a job is stored and queued together or not at all. A job never enqueued fails as expired at its queue
         deadline. With ``replica_wait``, the job (new or found) is on the replicas when this
         returns, else ``NotReplicated`` is raised.
         """
