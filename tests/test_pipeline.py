@@ -161,6 +161,19 @@ def test_resizing_to_a_large_frame_matches(segmenter, parity_inputs):
     assert (np.abs(ours[0] - expected) <= 1e-4).mean() >= 0.9999
 
 
+@pytest.mark.parametrize("shape", [(1, 485, 3072), (2, 130, 96), (3, 7, 5)])
+def test_the_in_place_quick_gelu_gives_transformers_bits(shape) -> None:
+    """Blocks of ``ROWS`` tokens, the last one short, computed in place: the same bits as
+    transformers' quick-GELU on the whole tensor (485 x 3072: a 352x352 frame's block)."""
+    from transformers.activations import QuickGELUActivation
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
+    expected = QuickGELUActivation()(x)
+    ours = x.clone()
+    assert InPlaceQuickGELU()(ours) is ours
+    assert torch.equal(ours, expected)
+
+
 def test_truncated_vision_tower_and_cached_text_give_the_plain_logits(
     tiny_model_dir, plain_model, processor, parity_inputs
 ):

@@ -163,15 +163,25 @@ def _cache_key(condition: Condition) -> str | bytes:
 
 
 class InPlaceQuickGELU(torch.nn.Module):
-    """CLIP's quick-GELU, ``x * sigmoid(1.702 x)``, as transformers computes it but into
-    one new tensor instead of three: on a CPU a vision block's activation (577 x 3072 values
-    a frame) costs more in allocations and memory traffic than in arithmetic. Inference
-    only (it overwrites its own intermediate)."""
+    """CLIP's quick-GELU, ``x * sigmoid(1.702 x)``, as transformers computes it (the same
+    operations, the same bits) but in place, a block of ``ROWS`` tokens at a time: on a CPU
+    a vision block's activation (~485 x 3072 values a frame, 6 MB) costs more in
+    allocations and memory traffic than in arithmetic, and a block's 768 KB stays in a
+    core's cache through its three passes. Inference only: it overwrites its input, the
+    MLP's ``fc1`` output, which nothing else reads."""
+
+    ROWS = 64
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.mul(x, 1.702)
-        out.sigmoid_()
-        return out.mul_(x)
+        rows = x.view(-1, x.shape[-1])
+        scratch = torch.empty((min(self.ROWS, rows.shape[0]), rows.shape[1]), dtype=x.dtype, device=x.device)
+        for start in range(0, rows.shape[0], self.ROWS):
+            block = rows[start : start + self.ROWS]
+            gate = scratch[: block.shape[0]]
+            torch.mul(block, 1.702, out=gate)
+            gate.sigmoid_()
+            block.mul_(gate)
+        return x
 
 
 def _quick_gelu_in_place(layers: torch.nn.ModuleList) -> None:
