@@ -43,9 +43,10 @@ import torch  # noqa: E402
 from codec import smooth_png  # noqa: E402  (a photo-like frame)
 from pipeline import matmul_gflops  # noqa: E402
 
-from maskfarm.core.outputs import encode_mask, write_file  # noqa: E402
+from maskfarm.core.outputs import write_file  # noqa: E402
 from maskfarm.core.params import MaskParams  # noqa: E402
 from maskfarm.core.prompts import as_prompt  # noqa: E402
+from maskfarm.worker.encoding import encode_file  # noqa: E402
 from maskfarm.worker.frames import decode_frame, to_rgb_uint8  # noqa: E402
 from maskfarm.worker.pipeline import Segmenter, _masks_per_params  # noqa: E402
 from maskfarm.worker.preprocess import pixel_values  # noqa: E402
@@ -205,7 +206,7 @@ def one_frame(segmenter: Segmenter, clock: HookClock, data: bytes, prompts: list
             masks = Segmenter._frame_masks(small, tuple(frame.shape[:2]), [as_prompt(p) for p in prompts], params)
     rows.update(vision_rows(clock, model._vision))
     with timed(rows, "encode PNG8"):
-        encoded = [encode_mask(mask, "png") for mask in masks]
+        encoded = [encode_file(mask, "png") for mask in masks]
     with timed(rows, "write file"):
         for k, data in enumerate(encoded):
             write_file(out / f"{k}.png", data)

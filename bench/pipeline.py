@@ -215,8 +215,9 @@ def run_agreement(model_dir: str, frames: list[np.ndarray], device: torch.device
 
 
 def run_big(model_dir: str, count: int, device: torch.device) -> dict:
-    """A long 4K job streamed: frames made on demand, each mask PNG-encoded and dropped."""
-    from maskfarm.core.outputs import encode_mask
+    """A long 4K job streamed: frames made on demand, each mask PNG-encoded as the worker
+    does and dropped."""
+    from maskfarm.worker.encoding import encode_file
     from maskfarm.worker.pipeline import Segmenter
 
     segmenter = Segmenter.load(model_dir, device=device.type, dtype="fp32")
@@ -224,7 +225,9 @@ def run_big(model_dir: str, count: int, device: torch.device) -> dict:
     template = rng.integers(0, 256, (2160, 3840, 3), dtype=np.uint8)
     frames = (np.roll(template, i, axis=1) for i in range(count))
     start = time.perf_counter()
-    encoded = sum(len(encode_mask(mask)) for result in segmenter.stream(frames, PROMPTS[:1]) for mask in result.masks)
+    encoded = sum(
+        len(encode_file(mask, "png")) for result in segmenter.stream(frames, PROMPTS[:1]) for mask in result.masks
+    )
     elapsed = time.perf_counter() - start
     return {"fps": count / elapsed, "rss_mb": peak_rss_mb(), "bytes": encoded}
 

@@ -87,7 +87,7 @@ def test_frames_held_at_once_stay_within_the_bound(segmenter: Segmenter, tmp_pat
     out), the frames being written, and one counted late."""
     paths = frame_files(tmp_path / "frames", 24)
     loaded, finished, most = [0], [0], [0]
-    real_load, real_write = local._load, local.write_mask
+    real_load, real_write = local._load, local.write_file
 
     def counted_load(*args):
         frame = real_load(*args)
@@ -95,15 +95,15 @@ def test_frames_held_at_once_stay_within_the_bound(segmenter: Segmenter, tmp_pat
         most[0] = max(most[0], loaded[0] - finished[0])
         return frame
 
-    def slow_write(path, mask, fmt):
+    def slow_write(path, data):
         time.sleep(0.01)
-        return real_write(path, mask, fmt)
+        return real_write(path, data)
 
     def counted_done(name: str) -> None:
         finished[0] += 1
 
     monkeypatch.setattr(local, "_load", counted_load)
-    monkeypatch.setattr(local, "write_mask", slow_write)
+    monkeypatch.setattr(local, "write_file", slow_write)
     read_ahead, write_threads = 2, 2
     chunk = segmenter.max_batch // len(PROMPTS) * (2 if segmenter.frame_threads > 1 else 1)
     segment_files_locally(

@@ -1,5 +1,5 @@
-"""EXR and 16-bit TIFF masks: what they hold, read back by every reader maskfarm has, and
-the preview overlays."""
+"""EXR, 16-bit TIFF and the worker's PNG masks: what they hold, read back by every reader
+maskfarm has, and the preview overlays."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image
 from maskfarm.client.masks import Mask
 from maskfarm.client.previews import overlay, preview_path
 from maskfarm.core.jobs import OutputFormat
-from maskfarm.core.outputs import encode_mask, mask_path, quantise, read_mask, write_mask
+from maskfarm.core.outputs import decode_mask, encode_mask, mask_path, quantise, read_mask, write_mask
 from tests.exr_files import OpenEXR
 
 MASK = np.concatenate(
@@ -48,11 +48,37 @@ def test_files_are_named_and_read_back(tmp_path, fmt, ext) -> None:
     np.testing.assert_array_equal(read_mask(path), expected)
 
 
-@pytest.mark.parametrize("fmt, service", [("exr", OutputFormat.EXR), ("tiff16", OutputFormat.TIFF16)])
+@pytest.mark.parametrize(
+    "fmt, service",
+    [
+        ("exr", OutputFormat.EXR),
+        ("tiff16", OutputFormat.TIFF16),
+        ("png", OutputFormat.PNG8),
+        ("png16", OutputFormat.PNG16),
+    ],
+)
 def test_service_results_are_the_local_files(fmt, service) -> None:
-    from maskfarm.worker.encoding import encode_output
+    """What a worker stores is what ``--local`` writes (both ``encode_file``); EXR and TIFF16
+    are ``encode_mask``'s very bytes."""
+    from maskfarm.worker.encoding import encode_file, encode_output
 
-    assert encode_output(MASK, service) == encode_mask(MASK, fmt)
+    assert encode_output(MASK, service) == encode_file(MASK, fmt)
+    if fmt in ("exr", "tiff16"):
+        assert encode_file(MASK, fmt) == encode_mask(MASK, fmt)
+
+
+@pytest.mark.parametrize("fmt, mode", [("png", "L"), ("png16", "I;16")])
+def test_worker_pngs_hold_the_pixels_pillow_writes(fmt, mode) -> None:
+    """The worker encodes PNGs through OpenCV (one row filter, faster): other bytes, the
+    same grey pixels as ``encode_mask``'s Pillow file, read back by Pillow and by maskfarm."""
+    from maskfarm.worker.encoding import encode_file
+
+    ours, theirs = encode_file(MASK, fmt), encode_mask(MASK, fmt)
+    assert ours != theirs
+    image = Image.open(io.BytesIO(ours))
+    assert (image.format, image.mode, image.size) == ("PNG", mode, (MASK.shape[1], MASK.shape[0]))
+    np.testing.assert_array_equal(np.asarray(image), np.asarray(Image.open(io.BytesIO(theirs))))
+    np.testing.assert_array_equal(decode_mask(ours, fmt), decode_mask(theirs, fmt))
 
 
 def mask(fmt: str, data: bytes) -> Mask:

@@ -252,7 +252,7 @@ def test_attempts_are_counted_once_per_run(batched: Run, batch_server: ServerPro
 def test_without_batching_every_job_runs_alone_as_before(
     batch_server: ServerProcess, tiny_model_dir: Path, expected
 ) -> None:
-    from maskfarm.core.outputs import encode_mask
+    from maskfarm.worker.encoding import encode_file
 
     chosen = [REQUESTS[0], REQUESTS[1], REQUESTS[2]]
     ids = {request.name: _submit(batch_server, request) for request in chosen}
@@ -265,7 +265,7 @@ def test_without_batching_every_job_runs_alone_as_before(
         encode = (
             (lambda m: np.asarray(m, "<f4").tobytes())
             if request.format == pb.OUTPUT_FORMAT_FLOAT32
-            else (lambda m: encode_mask(m, "png"))
+            else (lambda m: encode_file(m, "png"))
         )
         for frame, masks in zip(reply.frames, expected[request.name]):
             assert [m.data for m in frame.masks] == [encode(m) for m in masks], request.name

@@ -127,11 +127,11 @@ def expected(tiny_model_dir: Path):
 
 
 def test_masks_equal_the_in_process_pipeline_byte_for_byte(outcome: Outcome, expected) -> None:
-    from maskfarm.core.outputs import encode_mask
+    from maskfarm.worker.encoding import encode_file
 
     union_masks, soft_masks = expected
     for name, per_frame, encode in (
-        ("png8", union_masks, lambda m: encode_mask(m, "png")),
+        ("png8", union_masks, lambda m: encode_file(m, "png")),
         ("float32", soft_masks, lambda m: np.asarray(m, "<f4").tobytes()),
     ):
         reply = outcome.jobs[name]

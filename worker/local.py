@@ -15,10 +15,11 @@ from pathlib import Path
 
 from maskfarm.core.frame_files import ImageLimits, read_frame_file
 from maskfarm.core.jobs import ExrOptions
-from maskfarm.core.outputs import mask_path, prompt_folders, write_mask
+from maskfarm.core.outputs import mask_path, prompt_folders, write_file
 from maskfarm.core.params import MaskParams
 from maskfarm.core.prompts import Prompt
 from maskfarm.worker import codec_pool
+from maskfarm.worker.encoding import encode_file
 from maskfarm.worker.frames import Frame, decode_frame, to_rgb_uint8
 from maskfarm.worker.pipeline import PendingMasks, Segmenter
 
@@ -70,7 +71,8 @@ def segment_files_locally(
         path = decoded[result.index]
         masks = result.finish()
         return [
-            write_mask(mask_path(outdir, folder, path.name, fmt), mask, fmt) for folder, mask in zip(folders, masks)
+            write_file(mask_path(outdir, folder, path.name, fmt), encode_file(mask, fmt))
+            for folder, mask in zip(folders, masks)
         ]
 
     codec = codec_pool.CodecPool(write_threads)

@@ -26,8 +26,9 @@ from maskfarm.core.formats import output_format
 from maskfarm.core.frame_files import ImageLimits, read_frame_file
 from maskfarm.core.jobs import JobRecord, OutputFormat, StoredFrame
 from maskfarm.core.mask_files import InputFrames, mask_files
-from maskfarm.core.outputs import encode_mask, prompt_folders, write_file
+from maskfarm.core.outputs import prompt_folders, write_file
 from maskfarm.core.storage import StoragePathError, StorageRoots
+from maskfarm.worker.encoding import encode_file
 
 DEFAULT_MODE = 0o644
 
@@ -65,7 +66,7 @@ class SharedStorage:
         if not self.roots:
             raise StoragePathError(STORAGE_OFF)
         paths = mask_files(output_dir, folders, frame_name, fmt)
-        return [self.write_file(path, encode_mask(mask, output_format(fmt))) for path, mask in zip(paths, masks)]
+        return [self.write_file(path, encode_file(mask, output_format(fmt))) for path, mask in zip(paths, masks)]
 
     def write_file(self, path: str, data: bytes) -> str:
         """Writes ``data`` to ``path`` whole, with this storage's mode, creating its
