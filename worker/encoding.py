@@ -14,11 +14,16 @@ from maskfarm.core.formats import MaskFormat, file_format, output_format
 from maskfarm.core.jobs import OutputFormat, StoredFrame
 from maskfarm.core.outputs import PNG_COMPRESS_LEVEL, encode_mask, quantise
 
-PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
+PNG_OPTIONS = (
+    [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER")
+    else None
+)
 """zlib level 1 and one row filter, Sub (each value less its left neighbour: masks are
 smooth along rows). Pillow tries every filter on every row, which costs more than the
 compression: OpenCV's libpng this way is 2-3x faster for files no bigger
-(docs/BENCHMARKS.md, "PNG masks through OpenCV")."""
+(docs/BENCHMARKS.md, "PNG masks through OpenCV"). None with an OpenCV that cannot choose
+the filter (4.11 cannot, 5.0 can), which would be no faster than Pillow."""
 
 
 def encode_file(mask: np.ndarray, fmt: str | MaskFormat) -> bytes:
@@ -26,7 +31,7 @@ def encode_file(mask: np.ndarray, fmt: str | MaskFormat) -> bytes:
     PNGs (8- and 16-bit grey) through OpenCV (``PNG_OPTIONS``): the same pixels, other
     bytes, made faster."""
     spec = file_format(fmt)
-    if spec.container != "PNG":
+    if spec.container != "PNG" or PNG_OPTIONS is None:
         return encode_mask(mask, spec)
     values = np.ascontiguousarray(quantise(mask, spec))
     encoded, data = cv2.imencode(".png", values, PNG_OPTIONS)
