@@ -450,8 +450,8 @@ def keep_busy(cpu: int) -> Iterator[None]:
     ``SCHED_IDLE`` priority, so Redis on that CPU takes it over the moment it has work
     and none of its CPU is Redis's. A Redis carrying the goal's load never idles between
     requests; this farm (~1% of that load) lets it idle for each, and on a VM an idle CPU
-    woken for every request makes each request dearer (docs/BENCHMARKS.md, "A Redis core
-    that never idles")."""
+    woken for every request makes each request dearer (docs/BENCHMARKS.md, "Fewer round
+    trips, and a Redis CPU that never idles")."""
     spinner = subprocess.Popen(
         [
             sys.executable,
