@@ -190,7 +190,7 @@ class CaseResult:
 
     @property
     def workers_per_redis_core(self) -> float:
-        return 1e6 / self.redis_us_per_frame / WORKER_FPS[0] if self.redis_cpu_s else float("inf")
+        return workers_per_core(self.redis_us_per_frame)
 
     def breakdown(self, per: str = "frame") -> str:
         """Each command's calls and in-command CPU per frame (or per job), most called first."""
@@ -214,6 +214,12 @@ class CaseResult:
 
 WORKER_FPS = [500.0]
 """The GPU worker speed the workers-per-core figure is for (``--worker-fps``)."""
+
+
+def workers_per_core(us_per_frame: float) -> float:
+    """Workers of ``WORKER_FPS`` frames/s one Redis core feeds at ``us_per_frame`` of its CPU."""
+    return 1e6 / us_per_frame / WORKER_FPS[0] if us_per_frame else float("inf")
+
 
 HEADER = (
     "  mode fpj | frames/s | Redis CPU us/frame  us/job | cmds/frame cmds/job | reads/job | server us/frame | "
@@ -510,14 +516,14 @@ def verdict(results: list[CaseResult]) -> str:
     us = statistics.median(idle)
     line = (
         f"50,000 frames/s goal (<= {GOAL_US_PER_FRAME:g} us of Redis CPU per frame, shared storage, 32-frame "
-        f"jobs): {_judged(idle)}, {1e6 / us / WORKER_FPS[0]:.0f} workers of {WORKER_FPS[0]:g} frames/s per Redis "
+        f"jobs): {_judged(idle)}, {workers_per_core(us):.0f} workers of {WORKER_FPS[0]:g} frames/s per Redis "
         f"core ({us / GOAL_US_PER_FRAME:.2f}x the budget)"
     )
     busy = [r.redis_us_per_frame for r in goal if r.core_kept_busy]
     if busy:
         line += (
             f"; with Redis's core kept from idling, as under the goal's load: {_judged(busy)}, "
-            f"{1e6 / statistics.median(busy) / WORKER_FPS[0]:.0f} workers"
+            f"{workers_per_core(statistics.median(busy)):.0f} workers"
         )
     return line
 
