@@ -199,9 +199,10 @@ class JobStore:
         refuse the job before anything is written (its reads go with the request id's
         ``WATCH`` and ``GET``: one round trip, then one for the transaction), and
         ``enqueue(pipe, job)`` adds the commands that queue it to the transaction that
-        stores it, so a job is stored and queued together or not at all. A job never enqueued fails as expired at its queue
-        deadline. With ``replica_wait``, the job (new or found) is on the replicas when this
-        returns, else ``NotReplicated`` is raised.
+        stores it, so a job is stored and queued together or not at all. A job never
+        enqueued fails as expired at its queue deadline. With ``replica_wait``, the job
+        (new or found) is on the replicas when this returns, else ``NotReplicated`` is
+        raised.
         """
         request_key = self.keys.request(spec.request_id)
         watched = [request_key] if spec.request_id else []

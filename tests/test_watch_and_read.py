@@ -22,7 +22,7 @@ def client(redis_url: str):
     pool = redis.ConnectionPool.from_url(redis_url, connection_class=SendCountingConnection)
     client = redis.Redis(connection_pool=pool)
     client.ping()
-    SendCountingConnection.sends.clear()
+    SendCountingConnection.sends = 0
     yield client
     client.close()
     pool.disconnect()
@@ -36,14 +36,14 @@ def test_the_watch_and_the_reads_take_one_round_trip_and_the_transaction_one_mor
     watched, other = _key(), _key()
     client.set(watched, "a")
     client.rpush(other, 1, 2, 3)
-    SendCountingConnection.sends.clear()
+    SendCountingConnection.sends = 0
     with client.pipeline() as pipe:
         assert watch_and_read(pipe, [watched], [("GET", watched), ("LLEN", other), ("GET", _key())]) == [b"a", 3, None]
         assert pipe.watching
         pipe.multi()
         pipe.set(watched, "b")
         assert pipe.execute() == [True]
-    assert len(SendCountingConnection.sends) == 2
+    assert SendCountingConnection.sends == 2
     assert client.get(watched) == b"b"
     client.delete(watched, other)
 
@@ -91,11 +91,11 @@ class _Backlog:
 def test_create_decides_in_one_round_trip_and_stores_in_one_more(client: redis.Redis) -> None:
     store = JobStore(client, namespace=f"war-{uuid.uuid4().hex[:8]}")
     waiting = _key()
-    SendCountingConnection.sends.clear()
+    SendCountingConnection.sends = 0
     job, created = store.create(
         spec(request_id="r-1"), queue_ttl=60, inputs_ttl=120, result_ttl=300, admit=_Backlog(waiting)
     )
-    assert created and len(SendCountingConnection.sends) == 2
+    assert created and SendCountingConnection.sends == 2
 
     client.rpush(waiting, "a job")
     with pytest.raises(OverflowError, match="1 waiting"):
