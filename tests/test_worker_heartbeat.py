@@ -127,6 +127,26 @@ def test_a_job_starts_in_one_round_trip(redis_url: str) -> None:
         client.close()
 
 
+def test_a_dequeued_job_starts_without_a_beat_of_its_own(redis_url: str, monkeypatch) -> None:
+    """RQ beats on its own as it dequeues a job; the job's start transaction, a moment
+    later, beats too: maskfarm's worker sends only the second."""
+    monkeypatch.setattr(runner, "HEARTBEAT_SPACING_S", 0.0)  # as when the job came after a long wait
+    client = RecordingRedis.from_url(redis_url)
+    worker = _worker(client, f"dequeue-{uuid.uuid4().hex[:8]}")
+    job = worker.queues[1].enqueue_call("os.getpid", result_ttl=60)
+    try:
+        assert worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
+        trips = [[tuple(map(_text, args)) for args in trip] for trip in client.round_trips]
+        fetched = next(n for n, trip in enumerate(trips) if ("HGETALL", job.key) in trip)
+        started = next(n for n, trip in enumerate(trips) if ("PERSIST", job.key) in trip)
+        beats = [n for n, trip in enumerate(trips) if ("HSET", worker.key, "last_heartbeat") in (a[:3] for a in trip)]
+        assert [n for n in beats if fetched < n <= started] == [started], trips[fetched : started + 1]
+        assert job.get_status(refresh=True).value == "finished"
+    finally:
+        client.delete(worker.key, job.key)
+        client.close()
+
+
 def test_a_maskfarm_job_that_ends_moves_no_dependents_without_reading_them(redis_url: str) -> None:
     """maskfarm's jobs have no dependents, so their queue does not read the set RQ keeps
     of them when one ends; any other job's are read as RQ reads them."""

@@ -132,6 +132,7 @@ class MaskfarmWorker(SimpleWorker):
         self._last_beat = 0.0
         self._last_info: tuple[WorkerRecord, int] | None = None
         self._idle_unsaid = False
+        self._dequeued = False
         self._beat_held = False
         self._held_start: Pipeline | None = None
         self.stop_requested = False
@@ -164,20 +165,21 @@ class MaskfarmWorker(SimpleWorker):
 
         After a job (``execute_job``) RQ's loop beats on its own, then at once again in the
         pipeline of its suspension check: the first is held for the second, which also
-        says "idle", so a job ends in one round trip, not three. A beat is held once; if
-        no beat in a pipeline came, the next beat on its own goes out with everything.
-        A job's start held by ``prepare_execution`` goes out at the head of the first
-        pipeline a beat joins."""
+        says "idle", so a job ends in one round trip, not three. Likewise the beat RQ sends
+        on its own as it dequeues a job is held for the job's start transaction, which
+        follows at once and beats too (``reorder_queues``). A beat is held once; the next
+        beat, in a pipeline or on its own, goes out with everything. A job's start held by
+        ``prepare_execution`` goes out at the head of the first pipeline a beat joins."""
         if pipeline is not None and self._held_start is not None:
             pipeline.command_stack[:0] = self._held_start.command_stack  # the job's start first
             self._held_start = None
-        if pipeline is None and self._idle_unsaid and not self._beat_held:
+        if pipeline is None and (self._idle_unsaid or self._dequeued) and not self._beat_held:
             self._beat_held = True
             return
         info = self.info()
         ttl = timeout or self.worker_ttl + 60
         recent = time.monotonic() - self._last_beat < HEARTBEAT_SPACING_S
-        fresh = (info, ttl) == self._last_info and recent and not self._idle_unsaid
+        fresh = (info, ttl) == self._last_info and recent and not (self._idle_unsaid or self._beat_held)
         if pipeline is None and fresh:
             return
         if pipeline is None:
@@ -190,7 +192,7 @@ class MaskfarmWorker(SimpleWorker):
         else:
             self._beat(timeout, pipeline, info, ttl)
         self._last_info, self._last_beat = (info, ttl), time.monotonic()
-        self._idle_unsaid = self._beat_held = False
+        self._idle_unsaid = self._dequeued = self._beat_held = False
         liveness.touch(self.health_file)
 
     def _beat(self, timeout: int | None, pipeline, info: WorkerRecord, ttl: int) -> None:
@@ -198,6 +200,11 @@ class MaskfarmWorker(SimpleWorker):
         self.store.register_worker(info, ttl=ttl, pipeline=pipeline)
         if self._idle_unsaid:
             super().set_state(self._state, pipeline)
+
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        """RQ's; RQ calls it as it dequeues a job, just before the beat ``heartbeat`` holds."""
+        super().reorder_queues(reference_queue)
+        self._dequeued = True
 
     def set_state(self, state: str, pipeline=None) -> None:
         """RQ's, less a write of its own that repeats the last: RQ says "idle" as a job
