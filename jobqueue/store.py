@@ -157,6 +157,33 @@ meta, error ("" for none), its count of mask fields, those fields' name/value pa
 Returns 'stored', 'cancelled' (stored; cancelling was asked), or without storing anything:
 'gone' (no record), 'not_running' or 'superseded' (the run is not the job's current one)."""
 
+_FINISH_RUN = (
+    "local function store_frames(KEYS, ARGV)\n"
+    + _STORE_FRAMES
+    + "end\nlocal function transition(KEYS, ARGV)\n"
+    + transitions.TRANSITION
+    + """end
+local split = tonumber(ARGV[1])
+local stored_args, change_args = {}, {}
+for i = 2, split + 1 do
+    stored_args[#stored_args + 1] = ARGV[i]
+end
+for i = split + 2, #ARGV do
+    change_args[#change_args + 1] = ARGV[i]
+end
+local stored = store_frames({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, stored_args)
+if stored ~= 'stored' then
+    return stored
+end
+return transition({KEYS[1], KEYS[4], KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[2]}, change_args)[1]
+"""
+)
+"""A run's last frames stored (``_STORE_FRAMES``) and, if they were and the run goes on,
+the job ended (``transitions.TRANSITION``), in one script: each script's own body as a
+local function. KEYS: job, masks, failed, done, backlog bytes, backlog jobs, queued,
+inputs. ARGV: the store's argument count, its arguments, the transition's. Returns the
+store's answer when it is not 'stored', else the transition's outcome ('changed' ...)."""
+
 _STOP_REASONS = {reason.value.encode(): reason for reason in StopReason}
 
 
@@ -178,6 +205,7 @@ class JobStore:
         self._store_frames = redis.register_script(_STORE_FRAMES)
         self._forget_queued = redis.register_script(_FORGET_QUEUED)
         self._change = redis.register_script(transitions.TRANSITION)
+        self._finish_run = redis.register_script(_FINISH_RUN)
 
     # -- creating (server) -------------------------------------------------------------
 
@@ -509,9 +537,51 @@ class JobStore:
         Raises ``JobNotFound`` when the job's record is gone (nothing stored)."""
         if not results:
             return None
+        answer = self._store_frames(keys=self._frame_keys(job_id), args=self._frame_args(job_id, results, attempt))
+        if answer == b"gone":
+            raise JobNotFound(job_id)
+        return _STOP_REASONS.get(answer)
+
+    def finish_run(self, job_id: str, results: Sequence[StoredFrame], attempt: int) -> StopReason | None:
+        """Stores run number ``attempt``'s last frames (``store_frame_results``) and ends
+        the job as succeeded, in one round trip and one script run (the worker's last
+        write of a job, which otherwise takes two of each). Returns None when the job
+        succeeded; else why the run stops, as ``store_frame_results`` answers, and the job
+        is left as it was (``CANCELLED``: the frames stored, cancelling asked, the job
+        still running; ``NOT_RUNNING`` also when it was no longer running with no frames
+        to store). Raises ``JobNotFound`` when the job's record is gone."""
+        if not results:
+            return None if self.mark_succeeded(job_id) else StopReason.NOT_RUNNING
+        stored = self._frame_args(job_id, results, attempt)
+        change = transitions.transition_args(
+            self.keys,
+            job_id,
+            {JobState.RUNNING},
+            time.time(),
+            fields=records.finished(JobState.SUCCEEDED),
+            answer_record=False,
+        )
+        keys = self._frame_keys(job_id) + [
+            self.keys.backlog_bytes(),
+            self.keys.backlog_jobs(),
+            self.keys.queued(),
+            self.keys.inputs(job_id),
+        ]
+        answer = self._finish_run(keys=keys, args=[len(stored), *stored, *change])
+        if answer == b"gone":
+            raise JobNotFound(job_id)
+        if answer == b"changed":
+            return None
+        return _STOP_REASONS.get(answer, StopReason.NOT_RUNNING)
+
+    def _frame_keys(self, job_id: str) -> list[str]:
+        """The store script's keys: job, masks, failed, done."""
+        return [self.keys.job(job_id), self.keys.masks(job_id), self.keys.failed(job_id), self.keys.done(job_id)]
+
+    def _frame_args(self, job_id: str, results: Sequence[StoredFrame], attempt: int | None) -> list:
+        """The store script's arguments for ``results`` (``_STORE_FRAMES``)."""
         indices = [result.index for result in results]
         event = {"frame": indices[0]} if len(indices) == 1 else {"frames": indices}
-        keys = [self.keys.job(job_id), self.keys.masks(job_id), self.keys.failed(job_id), self.keys.done(job_id)]
         args: list = [
             "" if attempt is None else str(attempt),
             self.keys.events(job_id),
@@ -520,10 +590,7 @@ class JobStore:
         ]
         for result in results:
             args += records.frame_args(result)
-        answer = self._store_frames(keys=keys, args=args)
-        if answer == b"gone":
-            raise JobNotFound(job_id)
-        return _STOP_REASONS.get(answer)
+        return args
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether a running job should stop (checked by the worker between batches).

@@ -10,6 +10,7 @@ import redis
 from maskfarm.core.jobs import ErrorCode, StoredFrame
 from maskfarm.core.params import MaskParams
 from maskfarm.jobqueue.store import JobNotFound, JobStore, StopReason
+from tests.recording_redis import RecordingRedis
 from tests.test_store import PROVENANCE, create, result, spec
 
 
@@ -97,3 +98,54 @@ def test_a_chunk_whose_write_fails_stores_none_of_its_frames(store: JobStore) ->
     assert store.done_frames(job.id) == []
     assert store.require_job(job.id).done_frames == 0
     assert _announced(events) == []
+
+
+def test_a_runs_last_frames_and_its_success_are_one_call(store: JobStore, redis_url: str) -> None:
+    """``finish_run``: the frames stored and announced, then the job ended as succeeded and
+    announced, as ``store_frame_results`` and ``mark_succeeded`` would, in one round trip."""
+    recorded = JobStore(RecordingRedis.from_url(redis_url), store.keys.namespace)
+    warm = create(store, spec(1))  # the script loaded in Redis by a first call
+    recorded.finish_run(warm.id, [result(0)], store.mark_running(warm.id, PROVENANCE).attempts)
+    job = create(store, spec(3))
+    run = store.mark_running(job.id, PROVENANCE)
+    store.store_frame_results(job.id, [result(0)], run.attempts)
+    events = store.redis.pubsub()
+    events.subscribe(store.keys.events(job.id))
+    recorded.redis.round_trips.clear()
+
+    assert recorded.finish_run(job.id, [result(2), result(1)], run.attempts) is None
+
+    assert [trip[0][0] for trip in recorded.redis.round_trips] == ["EVALSHA"]
+    ended = store.require_job(job.id)
+    assert ended.state.value == "succeeded" and ended.done_frames == 3 and ended.finished_at
+    assert store.frame_results(job.id, [1, 2]) == [result(1), result(2)]
+    assert not store.redis.exists(store.keys.inputs(job.id))  # a terminal state's clean-up
+    assert 0 < store.redis.ttl(store.keys.done(job.id)) <= ended.result_ttl
+    assert _announced(events) == [{"frames": [2, 1]}, {"state": "succeeded"}]
+
+
+def test_a_run_that_may_not_finish_leaves_its_job_as_it_was(store: JobStore) -> None:
+    job = create(store, spec(2))
+    first = store.mark_running(job.id, PROVENANCE)
+    second = store.mark_running(job.id, PROVENANCE)
+    assert store.finish_run(job.id, [result(0)], first.attempts) is StopReason.SUPERSEDED
+    assert store.done_frames(job.id) == [] and store.require_job(job.id).state.value == "running"
+
+    store.cancel(job.id)
+    assert store.finish_run(job.id, [result(0)], second.attempts) is StopReason.CANCELLED  # stored, not ended
+    assert store.done_frames(job.id) == [0] and store.require_job(job.id).state.value == "running"
+
+    store.mark_cancelled(job.id)
+    assert store.finish_run(job.id, [], second.attempts) is StopReason.NOT_RUNNING
+    assert store.finish_run(job.id, [result(1)], second.attempts) is StopReason.NOT_RUNNING
+    store.redis.delete(store.keys.job(job.id))
+    with pytest.raises(JobNotFound):
+        store.finish_run(job.id, [result(1)], second.attempts)
+
+
+def test_a_run_with_nothing_left_to_store_still_finishes(store: JobStore) -> None:
+    job = create(store, spec(1))
+    run = store.mark_running(job.id, PROVENANCE)
+    store.store_frame_results(job.id, [result(0)], run.attempts)
+    assert store.finish_run(job.id, [], run.attempts) is None
+    assert store.require_job(job.id).state.value == "succeeded"

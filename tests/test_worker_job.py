@@ -15,6 +15,7 @@ from maskfarm.worker.job import run_job
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.runtime import WorkerRuntime, install_runtime
 from tests.images import encoded_image
+from tests.recording_redis import RecordingRedis
 
 PROMPTS = ["a cat", "a dog"]
 
@@ -89,6 +90,22 @@ def test_the_frames_of_a_model_chunk_are_stored_and_announced_together(
     messages = iter(lambda: events.get_message(timeout=0.5), None)
     announced = [json.loads(m["data"]) for m in messages if m["type"] == "message"]
     assert announced == [{"state": "running"}, {"frames": [0, 1]}, {"frame": 2}, {"state": "succeeded"}]
+
+
+def test_the_last_chunk_and_the_jobs_success_are_one_script_run(redis_url: str, two_frame_chunks: Segmenter) -> None:
+    """A run writes its start, each chunk but the last, then the last chunk with the
+    job's success (``JobStore.finish_run``): three calls for two chunks, not four."""
+    store = JobStore(RecordingRedis.from_url(redis_url), namespace="mfjobtest")
+    install_runtime(WorkerRuntime(two_frame_chunks, store, Provenance(worker="w1")))
+    run_job(_new_job(store))  # the scripts loaded in Redis
+    job_id = _new_job(store)
+    store.redis.round_trips.clear()
+
+    run_job(job_id)
+
+    assert store.require_job(job_id).state is JobState.SUCCEEDED
+    assert [r.index for r in store.frame_results(job_id, range(3))] == [0, 1, 2]
+    assert sum(trip[0][0] == "EVALSHA" for trip in store.redis.round_trips) == 3
 
 
 def test_a_run_taken_over_mid_chunk_stores_nothing_of_that_chunk(store: JobStore, two_frame_chunks: Segmenter) -> None:

@@ -18,6 +18,7 @@ unreachable.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
@@ -63,24 +64,32 @@ class ChunkWriter:
     def flush(self) -> None:
         """Stores the waiting results in one call, waiting while Redis refuses the write
         (``maskfarm.worker.refusals``); raises ``JobNotFound`` when the job is gone."""
-        if not self._results:
-            return
+        if self._results:
+            self._store(self.runtime.store.store_frame_results)
+
+    def finish(self) -> bool:
+        """Stores the waiting results, the run's last, and ends the job as succeeded in the
+        same call (``JobStore.finish_run``); whether it did (if not, ``stop`` says why).
+        Raises ``JobNotFound`` when the job is gone."""
+        return self._store(self.runtime.store.finish_run) is None
+
+    def _store(self, call: Callable[[str, list[StoredFrame], int], StopReason | None]) -> StopReason | None:
         results, self._results, self._bytes = self._results, [], 0
-        job, store = self.job, self.runtime.store
+        job = self.job
+        span = f"frames {results[0].index}..{results[-1].index}" if results else "end"
         with STAGE_SECONDS.labels("store").time():
             reason = while_refused(
-                lambda: store.store_frame_results(job.id, results, job.attempts),
-                f"job {job.id} frames {results[0].index}..{results[-1].index}",
-                self.runtime.heartbeat,
+                lambda: call(job.id, results, job.attempts), f"job {job.id} {span}", self.runtime.heartbeat
             )
         self.stop = self.stop or reason
         if reason in _NOTHING_STORED:
             log.info(
                 "job %s: %d frame(s) not stored: this run is %s", job.id, len(results), reason.value.replace("_", " ")
             )
-            return
+            return reason
         FRAMES.inc(len(results))
         log.debug("job %s frames %s stored", job.id, [result.index for result in results])
+        return reason
 
     def should_stop(self) -> bool:
         """Whether the run should stop, as a store call last answered or, if none said so,

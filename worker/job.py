@@ -71,6 +71,8 @@ class RunEnd(str, enum.Enum):
 
     DONE = "done"
     """Every frame is stored."""
+    SUCCEEDED = "succeeded"
+    """Every frame is stored, and the job recorded as succeeded with the last of them."""
     LEFT_BATCH = "left"
     """A co-job left its lead's batch; its own run goes on with it."""
 
@@ -146,7 +148,9 @@ def run_job(job_id: str) -> None:
             log.warning("job %s stopped: a later run took it over (this worker was taken for dead)", job_id)
         elif outcome is StopReason.NOT_RUNNING:
             log.warning("job %s stopped: it is no longer running (it ended while this worker was busy)", job_id)
-        elif while_refused(lambda: runtime.store.mark_succeeded(job_id), f"job {job_id} success", runtime.heartbeat):
+        elif outcome is RunEnd.SUCCEEDED or while_refused(
+            lambda: runtime.store.mark_succeeded(job_id), f"job {job_id} success", runtime.heartbeat
+        ):
             JOBS_ENDED.labels(JobState.SUCCEEDED.value).inc()
             log.info("job %s succeeded", job_id)
         else:
@@ -155,8 +159,8 @@ def run_job(job_id: str) -> None:
 
 def _segment(runtime: WorkerRuntime, job: JobRecord) -> RunOutcome:
     """Computes and stores every frame not stored yet, a model chunk per store call
-    (``maskfarm.worker.chunk_writer``); ``RunEnd.DONE``, or why it stopped early
-    (``JobStore.stop_reason``)."""
+    (``maskfarm.worker.chunk_writer``), the last with the job's success;
+    ``RunEnd.SUCCEEDED``, or why it stopped early (``JobStore.stop_reason``)."""
     store, segmenter = runtime.store, runtime.segmenter
     pending = _pending(store, job)
     if len(pending) < job.total_frames:
@@ -178,13 +182,16 @@ def _segment(runtime: WorkerRuntime, job: JobRecord) -> RunOutcome:
             for result in segmenter.stream(frames, prompts, job.params)
         )
         encode = lambda frame: encode_masks(runtime, job, frame[0], frame[1])  # noqa: E731
+        last = pending[-1] if pending else None
         for (index, _, chunk_end), encoded in runtime.codec.in_order(encode, made):
             _add_or_skip(writer, job, index, encoded)
-            if chunk_end:
+            if chunk_end and index != last:  # the last chunk goes with the job's end
                 writer.flush()
             beat_if_allowed(runtime.heartbeat)
             if writer.stop is not None:
                 break
+        if writer.stop is None and writer.finish():
+            return RunEnd.SUCCEEDED
     except BaseException as raised:
         error = raised
         raise
