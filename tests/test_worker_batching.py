@@ -219,6 +219,17 @@ def test_every_batched_job_gets_its_own_masks_within_one_level(batched: Run, exp
     assert close / total >= 0.9999, f"{total - close} of {total} pixels differ by more than one level"
 
 
+def test_co_jobs_succeed_with_their_last_frames_in_the_batch(batched: Run) -> None:
+    """A co-job whose frames were all stored in the batch ends there (its last store and
+    its success in one call), so its own run that follows has nothing to do."""
+    good = {batched.ids[request.name] for request in REQUESTS}
+    co_jobs = {job_id for batch in _batches(batched.log) for job_id in batch[1:]} & good
+    assert co_jobs, batched.log
+    for job_id in co_jobs:
+        assert f"job {job_id} succeeded (in a batch)" in batched.log
+        assert f"job {job_id} finishing its run from a batch" not in batched.log
+
+
 def test_a_broken_frame_fails_only_its_own_job(batched: Run) -> None:
     job = batched.jobs["broken"].job
     assert job.state == pb.JOB_STATE_FAILED

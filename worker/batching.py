@@ -124,13 +124,15 @@ class Gatherer:
 
 class CoJobs:
     """The hand-over between the runner and the job function for one batch: which
-    co-jobs ride along with the lead, and which of their runs already started (so a
-    co-job's own run continues that run, see ``JobStore.mark_running(continuing=)``)."""
+    co-jobs ride along with the lead, which of their runs already started (so a co-job's
+    own run continues that run, see ``JobStore.mark_running(continuing=)``), and which
+    already succeeded in the batch (so their own runs have nothing left to do)."""
 
     def __init__(self) -> None:
         self._lead = ""
         self._ids: list[str] = []
         self._started: dict[str, int] = {}
+        self._succeeded: set[str] = set()
 
     def hold(self, lead_id: str, co_job_ids: Sequence[str]) -> None:
         """Makes ``co_job_ids`` the co-jobs of the lead ``lead_id``'s run."""
@@ -148,6 +150,20 @@ class CoJobs:
         """The run a co-job started in its lead's batch (once), or None: start a new one."""
         return self._started.pop(job_id, None)
 
+    def succeeded(self, job_id: str) -> None:
+        """Co-job ``job_id``'s last frames were stored with its success in the batch."""
+        self._succeeded.add(job_id)
+
+    def take_succeeded(self, job_id: str) -> bool:
+        """Whether a co-job succeeded in its lead's batch (once): its own run then ends
+        without a word to Redis."""
+        if job_id not in self._succeeded:
+            return False
+        self._succeeded.discard(job_id)
+        self._started.pop(job_id, None)
+        return True
+
     def clear(self) -> None:
         self._lead, self._ids = "", []
         self._started.clear()
+        self._succeeded.clear()

@@ -44,6 +44,8 @@ class ChunkWriter:
     def __init__(self, runtime: WorkerRuntime, job: JobRecord) -> None:
         self.runtime, self.job = runtime, job
         self.stop: StopReason | None = None
+        self.succeeded = False
+        """The job was ended as succeeded with the run's last frames (``finish``)."""
         self._results: list[StoredFrame] = []
         self._bytes = 0
 
@@ -71,7 +73,8 @@ class ChunkWriter:
         """Stores the waiting results, the run's last, and ends the job as succeeded in the
         same call (``JobStore.finish_run``); whether it did (if not, ``stop`` says why).
         Raises ``JobNotFound`` when the job is gone."""
-        return self._store(self.runtime.store.finish_run) is None
+        self.succeeded = self._store(self.runtime.store.finish_run) is None
+        return self.succeeded
 
     def _store(self, call: Callable[[str, list[StoredFrame], int], StopReason | None]) -> StopReason | None:
         results, self._results, self._bytes = self._results, [], 0

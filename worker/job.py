@@ -19,7 +19,8 @@ and talks to Redis only through ``JobStore``. Its contract with RQ:
   and goes on once it can, inputs kept.
 
 A run stores its frames a model chunk at a time, each chunk in one store call announced
-in one event (``maskfarm.worker.chunk_writer``). A retried job skips the frames already
+in one event (``maskfarm.worker.chunk_writer``), the last chunk with the job's success
+(``JobStore.finish_run``: one script run, not two). A retried job skips the frames already
 stored, so no frame is computed or announced twice. Cancellation is cooperative: it is
 seen when a chunk is stored and before the next chunk is loaded. So is being superseded:
 a run whose worker was wrongly taken for dead (a batch longer than the job lease) stores
@@ -32,9 +33,10 @@ counted once) and their pending frames are computed in the same model batches, e
 job's frames of a chunk stored to it together once the chunk is made. The lead ends exactly as it would alone. A
 co-job only leaves the batch (cancelled, superseded, a frame that does not decode, its
 inputs or record gone, an error storing it), and an error of the batch as a whole makes
-the lead finish alone: nothing of a co-job fails here. Each co-job's own ``run_job``
-follows (``mark_running(continuing=)``, the same run), finds its frames stored and ends
-the job, or computes what the batch left.
+the lead finish alone: nothing of a co-job fails here. A co-job whose frames were all
+stored in the batch ends there, succeeded with its last chunk, and its own ``run_job``
+that follows has nothing to do; any other co-job's own ``run_job`` follows
+(``mark_running(continuing=)``, the same run) and computes what the batch left.
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ class BadFrame(ValueError):
 def run_job(job_id: str) -> None:
     """Runs job ``job_id`` on the installed runtime (see the module docstring)."""
     runtime = current_runtime()
+    if runtime.co_jobs.take_succeeded(job_id):
+        log.debug("job %s: already succeeded in its lead's batch", job_id)
+        return
     continuing = runtime.co_jobs.take_attempt(job_id)
     job = while_refused(
         lambda: runtime.store.mark_running(job_id, runtime.provenance, continuing=continuing),
@@ -261,6 +266,8 @@ class _Share:
         self.pending = _pending(runtime.store, job)
         self.writer = ChunkWriter(runtime, job)
         self.left = False
+        self.complete = False
+        """Every pending frame's masks were added: the next store ends the job."""
 
     @property
     def stop(self) -> RunOutcome | None:
@@ -277,11 +284,22 @@ class _Share:
             _add_or_skip(self.writer, self.job, index, encode)
         else:
             self._as_co_job(lead_id, lambda: self.writer.add(encode()))
+        self.complete = index == self.pending[-1]
 
     def flush(self, lead_id: str) -> None:
-        """Stores what waits; a co-job that cannot be stored leaves the batch, the lead's
-        errors propagate."""
-        self._write(lead_id, self.writer.flush)
+        """Stores what waits, with the job's success once its last frame is in
+        (``ChunkWriter.finish``); a co-job that cannot be stored leaves the batch, the
+        lead's errors propagate."""
+        if self.complete and self.stop is None and not self.writer.succeeded:
+            self._write(lead_id, self._finish)
+        else:
+            self._write(lead_id, self.writer.flush)
+
+    def _finish(self) -> None:
+        if self.writer.finish() and not self.lead:  # the lead's own run counts its end
+            self._runtime.co_jobs.succeeded(self.job.id)
+            JOBS_ENDED.labels(JobState.SUCCEEDED.value).inc()
+            log.info("job %s succeeded (in a batch)", self.job.id)
 
     def close(self, lead_id: str, error: BaseException | None) -> None:
         """``ChunkWriter.close`` as the batch ends, errors as ``flush``'s."""
@@ -332,7 +350,7 @@ def _segment_batch(runtime: WorkerRuntime, lead: JobRecord, co_jobs: Sequence[Jo
         raise
     finally:
         _close_shares(shares, lead.id, error)
-    return shares[0].stop or RunEnd.DONE
+    return shares[0].stop or (RunEnd.SUCCEEDED if shares[0].writer.succeeded else RunEnd.DONE)
 
 
 def _close_shares(shares: Sequence[_Share], lead_id: str, error: BaseException | None) -> None:
