@@ -26,7 +26,12 @@ With two CPUs or more Redis gets one to itself and everything else the others
 (``--no-pin``: all share them), as the goal's "one Redis core" on a Redis host would,
 and the goal case runs ``--goal-rounds`` times each way, as measured and with that CPU
 kept from idling between requests, as a loaded Redis host's is (``keep_busy``;
-``--no-busy-core`` to skip), alternately; the verdict takes the medians. The goal: one
+``--no-busy-core`` to skip), alternately; the verdict takes the medians. Last, the goal
+case's traffic is captured as Redis got it and, the workers and servers stopped, replayed
+``--replay-copies`` times (``--replay-in-flight`` at once, ``--goal-rounds`` rounds) on
+that Redis alone (bench/redis_traffic.py): the same requests without the farm's
+processes sharing the machine, as on a Redis host; its figure is printed beside the
+verdict's. The goal: one
 Redis core feeds 100 such workers (50,000 frames/s) in shared-storage mode with 32-frame
 jobs, i.e. at most 20 us of Redis CPU per frame: PASS or MISS.
 """
@@ -50,6 +55,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import e2e  # noqa: E402  (the benchmarks' process plumbing)
+import redis_traffic  # noqa: E402
 from stand_in import stand_in_segmenter  # noqa: E402
 
 GOAL_US_PER_FRAME = 20.0
@@ -101,6 +107,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=256,
         help="no-op jobs through plain RQ for its own cost (default 256; 0: skip)",
     )
+    parser.add_argument(
+        "--replay-copies",
+        type=int,
+        default=64,
+        help="copies of the goal case's captured traffic replayed on Redis alone, the farm stopped (default 64; 0: skip)",
+    )
+    parser.add_argument("--replay-in-flight", type=int, default=8, help="copies replayed at once (default 8)")
     parser.add_argument("--serve-worker", help=argparse.SUPPRESS)
     parser.add_argument("--serve-rq-floor", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -281,6 +294,31 @@ class Farm:
     def stop(self) -> None:
         self.services.stop_all()
         e2e.stop(self.servers, grace_s=10)
+
+    def stop_all_but_redis(self) -> None:
+        """Stops the workers and servers; Redis (its data and loaded scripts) stays up."""
+        e2e.stop(self.services.workers)
+        e2e.stop(self.servers, grace_s=10)
+        self.services.workers, self.servers = [], []
+
+    def replay_goal_case(self, copies: int, in_flight: int, rounds: int) -> GoalReplay:
+        """The goal case run once more with Redis's ``MONITOR`` on (its figures unused: the
+        monitor costs Redis CPU), then, the workers and servers stopped, what Redis was
+        sent replayed ``rounds`` times on this Redis (``redis_traffic.replay``), with the
+        servers' pattern subscription read throughout as theirs was."""
+        commands, captured = redis_traffic.capture(self.services.redis_url, lambda: self.run_case(*GOAL_CASE))
+        trips = redis_traffic.round_trips(commands)
+        if not redis_traffic.distinct_ids(trips):
+            raise RuntimeError("captured ids share their first digits: copies would collide")
+        from maskfarm.jobqueue.keys import Keys
+
+        self.stop_all_but_redis()
+        pattern = Keys(self.services.namespace).events("*")
+        replay = GoalReplay(captured, len(trips), [])
+        for n in range(1, rounds + 1):
+            replay.replays.append(redis_traffic.replay(self.services.redis_url, trips, copies, in_flight, pattern))
+            print(replay.row(replay.replays[-1]) + f" (round {n})", flush=True)
+        return replay
 
     def run_case(self, mode: str, job_frames: int) -> CaseResult:
         import redis
@@ -505,10 +543,42 @@ def goal_rounds(farm: Farm, rounds: int, busy_core: int | None) -> list[CaseResu
     return results
 
 
-def verdict(results: list[CaseResult]) -> str:
+@dataclass
+class GoalReplay:
+    """The goal case's traffic as Redis got it in one run, replayed on Redis alone: the
+    same requests, round trips and subscription, none of the farm's processes beside
+    Redis on the machine (bench/redis_traffic.py)."""
+
+    captured: CaseResult
+    trips: int
+    replays: list[redis_traffic.Replay]
+
+    def us_per_frame(self, replay: redis_traffic.Replay) -> float:
+        return 1e6 * replay.redis_cpu_s / (replay.copies * self.captured.frames)
+
+    def row(self, replay: redis_traffic.Replay) -> str:
+        jobs = replay.copies * self.captured.jobs
+        return (
+            f"replayed on Redis alone: {replay.copies} copies of {self.captured.jobs} jobs, {replay.in_flight} at once: "
+            f"{self.us_per_frame(replay):.1f} us/frame, {replay.commands / jobs:.1f} commands and "
+            f"{replay.reads / jobs:.1f} reads per job (captured: {self.trips / self.captured.jobs:.1f} round trips "
+            f"per job, the farm's Redis counted {self.captured.redis_reads / self.captured.jobs:.1f}), Redis "
+            f"{100 * replay.busy:.0f}% busy, {replay.errors} error replies"
+        )
+
+    def figures(self) -> dict:
+        return {
+            "captured_jobs": self.captured.jobs,
+            "captured_frames": self.captured.frames,
+            "captured_trips": self.trips,
+            "rounds": [{**r.__dict__, "us_per_frame": self.us_per_frame(r)} for r in self.replays],
+        }
+
+
+def verdict(results: list[CaseResult], replay: GoalReplay | None = None) -> str:
     """The goal's PASS or MISS, judged on the median of the goal case's rounds as measured
     (Redis's core idle between requests: the dearer figure), the rounds with the core kept
-    busy beside it."""
+    busy and the traffic replayed on Redis alone beside it."""
     goal = [r for r in results if (r.mode, r.job_frames) == GOAL_CASE]
     idle = [r.redis_us_per_frame for r in goal if not r.core_kept_busy]
     if not idle:
@@ -524,6 +594,12 @@ def verdict(results: list[CaseResult]) -> str:
         line += (
             f"; with Redis's core kept from idling, as under the goal's load: {_judged(busy)}, "
             f"{workers_per_core(statistics.median(busy)):.0f} workers"
+        )
+    if replay is not None:
+        alone = [replay.us_per_frame(r) for r in replay.replays]
+        line += (
+            f"; its traffic replayed on Redis alone, the farm stopped: {_judged(alone)}, "
+            f"{workers_per_core(statistics.median(alone)):.0f} workers"
         )
     return line
 
@@ -562,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = []
     floors: list[RqFloor] = []
+    replay: GoalReplay | None = None
     with tempfile.TemporaryDirectory(prefix="maskfarm-control-plane-") as scratch:
         farm = Farm(args, Path(scratch))
         try:
@@ -579,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
                 results += goal_rounds(farm, args.goal_rounds, None if args.no_busy_core else core)
             if args.floor_jobs > 0:
                 floors = [farm.run_rq_floor(args.floor_jobs, worker) for worker in WORKER_KINDS]
+            if args.replay_copies > 0 and GOAL_CASE[0] in modes and GOAL_CASE[1] in sizes:
+                replay = farm.replay_goal_case(args.replay_copies, args.replay_in_flight, args.goal_rounds)
         except Exception:
             print(farm.services.log_tails(), file=sys.stderr)
             raise
@@ -594,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     for floor in floors:
         print(floor.row())
-    print(verdict(results))
+    print(verdict(results, replay))
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -606,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     for r in results
                 ]
-                + [{"rq_floor": {**floor.__dict__, "us_per_job": floor.us_per_job}} for floor in floors],
+                + [{"rq_floor": {**floor.__dict__, "us_per_job": floor.us_per_job}} for floor in floors]
+                + ([{"replay": replay.figures()}] if replay else []),
                 indent=2,
             )
         )

@@ -34,6 +34,8 @@ def test_a_tiny_run_measures_redis_per_frame_and_says_pass_or_miss(tmp_path: Pat
             "16",
             "--goal-rounds",
             "2",
+            "--replay-copies",
+            "3",
             "--json",
             str(figures),
         ],
@@ -42,7 +44,15 @@ def test_a_tiny_run_measures_redis_per_frame_and_says_pass_or_miss(tmp_path: Pat
         timeout=900,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    *results, plain, maskfarm = json.loads(figures.read_text())
+    *results, plain, maskfarm, replayed = json.loads(figures.read_text())
+    replay = replayed["replay"]
+    goal_jobs = 32 // 32  # the goal case's jobs in a run of 32 frames
+    assert (replay["captured_jobs"], replay["captured_frames"]) == (goal_jobs, 32)
+    assert replay["captured_trips"] >= 4 * goal_jobs, "a job's round trips were rebuilt from the capture"
+    assert [r["copies"] for r in replay["rounds"]] == [3, 3]
+    for r in replay["rounds"]:
+        assert r["errors"] == 0 and r["redis_cpu_s"] > 0 and r["us_per_frame"] > 0
+        assert r["reads"] >= 3 * replay["captured_trips"], "every round trip was replayed, each copy's"
     for floor, worker in ((plain["rq_floor"], "plain"), (maskfarm["rq_floor"], "maskfarm")):
         assert (floor["worker"], floor["jobs"]) == (worker, 16)
         assert floor["run_cpu_s"] > 0 and floor["run_reads"] >= 16, "each no-op job took round trips"
@@ -79,3 +89,4 @@ def test_a_tiny_run_measures_redis_per_frame_and_says_pass_or_miss(tmp_path: Pat
         r"core",
         run.stdout,
     ), run.stdout
+    assert re.search(r"replayed on Redis alone, the farm stopped: (PASS|MISS): [\d.]+ us/frame", run.stdout)
