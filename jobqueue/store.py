@@ -185,6 +185,8 @@ inputs. ARGV: the store's argument count, its arguments, the transition's. Retur
 store's answer when it is not 'stored', else the transition's outcome ('changed' ...)."""
 
 _STOP_REASONS = {reason.value.encode(): reason for reason in StopReason}
+_QUEUED = JobState.QUEUED.value.encode()
+_RUNNABLE = {_QUEUED, JobState.RUNNING.value.encode()}
 
 
 class JobStore:
@@ -288,6 +290,25 @@ class JobStore:
     def get_jobs(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
         """The jobs (None where unknown), in one round trip; queue deadlines apply."""
         return self._load_jobs(list(job_ids))
+
+    def pending_frames(self, job_ids: Sequence[str]) -> list[int]:
+        """Frames a run of each job would compute, in one round trip and reading only what
+        that takes (not the records, whose frame names grow with the job): 0 for a job
+        unknown, ended, asked to cancel or queued past its deadline (its own run ends it).
+        The frames are its inputs' count, less those stored."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(self.keys.job(job_id), ["state", "cancel_requested", "queue_deadline"])
+                pipe.hlen(self.keys.inputs(job_id))
+                pipe.hlen(self.keys.done(job_id))
+            replies = pipe.execute()
+        now = time.time()
+        pending = []
+        for (state, cancel, deadline), inputs, done in zip(replies[::3], replies[1::3], replies[2::3]):
+            runnable = state in _RUNNABLE and cancel != b"1"
+            late = state == _QUEUED and now > float(deadline or 0)
+            pending.append(max(0, inputs - done) if runnable and not late else 0)
+        return pending
 
     def get_job_for_request(self, request_id: str) -> JobRecord | None:
         """The kept job that a SubmitJob with this request id made, or None."""

@@ -149,3 +149,21 @@ def test_a_run_with_nothing_left_to_store_still_finishes(store: JobStore) -> Non
     store.store_frame_results(job.id, [result(0)], run.attempts)
     assert store.finish_run(job.id, [], run.attempts) is None
     assert store.require_job(job.id).state.value == "succeeded"
+
+
+def test_pending_frames_are_read_without_the_records(store: JobStore) -> None:
+    """What the batch gatherer weighs a waiting job by: its frames not stored yet; 0 for
+    a job that will not run (unknown, ended, asked to cancel, queued past its deadline)."""
+    queued = create(store, spec(3))
+    running = create(store, spec(4))
+    run = store.mark_running(running.id, PROVENANCE)
+    store.store_frame_results(running.id, [result(0), result(2)], run.attempts)
+    asked = create(store, spec(2))
+    store.mark_running(asked.id, PROVENANCE)
+    store.cancel(asked.id)
+    ended = create(store, spec(2))
+    store.mark_cancelled(ended.id)
+    late = create(store, spec(2), queue_ttl=-1)
+
+    ids = [queued.id, running.id, asked.id, ended.id, late.id, "0" * 32]
+    assert store.pending_frames(ids) == [3, 2, 0, 0, 0, 0]

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from maskfarm.core.jobs import JobRecord
 from maskfarm.jobqueue.rq_adapter import Queue, claim_script
 from maskfarm.jobqueue.store import JobStore
 
@@ -49,13 +48,6 @@ class Claimed:
     job_id: str
     queue: Queue
     frames: int
-
-
-def pending_frames(job: JobRecord | None) -> int:
-    """Frames a run of ``job`` would compute: 0 when it would not run at all."""
-    if job is None or job.state.is_terminal or job.cancel_requested:
-        return 0
-    return job.total_frames - job.done_frames
 
 
 class Gatherer:
@@ -110,8 +102,8 @@ class Gatherer:
                 ids = [raw.decode() for raw in cast("list[bytes]", self.store.redis.lrange(queue.key, 0, PEEK - 1))]
                 if not ids:
                     break
-                for job_id, job in zip(ids, self.store.get_jobs(ids)):
-                    cost = max(1, pending_frames(job))
+                for job_id, pending in zip(ids, self.store.pending_frames(ids)):
+                    cost = max(1, pending)
                     if cost > budget:
                         return claimed, True
                     if self._claim(queue, job_id):

@@ -56,7 +56,7 @@ from maskfarm.jobqueue.rq_adapter import (
 )
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker import liveness
-from maskfarm.worker.batching import Claimed, CoJobs, Gatherer, pending_frames
+from maskfarm.worker.batching import Claimed, CoJobs, Gatherer
 from maskfarm.worker.codec_pool import CodecPool
 from maskfarm.worker.lost_jobs import LostJobHandler
 from maskfarm.worker.metrics import BATCHED_JOBS, PrometheusObserver, serve_metrics
@@ -313,7 +313,7 @@ class MaskfarmWorker(SimpleWorker):
 
     def _claim_batch(self, lead: Job) -> list[tuple[Job, Queue, Execution]]:
         assert self.gatherer is not None, "batches are claimed only with a gatherer"
-        lead_frames = pending_frames(self.store.get_job(lead.id))
+        (lead_frames,) = self.store.pending_frames([lead.id])
         claimed = self.gatherer.gather(lead_frames) if lead_frames else []
         return [started for c in claimed if (started := self._start_co_job(c)) is not None]
 
