@@ -19,7 +19,7 @@ up`` build their clients here, and RQ is handed the same client. Imports only re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -29,6 +29,8 @@ import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
 from redis.client import Pipeline
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
 from maskfarm.jobqueue.redis_errors import NotReplicated
@@ -219,3 +221,30 @@ def watch_and_read(pipe: Pipeline, watched: Sequence[str], reads: Sequence[Comma
         if isinstance(reply, redis.ResponseError):
             raise reply
     return replies
+
+
+def script_and_reads(
+    client: redis.Redis,
+    script: Script,
+    keys: Sequence[EncodableT],
+    args: Sequence[EncodableT],
+    reads: Callable[[Pipeline], None],
+) -> list[Any]:
+    """``script``'s answer, then the replies of the commands ``reads`` queues, from one
+    transaction (``MULTI``, ``EVALSHA``, the reads, ``EXEC``): one round trip, the reads
+    seeing exactly what the script left. A script pays for every value it hands back
+    through Lua; plain reads after it do not. redis-py's pipelines ask whether their
+    scripts exist (``SCRIPT EXISTS``, a round trip) on every run: this calls the script by
+    its SHA and, only when Redis lacks it (restarted, failed over, flushed), loads it and
+    sends the transaction again. Error replies raise as ``pipe.execute()`` raises them."""
+    for attempt in range(2):
+        with client.pipeline() as pipe:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            reads(pipe)
+            try:
+                return pipe.execute()
+            except NoScriptError:
+                if attempt:
+                    raise
+        client.script_load(script.script)
+    raise AssertionError("unreachable")

@@ -45,7 +45,7 @@ from maskfarm.core.jobs import (
 )
 from maskfarm.jobqueue import listing, records, transitions
 from maskfarm.jobqueue.keys import JOB_ID_PATTERN, Keys
-from maskfarm.jobqueue.redis_clients import Command, ReplicaWait, transaction, watch_and_read
+from maskfarm.jobqueue.redis_clients import Command, ReplicaWait, script_and_reads, transaction, watch_and_read
 
 _LIST_SCAN_LIMIT = 2000
 """ListJobs reads at most this many index entries per page (the page may come back short)."""
@@ -175,7 +175,7 @@ local stored = store_frames({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, stored_args)
 if stored ~= 'stored' then
     return stored
 end
-return transition({KEYS[1], KEYS[4], KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[2]}, change_args)[1]
+return transition({KEYS[1], KEYS[4], KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[2]}, change_args)
 """
 )
 """A run's last frames stored (``_STORE_FRAMES``) and, if they were and the run goes on,
@@ -574,14 +574,7 @@ class JobStore:
         if not results:
             return None if self.mark_succeeded(job_id) else StopReason.NOT_RUNNING
         stored = self._frame_args(job_id, results, attempt)
-        change = transitions.transition_args(
-            self.keys,
-            job_id,
-            {JobState.RUNNING},
-            time.time(),
-            fields=records.finished(JobState.SUCCEEDED),
-            answer_record=False,
-        )
+        change = self._transition_args(job_id, {JobState.RUNNING}, records.finished(JobState.SUCCEEDED))
         keys = self._frame_keys(job_id) + [
             self.keys.backlog_bytes(),
             self.keys.backlog_jobs(),
@@ -663,40 +656,41 @@ class JobStore:
     ) -> JobRecord | None:
         """Writes ``fields`` to the record if its state is in ``allowed`` (without
         ``fields``: starts a run with ``provenance``, see ``mark_running``), atomically in
-        one script call, and announces the change; returns the job as changed, or None
-        when its state was not allowed. Leaving the queue releases the job's backlog bytes;
-        a terminal state deletes the inputs and starts the result TTL. Raises
-        ``JobNotFound`` when there is no record."""
-        answer = self._run_transition(job_id, allowed, fields, provenance, answer_record=True)
-        if answer is None:
-            return None
-        *pairs, done, failed = answer
-        return records.decode_record(dict(zip(pairs[::2], pairs[1::2])), done, failed)
+        one script call, and announces the change; returns the job as changed, read back in
+        the same transaction, or None when its state was not allowed. Leaving the queue
+        releases the job's backlog bytes; a terminal state deletes the inputs and starts
+        the result TTL. Raises ``JobNotFound`` when there is no record."""
+        outcome, read, done, failed = script_and_reads(
+            self.redis,
+            self._change,
+            transitions.transition_keys(self.keys, job_id),
+            self._transition_args(job_id, allowed, fields, provenance),
+            lambda pipe: self._read_record_into(pipe, job_id),
+        )
+        if outcome == b"gone":
+            raise JobNotFound(job_id)
+        return records.decode_record(read, done, failed) if outcome == b"changed" else None
 
     def _changed(self, job_id: str, allowed: Collection[JobState], fields: Mapping[str, str]) -> bool:
         """``_transition`` writing ``fields``, for a caller that needs only whether the job
-        changed: the record is not read back (nor sent), which is most of the script's cost."""
-        return self._run_transition(job_id, allowed, fields, answer_record=False) is not None
+        changed: the record is not read back."""
+        outcome = self._change(
+            keys=transitions.transition_keys(self.keys, job_id), args=self._transition_args(job_id, allowed, fields)
+        )
+        if outcome == b"gone":
+            raise JobNotFound(job_id)
+        return outcome == b"changed"
 
-    def _run_transition(
+    def _transition_args(
         self,
         job_id: str,
         allowed: Collection[JobState],
         fields: Mapping[str, str] | None = None,
         provenance: str = "",
-        *,
-        answer_record: bool,
-    ) -> list | None:
-        """The ``transitions.TRANSITION`` script's answer after its outcome: what follows
-        ``changed`` (the record as changed and its counts with ``answer_record``, else
-        nothing), or None when the job's state was not allowed. Raises ``JobNotFound``."""
-        args = transitions.transition_args(
-            self.keys, job_id, allowed, time.time(), fields=fields, provenance=provenance, answer_record=answer_record
+    ) -> list[str]:
+        return transitions.transition_args(
+            self.keys, job_id, allowed, time.time(), fields=fields, provenance=provenance
         )
-        outcome, *answer = self._change(keys=transitions.transition_keys(self.keys, job_id), args=args)
-        if outcome == b"gone":
-            raise JobNotFound(job_id)
-        return answer if outcome == b"changed" else None
 
     def _read_record_into(self, pipe: Pipeline, job_id: str) -> None:
         """The three reads ``decode_record`` takes: the record, and the counts of the

@@ -9,11 +9,10 @@ deletes the inputs and starts the result TTL of the record, its frames and its r
 Two kinds of change: ``set`` writes the fields given (ending a job, the cancel flag), and
 ``start`` decides as ``JobStore.mark_running`` says (expired in the queue, cancel asked,
 or running as the next attempt). ``JobStore`` builds the arguments (``transition_args``)
-and decodes the answer: ``[outcome]`` where outcome is ``changed``, ``refused`` (its state
-was not allowed) or ``gone`` (no record); a change asked to answer with the record is
-followed by its fields and values as changed, then its counts of done and failed frames.
-The script reads the record's fields it decides on, not the whole record (with the frame
-names, which grow with the job): a caller that needs only the outcome does not pay for it.
+and reads the answer: ``changed``, ``refused`` (its state was not allowed) or ``gone``
+(no record). The script reads only the record's fields it decides on: a caller that
+needs the record as changed reads it with plain commands in the same transaction
+(``JobStore``), as a script pays for every value it converts to and from Lua.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ local names = {'state', 'queue_deadline', 'created_at', 'cancel_requested', 'sta
                'input_bytes', 'result_ttl', 'request_id'}
 local values = redis.call('HMGET', KEYS[1], unpack(names))
 if not values[1] then
-    return {'gone'}
+    return 'gone'
 end
 local job = {}
 for i = 1, #names do
@@ -45,7 +44,7 @@ local function listed(list, value)
 end
 local before = job['state']
 if not listed(ARGV[2], before) then
-    return {'refused'}
+    return 'refused'
 end
 local now = ARGV[4]
 local function finished(state, code, message)
@@ -55,7 +54,7 @@ local update = {}
 if ARGV[1] == 'start' then
     if before == 'queued' and tonumber(now) > tonumber(job['queue_deadline']) then
         local waited = math.floor(tonumber(job['queue_deadline']) - tonumber(job['created_at']) + 0.5)
-        update = finished('failed', ARGV[10], (string.gsub(ARGV[11], '{waited}', waited)))
+        update = finished('failed', ARGV[9], (string.gsub(ARGV[10], '{waited}', waited)))
     elseif job['cancel_requested'] == '1' then
         update = finished('cancelled', '', '')
     else
@@ -64,10 +63,10 @@ if ARGV[1] == 'start' then
             started = now
         end
         update = {'state', 'running', 'started_at', started, 'attempts', tostring(tonumber(job['attempts']) + 1),
-                  'provenance', ARGV[9]}
+                  'provenance', ARGV[8]}
     end
 else
-    for i = 9, #ARGV do
+    for i = 8, #ARGV do
         update[#update + 1] = ARGV[i]
     end
 end
@@ -95,22 +94,14 @@ if listed(ARGV[3], after) then
     end
 end
 redis.call('PUBLISH', ARGV[5], '{"state": "' .. after .. '"}')
-if ARGV[8] == '' then
-    return {'changed'}
-end
-local reply = redis.call('HGETALL', KEYS[1])
-table.insert(reply, 1, 'changed')
-reply[#reply + 1] = redis.call('HLEN', KEYS[2])
-reply[#reply + 1] = redis.call('HLEN', KEYS[3])
-return reply
+return 'changed'
 """
 """KEYS: job, done, failed, backlog bytes, backlog jobs, queued, inputs, masks. ARGV: kind
 (``set`` or ``start``), allowed states and terminal states (comma separated), now (epoch
-seconds as text), events channel, job id, request key prefix, whether to answer with the
-record ("1") or not (""); then for ``set`` the fields to write as name/value pairs, for
-``start`` the provenance (JSON), the expired error code and message
-(``records.EXPIRY_MESSAGE``). It reads only the fields it decides on, not the whole record
-(whose frame names grow with the job), and the whole record only to answer with it."""
+seconds as text), events channel, job id, request key prefix; then for ``set`` the fields
+to write as name/value pairs, for ``start`` the provenance (JSON), the expired error code
+and message (``records.EXPIRY_MESSAGE``). It reads only the fields it decides on, not the
+whole record (whose frame names grow with the job)."""
 
 _TERMINAL = ",".join(state.value for state in JobState if state.is_terminal)
 
@@ -137,11 +128,9 @@ def transition_args(
     *,
     fields: Mapping[str, str] | None = None,
     provenance: str = "",
-    answer_record: bool = True,
 ) -> list[str]:
     """The ``TRANSITION`` script's arguments: writing ``fields`` (kind ``set``) or, without
-    them, starting a run with ``provenance`` (kind ``start``); ``answer_record``: the
-    answer to a change holds the record as changed (else only the outcome)."""
+    them, starting a run with ``provenance`` (kind ``start``)."""
     head = [
         "set" if fields is not None else "start",
         ",".join(state.value for state in allowed),
@@ -150,7 +139,6 @@ def transition_args(
         keys.events(job_id),
         job_id,
         keys.request(""),
-        "1" if answer_record else "",
     ]
     if fields is not None:
         return head + [item for pair in fields.items() for item in pair]

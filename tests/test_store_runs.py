@@ -11,6 +11,7 @@ from maskfarm.core.jobs import ErrorCode, StoredFrame
 from maskfarm.core.params import MaskParams
 from maskfarm.jobqueue.store import JobNotFound, JobStore, StopReason
 from tests.recording_redis import RecordingRedis
+from tests.services import redis_server
 from tests.test_store import PROVENANCE, create, result, spec
 
 
@@ -167,3 +168,34 @@ def test_pending_frames_are_read_without_the_records(store: JobStore) -> None:
 
     ids = [queued.id, running.id, asked.id, ended.id, late.id, "0" * 32]
     assert store.pending_frames(ids) == [3, 2, 0, 0, 0, 0]
+
+
+def test_a_start_reads_the_record_back_in_its_own_transaction(store: JobStore, redis_url: str) -> None:
+    """The start script answers only its outcome; the record as it left it comes from
+    plain reads in the same transaction: one round trip, nothing converted through Lua."""
+    recorded = JobStore(RecordingRedis.from_url(redis_url), store.keys.namespace)
+    job = create(store, spec(2))
+    store.mark_running(create(store, spec(1)).id, PROVENANCE)  # the script loaded in Redis
+
+    running = recorded.mark_running(job.id, PROVENANCE)
+
+    assert running is not None and running.state.value == "running" and running.attempts == 1
+    assert running.frame_names == job.frame_names and running.provenance == PROVENANCE
+    (trip,) = recorded.redis.round_trips
+    assert [command[0] for command in trip] == ["EVALSHA", "HGETALL", "HLEN", "HLEN"]
+
+
+def test_a_redis_that_lost_its_scripts_still_starts_and_ends_jobs() -> None:
+    """A restarted or failed-over Redis has no scripts: the transaction that calls one by
+    its SHA loads it and goes again."""
+    with redis_server() as url:
+        client = redis.Redis.from_url(url)
+        lost = JobStore(client, "lost-scripts")
+        job, _ = lost.create(spec(1), queue_ttl=60, inputs_ttl=120, result_ttl=300)
+        client.script_flush()
+        run = lost.mark_running(job.id, PROVENANCE)
+        assert run is not None and run.attempts == 1
+        client.script_flush()
+        assert lost.finish_run(job.id, [result(0)], run.attempts) is None
+        assert lost.require_job(job.id).state.value == "succeeded"
+        client.close()
