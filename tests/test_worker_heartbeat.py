@@ -3,9 +3,12 @@ of a beat that has nothing new to say (real Redis, a real RQ worker object)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 
 import redis
+from rq.job import Job
 
 from maskfarm.core.jobs import Provenance
 from maskfarm.jobqueue.rq_adapter import JOB_FUNCTION, JSONSerializer, MaskfarmQueue, queues_of
@@ -108,43 +111,41 @@ def test_a_job_ends_without_round_trips_of_its_own_for_the_state_and_the_beats(r
         client.close()
 
 
-def test_a_job_starts_in_one_round_trip(redis_url: str) -> None:
-    """RQ registers a job's execution and the worker "busy" in one transaction, then marks
-    the job started in another: maskfarm's worker sends both as one."""
+@contextlib.contextmanager
+def _ran_one_job(redis_url: str, prefix: str) -> Iterator[tuple[MaskfarmWorker, Job, list[list[tuple[str, ...]]]]]:
+    """A no-op RQ job run by a maskfarm worker in burst mode: the worker, the job (checked
+    finished on the way out) and the worker's round trips, as text."""
     client = RecordingRedis.from_url(redis_url)
-    worker = _worker(client, f"start-{uuid.uuid4().hex[:8]}")
+    worker = _worker(client, f"{prefix}-{uuid.uuid4().hex[:8]}")
     job = worker.queues[1].enqueue_call("os.getpid", result_ttl=60)
     try:
         assert worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
-        trips = [[tuple(map(_text, args)) for args in trip] for trip in client.round_trips]
-        started = [trip for trip in trips if ("PERSIST", job.key) in trip]
-        busy = [trip for trip in trips if ("HSET", worker.key, "state", "busy") in trip]
-        assert len(started) == 1 and busy == started, busy
-        assert any(args[0] == "ZADD" and args[1].startswith("rq:wip:") for args in started[0]), started[0]
+        yield worker, job, [[tuple(map(_text, args)) for args in trip] for trip in client.round_trips]
         assert job.get_status(refresh=True).value == "finished"
     finally:
         client.delete(worker.key, job.key)
         client.close()
+
+
+def test_a_job_starts_in_one_round_trip(redis_url: str) -> None:
+    """RQ registers a job's execution and the worker "busy" in one transaction, then marks
+    the job started in another: maskfarm's worker sends both as one."""
+    with _ran_one_job(redis_url, "start") as (worker, job, trips):
+        started = [trip for trip in trips if ("PERSIST", job.key) in trip]
+        busy = [trip for trip in trips if ("HSET", worker.key, "state", "busy") in trip]
+        assert len(started) == 1 and busy == started, busy
+        assert any(args[0] == "ZADD" and args[1].startswith("rq:wip:") for args in started[0]), started[0]
 
 
 def test_a_dequeued_job_starts_without_a_beat_of_its_own(redis_url: str, monkeypatch) -> None:
     """RQ beats on its own as it dequeues a job; the job's start transaction, a moment
     later, beats too: maskfarm's worker sends only the second."""
     monkeypatch.setattr(runner, "HEARTBEAT_SPACING_S", 0.0)  # as when the job came after a long wait
-    client = RecordingRedis.from_url(redis_url)
-    worker = _worker(client, f"dequeue-{uuid.uuid4().hex[:8]}")
-    job = worker.queues[1].enqueue_call("os.getpid", result_ttl=60)
-    try:
-        assert worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
-        trips = [[tuple(map(_text, args)) for args in trip] for trip in client.round_trips]
+    with _ran_one_job(redis_url, "dequeue") as (worker, job, trips):
         fetched = next(n for n, trip in enumerate(trips) if ("HGETALL", job.key) in trip)
         started = next(n for n, trip in enumerate(trips) if ("PERSIST", job.key) in trip)
         beats = [n for n, trip in enumerate(trips) if ("HSET", worker.key, "last_heartbeat") in (a[:3] for a in trip)]
         assert [n for n in beats if fetched < n <= started] == [started], trips[fetched : started + 1]
-        assert job.get_status(refresh=True).value == "finished"
-    finally:
-        client.delete(worker.key, job.key)
-        client.close()
 
 
 def test_a_maskfarm_job_that_ends_moves_no_dependents_without_reading_them(redis_url: str) -> None:
