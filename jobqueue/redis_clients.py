@@ -237,14 +237,15 @@ def script_and_reads(
     scripts exist (``SCRIPT EXISTS``, a round trip) on every run: this calls the script by
     its SHA and, only when Redis lacks it (restarted, failed over, flushed), loads it and
     sends the transaction again. Error replies raise as ``pipe.execute()`` raises them."""
-    for attempt in range(2):
+
+    def send() -> list[Any]:
         with client.pipeline() as pipe:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
             reads(pipe)
-            try:
-                return pipe.execute()
-            except NoScriptError:
-                if attempt:
-                    raise
+            return pipe.execute()
+
+    try:
+        return send()
+    except NoScriptError:
         client.script_load(script.script)
-    raise AssertionError("unreachable")
+        return send()
