@@ -179,6 +179,9 @@ def distinct_ids(trips: Sequence[RoundTrip]) -> bool:
 
 @dataclass
 class Replay:
+    """What Redis said of one replay: its CPU, the commands it ran (scripts' own included)
+    and the requests it read, over the replay's wall time; ``usec`` per command."""
+
     copies: int
     in_flight: int
     wall_s: float
