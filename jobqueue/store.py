@@ -346,7 +346,7 @@ class JobStore:
     def _expire(self, job: JobRecord) -> JobRecord | None:
         expired = records.finished(JobState.FAILED, ErrorCode.EXPIRED, records.expiry_message(job))
         try:
-            return self._transition(job.id, {JobState.QUEUED}, expired) or self.get_job(job.id)
+            return self._transition(job.id, {JobState.QUEUED}, expired)[1]
         except JobNotFound:
             return None
 
@@ -530,12 +530,12 @@ class JobStore:
             return job if job and job.state is JobState.RUNNING and job.attempts == continuing else None
 
         try:
-            job = self._transition(
+            changed, job = self._transition(
                 job_id, {JobState.QUEUED, JobState.RUNNING}, provenance=json.dumps(dataclasses.asdict(provenance))
             )
         except JobNotFound:
             return None
-        return job if job is not None and job.state is JobState.RUNNING else None
+        return job if changed and job.state is JobState.RUNNING else None
 
     def store_frame_result(self, job_id: str, result: StoredFrame) -> None:
         """Stores one frame's masks (or mask paths, or failure) together and announces
@@ -641,11 +641,10 @@ class JobStore:
     def cancel(self, job_id: str) -> JobRecord:
         """Cancels a job (server): a queued job at once, a running one by setting its
         ``cancel_requested`` flag for the worker. A finished job is left as it is."""
-        return (
-            self._transition(job_id, {JobState.QUEUED}, records.finished(JobState.CANCELLED))
-            or self._transition(job_id, {JobState.RUNNING}, {"cancel_requested": "1"})
-            or self.require_job(job_id)
-        )
+        changed, job = self._transition(job_id, {JobState.QUEUED}, records.finished(JobState.CANCELLED))
+        if changed or job.state is not JobState.RUNNING:
+            return job
+        return self._transition(job_id, {JobState.RUNNING}, {"cancel_requested": "1"})[1]
 
     def _transition(
         self,
@@ -653,13 +652,13 @@ class JobStore:
         allowed: Collection[JobState],
         fields: Mapping[str, str] | None = None,
         provenance: str = "",
-    ) -> JobRecord | None:
+    ) -> tuple[bool, JobRecord]:
         """Writes ``fields`` to the record if its state is in ``allowed`` (without
         ``fields``: starts a run with ``provenance``, see ``mark_running``), atomically in
-        one script call, and announces the change; returns the job as changed, read back in
-        the same transaction, or None when its state was not allowed. Leaving the queue
-        releases the job's backlog bytes; a terminal state deletes the inputs and starts
-        the result TTL. Raises ``JobNotFound`` when there is no record."""
+        one script call, and announces the change; returns whether it changed, and the job
+        as it is after, read back in the same transaction. Leaving the queue releases the
+        job's backlog bytes; a terminal state deletes the inputs and starts the result TTL.
+        Raises ``JobNotFound`` when there is no record."""
         outcome, read, done, failed = script_and_reads(
             self.redis,
             self._change,
@@ -667,9 +666,9 @@ class JobStore:
             self._transition_args(job_id, allowed, fields, provenance),
             lambda pipe: self._read_record_into(pipe, job_id),
         )
-        if outcome == b"gone":
+        if outcome == b"gone" or not read:
             raise JobNotFound(job_id)
-        return records.decode_record(read, done, failed) if outcome == b"changed" else None
+        return outcome == b"changed", records.decode_record(read, done, failed)
 
     def _changed(self, job_id: str, allowed: Collection[JobState], fields: Mapping[str, str]) -> bool:
         """``_transition`` writing ``fields``, for a caller that needs only whether the job

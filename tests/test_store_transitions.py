@@ -71,21 +71,22 @@ def test_an_end_deletes_the_inputs_and_keeps_the_rest_for_the_result_ttl(store: 
 
 def test_only_the_changes_that_answer_with_the_job_read_its_whole_record(store: JobStore) -> None:
     """The script reads the fields it decides on; the whole record (its frame names grow
-    with the job) only where the job as changed is returned: starting a run, cancelling."""
+    with the job) is read, beside the script and never through it, only where the job is
+    returned: starting a run, cancelling (once: a refusal's read says what the job is)."""
     job = create(store, spec(3))
     key = store.keys.job(job.id)
     with store.redis.monitor() as monitor:
         running = store.mark_running(job.id, PROVENANCE)
         assert store.mark_succeeded(job.id)
         assert not store.mark_failed(job.id, ErrorCode.INTERNAL, "too late")  # refused
-        assert store.cancel(job.id).state is JobState.SUCCEEDED  # refused twice, then read
+        assert store.cancel(job.id).state is JobState.SUCCEEDED  # refused, the job read beside
         store.redis.exists(f"{key}:end")
         whole = []  # the calls reading the record whole, by whom
         while (seen := monitor.next_command())["command"] != f"EXISTS {key}:end":
             if seen["command"] == f"HGETALL {key}":
                 whole.append(seen["client_type"])
     assert (running.state, running.attempts, running.total_frames) == (JobState.RUNNING, 1, 3)
-    assert whole == ["lua", "tcp"]  # mark_running's answer; cancel's require_job
+    assert whole == ["tcp", "tcp"]  # mark_running's read-back; cancel's
 
 
 def test_a_change_of_an_unknown_job_says_so(store: JobStore) -> None:
