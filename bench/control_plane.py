@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import e2e  # noqa: E402  (the benchmarks' process plumbing)
 import redis_traffic  # noqa: E402
+from redis_traffic import RedisSnapshot  # noqa: E402
 from stand_in import stand_in_segmenter  # noqa: E402
 
 GOAL_US_PER_FRAME = 20.0
@@ -155,28 +156,6 @@ def serve_rq_floor(spec: dict) -> int:
 
 
 # -- measuring -------------------------------------------------------------------------------
-
-
-@dataclass
-class RedisSnapshot:
-    cpu_s: float
-    calls: dict[str, int]
-    usec: dict[str, int]
-    """Microseconds spent inside each command (the rest of the CPU is I/O and the event loop)."""
-    reads: int
-    """Reads of a client's requests (``total_reads_processed``): the round trips, a command on
-    its own or a pipeline (a transaction) read at once."""
-
-    @classmethod
-    def take(cls, client) -> RedisSnapshot:
-        cpu = client.info("cpu")
-        stats = {name.removeprefix("cmdstat_"): value for name, value in client.info("commandstats").items()}
-        return cls(
-            float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
-            {name: int(value["calls"]) for name, value in stats.items()},
-            {name: int(value["usec"]) for name, value in stats.items()},
-            int(client.info("stats")["total_reads_processed"]),
-        )
 
 
 @dataclass
@@ -292,8 +271,8 @@ class Farm:
         )
 
     def stop(self) -> None:
+        self.stop_all_but_redis()
         self.services.stop_all()
-        e2e.stop(self.servers, grace_s=10)
 
     def stop_all_but_redis(self) -> None:
         """Stops the workers and servers; Redis (its data and loaded scripts) stays up."""

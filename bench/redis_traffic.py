@@ -44,6 +44,32 @@ _IDS = re.compile(
 """Job and execution ids (32 hex digits) and request ids (UUIDs); a script's SHA (40) is not one."""
 
 
+@dataclass
+class RedisSnapshot:
+    """What Redis says of itself at one moment: its CPU, and per command its calls and the
+    time spent inside it; subtract two to know what happened between."""
+
+    cpu_s: float
+    calls: dict[str, int]
+    usec: dict[str, int]
+    """Microseconds spent inside each command (the rest of the CPU is I/O and the event loop)."""
+    reads: int
+    """Reads of a client's requests (``total_reads_processed``): the round trips, a command on
+    its own or a pipeline (a transaction) read at once."""
+
+    @classmethod
+    def take(cls, client) -> RedisSnapshot:
+        """Three ``INFO`` calls on ``client`` (a synchronous redis-py client)."""
+        cpu = client.info("cpu")
+        stats = {name.removeprefix("cmdstat_"): value for name, value in client.info("commandstats").items()}
+        return cls(
+            float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+            {name: int(value["calls"]) for name, value in stats.items()},
+            {name: int(value["usec"]) for name, value in stats.items()},
+            int(client.info("stats")["total_reads_processed"]),
+        )
+
+
 @dataclass(frozen=True)
 class Command:
     at: float
@@ -211,10 +237,13 @@ def replay(
 async def _replay(
     redis_url: str, trips: Sequence[RoundTrip], copies: int, in_flight: int, subscribe: str | None
 ) -> Replay:
+    import redis
     import redis.asyncio as aioredis
+    from redis.connection import Connection
     from redis.exceptions import ResponseError
 
-    prepared = [[_packed(t) for t in renamed(trips, copy)] for copy in range(copies)]
+    packer = Connection()  # packs commands, never connects
+    prepared = [[_packed(packer, t) for t in renamed(trips, copy)] for copy in range(copies)]
     clients = sorted({t.client for t in trips})
     pool = aioredis.ConnectionPool.from_url(redis_url, protocol=3, max_connections=in_flight * len(clients) + 4)
     control = aioredis.Redis(connection_pool=pool)
@@ -242,11 +271,12 @@ async def _replay(
                     else:
                         errors[0] += isinstance(reply, list) and any(isinstance(r, Exception) for r in reply)
 
-    before = await _snapshot(control)
-    start = time.perf_counter()
-    await asyncio.gather(*(run(slot) for slot in slots))
-    wall = time.perf_counter() - start
-    after = await _snapshot(control)
+    with redis.Redis.from_url(redis_url) as snapshots:
+        before = RedisSnapshot.take(snapshots)
+        start = time.perf_counter()
+        await asyncio.gather(*(run(slot) for slot in slots))
+        wall = time.perf_counter() - start
+        after = RedisSnapshot.take(snapshots)
     if draining:
         draining.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -257,30 +287,17 @@ async def _replay(
             await pool.release(connection)
     await control.aclose()
     await pool.disconnect()
-    usec = {k: after[2].get(k, 0) - before[2].get(k, 0) for k in after[2]}
-    calls = sum(after[1].values()) - sum(before[1].values()) - after[1].get("info", 0) + before[1].get("info", 0)
-    return Replay(copies, in_flight, wall, after[0] - before[0], calls, after[3] - before[3] - 3, errors[0], usec)
+    usec = {name: n - before.usec.get(name, 0) for name, n in after.usec.items()}
+    calls = {name: n - before.calls.get(name, 0) for name, n in after.calls.items() if name != "info"}
+    reads = after.reads - before.reads - 3  # less the after snapshot's own three INFO
+    return Replay(copies, in_flight, wall, after.cpu_s - before.cpu_s, sum(calls.values()), reads, errors[0], usec)
 
 
-def _packed(trip: RoundTrip) -> tuple[str, int, list[bytes]]:
-    from redis.connection import Connection
-
+def _packed(packer, trip: RoundTrip) -> tuple[str, int, list[bytes]]:
     commands = [(*args[:-1], b"1") if args[0].upper() == b"BLPOP" else args for args in trip.commands]
-    return trip.client, len(commands), Connection().pack_commands(commands)
+    return trip.client, len(commands), packer.pack_commands(commands)
 
 
 async def _drain(pubsub) -> None:
     while True:
         await pubsub.get_message(timeout=1.0)
-
-
-async def _snapshot(control) -> tuple[float, dict[str, int], dict[str, int], int]:
-    cpu = await control.info("cpu")
-    stats = await control.info("commandstats")
-    reads = (await control.info("stats"))["total_reads_processed"]
-    return (
-        float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
-        {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()},
-        {k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in stats.items()},
-        int(reads),
-    )
