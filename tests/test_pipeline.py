@@ -387,6 +387,44 @@ def test_frame_threads_run_each_frame_alone_on_its_share_of_the_cores(tiny_model
         assert np.abs(ours.masks - theirs.masks).max() <= 1e-4
 
 
+@pytest.mark.parametrize("ahead", [True, False], ids=["stream_pending", "stream"])
+def test_frames_left_over_by_the_frame_threads_run_on_every_core_only_when_nothing_follows(
+    tiny_model_dir, monkeypatch, ahead
+):
+    """9 frames in chunks of 3 on 2 frame threads. ``stream_pending`` (the next
+    chunk begun before one is given out): each chunk's odd frame joins the frame threads
+    while more follow, and only the very last runs alone, on every core. ``stream`` (each
+    chunk done before the next starts): every chunk's odd frame runs on every core after
+    the others, so no core idles while one thread makes it."""
+    import threading
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        segmenter = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=3, frame_threads=2)
+        frames = [make_frame("RGB", (48, 40), seed) for seed in range(9)]
+        calls = []
+        vision_features = MaskModel.vision_features
+
+        def recorded(model: MaskModel, values: torch.Tensor) -> list[torch.Tensor]:
+            on_frame_thread = threading.current_thread().name.startswith("maskfarm-frame")
+            calls.append((values.shape[0], on_frame_thread, torch.get_num_threads()))
+            return vision_features(model, values)
+
+        monkeypatch.setattr(MaskModel, "vision_features", recorded)
+        if ahead:
+            masks = [pending.finish() for pending in segmenter.stream_pending(frames, PROMPTS[:1])]
+        else:
+            masks = [output.masks for output in segmenter.stream(frames, PROMPTS[:1])]
+    finally:
+        torch.set_num_threads(torch_threads)
+    alone = 1 if ahead else 3
+    assert sorted(calls) == sorted([(1, True, 1)] * (9 - alone) + [(1, False, 2)] * alone)
+    batched = Segmenter.load(str(tiny_model_dir), device="cpu", max_batch=8, frame_threads=1)
+    for ours, theirs in zip(masks, batched.segment(frames, PROMPTS[:1]), strict=True):
+        assert np.abs(ours - theirs.masks).max() <= 1e-4
+
+
 def test_frame_threads_default_to_a_frame_per_core_on_a_cpu(tiny_model_dir):
     default = Segmenter.load(str(tiny_model_dir), device="cpu")
     assert default.frame_threads == torch.get_num_threads()

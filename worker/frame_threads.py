@@ -49,6 +49,7 @@ class FrameThreads:
     def __init__(self, threads: int, torch_threads: int) -> None:
         if threads < 2:
             raise ValueError(f"frame threads run 2 or more frames at once, got {threads}")
+        self.threads = threads
         self._pool = ThreadPoolExecutor(
             threads,
             thread_name_prefix="maskfarm-frame",

@@ -212,6 +212,8 @@ class Segmenter:
             while True:
                 chunk, error = _next_or_error(chunks)
                 if chunk:
+                    for earlier in started:  # more frames follow: its last ones go side by side too
+                        pass
                     started.append(self._start_chunk(chunk, index))
                     index += len(chunk)
                 while started and (len(started) > ahead or not chunk):
@@ -225,13 +227,14 @@ class Segmenter:
                 left.cancel()
 
     def _start_chunk(self, chunk: list[FrameRequest], first: int) -> _StartedChunk:
-        """The chunk's masks begun: queued on the frame threads, or made now."""
-        if self._frame_threads is None or len(chunk) == 1:
-            return _StartedChunk(chunk, first, made=self._batch_masks(chunk))
+        """The chunk's masks begun: queued on the frame threads (see ``_StartedChunk``), or
+        made now."""
+        if self._frame_threads is None:
+            return _StartedChunk(chunk, first, self._batch_masks, made=self._batch_masks(chunk))
         # Every condition embedded (and cached) here first: the threads only read the cache.
         conditions = [c for r in chunk for p in cast("Sequence[Prompt]", r.prompts) for c in _conditions(p)]
         self._model.text_embeddings(list(dict.fromkeys(conditions)))
-        return _StartedChunk(chunk, first, futures=self._frame_threads.submit(self._batch_masks, [[r] for r in chunk]))
+        return _StartedChunk(chunk, first, self._batch_masks, threads=self._frame_threads)
 
     def _chunks(self, requests: Iterable[FrameRequest]) -> Iterator[list[FrameRequest]]:
         """Requests (frames made RGB uint8 tensors) in chunks of at most ``max_batch``
@@ -365,24 +368,47 @@ class Segmenter:
 
 
 class _StartedChunk:
-    """A chunk whose masks are made (``made``) or being made, a frame per future."""
+    """A chunk whose masks are made (``made``) or being made on the frame threads.
+
+    Its frames go side by side, a frame per call, as many at a time as there are threads;
+    the rest (fewer than the threads) are kept back. When more frames follow, they join
+    the others (``share_rest``); when none does (a stream's last chunk, or a caller that
+    reads each chunk before the next starts, as the worker does) they are made in one
+    call on every core once the others are done, so no core idles through the last
+    frames while one thread makes a frame alone."""
 
     def __init__(
         self,
         requests: list[FrameRequest],
         first: int,
+        make: Callable[[list[FrameRequest]], list[Callable[[], np.ndarray]]],
+        *,
+        threads: FrameThreads | None = None,
         made: list[Callable[[], np.ndarray]] | None = None,
-        futures: list[Future[list[Callable[[], np.ndarray]]]] | None = None,
     ) -> None:
         self.requests = requests
         self.first = first
+        self._make = make
+        self._threads = threads
         self._made = made
-        self._futures = futures or []
+        self._futures: list[Future[list[Callable[[], np.ndarray]]]] = []
+        self._rest: list[FrameRequest] = []
+        if threads is not None:
+            side_by_side = len(requests) - len(requests) % threads.threads
+            self._futures = threads.submit(make, [[r] for r in requests[:side_by_side]])
+            self._rest = requests[side_by_side:]
+
+    def share_rest(self) -> None:
+        """Queues the frames kept back on the frame threads too, a frame per call."""
+        if self._threads is not None and self._rest:
+            self._futures += self._threads.submit(self._make, [[r] for r in self._rest])
+            self._rest = []
 
     def finishers(self) -> list[Callable[[], np.ndarray]]:
         """Each frame's finisher, once every frame's model call has ended."""
         if self._made is None:
-            self._made = [finish for frame in results(self._futures) for finish in frame]
+            made = [finish for frame in results(self._futures) for finish in frame]
+            self._made = made + (self._make(self._rest) if self._rest else [])
         return self._made
 
     def pending(self) -> list[PendingMasks]:
@@ -395,6 +421,7 @@ class _StartedChunk:
         """Drops the frames not started yet (those running end on their own)."""
         for future in self._futures:
             future.cancel()
+        self._rest = []
 
 
 def _next_or_error(chunks: Iterator[list[FrameRequest]]) -> tuple[list[FrameRequest], BaseException | None]:
