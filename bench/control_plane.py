@@ -454,6 +454,25 @@ def idle_cpu_rate(redis_url: str, seconds: float = 2.0) -> float:
         return (RedisSnapshot.take(connection).cpu_s - before) / (time.perf_counter() - start)
 
 
+def round_trip_cpu(redis_url: str, trips: int = 5000) -> tuple[float, float]:
+    """Redis CPU seconds of one empty round trip (a ``PING`` sent when the last one was
+    answered), and the part of it spent in the kernel: what this host charges Redis for a
+    request before any command runs (reading it, answering it, waking for it), which
+    every round trip of a job pays on top of its commands' own time."""
+    import redis
+
+    with redis.Redis.from_url(redis_url) as connection:
+        before = connection.info("cpu")
+        for _ in range(trips):
+            connection.ping()
+        after = connection.info("cpu")
+    total, kernel = (
+        sum(float(after[f]) - float(before[f]) for f in fields)
+        for fields in (("used_cpu_user", "used_cpu_sys"), ("used_cpu_sys",))
+    )
+    return total / trips, kernel / trips
+
+
 def redis_core(no_pin: bool) -> int | None:
     """The CPU Redis will have to itself (the last this process may use), after moving this
     process (and so every process it starts) to the others; None when not pinning (asked,
@@ -625,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
             if core is not None:
                 pin(farm.services.redis.pid, core)
             idle = idle_cpu_rate(farm.services.redis_url)
+            trip_s, trip_kernel_s = round_trip_cpu(farm.services.redis_url)
             print(HEADER)
             for mode in modes:
                 for job_frames in sizes:
@@ -649,6 +669,13 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"Redis idle (the farm up, nothing to do): {1e3 * idle:.1f} ms of CPU per second, "
                 f"{1e6 * idle * result.wall_s / result.frames:.1f} us/frame of this case"
+            )
+            reads = result.redis_reads / result.frames
+            print(
+                f"an empty round trip (PING after PING) costs this Redis {1e6 * trip_s:.1f} us of CPU, "
+                f"{1e6 * trip_kernel_s:.1f} of it in the kernel: this case's {result.redis_reads / result.jobs:.1f} "
+                f"reads per job at that cost are {1e6 * trip_s * reads:.1f} us/frame of its "
+                f"{result.redis_us_per_frame:.1f}"
             )
     for floor in floors:
         print(floor.row())

@@ -529,13 +529,32 @@ class JobStore:
                 return None
             return job if job and job.state is JobState.RUNNING and job.attempts == continuing else None
 
-        try:
-            changed, job = self._transition(
-                job_id, {JobState.QUEUED, JobState.RUNNING}, provenance=json.dumps(dataclasses.asdict(provenance))
-            )
-        except JobNotFound:
-            return None
-        return job if changed and job.state is JobState.RUNNING else None
+        keys, args = self._start_call(job_id, provenance)
+        replies = script_and_reads(
+            self.redis, self._change, keys, args, lambda pipe: self._read_record_into(pipe, job_id)
+        )
+        return _running(replies)
+
+    def start_in(
+        self, pipe: Pipeline, job_id: str, provenance: Provenance
+    ) -> Callable[[Sequence[Any]], JobRecord | None]:
+        """``mark_running`` (no ``continuing``) queued last in a transaction the caller
+        sends, such as the worker's own start of the job in RQ's registries: one round trip
+        for both. Returns how to read the job, as ``mark_running`` returns it, from the
+        replies of ``pipe.execute(raise_on_error=False)``; that raises the script's error
+        reply, ``NoScriptError`` when Redis lacks the script (restarted, failed over):
+        nothing was started then, and ``mark_running`` (which loads it) is the way on."""
+        keys, args = self._start_call(job_id, provenance)
+        pipe.evalsha(self._change.sha, len(keys), *keys, *args)
+        self._read_record_into(pipe, job_id)
+        return lambda replies: _running(replies[-4:])
+
+    def _start_call(self, job_id: str, provenance: Provenance) -> tuple[list[str], list[str]]:
+        """The ``TRANSITION`` script's keys and arguments that start a run with ``provenance``."""
+        args = self._transition_args(
+            job_id, {JobState.QUEUED, JobState.RUNNING}, provenance=json.dumps(dataclasses.asdict(provenance))
+        )
+        return transitions.transition_keys(self.keys, job_id), args
 
     def store_frame_result(self, job_id: str, result: StoredFrame) -> None:
         """Stores one frame's masks (or mask paths, or failure) together and announces
@@ -754,3 +773,16 @@ def _hash_fields(fields: Mapping[str, str] | Mapping[str, bytes]) -> Mapping[Fie
     """``fields`` typed as redis-py's ``hset(mapping=)`` asks: its ``Mapping[FieldT, ...]``
     refuses a mapping with str keys (a Mapping's key type is invariant), which it takes."""
     return cast("Mapping[FieldT, EncodableT]", fields)
+
+
+def _running(replies: Sequence[Any]) -> JobRecord | None:
+    """The job a start left running, from the start script's answer and the three reads
+    beside it (``JobStore._read_record_into``); None when it did not run it. An error
+    reply of the script is raised."""
+    outcome, read, done, failed = replies
+    if isinstance(outcome, Exception):
+        raise outcome
+    if outcome != b"changed" or not read:
+        return None
+    job = records.decode_record(read, done, failed)
+    return job if job.state is JobState.RUNNING else None

@@ -1,8 +1,11 @@
-"""``run_job`` in-process on a real Redis: resuming a retried job, cooperative cancel."""
+"""``run_job`` in-process on a real Redis: resuming a retried job, cooperative cancel, the
+start of a job in the worker's RQ transaction."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,14 +13,28 @@ import pytest
 import redis
 
 from maskfarm.core.jobs import JobSpec, JobState, Provenance, StoredFrame
+from maskfarm.jobqueue.rq_adapter import JSONSerializer, MaskfarmQueue
 from maskfarm.jobqueue.store import JobStore
+from maskfarm.server.queue import JobQueue, QueueLimits
+from maskfarm.worker.batching import CoJobs
 from maskfarm.worker.job import run_job
 from maskfarm.worker.pipeline import Segmenter
-from maskfarm.worker.runtime import WorkerRuntime, install_runtime
+from maskfarm.worker.runner import MaskfarmWorker
+from maskfarm.worker.runtime import RunStarts, WorkerRuntime, install_runtime
 from tests.images import encoded_image
 from tests.recording_redis import RecordingRedis
+from tests.services import redis_server
 
 PROMPTS = ["a cat", "a dog"]
+LIMITS = QueueLimits(
+    queue_ttl=60,
+    inputs_ttl=120,
+    result_ttl=60,
+    job_timeout=120,
+    retries=1,
+    max_backlog_jobs=100,
+    max_backlog_bytes=10**8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +207,71 @@ def test_a_job_of_path_frames_reads_them_from_storage_not_from_the_store(
 
     assert store.require_job(job.id).state is JobState.SUCCEEDED
     assert [(r.index, r.width) for r in store.frame_results(job.id, range(3))] == [(0, 20), (1, 21), (2, 22)]
+
+
+@contextlib.contextmanager
+def _worker_with_a_job(redis_url: str, segmenter: Segmenter) -> Iterator[tuple[MaskfarmWorker, str]]:
+    """An in-process maskfarm worker (not started) wired as ``build_worker`` wires it, on
+    a namespace of its own whose queue holds one submitted job; every round trip of the
+    worker and its job recorded (``RecordingRedis``)."""
+    client = RecordingRedis.from_url(redis_url)
+    store = JobStore(client, namespace=f"mfstart-{uuid.uuid4().hex[:8]}")
+    jobs = JobQueue(client, store, LIMITS)
+    frames = [encoded_image("PNG", (20 + i, 16), noise=True) for i in range(2)]
+    job_id = jobs.submit(JobSpec(frames=frames, frame_names=["a.png", "b.png"], prompts=PROMPTS)).id
+    starts, co_jobs = RunStarts(), CoJobs()
+    worker = MaskfarmWorker(
+        list(jobs.queues.values()),
+        name=f"{store.keys.namespace}-w",
+        connection=client,
+        serializer=JSONSerializer,
+        queue_class=MaskfarmQueue,
+        store=store,
+        provenance=Provenance(worker="w1"),
+        heartbeat_s=1.0,
+        job_lease_s=30,
+        co_jobs=co_jobs,
+        starts=starts,
+    )
+    install_runtime(WorkerRuntime(segmenter, store, Provenance(worker="w1"), co_jobs=co_jobs, starts=starts))
+    try:
+        yield worker, job_id
+    finally:
+        for queue in jobs.queues.values():
+            queue.empty()
+        client.delete(worker.key)
+        client.close()
+
+
+def test_a_job_is_started_in_rqs_own_start_transaction(redis_url: str, segmenter: Segmenter) -> None:
+    """The worker's start of a job in RQ's registries and the start of its run in the job
+    store go to Redis as one transaction; the job function runs the job so started
+    (one attempt, not a second start)."""
+    with _worker_with_a_job(redis_url, segmenter) as (worker, job_id):
+        store = worker.store
+        store.redis.round_trips.clear()
+        assert worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
+
+        job = store.require_job(job_id)
+        assert (job.state, job.attempts, job.provenance.worker) == (JobState.SUCCEEDED, 1, "w1")
+        starts = [
+            trip for trip in store.redis.round_trips if any(args[:2] == ("EVALSHA", store._change.sha) for args in trip)
+        ]
+        start = [trip for trip in starts if "start" in trip[-4]]
+        assert len(start) == 1, starts
+        assert ("PERSIST", f"rq:job:{job_id}") in [tuple(map(str, args)) for args in start[0]], start[0]
+        assert worker.starts.take(job_id) == (False, None), "taken by the job function"
+
+
+def test_a_job_whose_start_script_redis_lost_still_starts_once(segmenter: Segmenter) -> None:
+    """A Redis that lost its scripts (restarted, failed over) answers the start in RQ's
+    transaction with NOSCRIPT: RQ's own start holds, and the job function starts the
+    run itself (loading the script), once. (A private Redis: the scripts are flushed.)"""
+    with redis_server() as url, _worker_with_a_job(url, segmenter) as (worker, job_id):
+        store = worker.store
+        store.redis.script_flush()
+        assert worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
+
+        job = store.require_job(job_id)
+        assert (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
+        assert worker.queues[1].finished_job_registry.get_job_ids() == [job_id]

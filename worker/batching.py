@@ -142,6 +142,10 @@ class CoJobs:
         """The run a co-job started in its lead's batch (once), or None: start a new one."""
         return self._started.pop(job_id, None)
 
+    def ran_in_batch(self, job_id: str) -> bool:
+        """Whether co-job ``job_id``'s run started in its lead's batch (not yet taken)."""
+        return job_id in self._started or job_id in self._succeeded
+
     def succeeded(self, job_id: str) -> None:
         """Co-job ``job_id``'s last frames were stored with its success in the batch."""
         self._succeeded.add(job_id)

@@ -102,11 +102,13 @@ def run_job(job_id: str) -> None:
         log.debug("job %s: already succeeded in its lead's batch", job_id)
         return
     continuing = runtime.co_jobs.take_attempt(job_id)
-    job = while_refused(
-        lambda: runtime.store.mark_running(job_id, runtime.provenance, continuing=continuing),
-        f"job {job_id} start",
-        runtime.heartbeat,
-    )
+    started, job = runtime.starts.take(job_id)
+    if not started:
+        job = while_refused(
+            lambda: runtime.store.mark_running(job_id, runtime.provenance, continuing=continuing),
+            f"job {job_id} start",
+            runtime.heartbeat,
+        )
     if job is None:
         log.info("job %s skipped: not runnable (unknown, expired, finished, cancelled or taken over)", job_id)
         return

@@ -36,7 +36,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 
 from redis.client import Pipeline
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from maskfarm.core.frame_files import configure_pillow
 from maskfarm.core.jobs import Provenance, WorkerRecord
@@ -62,7 +62,7 @@ from maskfarm.worker.lost_jobs import LostJobHandler
 from maskfarm.worker.metrics import BATCHED_JOBS, PrometheusObserver, serve_metrics
 from maskfarm.worker.orphans import OrphanSweeper
 from maskfarm.worker.pipeline import Segmenter
-from maskfarm.worker.runtime import WorkerRuntime, install_runtime
+from maskfarm.worker.runtime import RunStarts, WorkerRuntime, install_runtime
 from maskfarm.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ class MaskfarmWorker(SimpleWorker):
         job_lease_s: int,
         gatherer: Gatherer | None = None,
         co_jobs: CoJobs | None = None,
+        starts: RunStarts | None = None,
         sweeper: OrphanSweeper | None = None,
         health_file: str = "",
         **kwargs,
@@ -126,6 +127,7 @@ class MaskfarmWorker(SimpleWorker):
         self.job_lease_s = job_lease_s
         self.gatherer = gatherer
         self.co_jobs = co_jobs or CoJobs()
+        self.starts = starts or RunStarts()
         self.sweeper = sweeper
         self.health_file = health_file
         self._last_job_beat = 0.0
@@ -221,6 +223,7 @@ class MaskfarmWorker(SimpleWorker):
             self.perform_job(job, queue, execution)
         finally:
             self._held_start = None  # never sent if the job failed before RQ started it
+            self.starts.clear()
         self._state = WorkerStatus.IDLE
         self._idle_unsaid = True
 
@@ -257,6 +260,33 @@ class MaskfarmWorker(SimpleWorker):
         self.set_state(WorkerStatus.BUSY, pipeline=held)
         self._held_start = held
         return execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """RQ's (the job started in RQ's registries, with a beat) and, for a maskfarm job
+        that starts a run of its own, maskfarm's start of it (``JobStore.start_in``) in
+        the same transaction: one round trip, not two. The job function takes the outcome
+        (``RunStarts``); should the start not be said (its script missing in Redis after a
+        restart or failover), the job function starts the job itself. A co-job whose run
+        began in its lead's batch goes RQ's way: its run is already started."""
+        if job.func_name != JOB_FUNCTION or self.co_jobs.ran_in_batch(job.id):
+            super().prepare_job_execution(job, remove_from_intermediate_queue)
+            return
+        with self.connection.pipeline() as pipeline:
+            heartbeat_ttl = self.get_heartbeat_ttl(job)
+            self.heartbeat(heartbeat_ttl, pipeline=pipeline)
+            job.heartbeat(rq_now(), heartbeat_ttl, pipeline=pipeline)
+            job.prepare_for_execution(self.name, pipeline=pipeline)
+            pipeline.persist(job.key)
+            if remove_from_intermediate_queue:
+                intermediate = self.queue_class(job.origin, connection=self.connection).intermediate_queue_key
+                pipeline.lrem(intermediate, 1, job.id)
+            started = self.store.start_in(pipeline, job.id, self.provenance)
+            replies = pipeline.execute(raise_on_error=False)
+        rq_errors = [reply for reply in replies[:-4] if isinstance(reply, Exception)]
+        if rq_errors:
+            raise rq_errors[0]
+        with contextlib.suppress(ResponseError):  # NoScriptError: the job function starts it
+            self.starts.put(job.id, started(replies))
 
     def beat_running_job(self) -> None:
         """Renews the leases of the running job and of the co-jobs batched with it, and
@@ -390,6 +420,7 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter, codec: CodecPoo
     batch_frames = segmenter.max_batch if settings.batch_frames is None else settings.batch_frames
     gatherer = Gatherer(store, queues, batch_frames, settings.batch_wait_ms / 1000)
     co_jobs = CoJobs()
+    starts = RunStarts()
     worker = MaskfarmWorker(
         queues,
         name=name,
@@ -405,6 +436,7 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter, codec: CodecPoo
         job_lease_s=settings.job_lease_s,
         gatherer=gatherer,
         co_jobs=co_jobs,
+        starts=starts,
         sweeper=OrphanSweeper(store, queues),
         health_file=settings.health_file,
     )
@@ -418,6 +450,7 @@ def build_worker(settings: WorkerSettings, segmenter: Segmenter, codec: CodecPoo
             heartbeat=worker.beat_running_job,
             co_jobs=co_jobs,
             storage=settings.storage,
+            starts=starts,
             codec=codec,
         )
     )

@@ -12,12 +12,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from maskfarm.core.jobs import Provenance
+from maskfarm.core.jobs import JobRecord, Provenance
 from maskfarm.jobqueue.store import JobStore
 from maskfarm.worker.batching import CoJobs
 from maskfarm.worker.codec_pool import CodecPool
 from maskfarm.worker.pipeline import Segmenter
 from maskfarm.worker.shared_storage import SharedStorage
+
+
+class RunStarts:
+    """The jobs the runner started in RQ's own start transaction (``MaskfarmWorker
+    .prepare_job_execution``), each with the job as its start left it (None: not to be
+    run); their job function takes that instead of starting the job itself."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, JobRecord | None] = {}
+
+    def put(self, job_id: str, job: JobRecord | None) -> None:
+        self._jobs[job_id] = job
+
+    def take(self, job_id: str) -> tuple[bool, JobRecord | None]:
+        """Whether the runner started ``job_id`` (once), and the job it left."""
+        if job_id not in self._jobs:
+            return False, None
+        return True, self._jobs.pop(job_id)
+
+    def clear(self) -> None:
+        self._jobs.clear()
 
 
 def _no_heartbeat() -> None:
@@ -34,7 +55,7 @@ class WorkerRuntime:
     jobs to compute with it (cross-job batching; empty unless the runner gathered some).
     ``storage`` is where jobs may read frames and write masks by path (shared storage;
     no roots: refused). ``codec`` decodes frames and encodes masks (on threads, when
-    it has more than one).
+    it has more than one). ``starts`` tells a job that the runner already started it.
     """
 
     segmenter: Segmenter
@@ -44,6 +65,7 @@ class WorkerRuntime:
     co_jobs: CoJobs = field(default_factory=CoJobs)
     storage: SharedStorage = field(default_factory=SharedStorage)
     codec: CodecPool = field(default_factory=CodecPool)
+    starts: RunStarts = field(default_factory=RunStarts)
 
 
 _runtime: WorkerRuntime | None = None
