@@ -15,7 +15,7 @@ import redis
 from maskfarm.core.jobs import JobSpec, JobState, Provenance, StoredFrame
 from maskfarm.jobqueue.rq_adapter import JSONSerializer, MaskfarmQueue
 from maskfarm.jobqueue.store import JobStore
-from maskfarm.server.queue import JobQueue, QueueLimits
+from maskfarm.server.queue import JobQueue
 from maskfarm.worker.batching import CoJobs
 from maskfarm.worker.job import run_job
 from maskfarm.worker.pipeline import Segmenter
@@ -24,17 +24,9 @@ from maskfarm.worker.runtime import RunStarts, WorkerRuntime, install_runtime
 from tests.images import encoded_image
 from tests.recording_redis import RecordingRedis
 from tests.services import redis_server
+from tests.test_orphans import LIMITS
 
 PROMPTS = ["a cat", "a dog"]
-LIMITS = QueueLimits(
-    queue_ttl=60,
-    inputs_ttl=120,
-    result_ttl=60,
-    job_timeout=120,
-    retries=1,
-    max_backlog_jobs=100,
-    max_backlog_bytes=10**8,
-)
 
 
 @pytest.fixture(scope="module")
