@@ -213,7 +213,7 @@ class Segmenter:
                 chunk, error = _next_or_error(chunks)
                 if chunk:
                     for earlier in started:  # more frames follow: its last ones go side by side too
-                        pass
+                        earlier.share_rest()
                     started.append(self._start_chunk(chunk, index))
                     index += len(chunk)
                 while started and (len(started) > ahead or not chunk):
