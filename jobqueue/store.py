@@ -666,23 +666,19 @@ class JobStore:
         return self._transition(job_id, {JobState.RUNNING}, {"cancel_requested": "1"})[1]
 
     def _transition(
-        self,
-        job_id: str,
-        allowed: Collection[JobState],
-        fields: Mapping[str, str] | None = None,
-        provenance: str = "",
+        self, job_id: str, allowed: Collection[JobState], fields: Mapping[str, str]
     ) -> tuple[bool, JobRecord]:
-        """Writes ``fields`` to the record if its state is in ``allowed`` (without
-        ``fields``: starts a run with ``provenance``, see ``mark_running``), atomically in
-        one script call, and announces the change; returns whether it changed, and the job
-        as it is after, read back in the same transaction. Leaving the queue releases the
+        """Writes ``fields`` to the record if its state is in ``allowed`` (a run starts
+        through ``_start_call`` instead), atomically in one script call, and announces the
+        change; returns whether it changed, and the job as it is after, read back in the
+        same transaction. Leaving the queue releases the
         job's backlog bytes; a terminal state deletes the inputs and starts the result TTL.
         Raises ``JobNotFound`` when there is no record."""
         outcome, read, done, failed = script_and_reads(
             self.redis,
             self._change,
             transitions.transition_keys(self.keys, job_id),
-            self._transition_args(job_id, allowed, fields, provenance),
+            self._transition_args(job_id, allowed, fields),
             lambda pipe: self._read_record_into(pipe, job_id),
         )
         if outcome == b"gone" or not read:
